@@ -1,0 +1,16 @@
+//go:build unix && !linux
+
+package runner
+
+import "syscall"
+
+// sysProcAttr puts the script in its own process group.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+func lockThread() (unlock func()) { return func() {} }
+
+// leaderExited reports false: this platform has no portable way to wait
+// for a child without reaping it.
+func leaderExited(pid int) bool { return false }
