@@ -33,10 +33,11 @@ const (
 	MaxMessageSize   = 64 << 10 // one control message, JSON bytes
 	MaxOptions       = 64       // options per job
 	MaxOptionKeyLen  = 64
-	MaxOptionValue   = 4 << 10 // bytes
-	MaxNameLen       = 255     // bytes, one path element
-	MaxResultNameLen = 1024    // bytes, a result path with '/' separators
-	MaxFilesAbsolute = 100_000 // hard cap on files in one message, whatever the config says
+	MaxOptionValue   = 4 << 10  // bytes
+	MaxOptionsTotal  = 32 << 10 // bytes of all keys and values together (they become environment variables)
+	MaxNameLen       = 255      // bytes, one path element
+	MaxResultNameLen = 1024     // bytes, a result path with '/' separators
+	MaxFilesAbsolute = 100_000  // hard cap on files in one message, whatever the config says
 	SHA256HexLen     = 64
 	MaxSubmissionID  = 128
 )
@@ -340,7 +341,9 @@ func ValidateOptions(opts map[string]string) error {
 		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
 	}
 	seen := make(map[string]string, len(opts))
+	total := 0
 	for k, v := range opts {
+		total += len(k) + len(v)
 		if !optionKeyRE.MatchString(k) {
 			return fmt.Errorf("option key %q is not valid: use 1 to 64 letters, digits or _", truncate(k, 80))
 		}
@@ -355,6 +358,9 @@ func ValidateOptions(opts map[string]string) error {
 		if strings.IndexByte(v, 0) >= 0 {
 			return fmt.Errorf("option %s: value contains a NUL byte", k)
 		}
+	}
+	if total > MaxOptionsTotal {
+		return fmt.Errorf("options add up to %d bytes, at most %d", total, MaxOptionsTotal)
 	}
 	return nil
 }

@@ -138,6 +138,8 @@ func TestValidateOptions(t *testing.T) {
 		{map[string]string{"m": strings.Repeat("v", MaxOptionValue+1)}, "at most"},
 		{map[string]string{"m": "a\x00b"}, "NUL"},
 		{many, "too many options"},
+		{bigOpts(9, MaxOptionValue), "add up to"},
+		{bigOpts(7, MaxOptionValue), ""},
 	}
 	for _, tt := range tests {
 		err := ValidateOptions(tt.opts)
@@ -148,6 +150,14 @@ func TestValidateOptions(t *testing.T) {
 			t.Errorf("ValidateOptions(%v) = %v, want error containing %q", keysOf(tt.opts), err, tt.want)
 		}
 	}
+}
+
+func bigOpts(n, size int) map[string]string {
+	m := map[string]string{}
+	for i := range n {
+		m["k"+string(rune('a'+i))] = strings.Repeat("v", size)
+	}
+	return m
 }
 
 func keysOf(m map[string]string) []string {
