@@ -1,0 +1,323 @@
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// valueType is how a key's value is read and validated.
+type valueType int
+
+const (
+	typeString      valueType = iota
+	typeHost                  // host name or IP address
+	typePort                  // 0–65535
+	typeInt                   // integer in [min, max]
+	typeMiB                   // integer MiB in [min, max], stored as bytes
+	typeSize                  // bytes, optional KiB/MiB/GiB/TiB suffix, in [min, max]
+	typeSeconds               // decimal seconds in [dmin, dmax]
+	typeHours                 // decimal hours in [dmin, dmax]
+	typeKey                   // keys.Key
+	typePath                  // path, relative to the config file's directory
+	typeFileName              // a plain file name
+	typeLogLevel              // slog.Level
+	typeIPList                // *allowlist.List
+	typeHostPorts             // []string of host:port
+	typeGlob                  // filepath.Match pattern
+	typeJSONOptions           // JSON object → map[string]string
+)
+
+var typeNames = map[valueType]string{
+	typeString:      "string",
+	typeHost:        "host",
+	typePort:        "port",
+	typeInt:         "integer",
+	typeMiB:         "integer (MiB)",
+	typeSize:        "size",
+	typeSeconds:     "seconds",
+	typeHours:       "hours",
+	typeKey:         "key",
+	typePath:        "path",
+	typeFileName:    "file name",
+	typeLogLevel:    "log level",
+	typeIPList:      "IP list",
+	typeHostPorts:   "host:port list",
+	typeGlob:        "glob",
+	typeJSONOptions: "JSON object",
+}
+
+// program is a set of recon programs, for the "used by" column and for
+// checking that each loader reads exactly its keys.
+type program uint8
+
+const (
+	progServer     program = 1 << iota // recon server
+	progClient                         // recon submit, status, queue, fetch
+	progWatch                          // recon watch
+	progAdmin                          // recon admin
+	progRelay                          // recon relay
+	progRelayAdmin                     // recon relay-admin
+)
+
+var programNames = []struct {
+	p    program
+	name string
+}{
+	{progServer, "server"},
+	{progClient, "client"},
+	{progWatch, "watch"},
+	{progAdmin, "admin"},
+	{progRelay, "relay"},
+	{progRelayAdmin, "relay-admin"},
+}
+
+func (p program) String() string {
+	var names []string
+	for _, n := range programNames {
+		if p&n.p != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// field is one key of a config file: the single source for parsing,
+// defaults, the default file and the reference documentation.
+type field struct {
+	name string
+	typ  valueType
+	// def is the default value ("" is the empty value), parsed like a value
+	// from a file and written (quoted if need be) into a fresh file.
+	// A typeKey field has no default: it is required unless optional.
+	def      string
+	optional bool // typeKey only: may be absent
+	nonEmpty bool // typeString, typePath, typeHost…: the empty value is refused
+	min, max int64
+	dmin     time.Duration
+	dmax     time.Duration
+	usedBy   program
+	doc      string
+}
+
+// section groups fields in the default file, as the prototype's example did.
+type section struct {
+	title  string
+	fields []field
+	// note is written as a comment after the fields.
+	note string
+}
+
+// schema is the set of keys of one kind of file.
+type schema struct {
+	file     string // recon.opts or relay.opts
+	title    string // the default file's first comment line
+	intro    string // comment lines after the title
+	sections []section
+	legacy   []string // keys accepted and ignored
+	byName   map[string]*field
+}
+
+func (s *schema) field(name string) *field { return s.byName[name] }
+
+func (s *schema) isLegacy(name string) bool {
+	for _, l := range s.legacy {
+		if l == name {
+			return true
+		}
+	}
+	return false
+}
+
+func newSchema(s *schema) *schema {
+	s.byName = map[string]*field{}
+	for i := range s.sections {
+		for j := range s.sections[i].fields {
+			f := &s.sections[i].fields[j]
+			if _, dup := s.byName[f.name]; dup {
+				panic("config: duplicate field " + f.name)
+			}
+			s.byName[f.name] = f
+		}
+	}
+	return s
+}
+
+const (
+	maxPortDefault = 65535
+	day            = 24 * time.Hour
+	maxSize        = 1 << 50 // 1 PiB
+	maxMiB         = 1 << 30 // 1 PiB in MiB
+)
+
+// legacyKeys are keys of the prototype's recon.opts that recon accepts and
+// ignores, with a warning.
+var legacyKeys = []string{
+	"SCANNER_USERNAME",
+	"SCANNER_PASSWORD",
+	"SSH_PORT",
+	"SOURCE_DATA_PATH",
+	"SCANNER_DICOM_SOURCE_DIR",
+	"RECON_SERVER_DICOM_OUTPUT_DIR",
+}
+
+func reconSchema() *schema {
+	const srv, cli, wat, adm = progServer, progClient, progWatch, progAdmin
+	return newSchema(&schema{
+		file:  "recon.opts",
+		title: "recon.opts - configuration of recon server, its clients (recon submit, status, queue, fetch, watch) and recon admin",
+		intro: "Format: one ITEM = VALUE per line; '#' starts a comment; quote a value that contains '#'. " +
+			"Relative paths are relative to this file's directory. Each program reads only the keys it uses. " +
+			"This file holds secret keys: keep it private (mode 0600).",
+		legacy: legacyKeys,
+		sections: []section{
+			{title: "Server Main Connection", fields: []field{
+				{name: "SERVER_HOSTNAME", typ: typeHost, def: "localhost", nonEmpty: true, usedBy: srv | cli | wat,
+					doc: "Host name or IP address the server listens on and clients connect to."},
+				{name: "SERVER_PORT", typ: typePort, def: "60000", min: 0, max: maxPortDefault, usedBy: srv | cli | wat,
+					doc: "TCP port of the server for clients. 0 lets the server pick a free port (for tests); a client needs the real port."},
+				{name: "SHARED_KEY", typ: typeKey, usedBy: srv | cli | wat,
+					doc: "Key of the client-server channel, as printed by recon keygen; the same on the server and its clients."},
+			}},
+			{title: "Security", fields: []field{
+				{name: "TRUSTED_IPS", typ: typeIPList, def: "127.0.0.1,::1", usedBy: srv,
+					doc: "Comma-separated IP addresses and CIDR prefixes allowed to connect as clients; blank allows every address."},
+			}},
+			{title: "Paths", fields: []field{
+				{name: "RECON_SERVER_BASE_PFILE_DIR", typ: typePath, def: "recon_data/inputs", nonEmpty: true, usedBy: srv,
+					doc: "Base directory of the job input directories (received raw-data files)."},
+				{name: "RECON_SCRIPT_PATH", typ: typePath, def: "default_recon_script.sh", nonEmpty: true, usedBy: srv,
+					doc: "Reconstruction script, run as SCRIPT INPUT_DIR --output-dir OUTPUT_DIR without a shell."},
+				{name: "RECON_JOB_OUTPUT_BASE_DIR", typ: typePath, def: "recon_data/outputs", nonEmpty: true, usedBy: srv,
+					doc: "Base directory of the job output directories (results waiting to be fetched)."},
+				{name: "RECON_SERVER_STATE_DIR", typ: typePath, def: "recon_data/state", nonEmpty: true, usedBy: srv,
+					doc: "Directory of the server's durable state (the SQLite job database); keep it out of /tmp."},
+			}, note: "RECON_SERVER_DICOM_OUTPUT_DIR (legacy global output) is ignored: outputs are per job."},
+			{title: "Logging", fields: []field{
+				{name: "LOG_FILEPATH", typ: typePath, def: "recon.log", usedBy: srv,
+					doc: "File the server appends its JSON log to; empty logs to standard error."},
+				{name: "LOG_LEVEL", typ: typeLogLevel, def: "INFO", usedBy: srv,
+					doc: "Least severe level logged: DEBUG, INFO, WARNING (or WARN), ERROR."},
+			}},
+			{title: "Server Settings", fields: []field{
+				{name: "MAX_CONCURRENT_JOBS", typ: typeInt, def: "1", min: 1, max: 1024, usedBy: srv,
+					doc: "Jobs run at the same time (1-1024); recon admin setmaxjobs changes it while the server runs."},
+				{name: "MAX_QUEUED_JOBS", typ: typeInt, def: "10000", min: 1, max: 1_000_000, usedBy: srv,
+					doc: "Jobs that may wait in the queue; a submission beyond it is refused with a retryable error."},
+				{name: "MAX_FILES_PER_JOB", typ: typeInt, def: "1000", min: 1, max: 1_000_000, usedBy: srv,
+					doc: "Input files one job may have."},
+				{name: "MAX_JOB_INPUT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,
+					doc: "Total size of one job's input files: bytes, or a number with a KiB, MiB, GiB or TiB suffix."},
+				{name: "MIN_FREE_DISK_MB", typ: typeMiB, def: "1024", min: 0, max: maxMiB, usedBy: srv,
+					doc: "Free space (MiB, 1 MB = 1024 x 1024 bytes here) kept on the input, output and state disks; a submission that would use it is refused."},
+				{name: "MAX_JOB_ATTEMPTS", typ: typeInt, def: "3", min: 1, max: 100, usedBy: srv,
+					doc: "Times a job is started before it fails for good (a run cut short by a server crash is retried)."},
+				{name: "JOB_TIMEOUT_SECONDS", typ: typeSeconds, def: "0", dmin: 0, dmax: 365 * day, usedBy: srv,
+					doc: "Time limit of one run of the script; 0 means none."},
+				{name: "RESULT_RETENTION_HOURS", typ: typeHours, def: "168", dmin: 3600 * time.Millisecond, dmax: 3650 * day, usedBy: srv,
+					doc: "How long results wait to be fetched before they are deleted."},
+				{name: "MAX_RESULT_FILES", typ: typeInt, def: "10000", min: 1, max: 1_000_000, usedBy: srv,
+					doc: "Result files one job may return."},
+				{name: "MAX_RESULT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,
+					doc: "Total size of one job's results: bytes, or a number with a KiB, MiB, GiB or TiB suffix."},
+			}},
+			{title: "Resource Management (Server)", fields: []field{
+				{name: "MAX_CPU_LOAD_PERCENT", typ: typeInt, def: "75", min: 1, max: 100, usedBy: srv,
+					doc: "Workers wait before taking a job while the CPU load (percent, 1-100) is above this."},
+				{name: "MIN_AVAILABLE_MEMORY_MB", typ: typeMiB, def: "500", min: 0, max: maxMiB, usedBy: srv,
+					doc: "Workers wait before taking a job while available memory (MiB, as for MIN_FREE_DISK_MB) is below this."},
+				{name: "RESOURCE_CHECK_INTERVAL_SECONDS", typ: typeSeconds, def: "10", dmin: time.Second, dmax: time.Hour, usedBy: srv,
+					doc: "How often a waiting worker checks the resources again (at least 1)."},
+			}},
+			{title: "Server Admin Interface (recon admin)", fields: []field{
+				{name: "SERVER_ADMIN_HOSTNAME", typ: typeHost, def: "127.0.0.1", nonEmpty: true, usedBy: srv | adm,
+					doc: "Host name or IP address of the admin listener; keep it on loopback."},
+				{name: "SERVER_ADMIN_PORT", typ: typePort, def: "60003", min: 0, max: maxPortDefault, usedBy: srv | adm,
+					doc: "TCP port of the admin listener (0: pick a free port, for tests)."},
+				{name: "SERVER_ADMIN_SHARED_KEY", typ: typeKey, usedBy: srv | adm,
+					doc: "Key of the admin channel; MUST differ from SHARED_KEY."},
+			}},
+			{title: "Client Options (recon submit, status, queue, fetch)", fields: []field{
+				{name: "CLIENT_DEFAULT_PFILE_NAME", typ: typeFileName, def: "P00000.7", usedBy: cli,
+					doc: "File name of the default raw-data file (prototype option)."},
+				{name: "CLIENT_DEFAULT_PFILE_PATH", typ: typePath, def: "", usedBy: cli,
+					doc: "Raw-data file submitted when recon submit is given no FILE; empty: FILE arguments are needed."},
+				{name: "CLIENT_DOWNLOAD_DIR", typ: typePath, def: "client_downloads", nonEmpty: true, usedBy: cli | wat,
+					doc: "Directory results are downloaded under when no --output is given."},
+			}, note: "Legacy options of the Python prototype (SCANNER_USERNAME, SCANNER_PASSWORD, SSH_PORT, " +
+				"SOURCE_DATA_PATH, SCANNER_DICOM_SOURCE_DIR) are accepted and ignored."},
+			{title: "Client Daemon Options (recon watch)", fields: []field{
+				{name: "CLIENT_WATCH_DIRECTORY", typ: typePath, def: "", usedBy: wat,
+					doc: "Directory recon watch watches for new raw-data files; recon watch needs it set."},
+				{name: "CLIENT_WATCH_PATTERN", typ: typeGlob, def: "*.7", nonEmpty: true, usedBy: wat,
+					doc: "File name pattern (a filepath.Match glob) of the files to submit."},
+				{name: "CLIENT_DAEMON_POLL_INTERVAL", typ: typeSeconds, def: "10", dmin: time.Millisecond, dmax: day, usedBy: wat,
+					doc: "Seconds between scans of the watched directory."},
+				{name: "CLIENT_DAEMON_STABILITY_DELAY", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,
+					doc: "Seconds a file's size must stay unchanged before it is taken as complete."},
+				{name: "CLIENT_DAEMON_GROUPING_TIMEOUT", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,
+					doc: "Seconds to wait for more files after one is complete; files found together form one job."},
+				{name: "CLIENT_DAEMON_RECON_OPTIONS_JSON", typ: typeJSONOptions, def: "{}", usedBy: wat,
+					doc: "Options sent with each job: a JSON object of strings, numbers or booleans; put it in '...' if it contains '#'."},
+			}},
+		},
+	})
+}
+
+func relaySchema() *schema {
+	const rel, radm = progRelay, progRelayAdmin
+	return newSchema(&schema{
+		file:  "relay.opts",
+		title: "relay.opts - configuration of recon relay and recon relay-admin",
+		intro: "Format: one ITEM = VALUE per line; '#' starts a comment; quote a value that contains '#'. " +
+			"Relative paths are relative to this file's directory. " +
+			"This file holds secret keys: keep it private (mode 0600).",
+		sections: []section{
+			{title: "Relay Listener", fields: []field{
+				{name: "RELAY_HOSTNAME", typ: typeHost, def: "localhost", nonEmpty: true, usedBy: rel,
+					doc: "Host name or IP address the relay listens on for clients."},
+				{name: "RELAY_PORT", typ: typePort, def: "60001", min: 0, max: maxPortDefault, usedBy: rel,
+					doc: "TCP port of the relay for clients (0: pick a free port, for tests)."},
+			}},
+			{title: "Logging", fields: []field{
+				{name: "LOG_FILEPATH", typ: typePath, def: "relay.log", usedBy: rel,
+					doc: "File the relay appends its JSON log to; empty logs to standard error."},
+				{name: "LOG_LEVEL", typ: typeLogLevel, def: "INFO", usedBy: rel,
+					doc: "Least severe level logged: DEBUG, INFO, WARNING (or WARN), ERROR."},
+			}},
+			{title: "Security (Client-Facing)", fields: []field{
+				{name: "SHARED_KEY_RELAY_TO_CLIENTS", typ: typeKey, usedBy: rel,
+					doc: "Key of the client-relay channel; clients use it as their SHARED_KEY."},
+				{name: "TRUSTED_CLIENT_IPS", typ: typeIPList, def: "", usedBy: rel,
+					doc: "Comma-separated IP addresses and CIDR prefixes allowed to connect as clients; blank allows every address."},
+			}},
+			{title: "Backend Reconstruction Servers", fields: []field{
+				{name: "BACKEND_SERVERS", typ: typeHostPorts, def: "localhost:60000", nonEmpty: true, usedBy: rel,
+					doc: "Comma-separated host:port list of the recon servers the relay forwards jobs to."},
+				{name: "BACKEND_SHARED_KEY", typ: typeKey, optional: true, usedBy: rel,
+					doc: "Key toward the backends: their SHARED_KEY. The relay cannot reach them while it is unset."},
+			}},
+			{title: "Relay Admin Interface (recon relay-admin)", fields: []field{
+				{name: "RELAY_ADMIN_HOSTNAME", typ: typeHost, def: "127.0.0.1", nonEmpty: true, usedBy: rel | radm,
+					doc: "Host name or IP address of the relay's admin listener; keep it on loopback."},
+				{name: "RELAY_ADMIN_PORT", typ: typePort, def: "60002", min: 0, max: maxPortDefault, usedBy: rel | radm,
+					doc: "TCP port of the relay's admin listener (0: pick a free port, for tests)."},
+				{name: "RELAY_ADMIN_SHARED_KEY", typ: typeKey, usedBy: rel | radm,
+					doc: "Key of the relay's admin channel; MUST differ from SHARED_KEY_RELAY_TO_CLIENTS and BACKEND_SHARED_KEY."},
+			}},
+		},
+	})
+}
+
+// The two schemas, built once and never modified.
+var (
+	reconOpts = reconSchema()
+	relayOpts = relaySchema()
+)
+
+// other returns the other kind of file's schema, for "belongs in" hints.
+func (s *schema) other() *schema {
+	if s == reconOpts {
+		return relayOpts
+	}
+	return reconOpts
+}
