@@ -1,0 +1,341 @@
+package secure
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/flynn/noise"
+	"github.com/recon-mri/recon/internal/keys"
+)
+
+// Dial connects to addr over TCP and runs the client handshake (see Client).
+// The TCP connect is bounded by ctx and by the handshake timeout. On failure
+// the TCP connection is closed.
+func Dial(ctx context.Context, addr string, cfg Config) (*Conn, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: cfg.handshakeTimeout()}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return Client(ctx, conn, cfg)
+}
+
+// Client runs the client side of the handshake on conn: it sends the
+// preamble and the first Noise message, reads the server's answer, and sends
+// the hello record that authenticates it to the server.
+//
+// The handshake is bounded by cfg.HandshakeTimeout and by ctx; conn's
+// deadlines are used for that and cleared afterwards. If the server does not
+// accept the key or the role (or refuses the address) the error wraps
+// ErrAuth. On any failure Client closes conn; on success the returned Conn
+// owns it.
+func Client(ctx context.Context, conn net.Conn, cfg Config) (*Conn, error) {
+	c, err := clientHandshake(ctx, conn, &cfg)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("secure handshake with %s: %w", conn.RemoteAddr(), err)
+	}
+	return c, nil
+}
+
+// Server runs the server side of the handshake on conn. It returns only once
+// the client has proved the key of cfg.Role: its preamble names cfg.Role, its
+// first Noise message decrypts with that role's PSK, and its hello record
+// decrypts with the session keys. A client that fails before the last step
+// gets no answer at all.
+//
+// The handshake is bounded by cfg.HandshakeTimeout and by ctx; conn's
+// deadlines are used for that and cleared afterwards. An error for a wrong key
+// wraps ErrAuth, one for a wrong magic, version or role wraps ErrPreamble. On
+// any failure Server closes conn; on success the returned Conn owns it.
+func Server(ctx context.Context, conn net.Conn, cfg Config) (*Conn, error) {
+	c, err := serverHandshake(ctx, conn, &cfg)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("secure handshake with %s: %w", conn.RemoteAddr(), err)
+	}
+	return c, nil
+}
+
+func clientHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	hs, err := newHandshake(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	g, err := startGuard(ctx, conn, cfg.handshakeTimeout())
+	if err != nil {
+		return nil, err
+	}
+	defer g.stop()
+
+	// Preamble, length and first message go out in one write.
+	var out [PreambleSize + lengthSize + handshakeMessageSize]byte
+	pre := preamble(cfg.Role)
+	copy(out[:], pre[:])
+	binary.BigEndian.PutUint16(out[PreambleSize:], handshakeMessageSize)
+	msg, _, _, err := hs.WriteMessage(out[PreambleSize+lengthSize:PreambleSize+lengthSize], nil)
+	if err != nil {
+		return nil, fmt.Errorf("write first handshake message: %w", err)
+	}
+	if len(msg) != handshakeMessageSize {
+		return nil, fmt.Errorf("write first handshake message: unexpected size %d", len(msg))
+	}
+	if _, err := conn.Write(out[:]); err != nil {
+		return nil, g.clientErr(err)
+	}
+
+	// The server answers only if it accepted the first message. Whatever
+	// else happens here - the connection closed or reset, an answer that is
+	// not a valid second message - is the one generic ErrAuth.
+	var in [lengthSize + handshakeMessageSize]byte
+	if _, err := io.ReadFull(conn, in[:]); err != nil {
+		return nil, g.clientErr(err)
+	}
+	if binary.BigEndian.Uint16(in[:]) != handshakeMessageSize {
+		return nil, ErrAuth
+	}
+	_, send, recv, err := hs.ReadMessage(nil, in[lengthSize:])
+	if err != nil || send == nil || recv == nil {
+		return nil, ErrAuth
+	}
+
+	hello, err := appendRecord(make([]byte, 0, lengthSize+minRecordSize), send, recordHello, nil)
+	if err != nil {
+		return nil, fmt.Errorf("seal hello record: %w", err)
+	}
+	if _, err := conn.Write(hello); err != nil {
+		return nil, g.clientErr(err)
+	}
+	if err := g.finish(); err != nil {
+		return nil, err
+	}
+	return newConn(conn, cfg, send, recv), nil
+}
+
+func serverHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	g, err := startGuard(ctx, conn, cfg.handshakeTimeout())
+	if err != nil {
+		return nil, err
+	}
+	defer g.stop()
+
+	var pre [PreambleSize]byte
+	if _, err := io.ReadFull(conn, pre[:]); err != nil {
+		return nil, fmt.Errorf("read preamble: %w", g.ioErr(err))
+	}
+	if err := checkPreamble(pre, cfg.Role); err != nil {
+		return nil, err
+	}
+
+	hs, err := newHandshake(cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	var in [lengthSize + handshakeMessageSize]byte
+	if _, err := io.ReadFull(conn, in[:lengthSize]); err != nil {
+		return nil, fmt.Errorf("read first handshake message: %w", g.ioErr(err))
+	}
+	if n := binary.BigEndian.Uint16(in[:]); n != handshakeMessageSize {
+		return nil, fmt.Errorf("first handshake message has length %d, want %d: %w", n, handshakeMessageSize, ErrAuth)
+	}
+	if _, err := io.ReadFull(conn, in[lengthSize:]); err != nil {
+		return nil, fmt.Errorf("read first handshake message: %w", g.ioErr(err))
+	}
+	// With a wrong PSK (wrong key or role) the empty payload's tag fails
+	// here, before any Diffie-Hellman work, and nothing is sent back.
+	if _, _, _, err := hs.ReadMessage(nil, in[lengthSize:]); err != nil {
+		return nil, fmt.Errorf("first handshake message: %w", ErrAuth)
+	}
+
+	var out [lengthSize + handshakeMessageSize]byte
+	binary.BigEndian.PutUint16(out[:], handshakeMessageSize)
+	msg, recv, send, err := hs.WriteMessage(out[lengthSize:lengthSize], nil)
+	if err != nil {
+		return nil, fmt.Errorf("write second handshake message: %w", err)
+	}
+	if recv == nil || send == nil || len(msg) != handshakeMessageSize {
+		return nil, errors.New("write second handshake message: handshake did not complete")
+	}
+	if _, err := conn.Write(out[:]); err != nil {
+		return nil, fmt.Errorf("write second handshake message: %w", g.ioErr(err))
+	}
+
+	// The hello record is the first one sealed with the session keys, which
+	// depend on this connection's fresh ephemeral key: only a client that
+	// holds the PSK and took part in this handshake can produce it.
+	var hello [lengthSize + minRecordSize]byte
+	if _, err := io.ReadFull(conn, hello[:lengthSize]); err != nil {
+		return nil, fmt.Errorf("read hello record: %w", g.ioErr(err))
+	}
+	if n := binary.BigEndian.Uint16(hello[:]); n != minRecordSize {
+		return nil, fmt.Errorf("hello record has length %d, want %d: %w", n, minRecordSize, ErrAuth)
+	}
+	if _, err := io.ReadFull(conn, hello[lengthSize:]); err != nil {
+		return nil, fmt.Errorf("read hello record: %w", g.ioErr(err))
+	}
+	pt, err := recv.Decrypt(hello[lengthSize:lengthSize], nil, hello[lengthSize:])
+	if err != nil {
+		return nil, fmt.Errorf("hello record: %w", ErrAuth)
+	}
+	if len(pt) != 1 || pt[0] != recordHello {
+		return nil, fmt.Errorf("first record is not a hello: %w", ErrRecord)
+	}
+	if err := g.finish(); err != nil {
+		return nil, err
+	}
+	return newConn(conn, cfg, send, recv), nil
+}
+
+// preamble returns the cleartext preamble (and Noise prologue) for role r.
+func preamble(r Role) [PreambleSize]byte {
+	return [PreambleSize]byte{magic[0], magic[1], magic[2], magic[3], ProtocolVersion, byte(r)}
+}
+
+func checkPreamble(pre [PreambleSize]byte, want Role) error {
+	if string(pre[:len(magic)]) != magic {
+		return fmt.Errorf("%w: not a recon client", ErrPreamble)
+	}
+	if v := pre[len(magic)]; v != ProtocolVersion {
+		return fmt.Errorf("%w: protocol version %d, want %d", ErrPreamble, v, ProtocolVersion)
+	}
+	if r := Role(pre[len(magic)+1]); r != want {
+		return fmt.Errorf("%w: client asked for the %s role on a %s listener", ErrPreamble, r, want)
+	}
+	return nil
+}
+
+// derivePSK derives the Noise PSK of role r from key k. The raw key never
+// enters Noise, and each role (and protocol version) gets its own PSK.
+func derivePSK(k keys.Key, r Role) ([]byte, error) {
+	secret := k.Bytes()
+	defer clear(secret)
+	psk, err := hkdf.Key(sha256.New, secret, nil, fmt.Sprintf("recon/%d psk %s", ProtocolVersion, r), 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive psk: %w", err)
+	}
+	return psk, nil
+}
+
+func newHandshake(cfg *Config, initiator bool) (*noise.HandshakeState, error) {
+	psk, err := derivePSK(cfg.Key, cfg.Role)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(psk) // noise keeps its own copy
+	suite := cfg.suite
+	if suite == nil {
+		suite = suiteAESGCM
+	}
+	pre := preamble(cfg.Role)
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:           suite,
+		Pattern:               noise.HandshakeNN,
+		Initiator:             initiator,
+		Prologue:              pre[:],
+		PresharedKey:          psk,
+		PresharedKeyPlacement: 0,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start handshake: %w", err)
+	}
+	return hs, nil
+}
+
+// guard bounds a handshake by its timeout and by a context, through the
+// connection's deadlines.
+type guard struct {
+	ctx      context.Context
+	conn     net.Conn
+	timeout  time.Duration
+	ctxBound bool // ctx's deadline comes before the handshake timeout
+	stop     func() bool
+}
+
+func startGuard(ctx context.Context, conn net.Conn, timeout time.Duration) (*guard, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	g := &guard{ctx: ctx, conn: conn, timeout: timeout}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+		deadline, g.ctxBound = d, true
+	}
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("set handshake deadline: %w", err)
+	}
+	// Cancelling ctx moves the deadline into the past, which wakes any
+	// blocked Read or Write.
+	g.stop = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return g, nil
+}
+
+// finish ends the guard and clears the deadlines. If ctx was cancelled in
+// the meantime its error is returned.
+func (g *guard) finish() error {
+	if !g.stop() {
+		return g.ctx.Err()
+	}
+	if err := g.conn.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("clear handshake deadline: %w", err)
+	}
+	return nil
+}
+
+// ioErr explains an I/O error of the handshake: the context's error if it
+// was cancelled, a timeout if the handshake took too long, else err itself.
+func (g *guard) ioErr(err error) error {
+	if e := g.stopped(err); e != nil {
+		return e
+	}
+	return err
+}
+
+// clientErr is ioErr for the client, which reports a peer that hung up or
+// reset the connection as ErrAuth: that is how a server refuses.
+func (g *guard) clientErr(err error) error {
+	if e := g.stopped(err); e != nil {
+		return e
+	}
+	if peerHungUp(err) {
+		return ErrAuth
+	}
+	return err
+}
+
+// stopped returns the error to report if err came from the context or the
+// handshake deadline, and nil otherwise.
+func (g *guard) stopped(err error) error {
+	if ctxErr := g.ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		if g.ctxBound {
+			return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		}
+		return fmt.Errorf("handshake not done within %v: %w", g.timeout, err)
+	}
+	return nil
+}
+
+func peerHungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, io.ErrClosedPipe)
+}
