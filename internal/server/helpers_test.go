@@ -1,0 +1,254 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/recon-mri/recon/client"
+	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+// testTimeout bounds every test; the whole package stays well under it.
+const testTimeout = 45 * time.Second
+
+// pollTimeout bounds each wait for a condition.
+const pollTimeout = 20 * time.Second
+
+// testContext returns a context that ends when the test does or after
+// testTimeout.
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// writeInput writes a file into dir and returns its path.
+func writeInput(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// dirNames lists dir's entry names, sorted ("" entries for a missing dir).
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	slices.Sort(names)
+	return names
+}
+
+// incoming lists the upload directories that are not a job (yet).
+func incoming(t *testing.T, s *servertest.Server) []string {
+	t.Helper()
+	var out []string
+	for _, n := range dirNames(t, s.Config.InputBaseDir) {
+		if strings.HasPrefix(n, ".incoming-") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// releaseScript is a reconstruction script that appends a line to
+// DIR/runs-<job id>, waits until DIR/release-all or DIR/release-<job id>
+// exists, then copies each input to <name>.out.
+func releaseScript(dir string) string {
+	return fmt.Sprintf(`#!/bin/sh
+set -eu
+d=%q
+echo run >> "$d/runs-$RECON_JOB_ID"
+while [ ! -e "$d/release-all" ] && [ ! -e "$d/release-$RECON_JOB_ID" ]; do sleep 0.02; done
+for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
+`, dir)
+}
+
+// release lets the job id (or every job, for "all") of a releaseScript end.
+func release(t *testing.T, dir, id string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "release-"+id), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitJob polls the job until cond holds and returns it.
+func waitJob(t *testing.T, ctx context.Context, c *client.Client, id string, what string, cond func(*client.Job) bool) *client.Job {
+	t.Helper()
+	deadline := time.Now().Add(pollTimeout)
+	for wait := time.Millisecond; ; wait = min(wait*2, 50*time.Millisecond) {
+		j, err := c.Job(ctx, id)
+		if err != nil {
+			t.Fatalf("Job(%s): %v", id, err)
+		}
+		if cond(j) {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s: timed out waiting until %s; last seen state %s, error %q", id, what, j.State, j.Error)
+		}
+		time.Sleep(wait)
+	}
+}
+
+// waitDone waits for the job to end and returns its final state.
+func waitDone(t *testing.T, ctx context.Context, c *client.Client, id string) *client.Job {
+	t.Helper()
+	j, err := c.Wait(ctx, id, nil)
+	if err != nil {
+		t.Fatalf("Wait(%s): %v", id, err)
+	}
+	return j
+}
+
+// submitOne submits one small file through the Go client.
+func submitOne(t *testing.T, ctx context.Context, c *client.Client, name string, data []byte) *client.Job {
+	t.Helper()
+	p := writeInput(t, t.TempDir(), name, data)
+	j, err := c.Submit(ctx, []string{p}, nil)
+	if err != nil {
+		t.Fatalf("Submit(%s): %v", name, err)
+	}
+	return j
+}
+
+// mustKey parses a key in text form.
+func mustKey(t *testing.T, s string) keys.Key {
+	t.Helper()
+	k, err := keys.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// rawDial opens a secure channel to addr from the local address localIP
+// ("" lets the kernel choose), for requests the Go client refuses to send.
+func rawDial(ctx context.Context, addr, localIP string, key keys.Key, role secure.Role) (*secure.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if localIP != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(localIP)}
+	}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return secure.Client(ctx, conn, secure.Config{Key: key, Role: role, HandshakeTimeout: 10 * time.Second})
+}
+
+// rawClient dials the server's client port with its key and closes the
+// connection when the test ends.
+func rawClient(t *testing.T, ctx context.Context, s *servertest.Server) *secure.Conn {
+	t.Helper()
+	c, err := rawDial(ctx, s.Addr().String(), "", mustKey(t, s.Key), secure.RoleClient)
+	if err != nil {
+		t.Fatalf("raw dial: %v", err)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	t.Cleanup(func() { stop(); c.Close() })
+	return c
+}
+
+// request sends one message and reads the reply.
+func request(c *secure.Conn, typ protocol.Type, body any) (protocol.Message, error) {
+	if err := protocol.WriteMessage(c, typ, body); err != nil {
+		return protocol.Message{}, err
+	}
+	return protocol.ReadMessage(c)
+}
+
+// rawStatus asks for the server status on c.
+func rawStatus(c *secure.Conn) (*protocol.StatusReply, error) {
+	m, err := request(c, protocol.TypeStatus, protocol.Empty{})
+	if err != nil {
+		return nil, err
+	}
+	var st protocol.StatusReply
+	if err := m.Decode(protocol.TypeStatusReply, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// checkServes fails the test unless the server answers a status request on
+// a new connection.
+func checkServes(t *testing.T, ctx context.Context, s *servertest.Server) {
+	t.Helper()
+	c, err := client.Dial(ctx, s.ClientConfig())
+	if err != nil {
+		t.Fatalf("server does not accept a new client: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatalf("server does not answer status on a new connection: %v", err)
+	}
+}
+
+// processGone reports whether pid no longer runs (no such process, or a
+// zombie waiting for a parent that does not reap it).
+func processGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
+}
+
+// waitGone waits until path no longer exists. The server removes a job's
+// input dir just after recording its end, so a client may hear of the end
+// a moment before.
+func waitGone(t *testing.T, path, what string) {
+	t.Helper()
+	servertest.Eventually(t, pollTimeout, what+" is removed", func() bool { return !exists(path) })
+}

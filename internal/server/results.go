@@ -1,0 +1,146 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// sendResults runs the fetch request: announce a finished job's result
+// files, stream each, and on the client's acknowledgement remove them.
+func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log *slog.Logger) error {
+	info, err := s.job(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !info.Terminal() {
+		return protocol.Errorf(protocol.CodeNotFinished, "job %s is %s; wait for it to finish", id, info.State)
+	}
+	if info.ResultsGone {
+		return protocol.Errorf(protocol.CodeGone, "the results of job %s were already delivered or have expired", id)
+	}
+	if _, err := os.Lstat(s.outputDir(id)); errors.Is(err, os.ErrNotExist) {
+		// Removed, and not recorded yet (the job has just ended without
+		// results), or removed by hand.
+		return protocol.Errorf(protocol.CodeGone, "the results of job %s are no longer on the server", id)
+	}
+	log = log.With("job_id", id)
+	files := info.Results
+	if files == nil {
+		files = []protocol.FileSum{}
+	}
+	var root *os.Root
+	if len(files) > 0 {
+		root, err = os.OpenRoot(s.outputDir(id))
+		if err != nil {
+			return internalError(fmt.Errorf("open results: %w", err))
+		}
+		defer root.Close()
+	}
+	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *info, Files: files}); err != nil {
+		return err
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	start := time.Now()
+	var total int64
+	for _, f := range files {
+		if err := sendFile(c, root, f, *bp); err != nil {
+			// The stream is out of step: the client sees the connection
+			// end before the file does, and reports it.
+			log.Error("sending result failed", "file", f.Name, "err", err)
+			return errSessionOver
+		}
+		total += f.Size
+	}
+	m, err := protocol.ReadMessage(c)
+	if err != nil {
+		return err
+	}
+	var ack protocol.JobRef
+	if err := m.Decode(protocol.TypeAck, &ack); err != nil {
+		return badRequest(err)
+	}
+	if ack.JobID != id {
+		return badRequest(fmt.Errorf("acknowledgement for job %q while fetching %q", ack.JobID, id))
+	}
+	if err := s.store.MarkDelivered(ctx, id); err != nil {
+		return internalError(err)
+	}
+	log.Info("results delivered", "files", len(files), "bytes", total, "seconds", time.Since(start).Seconds())
+	s.removeOutput(ctx, id)
+	s.changed.Broadcast()
+	return protocol.WriteMessage(c, protocol.TypeAckDone, protocol.JobRef{JobID: id})
+}
+
+// sendFile streams exactly f.Size bytes of the result file. The file is
+// opened through the output dir's root without following links, and must
+// still be the regular file of the size that was hashed.
+func sendFile(w io.Writer, root *os.Root, f protocol.FileSum, buf []byte) error {
+	fh, err := root.OpenFile(f.Name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Size() != f.Size {
+		return fmt.Errorf("result %q changed after it was collected", f.Name)
+	}
+	n, err := io.CopyBuffer(w, io.LimitReader(onlyReader{fh}, f.Size), buf)
+	if err != nil {
+		return err
+	}
+	if n != f.Size {
+		return fmt.Errorf("result %q shrank while it was sent", f.Name)
+	}
+	return nil
+}
+
+// onlyReader hides WriterTo, so CopyBuffer uses the buffer given.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+func (s *Server) removeOutput(ctx context.Context, id string) {
+	if err := os.RemoveAll(s.outputDir(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove results", "job_id", id, "err", err)
+		return
+	}
+	if err := s.store.MarkResultsRemoved(ctx, id); err != nil {
+		s.log.Warn("record results removed", "job_id", id, "err", err)
+	}
+}
+
+// sweepResults removes results nobody fetched within RESULT_RETENTION_HOURS.
+func (s *Server) sweepResults(ctx context.Context) {
+	interval := min(s.cfg.ResultRetention/10, time.Hour)
+	interval = max(interval, time.Second)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		expired, err := s.store.ResultsToExpire(ctx, time.Now().Add(-s.cfg.ResultRetention))
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("list expired results", "err", err)
+		}
+		for _, j := range expired {
+			s.log.Info("results expired unfetched", "job_id", j.ID)
+			s.removeOutput(ctx, j.ID)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

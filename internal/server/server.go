@@ -1,0 +1,366 @@
+// Package server is the recon reconstruction server: it accepts encrypted
+// client and admin sessions, stores uploaded files durably, queues jobs in
+// the job store, runs the reconstruction script in a pool of workers and
+// returns the results.
+//
+// Lifecycle: New opens the store and recovers from a crash; Start listens
+// and starts the workers; Shutdown stops everything and returns when every
+// goroutine has ended (safe to call more than once).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// Server is a running recon server. Create it with New.
+type Server struct {
+	cfg     *config.Server
+	log     *slog.Logger
+	version string
+	opts    Options
+	store   *jobs.Store
+	lock    *os.File // flock on the state dir: one server per data set
+	started time.Time
+
+	changed *notifier // broadcast on every job state change
+	uploads *reservations
+
+	mu       sync.Mutex
+	clientLn net.Listener
+	adminLn  net.Listener
+	cancel   context.CancelFunc
+	running  map[string]context.CancelCauseFunc // job id → cancel of its script
+	done     chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+
+	pool *pool
+}
+
+// Options are optional settings for New.
+type Options struct {
+	// Version is reported by status requests.
+	Version string
+	// HandshakeTimeout and IdleTimeout override the defaults
+	// (HandshakeTimeout, IdleTimeout); tests shorten them.
+	HandshakeTimeout time.Duration
+	IdleTimeout      time.Duration
+}
+
+// New prepares a server: it creates the data directories, opens the job
+// store, re-queues jobs that were running when the server last stopped and
+// removes leftovers of interrupted uploads. It does not listen yet.
+func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range []struct{ key, dir string }{
+		{"RECON_SERVER_BASE_PFILE_DIR", cfg.InputBaseDir},
+		{"RECON_JOB_OUTPUT_BASE_DIR", cfg.OutputBaseDir},
+		{"RECON_SERVER_STATE_DIR", cfg.StateDir},
+	} {
+		if err := os.MkdirAll(d.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.key, err)
+		}
+	}
+	if err := checkScript(cfg.ScriptPath); err != nil {
+		return nil, err
+	}
+	lock, err := lockDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	store, err := jobs.Open(filepath.Join(cfg.StateDir, "jobs.db"))
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open job store: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		version: opts.Version,
+		opts:    opts,
+		store:   store,
+		lock:    lock,
+		started: time.Now(),
+		changed: newNotifier(),
+		uploads: &reservations{},
+		running: map[string]context.CancelCauseFunc{},
+		done:    make(chan struct{}),
+	}
+	if s.opts.HandshakeTimeout == 0 {
+		s.opts.HandshakeTimeout = HandshakeTimeout
+	}
+	if s.opts.IdleTimeout == 0 {
+		s.opts.IdleTimeout = IdleTimeout
+	}
+	ctx := context.Background()
+	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
+	if err != nil {
+		store.Close()
+		lock.Close()
+		return nil, fmt.Errorf("recover jobs: %w", err)
+	}
+	for _, id := range requeued {
+		log.Info("job re-queued after restart", "job_id", id)
+	}
+	for _, id := range failed {
+		log.Warn("job failed: too many attempts", "job_id", id)
+		s.removeInput(id)
+	}
+	if err := s.sweepOrphans(ctx); err != nil {
+		store.Close()
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// lockDir takes an exclusive lock on dir/lock, so two servers never run
+// jobs from the same store. The lock goes with the process, also on a crash.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR %s is in use by another recon server", dir)
+	}
+	return f, nil
+}
+
+func checkScript(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("RECON_SCRIPT_PATH: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("RECON_SCRIPT_PATH %s is not a regular file", path)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("RECON_SCRIPT_PATH %s is not executable (chmod +x it)", path)
+	}
+	return nil
+}
+
+// Start listens on the client and admin addresses and starts the workers.
+// It returns once both listeners are open.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clientLn != nil {
+		return errors.New("server already started")
+	}
+	clientAddr := net.JoinHostPort(s.cfg.Hostname, fmt.Sprint(s.cfg.Port))
+	cl, err := net.Listen("tcp", clientAddr)
+	if err != nil {
+		return fmt.Errorf("listen for clients on %s: %w", clientAddr, err)
+	}
+	adminAddr := net.JoinHostPort(s.cfg.AdminHostname, fmt.Sprint(s.cfg.AdminPort))
+	al, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		cl.Close()
+		return fmt.Errorf("listen for admins on %s: %w", adminAddr, err)
+	}
+	s.clientLn, s.adminLn = cl, al
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+
+	clientEP := &endpoint{
+		name: "client", ln: cl, allow: s.cfg.TrustedIPs, limiter: newConnLimiter(),
+		secure: secure.Config{Key: s.cfg.SharedKey, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
+		handle: s.serveClient,
+	}
+	adminEP := &endpoint{
+		name: "admin", ln: al, allow: s.cfg.TrustedIPs, limiter: newConnLimiter(),
+		secure: secure.Config{Key: s.cfg.AdminSharedKey, Role: secure.RoleAdmin, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
+		handle: s.serveAdmin,
+	}
+	s.pool = newPool(s, s.cfg.MaxConcurrentJobs)
+
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() { defer wg.Done(); s.serve(ctx, clientEP) }()
+	go func() { defer wg.Done(); s.serve(ctx, adminEP) }()
+	go func() { defer wg.Done(); s.pool.run(ctx) }()
+	go func() { defer wg.Done(); s.sweepResults(ctx) }()
+	go func() { wg.Wait(); close(s.done) }()
+
+	s.log.Info("server started", "version", s.version, "client_addr", cl.Addr().String(), "admin_addr", al.Addr().String(),
+		"workers", s.cfg.MaxConcurrentJobs)
+	return nil
+}
+
+// Addr is the client listener's address (nil before Start).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clientLn == nil {
+		return nil
+	}
+	return s.clientLn.Addr()
+}
+
+// AdminAddr is the admin listener's address (nil before Start).
+func (s *Server) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+// Done is closed when every goroutine started by Start has ended.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Shutdown stops accepting, ends every session, stops the workers (a
+// running script is stopped and its job re-queued, so it runs again after
+// the restart) and closes the store. It waits for all of that, or until ctx
+// ends. Safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		started := s.clientLn != nil
+		if started {
+			s.clientLn.Close()
+			s.adminLn.Close()
+			s.cancel()
+		}
+		s.mu.Unlock()
+		if started {
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				s.stopErr = fmt.Errorf("shutdown: %w", ctx.Err())
+				return
+			}
+		}
+		if err := s.store.Close(); err != nil {
+			s.stopErr = fmt.Errorf("close job store: %w", err)
+		}
+		s.lock.Close()
+		s.log.Info("server stopped")
+	})
+	return s.stopErr
+}
+
+// sweepOrphans removes what an interrupted server left behind: upload
+// directories that never became a job, and input directories of jobs that
+// have ended.
+func (s *Server) sweepOrphans(ctx context.Context) error {
+	entries, err := os.ReadDir(s.cfg.InputBaseDir)
+	if err != nil {
+		return fmt.Errorf("read RECON_SERVER_BASE_PFILE_DIR: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, incomingPrefix) {
+			s.log.Info("removing interrupted upload", "dir", name)
+			os.RemoveAll(filepath.Join(s.cfg.InputBaseDir, name))
+			continue
+		}
+		if !jobs.ValidID(name) {
+			continue
+		}
+		j, err := s.store.Get(ctx, name)
+		if errors.Is(err, jobs.ErrNotFound) || (err == nil && j.State.Terminal()) {
+			os.RemoveAll(filepath.Join(s.cfg.InputBaseDir, name))
+		} else if err != nil {
+			return fmt.Errorf("sweep inputs: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) inputDir(id string) string  { return filepath.Join(s.cfg.InputBaseDir, id) }
+func (s *Server) outputDir(id string) string { return filepath.Join(s.cfg.OutputBaseDir, id) }
+
+func (s *Server) removeInput(id string) {
+	if err := os.RemoveAll(s.inputDir(id)); err != nil {
+		s.log.Warn("remove input dir", "job_id", id, "err", err)
+	}
+}
+
+func newConnID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// notifier is a broadcast: Wait returns a channel closed at the next
+// Broadcast.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
+
+func (n *notifier) Wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+func (n *notifier) Broadcast() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+}
+
+// reservations tracks uploads in progress: the disk space promised to
+// them, so two uploads cannot both count on the same free space, and their
+// number, so they cannot together overfill the queue.
+type reservations struct {
+	mu    sync.Mutex
+	bytes int64
+	count int
+}
+
+// reserve admits an upload of n bytes when the disk keeps `reserve` bytes
+// free with every upload in progress counted, and the queue has room for
+// it besides the others in progress.
+func (r *reservations) reserve(avail, reserve, n int64, queued, maxQueued int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if queued+r.count >= maxQueued {
+		return errQueueFull
+	}
+	if avail-r.bytes-n < reserve {
+		return errNoSpace
+	}
+	r.bytes += n
+	r.count++
+	return nil
+}
+
+func (r *reservations) release(n int64) {
+	r.mu.Lock()
+	r.bytes -= n
+	r.count--
+	r.mu.Unlock()
+}
+
+var (
+	errQueueFull = errors.New("queue full")
+	errNoSpace   = errors.New("no space")
+)

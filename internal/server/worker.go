@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/runner"
+)
+
+// idlePoll bounds how long an idle worker sleeps without looking at the
+// queue, as a safety net under the change notifications.
+const idlePoll = 5 * time.Second
+
+// errCancelled is the cause given to a job's context when an admin cancels
+// it.
+var errCancelled = errors.New("cancelled by an administrator")
+
+// pool runs jobs on a fixed number of workers.
+type pool struct {
+	s *Server
+	n int
+
+	mu      sync.Mutex
+	workers []*workerInfo
+}
+
+// workerInfo is what one worker is doing, for status reports.
+type workerInfo struct {
+	ID    int
+	State string // idle, busy
+	JobID string
+	Since time.Time
+}
+
+func newPool(s *Server, n int) *pool {
+	p := &pool{s: s, n: n}
+	for i := range n {
+		p.workers = append(p.workers, &workerInfo{ID: i + 1, State: "idle", Since: time.Now()})
+	}
+	return p
+}
+
+func (p *pool) size() int {
+	if p == nil {
+		return 0
+	}
+	return p.n
+}
+
+// run starts the workers and returns when all have stopped.
+func (p *pool) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, w := range p.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.work(ctx, w)
+		}()
+	}
+	wg.Wait()
+}
+
+func (p *pool) set(w *workerInfo, state, jobID string) {
+	p.mu.Lock()
+	w.State, w.JobID, w.Since = state, jobID, time.Now()
+	p.mu.Unlock()
+}
+
+func (p *pool) work(ctx context.Context, w *workerInfo) {
+	s := p.s
+	for ctx.Err() == nil {
+		wake := s.changed.Wait()
+		j, err := s.store.Claim(ctx)
+		switch {
+		case errors.Is(err, jobs.ErrNoJob):
+			t := time.NewTimer(idlePoll)
+			select {
+			case <-wake:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				s.log.Error("claim job", "worker", w.ID, "err", err)
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+				}
+			}
+			continue
+		}
+		p.set(w, "busy", j.ID)
+		s.runJob(ctx, j, w.ID)
+		p.set(w, "idle", "")
+	}
+}
+
+// runJob runs one claimed job to its end, or re-queues it if the server is
+// shutting down.
+func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
+	log := s.log.With("job_id", j.ID, "worker", worker)
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.mu.Lock()
+	s.running[j.ID] = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, j.ID)
+		s.mu.Unlock()
+	}()
+	s.changed.Broadcast()
+	log.Info("job started", "attempt", j.Attempts)
+
+	// Store writes must land even when the server is stopping.
+	bg := context.WithoutCancel(ctx)
+	out := s.outputDir(j.ID)
+	if err := resetDir(out); err != nil {
+		// The job's error reaches clients: the details, with server paths,
+		// go to the log only.
+		log.Error("cannot create the output directory", "err", err)
+		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not create the job's output directory; see the server log", nil)
+		return
+	}
+	res, err := runner.Run(jobCtx, runner.Spec{
+		Script:    s.cfg.ScriptPath,
+		InputDir:  s.inputDir(j.ID),
+		OutputDir: out,
+		JobID:     j.ID,
+		Options:   j.Options,
+		Timeout:   s.cfg.JobTimeout,
+		Logger:    log,
+	})
+	switch {
+	case err != nil:
+		log.Error("could not start the reconstruction script", "err", err)
+		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not start the reconstruction script; see the server log", nil)
+		return
+	case errors.Is(context.Cause(jobCtx), errCancelled):
+		os.RemoveAll(out)
+		s.finish(bg, log, j.ID, jobs.Cancelled, nil, "cancelled by an administrator", nil)
+		return
+	case ctx.Err() != nil:
+		// Shutting down: the job runs again after the restart.
+		if err := s.store.Requeue(bg, j.ID, "the server stopped while the job was running"); err != nil {
+			log.Error("re-queue job at shutdown", "err", err)
+		} else {
+			log.Info("job re-queued: server stopping")
+		}
+		os.RemoveAll(out)
+		return
+	}
+	exit := res.ExitCode
+	// Names a client would refuse (reserved device names, ':', ...) are
+	// skipped here: listed, they would make every fetch of the job fail.
+	results, skipped, cerr := runner.CollectResults(out, runner.Limits{
+		MaxFiles:  s.cfg.MaxResultFiles,
+		MaxBytes:  s.cfg.MaxResultBytes,
+		ValidName: protocol.ValidateResultName,
+	})
+	for _, sk := range skipped {
+		log.Warn("result not returned", "file", sk.Name, "reason", sk.Reason)
+	}
+	var files []jobs.File
+	for _, r := range results {
+		files = append(files, jobs.File{Name: r.Name, Size: r.Size, SHA256: r.SHA256})
+	}
+	state, msg := jobs.Succeeded, ""
+	switch {
+	case res.TimedOut:
+		state, msg = jobs.Failed, fmt.Sprintf("the script timed out after %s (JOB_TIMEOUT_SECONDS)", s.cfg.JobTimeout)
+	case exit != 0:
+		state = jobs.Failed
+		if exit < 0 {
+			msg = "the script was killed by a signal"
+		} else {
+			msg = fmt.Sprintf("the script exited with status %d", exit)
+		}
+		if tail := strings.TrimSpace(res.StderrTail); tail != "" {
+			msg += ": " + tail
+		}
+	case cerr != nil:
+		state, msg, files = jobs.Failed, "collecting results: "+cerr.Error(), nil
+	}
+	if cerr != nil {
+		files = nil
+		os.RemoveAll(out)
+	}
+	s.finish(bg, log, j.ID, state, &exit, msg, files)
+}
+
+func (s *Server) finish(ctx context.Context, log *slog.Logger, id string, state jobs.State, exit *int, msg string, results []jobs.File) {
+	if err := s.store.Finish(ctx, id, state, exit, msg, results); err != nil {
+		log.Error("record job end", "err", err)
+		return
+	}
+	s.removeInput(id)
+	// A job that left no output dir has no results to fetch: record that
+	// before anyone hears that the job ended, so a fetch gets "gone".
+	if _, err := os.Lstat(s.outputDir(id)); errors.Is(err, os.ErrNotExist) {
+		if err := s.store.MarkResultsRemoved(ctx, id); err != nil {
+			log.Warn("record results removed", "err", err)
+		}
+	}
+	log.Info("job ended", "state", string(state), "error", msg, "results", len(results))
+	s.changed.Broadcast()
+}
+
+// resetDir makes dir an empty directory (a retried job starts clean).
+func resetDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.Mkdir(dir, 0o700)
+}
+
+// CancelJob cancels a job: a queued one at once, a running one by stopping
+// its script.
+func (s *Server) CancelJob(ctx context.Context, id string) (prev jobs.State, err error) {
+	prev, err = s.store.Cancel(ctx, id)
+	if err != nil {
+		return prev, err
+	}
+	switch prev {
+	case jobs.Queued:
+		s.removeInput(id)
+		s.changed.Broadcast()
+	case jobs.Running:
+		s.mu.Lock()
+		cancel := s.running[id]
+		s.mu.Unlock()
+		if cancel != nil {
+			cancel(errCancelled)
+		}
+	}
+	return prev, nil
+}
