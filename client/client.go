@@ -1,0 +1,247 @@
+// Package client is the Go API of recon: it connects to a recon server (or
+// relay) over the encrypted channel, submits raw-data files as jobs, follows
+// them, and fetches their verified results.
+//
+// A Client holds one session and runs one request at a time; it is safe for
+// concurrent use (requests are serialised), but for parallel transfers open
+// several clients. Every method takes a context: when it ends, the request
+// is abandoned and the session closed, so the Client must be re-dialled.
+//
+//	c, err := client.Dial(ctx, client.Config{Address: "recon-host:60000", Key: sharedKey})
+//	if err != nil { ... }
+//	defer c.Close()
+//	job, err := c.Submit(ctx, []string{"P00000.7"}, &client.SubmitOptions{Options: map[string]string{"method": "pics"}})
+//	job, err = c.Wait(ctx, job.JobID, nil)
+//	files, err := c.Fetch(ctx, job.JobID, "images", nil)
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// Job describes a job as the server reports it: job_id, state
+// (queued, running, succeeded, failed, cancelled), queue position, input
+// files, options, times, exit code, error and result manifest.
+type Job = protocol.JobInfo
+
+// FileSum is a file's name, size and SHA-256 (lower-case hex).
+type FileSum = protocol.FileSum
+
+// ServerStatus is the server's answer to Status.
+type ServerStatus = protocol.StatusReply
+
+// Error is an error reported by the server: a stable Code and a message.
+type Error = protocol.Error
+
+// Error codes the server may report (see Error).
+const (
+	CodeNotFound     = protocol.CodeNotFound
+	CodeNotFinished  = protocol.CodeNotFinished
+	CodeGone         = protocol.CodeGone
+	CodeQueueFull    = protocol.CodeQueueFull
+	CodeNoSpace      = protocol.CodeNoSpace
+	CodeTooLarge     = protocol.CodeTooLarge
+	CodeInvalidName  = protocol.CodeInvalidName
+	CodeHashMismatch = protocol.CodeHashMismatch
+	CodeBadRequest   = protocol.CodeBadRequest
+)
+
+// IsCode reports whether err is a server error with the given code.
+func IsCode(err error, code protocol.Code) bool { return protocol.IsCode(err, code) }
+
+// ErrClosed is returned by requests on a closed or broken Client.
+var ErrClosed = errors.New("client: connection closed")
+
+// Config says where and how to connect.
+type Config struct {
+	// Address is the server's (or relay's) host:port.
+	Address string
+	// Key is the shared key (SHARED_KEY, or the relay's
+	// SHARED_KEY_RELAY_TO_CLIENTS) in its text form.
+	Key string
+	// DialTimeout bounds connecting and the handshake (default 15 s).
+	DialTimeout time.Duration
+}
+
+// LoadConfig reads the client settings (SERVER_HOSTNAME, SERVER_PORT,
+// SHARED_KEY) of a recon.opts file.
+func LoadConfig(path string) (Config, []string, error) {
+	c, warns, err := config.LoadClient(path)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	var ws []string
+	for _, w := range warns {
+		ws = append(ws, w.String())
+	}
+	return Config{
+		Address: net.JoinHostPort(c.Hostname, strconv.Itoa(c.Port)),
+		Key:     c.SharedKey.Encode(),
+	}, ws, nil
+}
+
+// Client is one session with a recon server.
+type Client struct {
+	mu     sync.Mutex // one request at a time
+	conn   *secure.Conn
+	broken error
+}
+
+// Dial connects to the server and authenticates with the key. A wrong key
+// fails here, with an error matching ErrAuth.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	k, err := keys.Parse(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	timeout := cfg.DialTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := secure.Dial(dctx, cfg.Address, secure.Config{Key: k, Role: secure.RoleClient, HandshakeTimeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", cfg.Address, err)
+	}
+	return &Client{conn: conn}, nil
+}
+
+// ErrAuth matches the error of a failed handshake: wrong key, wrong port or
+// role, or an address the server does not allow.
+var ErrAuth = secure.ErrAuth
+
+// Close ends the session.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == nil {
+		c.broken = ErrClosed
+	}
+	c.conn.CloseWrite()
+	return c.conn.Close()
+}
+
+// do runs one request under the lock. If ctx ends meanwhile the connection
+// is closed, which unblocks it; the client is then unusable. An error that
+// is not a server error also leaves the client unusable, since the session
+// may be out of step.
+func (c *Client) do(ctx context.Context, f func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken != nil {
+		return c.broken
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	err := f()
+	if !stop() {
+		c.broken = ErrClosed
+		return ctx.Err()
+	}
+	var pe *protocol.Error
+	if err != nil && (!errors.As(err, &pe) || pe.Code == protocol.CodeBadRequest) {
+		// The session is out of step, or the server closes it after a bad
+		// request: no further request can succeed on it.
+		c.broken = fmt.Errorf("%w: %v", ErrClosed, err)
+		c.conn.Close()
+	}
+	return err
+}
+
+// request sends one message and decodes the one reply.
+func (c *Client) request(t protocol.Type, body any, want protocol.Type, reply any) error {
+	if err := protocol.WriteMessage(c.conn, t, body); err != nil {
+		return err
+	}
+	m, err := protocol.ReadMessage(c.conn)
+	if err != nil {
+		return err
+	}
+	return m.Decode(want, reply)
+}
+
+// Status asks for the server's status.
+func (c *Client) Status(ctx context.Context) (*ServerStatus, error) {
+	var st ServerStatus
+	err := c.do(ctx, func() error {
+		return c.request(protocol.TypeStatus, protocol.Empty{}, protocol.TypeStatusReply, &st)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Job asks for one job's state. An unknown id gives an error with
+// CodeNotFound.
+func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
+	var j Job
+	err := c.do(ctx, func() error {
+		return c.request(protocol.TypeJobStatus, protocol.JobRef{JobID: id}, protocol.TypeJob, &j)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// Queue lists the jobs that have not finished, in queue order (running
+// first), followed by those that finished in the last 24 hours.
+func (c *Client) Queue(ctx context.Context) ([]Job, error) {
+	var q protocol.QueueReply
+	err := c.do(ctx, func() error {
+		return c.request(protocol.TypeQueue, protocol.Empty{}, protocol.TypeQueueReply, &q)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return q.Jobs, nil
+}
+
+// Wait follows a job until it ends and returns its final state. onEvent,
+// if not nil, is called with every state the server reports (queued with
+// its position, running, the end), and again now and then while nothing
+// changes.
+func (c *Client) Wait(ctx context.Context, id string, onEvent func(Job)) (*Job, error) {
+	var last Job
+	err := c.do(ctx, func() error {
+		if err := protocol.WriteMessage(c.conn, protocol.TypeWait, protocol.JobRef{JobID: id}); err != nil {
+			return err
+		}
+		for {
+			m, err := protocol.ReadMessage(c.conn)
+			if err != nil {
+				return err
+			}
+			var ev protocol.Event
+			if err := m.Decode(protocol.TypeEvent, &ev); err != nil {
+				return err
+			}
+			last = ev.Job
+			if onEvent != nil {
+				onEvent(last)
+			}
+			if last.Terminal() {
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &last, nil
+}
