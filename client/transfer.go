@@ -301,4 +301,3 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 type readerOnly struct{ r io.Reader }
 
 func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
-
