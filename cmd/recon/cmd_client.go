@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/recon-mri/recon/client"
+	"github.com/recon-mri/recon/internal/config"
+)
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	opts   string
+	server string
+	json   bool
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.opts, "opts", "recon.opts", "config `file` with SERVER_HOSTNAME, SERVER_PORT and SHARED_KEY")
+	cmd.Flags().StringVar(&f.server, "server", "", "server `HOST:PORT`, instead of SERVER_HOSTNAME and SERVER_PORT")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print one JSON document instead of text")
+}
+
+// dial loads the client config and connects.
+func (f *clientFlags) dial(ctx context.Context, e *env) (*client.Client, *config.Client, error) {
+	cfg, warns, err := config.LoadClient(f.opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, w := range warns {
+		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
+	}
+	addr := net.JoinHostPort(cfg.Hostname, strconv.Itoa(cfg.Port))
+	if f.server != "" {
+		if _, _, err := net.SplitHostPort(f.server); err != nil {
+			return nil, nil, &usageError{fmt.Errorf("--server %q: want HOST:PORT", f.server)}
+		}
+		addr = f.server
+	}
+	c, err := client.Dial(ctx, client.Config{Address: addr, Key: cfg.SharedKey.Encode()})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, cfg, nil
+}
+
+func newStatusCmd(e *env) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "status [JOB_ID]",
+		Short: "Show the server's status, or one job's",
+		Long: `Without an argument, show the server's status (version, uptime, jobs by state).
+With a JOB_ID, show that job; an unknown job exits non-zero.`,
+		Args: argsRange(0, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, _, err := f.dial(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if len(args) == 1 {
+				j, err := c.Job(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(e.stdout, j)
+				}
+				printJob(e.stdout, j)
+				return nil
+			}
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(e.stdout, st)
+			}
+			fmt.Fprintf(e.stdout, "server version  %s\n", st.Version)
+			fmt.Fprintf(e.stdout, "uptime          %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+			fmt.Fprintf(e.stdout, "workers         %d\n", st.MaxWorkers)
+			fmt.Fprintf(e.stdout, "jobs            %s\n", countsLine(st.Jobs))
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func countsLine(m map[string]int) string {
+	var parts []string
+	for _, s := range []string{"queued", "running", "succeeded", "failed", "cancelled"} {
+		parts = append(parts, fmt.Sprintf("%s %d", s, m[s]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func printJob(w io.Writer, j *client.Job) {
+	fmt.Fprintf(w, "job        %s\n", j.JobID)
+	state := j.State
+	if j.Position > 0 {
+		state += fmt.Sprintf(" (position %d)", j.Position)
+	}
+	fmt.Fprintf(w, "state      %s\n", state)
+	fmt.Fprintf(w, "submitted  %s\n", j.SubmittedAt.Local().Format(time.DateTime))
+	if j.StartedAt != nil {
+		fmt.Fprintf(w, "started    %s\n", j.StartedAt.Local().Format(time.DateTime))
+	}
+	if j.FinishedAt != nil {
+		fmt.Fprintf(w, "finished   %s\n", j.FinishedAt.Local().Format(time.DateTime))
+	}
+	fmt.Fprintf(w, "attempts   %d\n", j.Attempts)
+	if j.ExitCode != nil {
+		fmt.Fprintf(w, "exit code  %d\n", *j.ExitCode)
+	}
+	if j.Error != "" {
+		fmt.Fprintf(w, "error      %s\n", j.Error)
+	}
+	var in int64
+	for _, f := range j.Files {
+		in += f.Size
+	}
+	fmt.Fprintf(w, "inputs     %d file(s), %d bytes\n", len(j.Files), in)
+	if len(j.Options) > 0 {
+		keys := make([]string, 0, len(j.Options))
+		for k := range j.Options {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			label := "options   "
+			if i > 0 {
+				label = "          "
+			}
+			fmt.Fprintf(w, "%s %s=%q\n", label, k, j.Options[k])
+		}
+	}
+	if len(j.Results) > 0 {
+		fmt.Fprintf(w, "results    %d file(s)", len(j.Results))
+		switch {
+		case j.Delivered:
+			fmt.Fprint(w, ", delivered")
+		case j.ResultsGone:
+			fmt.Fprint(w, ", expired")
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func newQueueCmd(e *env) *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "queue",
+		Short: "List the jobs on the server",
+		Long:  `List the jobs that have not finished, in queue order (running first), and those that finished in the last 24 hours.`,
+		Args:  argsRange(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, _, err := f.dial(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			jobs, err := c.Queue(ctx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(e.stdout, map[string]any{"jobs": jobs})
+			}
+			if len(jobs) == 0 {
+				fmt.Fprintln(e.stdout, "no jobs")
+				return nil
+			}
+			var rows [][]string
+			for _, j := range jobs {
+				pos := ""
+				if j.Position > 0 {
+					pos = strconv.Itoa(j.Position)
+				}
+				var bytes int64
+				for _, f := range j.Files {
+					bytes += f.Size
+				}
+				rows = append(rows, []string{j.JobID, j.State, pos, j.SubmittedAt.Local().Format(time.DateTime),
+					strconv.Itoa(len(j.Files)), humanBytes(bytes)})
+			}
+			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "FILES", "SIZE"}, rows)
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// jobFlow is the shared tail of submit and fetch: follow the job, download
+// its results, report.
+type jobFlow struct {
+	e      *env
+	c      *client.Client
+	json   bool
+	output string // "" → CLIENT_DOWNLOAD_DIR/<job_id>
+	cfg    *config.Client
+}
+
+// result is the JSON document of submit and fetch.
+type result struct {
+	client.Job
+	Results []client.LocalFile `json:"results"`
+	Output  string             `json:"output_dir,omitempty"`
+}
+
+func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
+	term := isTerminal(fl.e.stderr) && !fl.json
+	if !job.Terminal() {
+		var lastState string
+		j, err := fl.c.Wait(ctx, job.JobID, func(j client.Job) {
+			line := j.State
+			if j.State == "queued" && j.Position > 0 {
+				line = fmt.Sprintf("queued (position %d)", j.Position)
+			}
+			if line != lastState && !fl.json {
+				fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
+			}
+			lastState = line
+		})
+		if err != nil {
+			return err
+		}
+		job = j
+	}
+	dir := fl.output
+	if dir == "" {
+		dir = filepath.Join(fl.cfg.DownloadDir, job.JobID)
+	}
+	var files []client.LocalFile
+	if len(job.Results) > 0 && !job.Delivered && !job.ResultsGone {
+		var bar *progressbar.ProgressBar
+		opts := &client.FetchOptions{}
+		if term {
+			opts.Progress = func(done, total int64) {
+				if bar == nil {
+					bar = newBar(fl.e.stderr, total, "download")
+				}
+				bar.Set64(done)
+			}
+		}
+		j, fs, err := fl.c.Fetch(ctx, job.JobID, dir, opts)
+		if bar != nil {
+			bar.Finish()
+		}
+		if err != nil {
+			return fmt.Errorf("fetch results of job %s: %w", job.JobID, err)
+		}
+		job, files = j, fs
+	}
+	if files == nil {
+		files = []client.LocalFile{}
+	}
+	out := result{Job: *job, Results: files}
+	if len(files) > 0 {
+		out.Output, _ = filepath.Abs(dir)
+	}
+	if fl.json {
+		if err := printJSON(fl.e.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		printJob(fl.e.stdout, job)
+		if len(files) > 0 {
+			fmt.Fprintf(fl.e.stdout, "output     %s\n", out.Output)
+			for _, f := range files {
+				fmt.Fprintf(fl.e.stdout, "           %s (%s)\n", f.Name, humanBytes(f.Size))
+			}
+		} else if job.Delivered || job.ResultsGone {
+			fmt.Fprintln(fl.e.stdout, "results    already delivered or expired; nothing downloaded")
+		}
+	}
+	if job.State != "succeeded" {
+		return &codeError{code: exitJobFailed, err: fmt.Errorf("job %s %s", job.JobID, job.State)}
+	}
+	return nil
+}
+
+func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
+	)
+}
+
+func newSubmitCmd(e *env) *cobra.Command {
+	var (
+		f            clientFlags
+		options      []string
+		output       string
+		noWait       bool
+		submissionID string
+	)
+	cmd := &cobra.Command{
+		Use:   "submit [flags] FILE...",
+		Short: "Send files to the server as one reconstruction job",
+		Long: `Send the files as one job, wait for it, and download its results into --output
+(default CLIENT_DOWNLOAD_DIR/<job_id>). Every file is checked end to end with
+SHA-256. Options reach the reconstruction script as environment variables
+RECON_OPT_<KEY> and RECON_OPTIONS_JSON, never as shell text.
+
+Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
+		Args: argsRange(1, -1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			opts, err := parseOptions(options)
+			if err != nil {
+				return err
+			}
+			c, cfg, err := f.dial(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			sopts := &client.SubmitOptions{Options: opts, SubmissionID: submissionID}
+			var bar *progressbar.ProgressBar
+			if isTerminal(e.stderr) && !f.json {
+				sopts.Progress = func(done, total int64) {
+					if bar == nil {
+						bar = newBar(e.stderr, total, "upload")
+					}
+					bar.Set64(done)
+				}
+			}
+			job, err := c.Submit(ctx, args, sopts)
+			if bar != nil {
+				bar.Finish()
+			}
+			if err != nil {
+				return err
+			}
+			if noWait {
+				if f.json {
+					return printJSON(e.stdout, job)
+				}
+				fmt.Fprintln(e.stdout, job.JobID)
+				return nil
+			}
+			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg}
+			return fl.waitAndFetch(ctx, job)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringArrayVar(&options, "option", nil, "job option `KEY=VALUE` for the script (repeatable)")
+	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "print the job id once it is queued and exit")
+	cmd.Flags().StringVar(&submissionID, "submission-id", "", "client-chosen `ID` that makes a retried submission return the same job")
+	return cmd
+}
+
+func parseOptions(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, &usageError{fmt.Errorf("--option %q: want KEY=VALUE", kv)}
+		}
+		if _, dup := m[k]; dup {
+			return nil, &usageError{fmt.Errorf("--option %s given twice", k)}
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func newFetchCmd(e *env) *cobra.Command {
+	var (
+		f      clientFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "fetch [flags] JOB_ID",
+		Short: "Download a job's results (waiting for it if needed)",
+		Long: `Wait for the job if it is still queued or running, then download its results into
+--output (default CLIENT_DOWNLOAD_DIR/<job_id>), verifying each file's SHA-256.
+The server deletes the results once they are received.
+
+Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
+		Args: argsRange(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, cfg, err := f.dial(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			job, err := c.Job(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg}
+			return fl.waitAndFetch(ctx, job)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
+	return cmd
+}

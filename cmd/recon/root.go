@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/recon-mri/recon/internal/keys"
+)
+
+// version is set at build time with -ldflags "-X main.version=…"; otherwise
+// it comes from the module's build information.
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		rev := ""
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				rev = s.Value[:12]
+			}
+		}
+		switch {
+		case v != "" && v != "(devel)":
+			return v
+		case rev != "":
+			return "devel-" + rev
+		}
+	}
+	return "devel"
+}
+
+// env is what a command reads and writes besides its arguments.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// isTerminal reports whether w is a terminal, for progress display.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newRootCmd(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "recon",
+		Short: "Secure remote reconstruction for medical imaging",
+		Long: `recon moves MRI raw data (GE P-files, BART .cfl/.hdr k-space, any files) to a
+reconstruction server over an encrypted pre-shared-key channel, queues a job,
+runs the site's reconstruction script on it and brings the images back.
+
+Programs read their settings from an ITEM = VALUE file (--opts, default
+recon.opts in the working directory). 'recon server' writes a fresh one with
+new keys when it is missing.
+
+Exit status: 0 success, 1 failure, 2 bad command line, 3 the job ended
+without succeeding.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetIn(e.stdin)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
+	root.AddCommand(
+		newVersionCmd(e),
+		newKeygenCmd(e),
+		newServerCmd(e),
+		newStatusCmd(e),
+		newQueueCmd(e),
+		newSubmitCmd(e),
+		newFetchCmd(e),
+	)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with the usage exit code.
+func argsRange(min, max int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < min || (max >= 0 && len(args) > max) {
+			switch {
+			case max == 0:
+				return &usageError{fmt.Errorf("%s takes no arguments", cmd.CommandPath())}
+			case min == max:
+				return &usageError{fmt.Errorf("%s takes %d argument(s), got %d", cmd.CommandPath(), min, len(args))}
+			case max < 0:
+				return &usageError{fmt.Errorf("%s needs at least %d argument(s)", cmd.CommandPath(), min)}
+			}
+			return &usageError{fmt.Errorf("%s takes %d to %d arguments, got %d", cmd.CommandPath(), min, max, len(args))}
+		}
+		return nil
+	}
+}
+
+func newVersionCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print recon's version",
+		Args:  argsRange(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := fmt.Fprintf(e.stdout, "recon %s\n", versionString())
+			return err
+		},
+	}
+}
+
+func newKeygenCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "keygen",
+		Short: "Print a fresh random key",
+		Long: `Print a fresh key: 32 random bytes as url-safe base64 with padding (44
+characters), the format of Python's Fernet.generate_key(). Use a separate key
+for each role: SHARED_KEY, SERVER_ADMIN_SHARED_KEY, SHARED_KEY_RELAY_TO_CLIENTS
+and RELAY_ADMIN_SHARED_KEY.`,
+		Args: argsRange(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := keys.Generate()
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, k.Encode())
+			return err
+		},
+	}
+}
+
+// printJSON writes v as one indented JSON document.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes aligned columns.
+func table(w io.Writer, header []string, rows [][]string) {
+	widths := make([]int, len(header))
+	for i, h := range header {
+		widths[i] = len(h)
+	}
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], len([]rune(c)))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		for i, c := range cells {
+			if i == len(cells)-1 {
+				b.WriteString(c)
+				break
+			}
+			b.WriteString(c)
+			b.WriteString(strings.Repeat(" ", widths[i]-len([]rune(c))+2))
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+	line(header)
+	for _, r := range rows {
+		line(r)
+	}
+}
