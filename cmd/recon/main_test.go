@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -74,8 +75,26 @@ type serverProc struct {
 	cmd        *exec.Cmd
 	clientAddr string
 	adminAddr  string
-	stderr     *bytes.Buffer
+	stderr     *syncBuffer
 	done       chan error
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) WriteString(x string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(x)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 var startedRE = regexp.MustCompile(`clients on (\S+), admin on (\S+),`)
@@ -91,7 +110,7 @@ func startServer(t *testing.T, dir, opts string) *serverProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serverProc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &serverProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	go func() { p.done <- cmd.Wait(); pw.Close() }()
 	found := make(chan [2]string, 1)
 	scanDone := make(chan struct{})
@@ -171,8 +190,22 @@ func serverOpts(t *testing.T, dir string, script string, extra ...string) string
 		"RECON_SERVER_STATE_DIR = data/state",
 		"LOG_FILEPATH = recon.log",
 		"MIN_FREE_DISK_MB = 16",
+		// Tests share a busy machine: the resource gate must not hold jobs.
+		"MAX_CPU_LOAD_PERCENT = 100",
+		"MIN_AVAILABLE_MEMORY_MB = 0",
 	}
-	lines = append(lines, extra...)
+	// An extra line replaces a default line of the same key.
+	for _, e := range extra {
+		k, _, _ := strings.Cut(e, "=")
+		k = strings.TrimSpace(k)
+		for i, l := range lines {
+			if lk, _, _ := strings.Cut(l, "="); strings.TrimSpace(lk) == k {
+				lines = append(lines[:i], lines[i+1:]...)
+				break
+			}
+		}
+		lines = append(lines, e)
+	}
 	writeFile(t, filepath.Join(dir, "recon.opts"), strings.Join(lines, "\n")+"\n", 0o600)
 	return key
 }

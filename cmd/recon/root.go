@@ -81,6 +81,7 @@ without succeeding.`,
 		newQueueCmd(e),
 		newSubmitCmd(e),
 		newFetchCmd(e),
+		newAdminCmd(e),
 	)
 	return root
 }

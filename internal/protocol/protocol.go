@@ -177,6 +177,8 @@ type JobInfo struct {
 	ResultsGone  bool              `json:"results_gone,omitempty"`
 	ClientAddr   string            `json:"client_addr,omitempty"`
 	SubmissionID string            `json:"submission_id,omitempty"`
+	// Backend is set by a relay: the address of the server holding the job.
+	Backend string `json:"backend,omitempty"`
 }
 
 // Terminal reports whether the job has ended.
@@ -206,6 +208,9 @@ type StatusReply struct {
 // QueueReply lists jobs.
 type QueueReply struct {
 	Jobs []JobInfo `json:"jobs"`
+	// Unavailable is set by a relay: the backends whose jobs are missing
+	// from Jobs because they are down.
+	Unavailable []string `json:"unavailable,omitempty"`
 }
 
 // Results announces the result files of a finished job, sent in this order.
@@ -384,4 +389,104 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// Admin requests, on the admin listener only. Each is answered with its
+// reply type or TypeError.
+const (
+	TypeAdminStatus       Type = "admin_status" // Empty → AdminStatus
+	TypeAdminStatusReply  Type = "admin_status_reply"
+	TypeAdminQueue        Type = "admin_queue" // Empty → QueueReply
+	TypeAdminQueueReply   Type = "admin_queue_reply"
+	TypeAdminWorkers      Type = "admin_workers" // Empty → WorkersReply
+	TypeAdminWorkersReply Type = "admin_workers_reply"
+	// TypeAdminLogs is answered with one or more TypeAdminLogsReply
+	// messages, the last with Done set.
+	TypeAdminLogs          Type = "admin_logs" // LogsRequest → LogsReply...
+	TypeAdminLogsReply     Type = "admin_logs_reply"
+	TypeAdminCancel        Type = "admin_cancel" // JobRef → CancelReply
+	TypeAdminCancelReply   Type = "admin_cancel_reply"
+	TypeAdminSetMaxJobs    Type = "admin_setmaxjobs" // SetMaxJobs → SetMaxJobsReply
+	TypeAdminSetMaxJobsRep Type = "admin_setmaxjobs_reply"
+)
+
+// Limits of admin requests.
+const (
+	MaxLogLines     = 10_000
+	DefaultLogLines = 50
+	MaxWorkers      = 1024
+)
+
+// WorkerInfo is one worker of the pool.
+type WorkerInfo struct {
+	ID    int       `json:"id"`
+	State string    `json:"state"` // idle, busy, paused, stopping
+	JobID string    `json:"job_id,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// WorkersReply describes the worker pool.
+type WorkersReply struct {
+	MaxJobs     int          `json:"max_jobs"`
+	Workers     []WorkerInfo `json:"workers"`
+	Paused      bool         `json:"paused"`
+	PauseReason string       `json:"pause_reason,omitempty"`
+}
+
+// Resources are the resource gate's last readings against its thresholds.
+type Resources struct {
+	CPUPercent           float64   `json:"cpu_percent"`
+	MaxCPUPercent        int       `json:"max_cpu_percent"`
+	AvailableMemoryMB    int64     `json:"available_memory_mb"`
+	MinAvailableMemoryMB int64     `json:"min_available_memory_mb"`
+	CheckedAt            time.Time `json:"checked_at,omitzero"`
+	Error                string    `json:"error,omitempty"`
+}
+
+// DiskInfo is the free space of one data directory.
+type DiskInfo struct {
+	Key       string `json:"key"` // the config key naming the directory
+	Path      string `json:"path"`
+	FreeBytes int64  `json:"free_bytes"`
+}
+
+// AdminStatus is the server's full status for administrators.
+type AdminStatus struct {
+	StatusReply
+	Workers   WorkersReply      `json:"workers"`
+	Resources Resources         `json:"resources"`
+	Disks     []DiskInfo        `json:"disks"`
+	Config    map[string]string `json:"config"` // without secrets
+}
+
+// LogsRequest asks for the last Lines log records, of one job if JobID is
+// set.
+type LogsRequest struct {
+	Lines int    `json:"lines,omitempty"`
+	JobID string `json:"job_id,omitempty"`
+}
+
+// LogsReply carries log records, oldest first, each one line as stored.
+type LogsReply struct {
+	Records []string `json:"records"`
+	Done    bool     `json:"done"`
+}
+
+// CancelReply reports a cancellation.
+type CancelReply struct {
+	JobID         string `json:"job_id"`
+	PreviousState string `json:"previous_state"`
+	State         string `json:"state"`
+}
+
+// SetMaxJobs changes the number of workers.
+type SetMaxJobs struct {
+	N int `json:"n"`
+}
+
+// SetMaxJobsReply reports the change.
+type SetMaxJobsReply struct {
+	Previous int    `json:"previous"`
+	MaxJobs  int    `json:"max_jobs"`
+	Note     string `json:"note"`
 }

@@ -3,12 +3,20 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"time"
 
+	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
 )
+
+// cancelWait bounds how long an admin cancel waits for a running script to
+// end before it answers.
+const cancelWait = time.Minute
 
 // serveAdmin answers an administrator's requests in sequence.
 func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
@@ -20,33 +28,213 @@ func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logge
 			}
 			return
 		}
-		var reply any
-		var typ protocol.Type
-		switch m.Type {
-		case protocol.TypeStatus:
-			if err = m.Decode(m.Type, &protocol.Empty{}); err != nil {
-				err = badRequest(err)
-				break
-			}
-			typ = protocol.TypeStatusReply
-			reply, err = s.status(ctx)
-		default:
-			err = protocol.Errorf(protocol.CodeBadRequest, "unknown admin request %q", truncateString(string(m.Type), 40))
-		}
-		if err != nil {
-			var pe *protocol.Error
-			if !errors.As(err, &pe) {
-				log.Error("admin request failed", "request", string(m.Type), "err", err)
-				pe = protocol.Errorf(protocol.CodeInternal, "internal server error; see the server log")
-			}
-			if protocol.WriteError(c, pe) != nil || pe.Code == protocol.CodeBadRequest {
-				return
-			}
+		err = s.handleAdmin(ctx, c, m, log)
+		if err == nil {
 			continue
 		}
-		log.Info("admin request", "request", string(m.Type))
-		if protocol.WriteMessage(c, typ, reply) != nil {
+		var pe *protocol.Error
+		if !errors.As(err, &pe) {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Error("admin request failed", "request", string(m.Type), "err", err)
+			pe = protocol.Errorf(protocol.CodeInternal, "internal server error; see the server log")
+		}
+		if protocol.WriteError(c, pe) != nil || pe.Code == protocol.CodeBadRequest || pe.Code == protocol.CodeInternal {
 			return
 		}
 	}
+}
+
+func (s *Server) handleAdmin(ctx context.Context, c *secure.Conn, m protocol.Message, log *slog.Logger) error {
+	switch m.Type {
+	case protocol.TypeStatus:
+		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
+			return badRequest(err)
+		}
+		st, err := s.status(ctx)
+		if err != nil {
+			return err
+		}
+		return protocol.WriteMessage(c, protocol.TypeStatusReply, st)
+	case protocol.TypeAdminStatus:
+		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
+			return badRequest(err)
+		}
+		st, err := s.adminStatus(ctx)
+		if err != nil {
+			return err
+		}
+		return protocol.WriteMessage(c, protocol.TypeAdminStatusReply, st)
+	case protocol.TypeAdminQueue:
+		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
+			return badRequest(err)
+		}
+		q, err := s.queue(ctx, time.Now().Add(-24*time.Hour))
+		if err != nil {
+			return err
+		}
+		return protocol.WriteMessage(c, protocol.TypeAdminQueueReply, q)
+	case protocol.TypeAdminWorkers:
+		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
+			return badRequest(err)
+		}
+		return protocol.WriteMessage(c, protocol.TypeAdminWorkersReply, s.pool.snapshot())
+	case protocol.TypeAdminLogs:
+		var req protocol.LogsRequest
+		if err := m.Decode(m.Type, &req); err != nil {
+			return badRequest(err)
+		}
+		return s.sendLogs(c, req)
+	case protocol.TypeAdminCancel:
+		var ref protocol.JobRef
+		if err := m.Decode(m.Type, &ref); err != nil {
+			return badRequest(err)
+		}
+		rep, err := s.adminCancel(ctx, ref.JobID)
+		if err != nil {
+			return err
+		}
+		log.Info("job cancelled by an administrator", "job_id", ref.JobID, "previous_state", rep.PreviousState)
+		return protocol.WriteMessage(c, protocol.TypeAdminCancelReply, rep)
+	case protocol.TypeAdminSetMaxJobs:
+		var req protocol.SetMaxJobs
+		if err := m.Decode(m.Type, &req); err != nil {
+			return badRequest(err)
+		}
+		if req.N < 1 || req.N > protocol.MaxWorkers {
+			return protocol.Errorf(protocol.CodeBadRequest, "setmaxjobs takes a number from 1 to %d, not %d", protocol.MaxWorkers, req.N)
+		}
+		prev := s.pool.resize(req.N)
+		log.Info("maximum concurrent jobs changed", "previous", prev, "max_jobs", req.N)
+		s.changed.Broadcast()
+		return protocol.WriteMessage(c, protocol.TypeAdminSetMaxJobsRep, protocol.SetMaxJobsReply{
+			Previous: prev, MaxJobs: req.N,
+			Note: "the change lasts until the server restarts; edit MAX_CONCURRENT_JOBS in the config file to keep it",
+		})
+	default:
+		return protocol.Errorf(protocol.CodeBadRequest, "unknown admin request %q", truncateString(string(m.Type), 40))
+	}
+}
+
+func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error) {
+	st, err := s.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &protocol.AdminStatus{
+		StatusReply: *st,
+		Workers:     s.pool.snapshot(),
+		Resources:   s.pool.gate.resources(ctx),
+	}
+	for _, d := range []struct{ key, dir string }{
+		{"RECON_SERVER_BASE_PFILE_DIR", s.cfg.InputBaseDir},
+		{"RECON_JOB_OUTPUT_BASE_DIR", s.cfg.OutputBaseDir},
+		{"RECON_SERVER_STATE_DIR", s.cfg.StateDir},
+	} {
+		free, err := freeBytes(d.dir)
+		if err != nil {
+			free = -1
+		}
+		out.Disks = append(out.Disks, protocol.DiskInfo{Key: d.key, Path: d.dir, FreeBytes: free})
+	}
+	c := s.cfg
+	out.Config = map[string]string{
+		"config_file":                     c.Path,
+		"SERVER_HOSTNAME":                 c.Hostname,
+		"SERVER_PORT":                     strconv.Itoa(c.Port),
+		"SERVER_ADMIN_HOSTNAME":           c.AdminHostname,
+		"SERVER_ADMIN_PORT":               strconv.Itoa(c.AdminPort),
+		"TRUSTED_IPS":                     c.TrustedIPs.String(),
+		"RECON_SCRIPT_PATH":               c.ScriptPath,
+		"LOG_FILEPATH":                    c.LogFile,
+		"LOG_LEVEL":                       c.LogLevel.String(),
+		"MAX_CONCURRENT_JOBS":             strconv.Itoa(c.MaxConcurrentJobs),
+		"MAX_QUEUED_JOBS":                 strconv.Itoa(c.MaxQueuedJobs),
+		"MAX_FILES_PER_JOB":               strconv.Itoa(c.MaxFilesPerJob),
+		"MAX_JOB_INPUT_BYTES":             strconv.FormatInt(c.MaxJobInputBytes, 10),
+		"MIN_FREE_DISK_MB":                strconv.FormatInt(c.MinFreeDiskBytes>>20, 10),
+		"MAX_JOB_ATTEMPTS":                strconv.Itoa(c.MaxJobAttempts),
+		"JOB_TIMEOUT_SECONDS":             strconv.FormatFloat(c.JobTimeout.Seconds(), 'f', -1, 64),
+		"RESULT_RETENTION_HOURS":          strconv.FormatFloat(c.ResultRetention.Hours(), 'f', -1, 64),
+		"MAX_CPU_LOAD_PERCENT":            strconv.Itoa(c.MaxCPULoadPercent),
+		"MIN_AVAILABLE_MEMORY_MB":         strconv.FormatInt(c.MinAvailableMemoryBytes>>20, 10),
+		"RESOURCE_CHECK_INTERVAL_SECONDS": strconv.FormatFloat(c.ResourceCheckInterval.Seconds(), 'f', -1, 64),
+	}
+	return out, nil
+}
+
+// adminCancel cancels a job and, for a running one, waits until its script
+// has ended and the job is recorded as cancelled.
+func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelReply, error) {
+	if !jobs.ValidID(id) {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(id, 64))
+	}
+	wake := s.changed.Wait()
+	prev, err := s.CancelJob(ctx, id)
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)
+	case errors.Is(err, jobs.ErrState):
+		j, gerr := s.store.Get(ctx, id)
+		if gerr == nil {
+			return nil, protocol.Errorf(protocol.CodeConflict, "job %s has already ended (%s); only queued or running jobs can be cancelled", id, j.State)
+		}
+		return nil, protocol.Errorf(protocol.CodeConflict, "job %s cannot be cancelled now", id)
+	case err != nil:
+		return nil, internalError(err)
+	}
+	deadline := time.NewTimer(cancelWait)
+	defer deadline.Stop()
+	for {
+		j, err := s.store.Get(ctx, id)
+		if err != nil {
+			return nil, internalError(err)
+		}
+		if j.State.Terminal() {
+			return &protocol.CancelReply{JobID: id, PreviousState: string(prev), State: string(j.State)}, nil
+		}
+		select {
+		case <-wake:
+			wake = s.changed.Wait()
+		case <-deadline.C:
+			return &protocol.CancelReply{JobID: id, PreviousState: string(prev), State: string(j.State)}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// sendLogs answers a logs request in messages under the size limit.
+func (s *Server) sendLogs(c *secure.Conn, req protocol.LogsRequest) error {
+	n := req.Lines
+	if n == 0 {
+		n = protocol.DefaultLogLines
+	}
+	if n < 1 || n > protocol.MaxLogLines {
+		return protocol.Errorf(protocol.CodeBadRequest, "--lines takes a number from 1 to %d", protocol.MaxLogLines)
+	}
+	if req.JobID != "" && !jobs.ValidID(req.JobID) {
+		return protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(req.JobID, 64))
+	}
+	if s.cfg.LogFile == "" {
+		return protocol.Errorf(protocol.CodeUnavailable, "the server logs to standard error (LOG_FILEPATH is empty); there is no log file to read")
+	}
+	records, err := tailLog(s.cfg.LogFile, n, req.JobID)
+	if err != nil {
+		return internalError(fmt.Errorf("read log: %w", err))
+	}
+	const budget = protocol.MaxMessageSize / 2
+	batch, size := []string{}, 0
+	for _, r := range records {
+		if size+len(r) > budget && len(batch) > 0 {
+			if err := protocol.WriteMessage(c, protocol.TypeAdminLogsReply, protocol.LogsReply{Records: batch}); err != nil {
+				return err
+			}
+			batch, size = []string{}, 0
+		}
+		batch = append(batch, r)
+		size += len(r) + 16
+	}
+	return protocol.WriteMessage(c, protocol.TypeAdminLogsReply, protocol.LogsReply{Records: batch, Done: true})
 }

@@ -46,9 +46,12 @@ type Server struct {
 	adminLn  net.Listener
 	cancel   context.CancelFunc
 	running  map[string]context.CancelCauseFunc // job id → cancel of its script
-	done     chan struct{}
-	stopOnce sync.Once
-	stopErr  error
+	// cancelReq holds running jobs an admin cancelled before their worker
+	// had registered them in running.
+	cancelReq map[string]bool
+	done      chan struct{}
+	stopOnce  sync.Once
+	stopErr   error
 
 	pool *pool
 }
@@ -61,6 +64,12 @@ type Options struct {
 	// (HandshakeTimeout, IdleTimeout); tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
+	// Sampler reads CPU load and available memory for the resource gate;
+	// nil uses the operating system's figures.
+	Sampler Sampler
+	// KillGrace is how long a cancelled script has between SIGTERM and
+	// SIGKILL (0: the runner's default, 10 s).
+	KillGrace time.Duration
 }
 
 // New prepares a server: it creates the data directories, opens the job
@@ -92,17 +101,18 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		version: opts.Version,
-		opts:    opts,
-		store:   store,
-		lock:    lock,
-		started: time.Now(),
-		changed: newNotifier(),
-		uploads: &reservations{},
-		running: map[string]context.CancelCauseFunc{},
-		done:    make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		version:   opts.Version,
+		opts:      opts,
+		store:     store,
+		lock:      lock,
+		started:   time.Now(),
+		changed:   newNotifier(),
+		uploads:   &reservations{},
+		running:   map[string]context.CancelCauseFunc{},
+		cancelReq: map[string]bool{},
+		done:      make(chan struct{}),
 	}
 	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = HandshakeTimeout
@@ -110,6 +120,12 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	if s.opts.IdleTimeout == 0 {
 		s.opts.IdleTimeout = IdleTimeout
 	}
+	sampler := s.opts.Sampler
+	if sampler == nil {
+		sampler = systemSampler{}
+	}
+	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
+	s.pool = newPool(s, cfg.MaxConcurrentJobs, g)
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
 	if err != nil {
@@ -193,7 +209,6 @@ func (s *Server) Start() error {
 		secure: secure.Config{Key: s.cfg.AdminSharedKey, Role: secure.RoleAdmin, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
 		handle: s.serveAdmin,
 	}
-	s.pool = newPool(s, s.cfg.MaxConcurrentJobs)
 
 	var wg sync.WaitGroup
 	wg.Add(4)

@@ -7,103 +7,15 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/runner"
 )
 
-// idlePoll bounds how long an idle worker sleeps without looking at the
-// queue, as a safety net under the change notifications.
-const idlePoll = 5 * time.Second
-
 // errCancelled is the cause given to a job's context when an admin cancels
 // it.
 var errCancelled = errors.New("cancelled by an administrator")
-
-// pool runs jobs on a fixed number of workers.
-type pool struct {
-	s *Server
-	n int
-
-	mu      sync.Mutex
-	workers []*workerInfo
-}
-
-// workerInfo is what one worker is doing, for status reports.
-type workerInfo struct {
-	ID    int
-	State string // idle, busy
-	JobID string
-	Since time.Time
-}
-
-func newPool(s *Server, n int) *pool {
-	p := &pool{s: s, n: n}
-	for i := range n {
-		p.workers = append(p.workers, &workerInfo{ID: i + 1, State: "idle", Since: time.Now()})
-	}
-	return p
-}
-
-func (p *pool) size() int {
-	if p == nil {
-		return 0
-	}
-	return p.n
-}
-
-// run starts the workers and returns when all have stopped.
-func (p *pool) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, w := range p.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.work(ctx, w)
-		}()
-	}
-	wg.Wait()
-}
-
-func (p *pool) set(w *workerInfo, state, jobID string) {
-	p.mu.Lock()
-	w.State, w.JobID, w.Since = state, jobID, time.Now()
-	p.mu.Unlock()
-}
-
-func (p *pool) work(ctx context.Context, w *workerInfo) {
-	s := p.s
-	for ctx.Err() == nil {
-		wake := s.changed.Wait()
-		j, err := s.store.Claim(ctx)
-		switch {
-		case errors.Is(err, jobs.ErrNoJob):
-			t := time.NewTimer(idlePoll)
-			select {
-			case <-wake:
-			case <-t.C:
-			case <-ctx.Done():
-			}
-			t.Stop()
-			continue
-		case err != nil:
-			if ctx.Err() == nil {
-				s.log.Error("claim job", "worker", w.ID, "err", err)
-				select {
-				case <-time.After(time.Second):
-				case <-ctx.Done():
-				}
-			}
-			continue
-		}
-		p.set(w, "busy", j.ID)
-		s.runJob(ctx, j, w.ID)
-		p.set(w, "idle", "")
-	}
-}
 
 // runJob runs one claimed job to its end, or re-queues it if the server is
 // shutting down.
@@ -113,10 +25,14 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	defer cancel(nil)
 	s.mu.Lock()
 	s.running[j.ID] = cancel
+	if s.cancelReq[j.ID] {
+		cancel(errCancelled)
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.running, j.ID)
+		delete(s.cancelReq, j.ID)
 		s.mu.Unlock()
 	}()
 	s.changed.Broadcast()
@@ -139,6 +55,7 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		JobID:     j.ID,
 		Options:   j.Options,
 		Timeout:   s.cfg.JobTimeout,
+		KillGrace: s.opts.KillGrace,
 		Logger:    log,
 	})
 	switch {
@@ -237,11 +154,13 @@ func (s *Server) CancelJob(ctx context.Context, id string) (prev jobs.State, err
 		s.changed.Broadcast()
 	case jobs.Running:
 		s.mu.Lock()
-		cancel := s.running[id]
-		s.mu.Unlock()
-		if cancel != nil {
+		if cancel := s.running[id]; cancel != nil {
 			cancel(errCancelled)
+		} else {
+			// Claimed but not started yet: runJob cancels it as it starts.
+			s.cancelReq[id] = true
 		}
+		s.mu.Unlock()
 	}
 	return prev, nil
 }

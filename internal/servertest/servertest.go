@@ -92,6 +92,10 @@ func WriteConfig(t testing.TB, dir string, opts Options) string {
 		"LOG_FILEPATH":                "recon.log",
 		"MIN_FREE_DISK_MB":            "16",
 		"MAX_CONCURRENT_JOBS":         "2",
+		// Tests share a busy machine: the resource gate must not hold
+		// their jobs (tests of the gate set these themselves).
+		"MAX_CPU_LOAD_PERCENT":    "100",
+		"MIN_AVAILABLE_MEMORY_MB": "0",
 	}
 	for k, v := range opts.Extra {
 		lines[k] = v

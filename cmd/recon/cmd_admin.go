@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// adminSession is a session on the server's admin listener.
+type adminSession struct {
+	conn *secure.Conn
+}
+
+func dialAdmin(ctx context.Context, e *env, opts string) (*adminSession, error) {
+	cfg, warns, err := config.LoadAdmin(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warns {
+		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := secure.Dial(dctx, cfg.Addr(), secure.Config{Key: cfg.SharedKey, Role: secure.RoleAdmin})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the admin port %s: %w", cfg.Addr(), err)
+	}
+	context.AfterFunc(ctx, func() { conn.Close() })
+	return &adminSession{conn: conn}, nil
+}
+
+func (a *adminSession) Close() {
+	a.conn.CloseWrite()
+	a.conn.Close()
+}
+
+func (a *adminSession) call(t protocol.Type, body any, want protocol.Type, reply any) error {
+	if err := protocol.WriteMessage(a.conn, t, body); err != nil {
+		return err
+	}
+	m, err := protocol.ReadMessage(a.conn)
+	if err != nil {
+		return err
+	}
+	return m.Decode(want, reply)
+}
+
+func newAdminCmd(e *env) *cobra.Command {
+	var (
+		opts   string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "admin",
+		Short: "Watch and steer a running server (admin port and key)",
+		Long: `Administer a running server through its admin listener
+(SERVER_ADMIN_HOSTNAME:SERVER_ADMIN_PORT, key SERVER_ADMIN_SHARED_KEY, read from
+--opts). Output is a table or summary; --json prints one JSON document.`,
+	}
+	cmd.PersistentFlags().StringVar(&opts, "opts", "recon.opts", "config `file` with SERVER_ADMIN_HOSTNAME, SERVER_ADMIN_PORT and SERVER_ADMIN_SHARED_KEY")
+	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print one JSON document instead of text")
+
+	// run wraps a subcommand body with the admin session.
+	run := func(f func(ctx context.Context, a *adminSession, args []string) error) func(*cobra.Command, []string) error {
+		return func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			a, err := dialAdmin(ctx, e, opts)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			return f(ctx, a, args)
+		}
+	}
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Version, uptime, jobs, workers, resources, disks and settings",
+		Args:  argsRange(0, 0),
+		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+			var st protocol.AdminStatus
+			if err := a.call(protocol.TypeAdminStatus, protocol.Empty{}, protocol.TypeAdminStatusReply, &st); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, st)
+			}
+			printAdminStatus(e.stdout, &st)
+			return nil
+		}),
+	}
+
+	queue := &cobra.Command{
+		Use:   "queue",
+		Short: "Every unfinished job and those finished in the last 24 hours",
+		Args:  argsRange(0, 0),
+		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+			var q protocol.QueueReply
+			if err := a.call(protocol.TypeAdminQueue, protocol.Empty{}, protocol.TypeAdminQueueReply, &q); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, q)
+			}
+			if len(q.Jobs) == 0 {
+				fmt.Fprintln(e.stdout, "no jobs")
+				return nil
+			}
+			var rows [][]string
+			for _, j := range q.Jobs {
+				pos, started := "", ""
+				if j.Position > 0 {
+					pos = strconv.Itoa(j.Position)
+				}
+				if j.StartedAt != nil {
+					started = j.StartedAt.Local().Format(time.DateTime)
+				}
+				var bytes int64
+				for _, f := range j.Files {
+					bytes += f.Size
+				}
+				rows = append(rows, []string{j.JobID, j.State, pos, j.SubmittedAt.Local().Format(time.DateTime), started,
+					strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
+			}
+			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
+			return nil
+		}),
+	}
+
+	workers := &cobra.Command{
+		Use:   "workers",
+		Short: "Each worker's state and job, and whether the pool is paused",
+		Args:  argsRange(0, 0),
+		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+			var w protocol.WorkersReply
+			if err := a.call(protocol.TypeAdminWorkers, protocol.Empty{}, protocol.TypeAdminWorkersReply, &w); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, w)
+			}
+			printWorkers(e.stdout, &w)
+			return nil
+		}),
+	}
+
+	var lines int
+	var jobID string
+	logs := &cobra.Command{
+		Use:   "logs [--lines N] [--jobid ID]",
+		Short: "The last JSON log records, one per line as stored",
+		Args:  argsRange(0, 0),
+		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+			if lines < 1 || lines > protocol.MaxLogLines {
+				return &usageError{fmt.Errorf("--lines takes a number from 1 to %d", protocol.MaxLogLines)}
+			}
+			if err := protocol.WriteMessage(a.conn, protocol.TypeAdminLogs, protocol.LogsRequest{Lines: lines, JobID: jobID}); err != nil {
+				return err
+			}
+			var records []string
+			for {
+				m, err := protocol.ReadMessage(a.conn)
+				if err != nil {
+					return err
+				}
+				var r protocol.LogsReply
+				if err := m.Decode(protocol.TypeAdminLogsReply, &r); err != nil {
+					return err
+				}
+				records = append(records, r.Records...)
+				if r.Done {
+					break
+				}
+			}
+			if asJSON {
+				return printJSON(e.stdout, map[string]any{"records": rawRecords(records)})
+			}
+			for _, r := range records {
+				fmt.Fprintln(e.stdout, r)
+			}
+			return nil
+		}),
+	}
+	logs.Flags().IntVar(&lines, "lines", protocol.DefaultLogLines, "how many records, counted from the newest")
+	logs.Flags().StringVar(&jobID, "jobid", "", "only the records of this job `ID`")
+
+	cancel := &cobra.Command{
+		Use:   "cancel JOB_ID",
+		Short: "Cancel a queued or running job",
+		Long: `Cancel a job. A queued job is cancelled at once; a running one has its script's
+whole process group sent SIGTERM, then SIGKILL after a grace period, and its
+directories removed. A client waiting on the job sees it cancelled.`,
+		Args: argsRange(1, 1),
+		RunE: run(func(ctx context.Context, a *adminSession, args []string) error {
+			var r protocol.CancelReply
+			if err := a.call(protocol.TypeAdminCancel, protocol.JobRef{JobID: args[0]}, protocol.TypeAdminCancelReply, &r); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, r)
+			}
+			fmt.Fprintf(e.stdout, "job %s: %s → %s\n", r.JobID, r.PreviousState, r.State)
+			return nil
+		}),
+	}
+
+	setmax := &cobra.Command{
+		Use:   "setmaxjobs N",
+		Short: "Change how many jobs run at once (1–1024), until restart",
+		Long: `Change the number of workers at once: new workers start immediately, surplus
+workers stop after their current job. The change lasts until the server restarts;
+edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
+		Args: argsRange(1, 1),
+		RunE: run(func(ctx context.Context, a *adminSession, args []string) error {
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 || n > protocol.MaxWorkers {
+				return &usageError{fmt.Errorf("setmaxjobs takes a number from 1 to %d, not %q", protocol.MaxWorkers, args[0])}
+			}
+			var r protocol.SetMaxJobsReply
+			if err := a.call(protocol.TypeAdminSetMaxJobs, protocol.SetMaxJobs{N: n}, protocol.TypeAdminSetMaxJobsRep, &r); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, r)
+			}
+			fmt.Fprintf(e.stdout, "max concurrent jobs: %d → %d\nnote: %s\n", r.Previous, r.MaxJobs, r.Note)
+			return nil
+		}),
+	}
+	cmd.AddCommand(status, queue, workers, logs, cancel, setmax)
+	return cmd
+}
+
+// rawRecords keeps log records as the JSON they are in the --json output.
+func rawRecords(rs []string) []any {
+	out := make([]any, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, rawJSON(r))
+	}
+	return out
+}
+
+type rawJSON string
+
+func (r rawJSON) MarshalJSON() ([]byte, error) {
+	if !jsonValid([]byte(r)) {
+		return []byte(strconv.Quote(string(r))), nil
+	}
+	return []byte(r), nil
+}
+
+func printWorkers(w io.Writer, ws *protocol.WorkersReply) {
+	state := "running"
+	if ws.Paused {
+		state = "paused: " + ws.PauseReason
+	}
+	fmt.Fprintf(w, "max jobs  %d\npool      %s\n\n", ws.MaxJobs, state)
+	var rows [][]string
+	for _, x := range ws.Workers {
+		rows = append(rows, []string{strconv.Itoa(x.ID), x.State, x.JobID, x.Since.Local().Format(time.DateTime)})
+	}
+	table(w, []string{"WORKER", "STATE", "JOB ID", "SINCE"}, rows)
+}
+
+func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
+	fmt.Fprintf(w, "server version  %s\n", st.Version)
+	fmt.Fprintf(w, "uptime          %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+	fmt.Fprintf(w, "jobs            %s\n", countsLine(st.Jobs))
+	busy, idle, paused := 0, 0, 0
+	for _, x := range st.Workers.Workers {
+		switch x.State {
+		case "busy", "stopping":
+			busy++
+		case "paused":
+			paused++
+		default:
+			idle++
+		}
+	}
+	fmt.Fprintf(w, "workers         %d max: %d busy, %d idle, %d paused\n", st.Workers.MaxJobs, busy, idle, paused)
+	if st.Workers.Paused {
+		fmt.Fprintf(w, "paused          %s\n", st.Workers.PauseReason)
+	}
+	r := st.Resources
+	if r.Error != "" {
+		fmt.Fprintf(w, "resources       unreadable: %s\n", r.Error)
+	} else {
+		fmt.Fprintf(w, "cpu             %.0f%% (pause above %d%%)\n", r.CPUPercent, r.MaxCPUPercent)
+		fmt.Fprintf(w, "memory          %d MB available (pause below %d MB)\n", r.AvailableMemoryMB, r.MinAvailableMemoryMB)
+	}
+	for _, d := range st.Disks {
+		free := "unknown"
+		if d.FreeBytes >= 0 {
+			free = humanBytes(d.FreeBytes) + " free"
+		}
+		fmt.Fprintf(w, "disk            %s (%s): %s\n", d.Path, d.Key, free)
+	}
+	keys := make([]string, 0, len(st.Config))
+	for k := range st.Config {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintln(w, "settings")
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-32s %s\n", k, st.Config[k])
+	}
+}
+
+func jsonValid(b []byte) bool { return json.Valid(b) }

@@ -1,0 +1,129 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/cpu"
+	"github.com/shirou/gopsutil/v4/mem"
+
+	"github.com/recon-mri/recon/internal/protocol"
+)
+
+// cpuWindow is the window CPU load is averaged over.
+const cpuWindow = 500 * time.Millisecond
+
+// Reading is one sample of the machine's load.
+type Reading struct {
+	CPUPercent     float64 // all cores, 0–100, averaged over a short window
+	AvailableBytes uint64  // memory available to new processes
+}
+
+// Sampler reads the machine's load. The server uses the operating system's
+// figures (gopsutil); tests inject their own.
+type Sampler interface {
+	Sample(ctx context.Context) (Reading, error)
+}
+
+// systemSampler reads CPU and memory with gopsutil.
+type systemSampler struct{}
+
+func (systemSampler) Sample(ctx context.Context) (Reading, error) {
+	pct, err := cpu.PercentWithContext(ctx, cpuWindow, false)
+	if err != nil {
+		return Reading{}, fmt.Errorf("read CPU load: %w", err)
+	}
+	vm, err := mem.VirtualMemoryWithContext(ctx)
+	if err != nil {
+		return Reading{}, fmt.Errorf("read memory: %w", err)
+	}
+	r := Reading{AvailableBytes: vm.Available}
+	if len(pct) > 0 {
+		r.CPUPercent = pct[0]
+	}
+	return r, nil
+}
+
+// gate decides whether a worker may take a job: not while CPU load is above
+// MAX_CPU_LOAD_PERCENT or available memory below MIN_AVAILABLE_MEMORY_MB.
+// One reading serves all workers for a check interval's worth of time (at
+// most a second), and a pause and a resume are each logged once.
+type gate struct {
+	sampler  Sampler
+	maxCPU   float64
+	minMem   uint64
+	interval time.Duration
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	last     Reading
+	lastErr  error
+	lastAt   time.Time
+	isPaused bool
+	reason   string
+}
+
+func newGate(s Sampler, maxCPU int, minMem int64, interval time.Duration, log *slog.Logger) *gate {
+	return &gate{sampler: s, maxCPU: float64(maxCPU), minMem: uint64(max(minMem, 0)), interval: interval, log: log}
+}
+
+// check takes a fresh reading when the last one is stale, and reports
+// whether a job may start.
+func (g *gate) check(ctx context.Context) (bool, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if time.Since(g.lastAt) >= min(g.interval, time.Second) || g.lastAt.IsZero() {
+		g.last, g.lastErr = g.sampler.Sample(ctx)
+		g.lastAt = time.Now()
+	}
+	var reason string
+	switch {
+	case g.lastErr != nil:
+		// A machine whose load cannot be read is not held up by it.
+		reason = ""
+	case g.maxCPU < 100 && g.last.CPUPercent > g.maxCPU:
+		reason = fmt.Sprintf("CPU load %.0f%% is above MAX_CPU_LOAD_PERCENT (%.0f%%)", g.last.CPUPercent, g.maxCPU)
+	case g.last.AvailableBytes < g.minMem:
+		reason = fmt.Sprintf("available memory %d MB is below MIN_AVAILABLE_MEMORY_MB (%d MB)", g.last.AvailableBytes>>20, g.minMem>>20)
+	}
+	switch {
+	case reason != "" && !g.isPaused:
+		g.log.Warn("workers paused: no new job starts until the machine has room", "reason", reason,
+			"recheck_seconds", g.interval.Seconds())
+	case reason == "" && g.isPaused:
+		g.log.Info("workers resumed", "cpu_percent", g.last.CPUPercent, "available_memory_mb", g.last.AvailableBytes>>20)
+	}
+	g.isPaused, g.reason = reason != "", reason
+	return reason == "", reason
+}
+
+func (g *gate) paused() (bool, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.isPaused, g.reason
+}
+
+// resources reports the last reading against the thresholds, taking one
+// if none was taken yet.
+func (g *gate) resources(ctx context.Context) protocol.Resources {
+	g.mu.Lock()
+	if g.lastAt.IsZero() {
+		g.last, g.lastErr = g.sampler.Sample(ctx)
+		g.lastAt = time.Now()
+	}
+	defer g.mu.Unlock()
+	r := protocol.Resources{
+		CPUPercent:           g.last.CPUPercent,
+		MaxCPUPercent:        int(g.maxCPU),
+		AvailableMemoryMB:    int64(g.last.AvailableBytes >> 20),
+		MinAvailableMemoryMB: int64(g.minMem >> 20),
+		CheckedAt:            g.lastAt.UTC(),
+	}
+	if g.lastErr != nil {
+		r.Error = g.lastErr.Error()
+	}
+	return r
+}

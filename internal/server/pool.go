@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/protocol"
+)
+
+// idlePoll bounds how long an idle worker sleeps without looking at the
+// queue, as a safety net under the change notifications.
+const idlePoll = 5 * time.Second
+
+// Worker states, as reported by admin workers.
+const (
+	workerIdle     = "idle"
+	workerBusy     = "busy"
+	workerPaused   = "paused"
+	workerStopping = "stopping"
+)
+
+// pool runs jobs on a set of workers whose number can change at run time
+// (setmaxjobs): new workers start at once, surplus ones stop after their
+// current job.
+type pool struct {
+	s    *Server
+	gate *gate
+
+	mu      sync.Mutex
+	target  int
+	nextID  int
+	workers map[int]*worker
+	wg      sync.WaitGroup
+	ctx     context.Context // the pool's run context, set by run
+}
+
+type worker struct {
+	id    int
+	state string
+	jobID string
+	since time.Time
+	stop  chan struct{} // closed to ask an idle worker to leave
+	quit  bool          // leave after the current job
+}
+
+func newPool(s *Server, n int, g *gate) *pool {
+	return &pool{s: s, gate: g, target: n, workers: map[int]*worker{}}
+}
+
+// size is the number of workers the pool aims for.
+func (p *pool) size() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.target
+}
+
+// run starts the workers and returns when all have stopped after ctx ends.
+func (p *pool) run(ctx context.Context) {
+	p.mu.Lock()
+	p.ctx = ctx
+	p.adjustLocked()
+	p.mu.Unlock()
+	<-ctx.Done()
+	p.wg.Wait()
+}
+
+// resize sets the number of workers and returns the previous one.
+func (p *pool) resize(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prev := p.target
+	p.target = n
+	if p.ctx != nil {
+		p.adjustLocked()
+	}
+	return prev
+}
+
+// adjustLocked starts or retires workers until the live ones (those not
+// leaving) match the target. Idle workers are retired first.
+func (p *pool) adjustLocked() {
+	var live []*worker
+	for _, w := range p.workers {
+		if !w.quit {
+			live = append(live, w)
+		}
+	}
+	for n := len(live); n < p.target; n++ {
+		p.nextID++
+		w := &worker{id: p.nextID, state: workerIdle, since: time.Now(), stop: make(chan struct{})}
+		p.workers[w.id] = w
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.work(p.ctx, w)
+		}()
+	}
+	if surplus := len(live) - p.target; surplus > 0 {
+		// Retire idle or paused workers before busy ones, newest first.
+		sort.Slice(live, func(i, j int) bool {
+			bi, bj := live[i].state == workerBusy, live[j].state == workerBusy
+			if bi != bj {
+				return !bi
+			}
+			return live[i].id > live[j].id
+		})
+		for _, w := range live[:surplus] {
+			w.quit = true
+			close(w.stop)
+			if w.state == workerBusy {
+				w.state = workerStopping
+			}
+		}
+	}
+}
+
+func (p *pool) set(w *worker, state, jobID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.quit && state != workerBusy {
+		state = workerStopping
+	}
+	if w.state != state || w.jobID != jobID {
+		w.state, w.jobID, w.since = state, jobID, time.Now()
+	}
+}
+
+// leaving reports whether w has been retired; if so it is removed.
+func (p *pool) leaving(w *worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.quit {
+		delete(p.workers, w.id)
+		return true
+	}
+	return false
+}
+
+func (p *pool) work(ctx context.Context, w *worker) {
+	s := p.s
+	for ctx.Err() == nil && !p.leaving(w) {
+		wake := s.changed.Wait()
+		// Nothing to do: sleep until something changes.
+		n, err := s.store.QueuedCount(ctx)
+		if err == nil && n == 0 {
+			p.set(w, workerIdle, "")
+			p.sleep(ctx, w, wake, idlePoll)
+			continue
+		}
+		// A job waits: take it only if the machine has room.
+		if ok, _ := p.gate.check(ctx); !ok {
+			p.set(w, workerPaused, "")
+			p.sleep(ctx, w, nil, p.gate.interval)
+			continue
+		}
+		j, err := s.store.Claim(ctx)
+		switch {
+		case errors.Is(err, jobs.ErrNoJob):
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				s.log.Error("claim job", "worker", w.id, "err", err)
+				p.sleep(ctx, w, nil, time.Second)
+			}
+			continue
+		}
+		p.set(w, workerBusy, j.ID)
+		s.runJob(ctx, j, w.id)
+		p.set(w, workerIdle, "")
+	}
+	p.mu.Lock()
+	delete(p.workers, w.id)
+	p.mu.Unlock()
+}
+
+// sleep waits for wake, d, the worker's retirement or ctx.
+func (p *pool) sleep(ctx context.Context, w *worker, wake <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-w.stop:
+	case <-ctx.Done():
+	}
+}
+
+// snapshot describes the pool for admin workers and status.
+func (p *pool) snapshot() protocol.WorkersReply {
+	p.mu.Lock()
+	r := protocol.WorkersReply{MaxJobs: p.target, Workers: []protocol.WorkerInfo{}}
+	for _, w := range p.workers {
+		r.Workers = append(r.Workers, protocol.WorkerInfo{ID: w.id, State: w.state, JobID: w.jobID, Since: w.since.UTC()})
+	}
+	p.mu.Unlock()
+	sort.Slice(r.Workers, func(i, j int) bool { return r.Workers[i].ID < r.Workers[j].ID })
+	r.Paused, r.PauseReason = p.gate.paused()
+	return r
+}
