@@ -79,6 +79,9 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 	}
 	fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
 		versionString(), srv.Addr(), srv.AdminAddr(), logName)
+	if m := srv.MetricsAddr(); m != nil {
+		fmt.Fprintf(e.stderr, "recon server: metrics on http://%s/metrics\n", m)
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(e.stderr, "recon server: stopping")

@@ -120,6 +120,9 @@ func defaultClient(t testing.TB, path string, shared keys.Key) *config.Client {
 		StabilityDelay:   5 * time.Second,
 		GroupingTimeout:  5 * time.Second,
 		ReconOptions:     map[string]string{},
+		WatchStateDir:    filepath.Join(dir, "watch_state"),
+		WatchAttempts:    1,
+		WatchLogFile:     "",
 	}
 }
 
@@ -138,6 +141,8 @@ func defaultRelay(t testing.TB, path string, clients, admin keys.Key) *config.Re
 		ClientSharedKey:  clients,
 		TrustedClientIPs: nil,
 		BackendServers:   []string{"localhost:60000"},
+		HealthInterval:   2 * time.Second,
+		StateDir:         filepath.Join(dir, "relay_data", "state"),
 		AdminHostname:    "127.0.0.1",
 		AdminPort:        60002,
 		AdminSharedKey:   admin,

@@ -66,6 +66,8 @@ type Server struct {
 	MinAvailableMemoryBytes int64         // MIN_AVAILABLE_MEMORY_MB, in bytes
 	ResourceCheckInterval   time.Duration // RESOURCE_CHECK_INTERVAL_SECONDS
 
+	MetricsAddress string // METRICS_ADDRESS; "" when metrics are off
+
 	AdminHostname  string   // SERVER_ADMIN_HOSTNAME
 	AdminPort      int      // SERVER_ADMIN_PORT; 0 picks a free port
 	AdminSharedKey keys.Key // SERVER_ADMIN_SHARED_KEY
@@ -97,6 +99,9 @@ type Client struct {
 	StabilityDelay  time.Duration     // CLIENT_DAEMON_STABILITY_DELAY
 	GroupingTimeout time.Duration     // CLIENT_DAEMON_GROUPING_TIMEOUT
 	ReconOptions    map[string]string // CLIENT_DAEMON_RECON_OPTIONS_JSON; never nil
+	WatchStateDir   string            // CLIENT_DAEMON_STATE_DIR
+	WatchAttempts   int               // CLIENT_DAEMON_MAX_JOB_ATTEMPTS; 1 never retries a failed job
+	WatchLogFile    string            // CLIENT_DAEMON_LOG_FILEPATH; "" logs to standard error
 }
 
 // Addr is the server's address, host:port.
@@ -128,8 +133,11 @@ type Relay struct {
 	ClientSharedKey  keys.Key        // SHARED_KEY_RELAY_TO_CLIENTS
 	TrustedClientIPs *allowlist.List // TRUSTED_CLIENT_IPS; nil allows every address
 
-	BackendServers   []string // BACKEND_SERVERS, each host:port (IPv6 in brackets)
-	BackendSharedKey keys.Key // BACKEND_SHARED_KEY; zero when unset (LoadRelay warns)
+	BackendServers   []string      // BACKEND_SERVERS, each host:port (IPv6 in brackets)
+	BackendSharedKey keys.Key      // BACKEND_SHARED_KEY; zero when unset (LoadRelay warns)
+	HealthInterval   time.Duration // BACKEND_HEALTH_INTERVAL_SECONDS
+
+	StateDir string // RELAY_STATE_DIR
 
 	AdminHostname  string   // RELAY_ADMIN_HOSTNAME
 	AdminPort      int      // RELAY_ADMIN_PORT; 0 picks a free port
@@ -480,6 +488,7 @@ func buildServer(s *source) *Server {
 		MaxCPULoadPercent:       get[int](s, "MAX_CPU_LOAD_PERCENT"),
 		MinAvailableMemoryBytes: get[int64](s, "MIN_AVAILABLE_MEMORY_MB"),
 		ResourceCheckInterval:   get[time.Duration](s, "RESOURCE_CHECK_INTERVAL_SECONDS"),
+		MetricsAddress:          get[string](s, "METRICS_ADDRESS"),
 		AdminHostname:           get[string](s, "SERVER_ADMIN_HOSTNAME"),
 		AdminPort:               get[int](s, "SERVER_ADMIN_PORT"),
 		AdminSharedKey:          get[keys.Key](s, "SERVER_ADMIN_SHARED_KEY"),
@@ -508,6 +517,9 @@ func buildClient(s *source) *Client {
 		StabilityDelay:   get[time.Duration](s, "CLIENT_DAEMON_STABILITY_DELAY"),
 		GroupingTimeout:  get[time.Duration](s, "CLIENT_DAEMON_GROUPING_TIMEOUT"),
 		ReconOptions:     get[map[string]string](s, "CLIENT_DAEMON_RECON_OPTIONS_JSON"),
+		WatchStateDir:    get[string](s, "CLIENT_DAEMON_STATE_DIR"),
+		WatchAttempts:    get[int](s, "CLIENT_DAEMON_MAX_JOB_ATTEMPTS"),
+		WatchLogFile:     get[string](s, "CLIENT_DAEMON_LOG_FILEPATH"),
 	}
 	s.dialPort("SERVER_PORT", c.Port)
 	return c
@@ -535,6 +547,8 @@ func buildRelay(s *source) *Relay {
 		TrustedClientIPs: get[*allowlist.List](s, "TRUSTED_CLIENT_IPS"),
 		BackendServers:   get[[]string](s, "BACKEND_SERVERS"),
 		BackendSharedKey: get[keys.Key](s, "BACKEND_SHARED_KEY"),
+		HealthInterval:   get[time.Duration](s, "BACKEND_HEALTH_INTERVAL_SECONDS"),
+		StateDir:         get[string](s, "RELAY_STATE_DIR"),
 		AdminHostname:    get[string](s, "RELAY_ADMIN_HOSTNAME"),
 		AdminPort:        get[int](s, "RELAY_ADMIN_PORT"),
 		AdminSharedKey:   get[keys.Key](s, "RELAY_ADMIN_SHARED_KEY"),

@@ -239,6 +239,15 @@ func TestLoadClient(t *testing.T) {
 				c.PollInterval, c.StabilityDelay, c.GroupingTimeout = 50*time.Millisecond, 0, 1500*time.Millisecond
 			}},
 		{name: "watch directory empty", extra: "CLIENT_WATCH_DIRECTORY = ", mod: func(*config.Client, string) {}},
+		{name: "watch state, attempts, log", extra: lines("CLIENT_DAEMON_STATE_DIR = /var/lib/recon-watch", "CLIENT_DAEMON_MAX_JOB_ATTEMPTS = 3",
+			"CLIENT_DAEMON_LOG_FILEPATH = watch.log"),
+			mod: func(c *config.Client, dir string) {
+				c.WatchStateDir = "/var/lib/recon-watch"
+				c.WatchAttempts = 3
+				c.WatchLogFile = filepath.Join(dir, "watch.log")
+			}},
+		{name: "watch state dir empty", extra: "CLIENT_DAEMON_STATE_DIR =", wantErr: `{F}:4: CLIENT_DAEMON_STATE_DIR must not be empty`},
+		{name: "watch attempts 0", extra: "CLIENT_DAEMON_MAX_JOB_ATTEMPTS = 0", wantErr: `{F}:4: CLIENT_DAEMON_MAX_JOB_ATTEMPTS must be an integer from 1 to 10 (got "0")`},
 		{name: "bad glob", extra: "CLIENT_WATCH_PATTERN = [", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must be a valid file name pattern (filepath.Match) (got "[")`},
 		{name: "glob with directory", extra: "CLIENT_WATCH_PATTERN = sub/*.7", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must be a file name pattern, without a directory (got "sub/*.7")`},
 		{name: "empty glob", extra: "CLIENT_WATCH_PATTERN =", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must not be empty`},
@@ -394,6 +403,20 @@ func TestLoadRelay(t *testing.T) {
 				c.Hostname, c.Port, c.AdminPort = "127.0.0.1", 0, 0
 				c.LogFile, c.LogLevel = "/var/log/relay.log", slog.LevelDebug
 			}},
+		{name: "health interval and state dir", extra: lines("BACKEND_SHARED_KEY = "+testKeyText(3), "BACKEND_HEALTH_INTERVAL_SECONDS = 0.25", "RELAY_STATE_DIR = /var/lib/recon-relay"),
+			mod: func(c *config.Relay, _ string) {
+				c.BackendSharedKey = k3
+				c.HealthInterval = 250 * time.Millisecond
+				c.StateDir = "/var/lib/recon-relay"
+			}},
+		{name: "relative state dir", extra: lines("BACKEND_SHARED_KEY = "+testKeyText(3), "RELAY_STATE_DIR = state"),
+			mod: func(c *config.Relay, dir string) {
+				c.BackendSharedKey = k3
+				c.StateDir = filepath.Join(dir, "state")
+			}},
+		{name: "health interval too short", extra: "BACKEND_HEALTH_INTERVAL_SECONDS = 0.01",
+			wantErr: "{F}:3: BACKEND_HEALTH_INTERVAL_SECONDS must be a number of seconds from 0.1 to 3600 (got \"0.01\")"},
+		{name: "state dir empty", extra: "RELAY_STATE_DIR =", wantErr: "{F}:3: RELAY_STATE_DIR must not be empty"},
 		{name: "same listener", extra: lines("BACKEND_SHARED_KEY = "+testKeyText(3), "RELAY_HOSTNAME = 127.0.0.1", "RELAY_PORT = 60002"),
 			wantErr: `{F}:5: RELAY_PORT and RELAY_ADMIN_PORT are both 60002 on 127.0.0.1 (RELAY_HOSTNAME, RELAY_ADMIN_HOSTNAME)`},
 	}

@@ -25,6 +25,7 @@ const (
 	typeHostPorts             // []string of host:port
 	typeGlob                  // filepath.Match pattern
 	typeJSONOptions           // JSON object → map[string]string
+	typeAddr                  // optional host:port of a listener ("" = off)
 )
 
 var typeNames = map[valueType]string{
@@ -44,6 +45,7 @@ var typeNames = map[valueType]string{
 	typeHostPorts:   "host:port list",
 	typeGlob:        "glob",
 	typeJSONOptions: "JSON object",
+	typeAddr:        "host:port",
 }
 
 // program is a set of recon programs, for the "used by" column and for
@@ -228,6 +230,10 @@ func reconSchema() *schema {
 				{name: "RESOURCE_CHECK_INTERVAL_SECONDS", typ: typeSeconds, def: "10", dmin: time.Second, dmax: time.Hour, usedBy: srv,
 					doc: "How often a waiting worker checks the resources again (at least 1)."},
 			}},
+			{title: "Monitoring (Server)", fields: []field{
+				{name: "METRICS_ADDRESS", typ: typeAddr, def: "", usedBy: srv,
+					doc: "host:port of a Prometheus metrics endpoint (/metrics), e.g. 127.0.0.1:9464; empty: off. Keep it on loopback: it has no key."},
+			}},
 			{title: "Server Admin Interface (recon admin)", fields: []field{
 				{name: "SERVER_ADMIN_HOSTNAME", typ: typeHost, def: "127.0.0.1", nonEmpty: true, usedBy: srv | adm,
 					doc: "Host name or IP address of the admin listener; keep it on loopback."},
@@ -253,11 +259,17 @@ func reconSchema() *schema {
 				{name: "CLIENT_DAEMON_POLL_INTERVAL", typ: typeSeconds, def: "10", dmin: time.Millisecond, dmax: day, usedBy: wat,
 					doc: "Seconds between scans of the watched directory."},
 				{name: "CLIENT_DAEMON_STABILITY_DELAY", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,
-					doc: "Seconds a file's size must stay unchanged before it is taken as complete."},
+					doc: "Seconds a file's size and modification time must stay unchanged (and the file be readable) before it is taken as complete."},
 				{name: "CLIENT_DAEMON_GROUPING_TIMEOUT", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,
 					doc: "Seconds to wait for more files after one is complete; files found together form one job."},
 				{name: "CLIENT_DAEMON_RECON_OPTIONS_JSON", typ: typeJSONOptions, def: "{}", usedBy: wat,
 					doc: "Options sent with each job: a JSON object of strings, numbers or booleans; put it in '...' if it contains '#'."},
+				{name: "CLIENT_DAEMON_STATE_DIR", typ: typePath, def: "watch_state", nonEmpty: true, usedBy: wat,
+					doc: "Directory of recon watch's durable state (an SQLite database of the groups it found and their jobs); outside the watched directory, and not in /tmp."},
+				{name: "CLIENT_DAEMON_MAX_JOB_ATTEMPTS", typ: typeInt, def: "1", min: 1, max: 10, usedBy: wat,
+					doc: "Times recon watch submits a group whose job fails (1-10); 1 never retries a failed job. Cancelled jobs are never retried."},
+				{name: "CLIENT_DAEMON_LOG_FILEPATH", typ: typePath, def: "", usedBy: wat,
+					doc: "File recon watch appends its JSON log to; empty logs to standard error."},
 			}},
 		},
 	})
@@ -295,6 +307,12 @@ func relaySchema() *schema {
 					doc: "Comma-separated host:port list of the recon servers the relay forwards jobs to."},
 				{name: "BACKEND_SHARED_KEY", typ: typeKey, optional: true, usedBy: rel,
 					doc: "Key toward the backends: their SHARED_KEY. The relay cannot reach them while it is unset."},
+				{name: "BACKEND_HEALTH_INTERVAL_SECONDS", typ: typeSeconds, def: "2", dmin: 100 * time.Millisecond, dmax: time.Hour, usedBy: rel,
+					doc: "Seconds between health checks (a status request) of each backend; a backend that fails one is skipped until one passes."},
+			}},
+			{title: "Relay State", fields: []field{
+				{name: "RELAY_STATE_DIR", typ: typePath, def: "relay_data/state", nonEmpty: true, usedBy: rel,
+					doc: "Directory of the relay's durable state (the SQLite map of which backend holds which job); keep it out of /tmp."},
 			}},
 			{title: "Relay Admin Interface (recon relay-admin)", fields: []field{
 				{name: "RELAY_ADMIN_HOSTNAME", typ: typeHost, def: "127.0.0.1", nonEmpty: true, usedBy: rel | radm,

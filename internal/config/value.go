@@ -119,6 +119,23 @@ func parseValue(f *field, v string, dir string) (any, *valueError) {
 		return v, nil
 	case typeJSONOptions:
 		return parseJSONOptions(v)
+	case typeAddr:
+		if v == "" {
+			return "", nil
+		}
+		host, port, err := net.SplitHostPort(v)
+		if err != nil {
+			return nil, badValue("must be host:port, or empty%s", got(v))
+		}
+		if host != "" {
+			if _, ok := parseHost(host); !ok {
+				return nil, badValue("must be host:port with a host name or an IP address%s", got(v))
+			}
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return nil, badValue("must be host:port with a port from 0 to 65535%s", got(v))
+		}
+		return v, nil
 	}
 	panic(fmt.Sprintf("config: field %s has unknown type %d", f.name, f.typ))
 }

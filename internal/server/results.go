@@ -75,6 +75,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	if err := s.store.MarkDelivered(ctx, id); err != nil {
 		return internalError(err)
 	}
+	s.metrics.bytesOut.Add(float64(total))
 	log.Info("results delivered", "files", len(files), "bytes", total, "seconds", time.Since(start).Seconds())
 	s.removeOutput(ctx, id)
 	s.changed.Broadcast()

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,7 +54,9 @@ type Server struct {
 	stopOnce  sync.Once
 	stopErr   error
 
-	pool *pool
+	pool      *pool
+	metrics   *metrics
+	metricsLn net.Listener
 }
 
 // Options are optional settings for New.
@@ -126,6 +129,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	}
 	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
 	s.pool = newPool(s, cfg.MaxConcurrentJobs, g)
+	s.metrics = newMetrics(s)
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
 	if err != nil {
@@ -195,8 +199,19 @@ func (s *Server) Start() error {
 		cl.Close()
 		return fmt.Errorf("listen for admins on %s: %w", adminAddr, err)
 	}
-	s.clientLn, s.adminLn = cl, al
 	ctx, cancel := context.WithCancel(context.Background())
+	var mln net.Listener
+	var hs *http.Server
+	if s.cfg.MetricsAddress != "" {
+		mln, hs, err = s.startMetrics(ctx)
+		if err != nil {
+			cancel()
+			cl.Close()
+			al.Close()
+			return fmt.Errorf("METRICS_ADDRESS %s: %w", s.cfg.MetricsAddress, err)
+		}
+	}
+	s.clientLn, s.adminLn, s.metricsLn = cl, al, mln
 	s.cancel = cancel
 
 	clientEP := &endpoint{
@@ -216,6 +231,20 @@ func (s *Server) Start() error {
 	go func() { defer wg.Done(); s.serve(ctx, adminEP) }()
 	go func() { defer wg.Done(); s.pool.run(ctx) }()
 	go func() { defer wg.Done(); s.sweepResults(ctx) }()
+	if hs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics endpoint stopped", "err", err)
+			}
+		}()
+		context.AfterFunc(ctx, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			hs.Shutdown(sctx)
+		})
+	}
 	go func() { wg.Wait(); close(s.done) }()
 
 	s.log.Info("server started", "version", s.version, "client_addr", cl.Addr().String(), "admin_addr", al.Addr().String(),
@@ -241,6 +270,17 @@ func (s *Server) AdminAddr() net.Addr {
 		return nil
 	}
 	return s.adminLn.Addr()
+}
+
+// MetricsAddr is the metrics endpoint's address (nil when metrics are off
+// or before Start).
+func (s *Server) MetricsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
 }
 
 // Done is closed when every goroutine started by Start has ended.

@@ -152,6 +152,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		// A retry of the same submission won the race: keep that one.
 		os.RemoveAll(s.inputDir(id))
 	} else {
+		s.metrics.bytesIn.Add(float64(total))
 		log.Info("job queued", "files", len(files), "bytes", total,
 			"seconds", time.Since(start).Seconds(), "submission_id", sub.SubmissionID)
 		s.changed.Broadcast()

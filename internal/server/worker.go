@@ -121,6 +121,9 @@ func (s *Server) finish(ctx context.Context, log *slog.Logger, id string, state 
 		log.Error("record job end", "err", err)
 		return
 	}
+	if j, err := s.store.Get(ctx, id); err == nil && !j.StartedAt.IsZero() {
+		s.metrics.jobDuration.WithLabelValues(string(state)).Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
+	}
 	s.removeInput(id)
 	// A job that left no output dir has no results to fetch: record that
 	// before anyone hears that the job ended, so a fetch gets "gone".
