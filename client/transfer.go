@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/xfer"
 )
 
-const copyBufferSize = 256 << 10
 
 // Progress reports a transfer: Done of Total bytes, over all files.
 type Progress func(done, total int64)
@@ -90,10 +90,9 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 			job = *ready.Job
 			return nil
 		}
-		buf := make([]byte, copyBufferSize)
 		pw := &progressWriter{w: c.conn, total: total, fn: opts.Progress}
 		for i, f := range files {
-			if err := c.sendFile(f, sub.Files[i], pw, buf); err != nil {
+			if err := c.sendFile(f, sub.Files[i], pw); err != nil {
 				// The server may have said why it stopped reading.
 				return c.serverReason(err)
 			}
@@ -118,14 +117,13 @@ func (c *Client) roundTrip(t protocol.Type, body any) (protocol.Message, error) 
 }
 
 // sendFile sends exactly the announced size of f, then its SHA-256.
-func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, w io.Writer, buf []byte) error {
+func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, w io.Writer) error {
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(readerOnly{f}, fi.Size), buf)
-	if err != nil {
+	if _, err := xfer.Copy(w, f, fi.Size, h); err != nil {
+		if errors.Is(err, xfer.ErrShort) {
+			return fmt.Errorf("%s shrank while it was sent: %w", fi.Name, err)
+		}
 		return err
-	}
-	if n != fi.Size {
-		return fmt.Errorf("%s shrank while it was sent (%d of %d bytes)", fi.Name, n, fi.Size)
 	}
 	if st, err := f.Stat(); err != nil || st.Size() != fi.Size {
 		return fmt.Errorf("%s changed size while it was sent", fi.Name)
@@ -222,10 +220,9 @@ func (c *Client) receiveResults(id, dir string, files []FileSum, progress Progre
 		return nil, err
 	}
 	defer root.Close()
-	buf := make([]byte, copyBufferSize)
 	pw := &progressWriter{total: total, fn: progress}
 	for _, f := range files {
-		if err := receiveFile(c.conn, root, f, pw, buf); err != nil {
+		if err := receiveFile(c.conn, root, f, pw); err != nil {
 			return nil, err
 		}
 	}
@@ -248,7 +245,7 @@ func (c *Client) receiveResults(id, dir string, files []FileSum, progress Progre
 	return out, nil
 }
 
-func receiveFile(r io.Reader, root *os.Root, f FileSum, pw *progressWriter, buf []byte) error {
+func receiveFile(r io.Reader, root *os.Root, f FileSum, pw *progressWriter) error {
 	name := filepath.FromSlash(f.Name)
 	if d := filepath.Dir(name); d != "." {
 		if err := root.MkdirAll(d, 0o755); err != nil {
@@ -261,13 +258,9 @@ func receiveFile(r io.Reader, root *os.Root, f FileSum, pw *progressWriter, buf 
 	}
 	defer fh.Close()
 	h := sha256.New()
-	pw.w = io.MultiWriter(fh, h)
-	n, err := io.CopyBuffer(pw, io.LimitReader(r, f.Size), buf)
-	if err != nil {
+	pw.w = fh
+	if _, err := xfer.Copy(pw, r, f.Size, h); err != nil {
 		return fmt.Errorf("receive %s: %w", f.Name, err)
-	}
-	if n != f.Size {
-		return fmt.Errorf("receive %s: connection ended after %d of %d bytes: %w", f.Name, n, f.Size, io.ErrUnexpectedEOF)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
 		return fmt.Errorf("receive %s: SHA-256 mismatch (got %s, manifest says %s)", f.Name, got, f.SHA256)
@@ -297,7 +290,3 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// readerOnly hides io.WriterTo so CopyBuffer uses the buffer given.
-type readerOnly struct{ r io.Reader }
-
-func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }

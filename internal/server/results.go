@@ -12,6 +12,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/xfer"
 )
 
 // sendResults runs the fetch request: announce a finished job's result
@@ -48,12 +49,10 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *info, Files: files}); err != nil {
 		return err
 	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
 	start := time.Now()
 	var total int64
 	for _, f := range files {
-		if err := sendFile(c, root, f, *bp); err != nil {
+		if err := sendFile(c, root, f); err != nil {
 			// The stream is out of step: the client sees the connection
 			// end before the file does, and reports it.
 			log.Error("sending result failed", "file", f.Name, "err", err)
@@ -85,7 +84,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 // sendFile streams exactly f.Size bytes of the result file. The file is
 // opened through the output dir's root without following links, and must
 // still be the regular file of the size that was hashed.
-func sendFile(w io.Writer, root *os.Root, f protocol.FileSum, buf []byte) error {
+func sendFile(w io.Writer, root *os.Root, f protocol.FileSum) error {
 	fh, err := root.OpenFile(f.Name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
@@ -98,20 +97,11 @@ func sendFile(w io.Writer, root *os.Root, f protocol.FileSum, buf []byte) error 
 	if !st.Mode().IsRegular() || st.Size() != f.Size {
 		return fmt.Errorf("result %q changed after it was collected", f.Name)
 	}
-	n, err := io.CopyBuffer(w, io.LimitReader(onlyReader{fh}, f.Size), buf)
-	if err != nil {
-		return err
-	}
-	if n != f.Size {
-		return fmt.Errorf("result %q shrank while it was sent", f.Name)
+	if _, err := xfer.Copy(w, fh, f.Size, nil); err != nil {
+		return fmt.Errorf("result %q: %w", f.Name, err)
 	}
 	return nil
 }
-
-// onlyReader hides WriterTo, so CopyBuffer uses the buffer given.
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 func (s *Server) removeOutput(ctx context.Context, id string) {
 	if err := os.RemoveAll(s.outputDir(id)); err != nil && !errors.Is(err, os.ErrNotExist) {

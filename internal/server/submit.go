@@ -6,27 +6,21 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/xfer"
 )
 
 // incomingPrefix names upload directories that are not a job yet.
 const incomingPrefix = ".incoming-"
-
-// copyBufferSize is the buffer for streaming file bytes to and from disk.
-const copyBufferSize = 256 << 10
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
 var submissionIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
@@ -173,8 +167,6 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo) ([]
 		return nil, internalError(err)
 	}
 	defer root.Close()
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
 	files := make([]jobs.File, 0, len(announced))
 	for i, fi := range announced {
 		part := fmt.Sprintf(".part-%d", i)
@@ -183,11 +175,8 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo) ([]
 			return nil, internalError(err)
 		}
 		h := sha256.New()
-		n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(c, fi.Size), *bp)
-		if err == nil && n < fi.Size {
-			err = fmt.Errorf("file %q: connection ended after %d of %d bytes: %w", fi.Name, n, fi.Size, io.ErrUnexpectedEOF)
-		}
-		if err != nil {
+		if _, err := xfer.Copy(newSyncingWriter(f), c, fi.Size, h); err != nil {
+			err = fmt.Errorf("file %q: %w", fi.Name, err)
 			f.Close()
 			return nil, err
 		}
