@@ -15,7 +15,6 @@ import (
 	"github.com/recon-mri/recon/internal/xfer"
 )
 
-
 // Progress reports a transfer: Done of Total bytes, over all files.
 type Progress func(done, total int64)
 
@@ -289,4 +288,3 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
-
