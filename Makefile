@@ -2,19 +2,27 @@
 GO ?= go
 BIN := bin/recon
 
-.PHONY: build test demo fuzz clean deps
+.PHONY: build test demo fuzz clean deps notebook
 
 build:
 	$(GO) build -o $(BIN) ./cmd/recon
 
-# The whole test suite: vet, then every test with the race detector.
-test: deps
+# The whole test suite: vet, every test with the race detector, then the
+# example notebook.
+test: deps build
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
+	scripts/notebook.sh $(BIN)
+
+# Run examples/example_usage.ipynb with Debian's Jupyter against a local server
+# it starts; fails if a cell fails or no image is shown.
+notebook: deps build
+	scripts/notebook.sh $(BIN)
 
 # Build, start a server with fresh keys, reconstruct a BART phantom, and put
 # the images in ./demo-output/.
-demo: deps build
+demo: build
+	@scripts/ensure-deps.sh demo
 	scripts/demo.sh $(BIN)
 
 # Run each fuzz target for a short while (FUZZTIME=30s by default).
@@ -22,9 +30,10 @@ FUZZTIME ?= 30s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
-# Tools the tests and the demo need: BART, the reference reconstruction.
+# Tools the tests need: BART, the reference reconstruction, and Debian's
+# Jupyter for the example notebook.
 deps:
-	@scripts/ensure-deps.sh
+	@scripts/ensure-deps.sh all
 
 clean:
 	rm -rf bin demo-output
