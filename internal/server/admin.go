@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"time"
@@ -20,30 +19,7 @@ const cancelWait = time.Minute
 
 // serveAdmin answers an administrator's requests in sequence.
 func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	for {
-		m, err := protocol.ReadMessage(c)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				log.Warn("admin session ended", "err", err)
-			}
-			return
-		}
-		err = s.handleAdmin(ctx, c, m, log)
-		if err == nil {
-			continue
-		}
-		var pe *protocol.Error
-		if !errors.As(err, &pe) {
-			if ctx.Err() != nil {
-				return
-			}
-			log.Error("admin request failed", "request", string(m.Type), "err", err)
-			pe = protocol.Errorf(protocol.CodeInternal, "internal server error; see the server log")
-		}
-		if protocol.WriteError(c, pe) != nil || pe.Code == protocol.CodeBadRequest || pe.Code == protocol.CodeInternal {
-			return
-		}
-	}
+	serveRequests(ctx, c, log, s.handleAdmin)
 }
 
 func (s *Server) handleAdmin(ctx context.Context, c *secure.Conn, m protocol.Message, log *slog.Logger) error {

@@ -22,6 +22,16 @@ var errSessionOver = errors.New("session over")
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
+	serveRequests(ctx, c, log, s.handleClient)
+}
+
+// serveRequests reads requests and hands each to handle, until the peer
+// closes the session, breaks the protocol or a request fails in a way the
+// session cannot survive. A handler's *protocol.Error is sent to the peer;
+// after a bad request or a fatalErr the session closes. An internalErr is
+// logged in full and reported without detail.
+func serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
+	handle func(context.Context, *secure.Conn, protocol.Message, *slog.Logger) error) {
 	for {
 		m, err := protocol.ReadMessage(c)
 		if err != nil {
@@ -30,7 +40,7 @@ func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logg
 			}
 			return
 		}
-		err = s.handleClient(ctx, c, m, log)
+		err = handle(ctx, c, m, log)
 		if err == nil {
 			continue
 		}
