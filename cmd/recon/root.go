@@ -82,6 +82,8 @@ without succeeding.`,
 		newSubmitCmd(e),
 		newFetchCmd(e),
 		newAdminCmd(e),
+		newRelayCmd(e),
+		newRelayAdminCmd(e),
 	)
 	return root
 }

@@ -1,0 +1,325 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// Timeouts toward backends.
+const (
+	// BackendDialTimeout bounds connecting to a backend: TCP connect and
+	// handshake.
+	BackendDialTimeout = 5 * time.Second
+	// backendReplyTimeout bounds the answer to a short request (status,
+	// job status, queue).
+	backendReplyTimeout = 30 * time.Second
+	// minCheckTimeout and maxCheckTimeout bound a health check; within
+	// them it gets one health interval.
+	minCheckTimeout = time.Second
+	maxCheckTimeout = 10 * time.Second
+)
+
+// backend is one recon server behind the relay. Its fields are guarded by
+// the pool's mutex.
+type backend struct {
+	addr string
+
+	healthy   bool
+	lastCheck time.Time // when the last health check ended
+	lastErr   string    // why it was last marked down
+	lastErrAt time.Time
+	downSince time.Time
+	latency   time.Duration // of the last passed check
+	version   string
+	queued    int // from the last check, plus jobs placed since
+	running   int
+	uploading int // submissions in progress toward it
+	placed    int64
+}
+
+func (b *backend) load() int { return b.queued + b.running + b.uploading }
+
+// pool is the set of backends with their health. All methods are safe for
+// concurrent use.
+type pool struct {
+	log      *slog.Logger
+	secure   secure.Config // role client, BACKEND_SHARED_KEY
+	interval time.Duration
+
+	mu       sync.Mutex
+	backends []*backend // in BACKEND_SERVERS order
+	byAddr   map[string]*backend
+	next     int // where the next tie-break starts, in turn
+}
+
+func newPool(addrs []string, sc secure.Config, interval time.Duration, log *slog.Logger) *pool {
+	p := &pool{log: log, secure: sc, interval: interval, byAddr: map[string]*backend{}}
+	for _, a := range addrs {
+		b := &backend{addr: a}
+		p.backends = append(p.backends, b)
+		p.byAddr[a] = b
+	}
+	return p
+}
+
+func (p *pool) get(addr string) *backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byAddr[addr]
+}
+
+func (p *pool) isHealthy(b *backend) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return b.healthy
+}
+
+// candidates returns the healthy backends in the order a submission should
+// try them: least loaded first, ties broken in turn.
+func (p *pool) candidates() []*backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.backends)
+	type cand struct {
+		b    *backend
+		load int
+		turn int
+	}
+	var cs []cand
+	for i, b := range p.backends {
+		if b.healthy {
+			cs = append(cs, cand{b, b.load(), (i - p.next + n) % n})
+		}
+	}
+	p.next = (p.next + 1) % max(n, 1)
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].load != cs[j].load {
+			return cs[i].load < cs[j].load
+		}
+		return cs[i].turn < cs[j].turn
+	})
+	out := make([]*backend, len(cs))
+	for i, c := range cs {
+		out[i] = c.b
+	}
+	return out
+}
+
+// split returns the healthy backends and the addresses of the others.
+func (p *pool) split() (up []*backend, down []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.backends {
+		if b.healthy {
+			up = append(up, b)
+		} else {
+			down = append(down, b.addr)
+		}
+	}
+	return up, down
+}
+
+// reserve counts a submission in progress toward b, so that concurrent
+// submissions spread. release undoes it, counting a placed job when the
+// backend accepted it.
+func (p *pool) reserve(b *backend) {
+	p.mu.Lock()
+	b.uploading++
+	p.mu.Unlock()
+}
+
+func (p *pool) release(b *backend, placed bool) {
+	p.mu.Lock()
+	b.uploading--
+	if placed {
+		b.queued++
+		b.placed++
+	}
+	p.mu.Unlock()
+}
+
+// markDown marks b down at once after a failed connection or check.
+func (p *pool) markDown(b *backend, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	b.lastErr, b.lastErrAt = err.Error(), now
+	if b.healthy {
+		b.healthy = false
+		b.downSince = now
+		p.log.Warn("backend down", "backend", b.addr, "err", err)
+	}
+}
+
+// markUp records a passed health check.
+func (p *pool) markUp(b *backend, st *protocol.StatusReply, latency time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !b.healthy {
+		if b.lastCheck.IsZero() && b.lastErr == "" {
+			p.log.Info("backend up", "backend", b.addr, "version", st.Version)
+		} else {
+			p.log.Info("backend up again", "backend", b.addr, "version", st.Version, "down_for", time.Since(b.downSince).Round(time.Millisecond).String())
+		}
+	}
+	b.healthy = true
+	b.lastCheck = time.Now()
+	b.latency = latency
+	b.version = st.Version
+	b.queued = st.Jobs["queued"]
+	b.running = st.Jobs["running"]
+}
+
+func (p *pool) checkFailed(b *backend, err error) {
+	p.mu.Lock()
+	b.lastCheck = time.Now()
+	p.mu.Unlock()
+	p.markDown(b, err)
+}
+
+// dial opens a session to b. A failure marks b down.
+func (p *pool) dial(ctx context.Context, b *backend) (*secure.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, BackendDialTimeout)
+	defer cancel()
+	c, err := secure.Dial(dctx, b.addr, p.secure)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.markDown(b, err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// failed marks b down after a session to it broke, unless ctx ended (the
+// relay is stopping or the client went away).
+func (p *pool) failed(ctx context.Context, b *backend, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	p.markDown(b, err)
+}
+
+// checkTimeout is the time one health check may take.
+func (p *pool) checkTimeout() time.Duration {
+	return min(max(p.interval, minCheckTimeout), maxCheckTimeout)
+}
+
+// checkAll checks every backend once, in parallel, and returns when all
+// checks have ended.
+func (p *pool) checkAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, b := range p.backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.check(ctx, b)
+		}()
+	}
+	wg.Wait()
+}
+
+// watch checks b every health interval until ctx ends.
+func (p *pool) watch(ctx context.Context, b *backend) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.check(ctx, b)
+	}
+}
+
+// check asks b for its status and records the outcome.
+func (p *pool) check(ctx context.Context, b *backend) {
+	cctx, cancel := context.WithTimeout(ctx, p.checkTimeout())
+	defer cancel()
+	start := time.Now()
+	st, err := p.status(cctx, b)
+	if ctx.Err() != nil {
+		return // stopping: not the backend's fault
+	}
+	if err != nil {
+		p.checkFailed(b, fmt.Errorf("health check: %w", err))
+		return
+	}
+	p.markUp(b, st, time.Since(start))
+}
+
+// status asks b for its status on a session of its own.
+func (p *pool) status(ctx context.Context, b *backend) (*protocol.StatusReply, error) {
+	c, err := secure.Dial(ctx, b.addr, p.secure)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var st protocol.StatusReply
+	if err := roundTrip(ctx, c, protocol.TypeStatus, protocol.Empty{}, protocol.TypeStatusReply, &st); err != nil {
+		return nil, err
+	}
+	c.CloseWrite()
+	return &st, nil
+}
+
+// roundTrip sends one request on c and decodes its one reply, within
+// ctx's deadline (or backendReplyTimeout). A wire error from the backend
+// is returned as a *protocol.Error.
+func roundTrip(ctx context.Context, c *secure.Conn, t protocol.Type, body any, want protocol.Type, reply any) error {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(backendReplyTimeout)
+	}
+	c.SetDeadline(dl)
+	defer c.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if err := protocol.WriteMessage(c, t, body); err != nil {
+		return err
+	}
+	m, err := protocol.ReadMessage(c)
+	if err != nil {
+		return err
+	}
+	return m.Decode(want, reply)
+}
+
+// isWireError reports whether err is an error the backend sent, as
+// opposed to a broken connection.
+func isWireError(err error) bool {
+	var pe *protocol.Error
+	return errors.As(err, &pe)
+}
+
+// snapshot describes every backend, in BACKEND_SERVERS order.
+func (p *pool) snapshot() []protocol.BackendInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]protocol.BackendInfo, 0, len(p.backends))
+	for _, b := range p.backends {
+		out = append(out, protocol.BackendInfo{
+			Address:        b.addr,
+			Healthy:        b.healthy,
+			LastCheck:      b.lastCheck.UTC(),
+			LastError:      b.lastErr,
+			LastErrorAt:    b.lastErrAt.UTC(),
+			LatencySeconds: b.latency.Seconds(),
+			Version:        b.version,
+			Queued:         b.queued,
+			Running:        b.running,
+			Uploading:      b.uploading,
+			JobsPlaced:     b.placed,
+		})
+	}
+	return out
+}

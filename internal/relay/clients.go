@@ -1,0 +1,107 @@
+package relay
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/recon-mri/recon/internal/protocol"
+)
+
+// clientSession is one connected client, for relay-admin clients.
+type clientSession struct {
+	id    string
+	addr  string
+	since time.Time
+
+	requests atomic.Int64
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+
+	mu      sync.Mutex
+	request string
+	jobID   string
+	backend string
+}
+
+func (cs *clientSession) begin(request string) {
+	cs.requests.Add(1)
+	cs.mu.Lock()
+	cs.request, cs.jobID, cs.backend = request, "", ""
+	cs.mu.Unlock()
+}
+
+// about records the job and backend the current request concerns.
+func (cs *clientSession) about(jobID, backend string) {
+	cs.mu.Lock()
+	if jobID != "" {
+		cs.jobID = jobID
+	}
+	if backend != "" {
+		cs.backend = backend
+	}
+	cs.mu.Unlock()
+}
+
+func (cs *clientSession) end() {
+	cs.mu.Lock()
+	cs.request, cs.jobID, cs.backend = "", "", ""
+	cs.mu.Unlock()
+}
+
+// clientTable is the set of connected clients.
+type clientTable struct {
+	mu    sync.Mutex
+	m     map[string]*clientSession
+	total int64
+}
+
+func (t *clientTable) add(id, addr string) *clientSession {
+	cs := &clientSession{id: id, addr: addr, since: time.Now()}
+	t.mu.Lock()
+	t.m[id] = cs
+	t.total++
+	t.mu.Unlock()
+	return cs
+}
+
+func (t *clientTable) remove(cs *clientSession) {
+	t.mu.Lock()
+	delete(t.m, cs.id)
+	t.mu.Unlock()
+}
+
+func (t *clientTable) counts() (now int, total int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m), t.total
+}
+
+// snapshot lists the connected clients, oldest first.
+func (t *clientTable) snapshot() []protocol.RelayClientInfo {
+	t.mu.Lock()
+	list := make([]*clientSession, 0, len(t.m))
+	for _, cs := range t.m {
+		list = append(list, cs)
+	}
+	t.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].since.Before(list[j].since) })
+	out := make([]protocol.RelayClientInfo, 0, len(list))
+	for _, cs := range list {
+		cs.mu.Lock()
+		ci := protocol.RelayClientInfo{
+			Address:        cs.addr,
+			ConnectedSince: cs.since.UTC(),
+			Request:        cs.request,
+			JobID:          cs.jobID,
+			Backend:        cs.backend,
+		}
+		cs.mu.Unlock()
+		ci.Requests = cs.requests.Load()
+		ci.BytesIn = cs.bytesIn.Load()
+		ci.BytesOut = cs.bytesOut.Load()
+		out = append(out, ci)
+	}
+	return out
+}

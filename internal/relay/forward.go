@@ -1,0 +1,368 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// copyBufferSize is the buffer through which a request's file bytes pass.
+// It is the only per-transfer memory besides the two sessions' own
+// buffers.
+const copyBufferSize = 256 << 10
+
+// reasonTimeout bounds the wait for a backend's error message after a
+// write to it failed.
+const reasonTimeout = 2 * time.Second
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// checkAnnounced checks what the relay itself relies on to stream a
+// submission: a file count within the absolute cap and sizes that are not
+// negative and add up without overflow. Everything else (names, options,
+// the site's limits) is the backend's to judge.
+func checkAnnounced(files []protocol.FileInfo) error {
+	switch {
+	case len(files) == 0:
+		return protocol.Errorf(protocol.CodeBadRequest, "a job needs at least one file")
+	case len(files) > protocol.MaxFilesAbsolute:
+		return protocol.Errorf(protocol.CodeTooLarge, "too many files: %d, at most %d", len(files), protocol.MaxFilesAbsolute)
+	}
+	var total int64
+	for _, f := range files {
+		if f.Size < 0 {
+			return protocol.Errorf(protocol.CodeBadRequest, "file %q has a negative size", truncate(f.Name, 80))
+		}
+		if f.Size > math.MaxInt64-total {
+			return protocol.Errorf(protocol.CodeTooLarge, "the files add up to more bytes than can be counted")
+		}
+		total += f.Size
+	}
+	return nil
+}
+
+// retryElsewhere reports whether a backend's refusal of a submission, before
+// it accepted any file, may be different on another backend. A malformed
+// request or file name is refused everywhere alike.
+func retryElsewhere(err error) bool {
+	return !protocol.IsCode(err, protocol.CodeBadRequest) && !protocol.IsCode(err, protocol.CodeInvalidName)
+}
+
+// submit places a submission on a backend and relays its files.
+func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, sub *protocol.Submit, log *slog.Logger) error {
+	if err := checkAnnounced(sub.Files); err != nil {
+		return err
+	}
+	order, err := r.submitOrder(ctx, sub.SubmissionID)
+	if err != nil {
+		return err
+	}
+	if len(order) == 0 {
+		return protocol.Errorf(protocol.CodeUnavailable, "no backend is available: all %d are down; try again later", len(r.pool.backends))
+	}
+	var lastWire error
+	var tried []string
+	for _, b := range order {
+		r.pool.reserve(b)
+		bc, ready, err := r.offer(ctx, b, sub)
+		if err != nil {
+			r.pool.release(b, false)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ie *internalErr
+			if errors.As(err, &ie) {
+				return err
+			}
+			if isWireError(err) {
+				if !retryElsewhere(err) {
+					return err
+				}
+				lastWire = err
+			}
+			tried = append(tried, b.addr)
+			log.Info("backend did not take the submission; trying the next", "backend", b.addr, "err", err)
+			continue
+		}
+		placed, err := r.upload(ctx, c, cs, b, bc, sub, ready, log)
+		bc.Close()
+		r.pool.release(b, placed)
+		return err
+	}
+	if lastWire != nil {
+		return lastWire
+	}
+	return protocol.Errorf(protocol.CodeUnavailable, "no backend could be reached (tried %s); try again later", strings.Join(tried, ", "))
+}
+
+// submitOrder is the order in which to offer a submission to backends. A
+// submission id already sent to a backend goes to that one first, so a
+// retry finds the job there instead of making a second one; if that backend
+// is down, the retry must wait for it.
+func (r *Relay) submitOrder(ctx context.Context, sid string) ([]*backend, error) {
+	order := r.pool.candidates()
+	if sid == "" {
+		return order, nil
+	}
+	addr, err := r.routes.submission(ctx, sid)
+	if errors.Is(err, errNoRoute) {
+		return order, nil
+	}
+	if err != nil {
+		return nil, &internalErr{err}
+	}
+	b := r.pool.get(addr)
+	if b == nil {
+		return order, nil // no longer a backend: start afresh
+	}
+	if !r.pool.isHealthy(b) {
+		return nil, protocol.Errorf(protocol.CodeUnavailable,
+			"submission %s was sent to backend %s before, which is down: retry when it is back, or submit without the submission id", sid, b.addr)
+	}
+	out := []*backend{b}
+	for _, o := range order {
+		if o != b {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// offer opens a session to b and sends it the submission. It returns the
+// session once b is ready for the files (or knows the submission already).
+func (r *Relay) offer(ctx context.Context, b *backend, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
+	bc, err := r.pool.dial(ctx, b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sub.SubmissionID != "" {
+		if err := r.routes.putSubmission(ctx, sub.SubmissionID, b.addr); err != nil {
+			bc.Close()
+			return nil, nil, &internalErr{err}
+		}
+	}
+	var ready protocol.SubmitReady
+	if err := roundTrip(ctx, bc, protocol.TypeSubmit, sub, protocol.TypeSubmitReady, &ready); err != nil {
+		bc.Close()
+		if !isWireError(err) {
+			r.pool.failed(ctx, b, err)
+		}
+		return nil, nil, err
+	}
+	return bc, &ready, nil
+}
+
+// upload relays the files of a submission b has accepted, then its verdict.
+// placed reports whether b queued a new job.
+func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b *backend, bc *secure.Conn,
+	sub *protocol.Submit, ready *protocol.SubmitReady, log *slog.Logger) (placed bool, err error) {
+	stop := context.AfterFunc(ctx, func() { bc.Close() })
+	defer stop()
+	cs.about("", b.addr)
+	if ready.Existing {
+		if ready.Job == nil || !jobs.ValidID(ready.Job.JobID) {
+			return false, &internalErr{fmt.Errorf("backend %s: submit_ready for an existing job without a valid job", b.addr)}
+		}
+		cs.about(ready.Job.JobID, "")
+		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr); err != nil {
+			return false, &internalErr{err}
+		}
+		bc.CloseWrite()
+		ready.Job.Backend = b.addr
+		return false, protocol.WriteMessage(c, protocol.TypeSubmitReady, ready)
+	}
+	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{}); err != nil {
+		return false, err
+	}
+	start := time.Now()
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	var total int64
+	for _, f := range sub.Files {
+		rerr, werr := pump(bc, c, f.Size, *bp, &cs.bytesIn, &r.bytesIn)
+		if rerr != nil {
+			// The backend drops the partial upload when its session closes.
+			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", rerr)
+			return false, errSessionOver
+		}
+		if werr != nil {
+			return false, r.uploadFailed(ctx, b, bc, werr, log)
+		}
+		m, err := protocol.ReadMessage(c)
+		if err != nil {
+			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", err)
+			return false, errSessionOver
+		}
+		var done protocol.FileDone
+		if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
+			return false, &fatalErr{badRequest(fmt.Errorf("file %q: %w", f.Name, err))}
+		}
+		if err := protocol.WriteMessage(bc, protocol.TypeFileDone, done); err != nil {
+			return false, r.uploadFailed(ctx, b, bc, err, log)
+		}
+		total += f.Size
+	}
+	m, err := protocol.ReadMessage(bc)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		r.pool.failed(ctx, b, err)
+		return false, protocol.Errorf(protocol.CodeUnavailable,
+			"lost the connection to backend %s before it confirmed the job, which may or may not be queued there: "+
+				"submit again (with the same submission id, to be sure of no duplicate)", b.addr)
+	}
+	var job protocol.JobInfo
+	if err := m.Decode(protocol.TypeJob, &job); err != nil {
+		if isWireError(err) {
+			return false, err // e.g. a hash mismatch; the client's stream is in step
+		}
+		return false, &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
+	}
+	if !jobs.ValidID(job.JobID) {
+		return false, &internalErr{fmt.Errorf("backend %s: job reply without a valid job id", b.addr)}
+	}
+	cs.about(job.JobID, "")
+	// Durable before the client hears of the job.
+	if err := r.routes.putJob(ctx, job.JobID, b.addr); err != nil {
+		return false, &internalErr{err}
+	}
+	bc.CloseWrite()
+	r.jobsRelayed.Add(1)
+	log.Info("job placed", "job_id", job.JobID, "backend", b.addr, "files", len(sub.Files), "bytes", total,
+		"seconds", time.Since(start).Seconds(), "submission_id", sub.SubmissionID)
+	job.Backend = b.addr
+	return true, protocol.WriteMessage(c, protocol.TypeJob, job)
+}
+
+// uploadFailed reports a failed write to the backend during an upload: the
+// backend's own error if it sent one before it stopped reading, else a
+// broken connection (and the backend is marked down). Either way the
+// client's stream is out of step, so its session ends after the error.
+func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, werr error, log *slog.Logger) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	bc.SetReadDeadline(time.Now().Add(reasonTimeout))
+	if m, err := protocol.ReadMessage(bc); err == nil {
+		if derr := m.Decode(protocol.TypeJob, nil); isWireError(derr) {
+			return &fatalErr{derr}
+		}
+	}
+	log.Warn("upload to backend broke", "backend", b.addr, "err", werr)
+	r.pool.failed(ctx, b, werr)
+	return &fatalErr{protocol.Errorf(protocol.CodeUnavailable, "the connection to backend %s broke during the upload; submit again", b.addr)}
+}
+
+// fetch relays a finished job's results from its backend, and the client's
+// acknowledgement back.
+func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id string, log *slog.Logger) error {
+	b, err := r.route(ctx, id)
+	if err != nil {
+		return err
+	}
+	cs.about(id, b.addr)
+	bc, err := r.open(ctx, b, id)
+	if err != nil {
+		return err
+	}
+	defer bc.Close()
+	stop := context.AfterFunc(ctx, func() { bc.Close() })
+	defer stop()
+	var res protocol.Results
+	if err := roundTrip(ctx, bc, protocol.TypeFetch, protocol.JobRef{JobID: id}, protocol.TypeResults, &res); err != nil {
+		if isWireError(err) {
+			return err
+		}
+		return r.lost(ctx, b, id, err)
+	}
+	var total int64
+	for _, f := range res.Files {
+		if f.Size < 0 || f.Size > math.MaxInt64-total {
+			return &internalErr{fmt.Errorf("backend %s sent a bad result manifest for job %s", b.addr, id)}
+		}
+		total += f.Size
+	}
+	res.Job.Backend = b.addr
+	if err := protocol.WriteMessage(c, protocol.TypeResults, res); err != nil {
+		return err
+	}
+	start := time.Now()
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	for _, f := range res.Files {
+		rerr, werr := pump(c, bc, f.Size, *bp, &cs.bytesOut, &r.bytesOut)
+		if rerr != nil {
+			// Out of step: the client sees its connection end before the
+			// file does, and reports it.
+			log.Warn("results from backend broke", "job_id", id, "backend", b.addr, "file", f.Name, "err", rerr)
+			return errSessionOver
+		}
+		if werr != nil {
+			log.Info("client went away during results", "job_id", id, "err", werr)
+			return errSessionOver
+		}
+	}
+	m, err := protocol.ReadMessage(c)
+	if err != nil {
+		return errSessionOver
+	}
+	var ack protocol.JobRef
+	if err := m.Decode(protocol.TypeAck, &ack); err != nil {
+		return badRequest(err)
+	}
+	var done protocol.JobRef
+	if err := roundTrip(ctx, bc, protocol.TypeAck, ack, protocol.TypeAckDone, &done); err != nil {
+		if isWireError(err) {
+			return err
+		}
+		return r.lost(ctx, b, id, err)
+	}
+	bc.CloseWrite()
+	log.Info("results relayed", "job_id", id, "backend", b.addr, "files", len(res.Files), "bytes", total,
+		"seconds", time.Since(start).Seconds())
+	return protocol.WriteMessage(c, protocol.TypeAckDone, done)
+}
+
+// pump copies exactly n bytes from src to dst through buf, adding what it
+// writes to each counter. It tells apart the two sides' errors: readErr is
+// src's (io.ErrUnexpectedEOF if it ends early), writeErr is dst's.
+func pump(dst io.Writer, src io.Reader, n int64, buf []byte, counters ...*atomic.Int64) (readErr, writeErr error) {
+	for n > 0 {
+		k := len(buf)
+		if int64(k) > n {
+			k = int(n)
+		}
+		m, err := src.Read(buf[:k])
+		if m > 0 {
+			if _, werr := dst.Write(buf[:m]); werr != nil {
+				return nil, werr
+			}
+			n -= int64(m)
+			for _, c := range counters {
+				c.Add(int64(m))
+			}
+		}
+		if err != nil {
+			if n == 0 {
+				return nil, nil
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err, nil
+		}
+	}
+	return nil, nil
+}

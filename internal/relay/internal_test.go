@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+func testPool(addrs ...string) *pool {
+	p := newPool(addrs, secure.Config{}, time.Second, slog.New(slog.DiscardHandler))
+	for _, b := range p.backends {
+		b.healthy = true
+	}
+	return p
+}
+
+func addrsOf(bs []*backend) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.addr)
+	}
+	return out
+}
+
+func TestCandidatesLeastLoadedThenInTurn(t *testing.T) {
+	p := testPool("a:1", "b:1", "c:1")
+	// Equal loads: each call starts one further along.
+	var firsts []string
+	for range 6 {
+		firsts = append(firsts, p.candidates()[0].addr)
+	}
+	if diff := cmp.Diff([]string{"a:1", "b:1", "c:1", "a:1", "b:1", "c:1"}, firsts); diff != "" {
+		t.Errorf("ties not broken in turn (-want +got):\n%s", diff)
+	}
+	// Load decides before turn; uploads in progress count.
+	p.byAddr["a:1"].queued, p.byAddr["a:1"].running = 2, 1
+	p.byAddr["b:1"].running = 1
+	p.reserve(p.byAddr["c:1"])
+	p.reserve(p.byAddr["c:1"])
+	if diff := cmp.Diff([]string{"b:1", "c:1", "a:1"}, addrsOf(p.candidates())); diff != "" {
+		t.Errorf("candidates by load (-want +got):\n%s", diff)
+	}
+	// Down backends are never candidates.
+	p.markDown(p.byAddr["b:1"], errors.New("connection refused"))
+	if diff := cmp.Diff([]string{"c:1", "a:1"}, addrsOf(p.candidates())); diff != "" {
+		t.Errorf("candidates with b down (-want +got):\n%s", diff)
+	}
+	// A placed job counts until the next check says otherwise.
+	p.release(p.byAddr["c:1"], true)
+	p.release(p.byAddr["c:1"], true)
+	if c := p.byAddr["c:1"]; c.load() != 2 || c.placed != 2 || c.uploading != 0 {
+		t.Errorf("after two placements: load %d, placed %d, uploading %d", c.load(), c.placed, c.uploading)
+	}
+	p.markUp(p.byAddr["c:1"], &protocol.StatusReply{Jobs: map[string]int{"queued": 0, "running": 1}}, time.Millisecond)
+	if c := p.byAddr["c:1"]; c.load() != 1 {
+		t.Errorf("after a check: load %d, want 1", c.load())
+	}
+}
+
+func TestPump(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 100_000)
+	for _, n := range []int64{0, 1, copyBufferSize - 1, copyBufferSize, copyBufferSize + 1, int64(len(data))} {
+		var dst bytes.Buffer
+		var count atomic.Int64
+		src := io.MultiReader(bytes.NewReader(data[:n]), strings.NewReader("trailing"))
+		rerr, werr := pump(&dst, iotest.HalfReader(src), n, make([]byte, copyBufferSize), &count)
+		if rerr != nil || werr != nil || !bytes.Equal(dst.Bytes(), data[:n]) || count.Load() != n {
+			t.Errorf("pump(%d) = %v, %v, %d bytes, counted %d", n, rerr, werr, dst.Len(), count.Load())
+		}
+	}
+	// A source that ends early is a read error, not a write error.
+	rerr, werr := pump(io.Discard, bytes.NewReader(data[:10]), 11, make([]byte, 4))
+	if !errors.Is(rerr, io.ErrUnexpectedEOF) || werr != nil {
+		t.Errorf("short source: %v, %v", rerr, werr)
+	}
+	// A failing destination is a write error.
+	rerr, werr = pump(failWriter{}, bytes.NewReader(data), 100, make([]byte, 8))
+	if rerr != nil || werr == nil {
+		t.Errorf("failing destination: %v, %v", rerr, werr)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestFitQueue(t *testing.T) {
+	q := &protocol.QueueReply{Unavailable: []string{"x:1"}}
+	for range 2000 {
+		q.Jobs = append(q.Jobs, protocol.JobInfo{JobID: strings.Repeat("a", 26), State: "succeeded",
+			Files: []protocol.FileSum{{Name: "P00000.7", Size: 1, SHA256: strings.Repeat("0", 64)}}})
+	}
+	fitQueue(q)
+	if len(q.Jobs) == 0 || len(q.Jobs) == 2000 {
+		t.Fatalf("fitQueue kept %d of 2000 jobs", len(q.Jobs))
+	}
+	var buf bytes.Buffer
+	if err := protocol.WriteMessage(&buf, protocol.TypeQueueReply, q); err != nil {
+		t.Errorf("fitted queue does not fit in a message: %v", err)
+	}
+}
+
+func TestCheckAnnounced(t *testing.T) {
+	tests := []struct {
+		files []protocol.FileInfo
+		code  protocol.Code
+	}{
+		{nil, protocol.CodeBadRequest},
+		{[]protocol.FileInfo{{Name: "a", Size: -1}}, protocol.CodeBadRequest},
+		{[]protocol.FileInfo{{Name: "a", Size: 1 << 62}, {Name: "b", Size: 1 << 62}}, protocol.CodeTooLarge},
+		{make([]protocol.FileInfo, protocol.MaxFilesAbsolute+1), protocol.CodeTooLarge},
+		{[]protocol.FileInfo{{Name: "a", Size: 0}, {Name: "b", Size: 5}}, ""},
+	}
+	for i, tt := range tests {
+		err := checkAnnounced(tt.files)
+		if tt.code == "" && err != nil || tt.code != "" && !protocol.IsCode(err, tt.code) {
+			t.Errorf("case %d: checkAnnounced = %v, want code %q", i, err, tt.code)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// errNoRoute is returned by the route store for a job or submission it does
+// not know.
+var errNoRoute = errors.New("no route")
+
+// routeMigrations[i] brings the schema from version i to i+1 (PRAGMA
+// user_version). Append, never edit.
+var routeMigrations = [...]string{
+	// 0 → 1: which backend holds which job, and which backend a submission
+	// id was last sent to (so a retried submission reaches the same one).
+	`CREATE TABLE routes (
+		job_id     TEXT    PRIMARY KEY,
+		backend    TEXT    NOT NULL,
+		created_at INTEGER NOT NULL
+	) STRICT;
+	CREATE TABLE submissions (
+		submission_id TEXT    PRIMARY KEY,
+		backend       TEXT    NOT NULL,
+		created_at    INTEGER NOT NULL
+	) STRICT;`,
+}
+
+// routeStore is the relay's durable map from job id to backend address:
+// one SQLite database in WAL mode with synchronous=FULL, so a route is on
+// stable storage when put returns. Safe for concurrent use; writes are
+// serialised on one connection.
+type routeStore struct {
+	db *sql.DB
+}
+
+func openRoutes(path string) (*routeStore, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	// Create the file first, private to the user; SQLite gives its -wal
+	// and -shm files the same mode.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	q := url.Values{
+		"_busy_timeout": {"10000"},
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_txlock":       {"immediate"},
+	}
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := migrateRoutes(context.Background(), db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s: %w", abs, err)
+	}
+	return &routeStore{db: db}, nil
+}
+
+func migrateRoutes(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if mode != "wal" {
+		return fmt.Errorf("journal mode is %q, want wal", mode)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(routeMigrations) {
+		return fmt.Errorf("route database has schema version %d; this relay knows up to %d (was it written by a newer recon?)", v, len(routeMigrations))
+	}
+	for ; v < len(routeMigrations); v++ {
+		if _, err := tx.ExecContext(ctx, routeMigrations[v]); err != nil {
+			return fmt.Errorf("migrate route database to version %d: %w", v+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *routeStore) Close() error { return s.db.Close() }
+
+// putJob records that backend holds job id; it is committed when putJob
+// returns.
+func (s *routeStore) putJob(ctx context.Context, id, backend string) error {
+	_, err := s.db.ExecContext(ctx,
+		`INSERT INTO routes (job_id, backend, created_at) VALUES (?, ?, ?)
+		 ON CONFLICT (job_id) DO UPDATE SET backend = excluded.backend`,
+		id, backend, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("record route of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// job returns the backend holding job id, or errNoRoute.
+func (s *routeStore) job(ctx context.Context, id string) (string, error) {
+	var b string
+	err := s.db.QueryRowContext(ctx, `SELECT backend FROM routes WHERE job_id = ?`, id).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errNoRoute
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up route of job %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// putSubmission records that submission sid is being sent to backend.
+func (s *routeStore) putSubmission(ctx context.Context, sid, backend string) error {
+	_, err := s.db.ExecContext(ctx,
+		`INSERT INTO submissions (submission_id, backend, created_at) VALUES (?, ?, ?)
+		 ON CONFLICT (submission_id) DO UPDATE SET backend = excluded.backend, created_at = excluded.created_at`,
+		sid, backend, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("record submission: %w", err)
+	}
+	return nil
+}
+
+// submission returns the backend submission sid was last sent to, or
+// errNoRoute.
+func (s *routeStore) submission(ctx context.Context, sid string) (string, error) {
+	var b string
+	err := s.db.QueryRowContext(ctx, `SELECT backend FROM submissions WHERE submission_id = ?`, sid).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errNoRoute
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up submission: %w", err)
+	}
+	return b, nil
+}
+
+// count returns the number of routes, for status.
+func (s *routeStore) count(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM routes`).Scan(&n)
+	return n, err
+}
