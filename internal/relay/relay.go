@@ -28,8 +28,6 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +40,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -74,7 +73,7 @@ type Options struct {
 	// Version is reported by status requests.
 	Version string
 	// HandshakeTimeout and IdleTimeout override the defaults
-	// (HandshakeTimeout, IdleTimeout) of the client and admin listeners
+	// (listen.HandshakeTimeout, listen.IdleTimeout) of the client and admin listeners
 	// and of the sessions to backends; tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
@@ -97,10 +96,10 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 		return nil, errors.New("BACKEND_SERVERS is empty: list the recon servers the relay forwards to")
 	}
 	if opts.HandshakeTimeout == 0 {
-		opts.HandshakeTimeout = HandshakeTimeout
+		opts.HandshakeTimeout = listen.HandshakeTimeout
 	}
 	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = IdleTimeout
+		opts.IdleTimeout = listen.IdleTimeout
 	}
 	interval := cfg.HealthInterval
 	if interval <= 0 {
@@ -175,22 +174,20 @@ func (r *Relay) Start() error {
 
 	r.pool.checkAll(ctx)
 
-	clientEP := &endpoint{
-		name: "client", ln: cl, allow: r.cfg.TrustedClientIPs, limiter: newConnLimiter(),
-		secure: secure.Config{Key: r.cfg.ClientSharedKey, Role: secure.RoleClient, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
-		handle: r.serveClient,
+	clientEP := &listen.Endpoint{
+		Name: "client", Listener: cl, Allow: r.cfg.TrustedClientIPs, Handle: r.serveClient,
+		Secure: secure.Config{Key: r.cfg.ClientSharedKey, Role: secure.RoleClient, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
 	}
 	// The admin listener is guarded by its own key and, by default, by
 	// listening on loopback only; TRUSTED_CLIENT_IPS is about clients.
-	adminEP := &endpoint{
-		name: "admin", ln: al, limiter: newConnLimiter(),
-		secure: secure.Config{Key: r.cfg.AdminSharedKey, Role: secure.RoleRelayAdmin, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
-		handle: r.serveAdmin,
+	adminEP := &listen.Endpoint{
+		Name: "admin", Listener: al, Handle: r.serveAdmin,
+		Secure: secure.Config{Key: r.cfg.AdminSharedKey, Role: secure.RoleRelayAdmin, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
 	}
 	var wg sync.WaitGroup
 	wg.Add(2 + len(r.pool.backends))
-	go func() { defer wg.Done(); r.serve(ctx, clientEP) }()
-	go func() { defer wg.Done(); r.serve(ctx, adminEP) }()
+	go func() { defer wg.Done(); listen.Serve(ctx, clientEP, r.log) }()
+	go func() { defer wg.Done(); listen.Serve(ctx, adminEP, r.log) }()
 	for _, b := range r.pool.backends {
 		go func() { defer wg.Done(); r.pool.watch(ctx, b) }()
 	}
@@ -254,10 +251,4 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		r.log.Info("relay stopped")
 	})
 	return r.stopErr
-}
-
-func newConnID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
 )
@@ -37,7 +38,7 @@ func (e *internalErr) Unwrap() error { return e.err }
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	cs := r.clients.add(newConnID(), c.RemoteAddr().String())
+	cs := r.clients.add(listen.NewConnID(), c.RemoteAddr().String())
 	defer r.clients.remove(cs)
 	for {
 		m, err := protocol.ReadMessage(c)

@@ -439,7 +439,7 @@ func TestGarbageAndIdlePeers(t *testing.T) {
 	peer("garbage with a valid-looking length", "127.0.0.3", append([]byte("RCN\x00\x01\x01\x00\x30"), randomBytes(t, 48)...))
 	peer("HTTP", "127.0.0.4", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	// Spread over four addresses, so that all get past the per-address cap
-	// on connections in the handshake (MaxUnauthConnsPerIP) and are ended
+	// on connections in the handshake (listen.MaxUnauthConnsPerIP) and are ended
 	// by the handshake timeout.
 	for i := range 20 {
 		peer(fmt.Sprintf("idle %d", i), fmt.Sprintf("127.0.1.%d", i%4+1), nil)

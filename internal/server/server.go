@@ -10,8 +10,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -64,7 +63,7 @@ type Options struct {
 	// Version is reported by status requests.
 	Version string
 	// HandshakeTimeout and IdleTimeout override the defaults
-	// (HandshakeTimeout, IdleTimeout); tests shorten them.
+	// (listen.HandshakeTimeout, listen.IdleTimeout); tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
 	// Sampler reads CPU load and available memory for the resource gate;
@@ -118,10 +117,10 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		done:      make(chan struct{}),
 	}
 	if s.opts.HandshakeTimeout == 0 {
-		s.opts.HandshakeTimeout = HandshakeTimeout
+		s.opts.HandshakeTimeout = listen.HandshakeTimeout
 	}
 	if s.opts.IdleTimeout == 0 {
-		s.opts.IdleTimeout = IdleTimeout
+		s.opts.IdleTimeout = listen.IdleTimeout
 	}
 	sampler := s.opts.Sampler
 	if sampler == nil {
@@ -214,21 +213,19 @@ func (s *Server) Start() error {
 	s.clientLn, s.adminLn, s.metricsLn = cl, al, mln
 	s.cancel = cancel
 
-	clientEP := &endpoint{
-		name: "client", ln: cl, allow: s.cfg.TrustedIPs, limiter: newConnLimiter(),
-		secure: secure.Config{Key: s.cfg.SharedKey, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
-		handle: s.serveClient,
+	clientEP := &listen.Endpoint{
+		Name: "client", Listener: cl, Allow: s.cfg.TrustedIPs, Handle: s.serveClient,
+		Secure: secure.Config{Key: s.cfg.SharedKey, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
 	}
-	adminEP := &endpoint{
-		name: "admin", ln: al, allow: s.cfg.TrustedIPs, limiter: newConnLimiter(),
-		secure: secure.Config{Key: s.cfg.AdminSharedKey, Role: secure.RoleAdmin, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
-		handle: s.serveAdmin,
+	adminEP := &listen.Endpoint{
+		Name: "admin", Listener: al, Allow: s.cfg.TrustedIPs, Handle: s.serveAdmin,
+		Secure: secure.Config{Key: s.cfg.AdminSharedKey, Role: secure.RoleAdmin, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
 	}
 
 	var wg sync.WaitGroup
 	wg.Add(4)
-	go func() { defer wg.Done(); s.serve(ctx, clientEP) }()
-	go func() { defer wg.Done(); s.serve(ctx, adminEP) }()
+	go func() { defer wg.Done(); listen.Serve(ctx, clientEP, s.log) }()
+	go func() { defer wg.Done(); listen.Serve(ctx, adminEP, s.log) }()
 	go func() { defer wg.Done(); s.pool.run(ctx) }()
 	go func() { defer wg.Done(); s.sweepResults(ctx) }()
 	if hs != nil {
@@ -352,12 +349,6 @@ func (s *Server) removeInput(id string) {
 	if err := os.RemoveAll(s.inputDir(id)); err != nil {
 		s.log.Warn("remove input dir", "job_id", id, "err", err)
 	}
-}
-
-func newConnID() string {
-	var b [6]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // notifier is a broadcast: Wait returns a channel closed at the next
