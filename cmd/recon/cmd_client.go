@@ -108,6 +108,9 @@ func countsLine(m map[string]int) string {
 
 func printJob(w io.Writer, j *client.Job) {
 	fmt.Fprintf(w, "job        %s\n", j.JobID)
+	if j.Backend != "" {
+		fmt.Fprintf(w, "backend    %s\n", j.Backend)
+	}
 	state := j.State
 	if j.Position > 0 {
 		state += fmt.Sprintf(" (position %d)", j.Position)
@@ -183,6 +186,11 @@ func newQueueCmd(e *env) *cobra.Command {
 				fmt.Fprintln(e.stdout, "no jobs")
 				return nil
 			}
+			// Through a relay, each job says which backend holds it.
+			withBackend := false
+			for _, j := range jobs {
+				withBackend = withBackend || j.Backend != ""
+			}
 			var rows [][]string
 			for _, j := range jobs {
 				pos := ""
@@ -193,10 +201,18 @@ func newQueueCmd(e *env) *cobra.Command {
 				for _, f := range j.Files {
 					bytes += f.Size
 				}
-				rows = append(rows, []string{j.JobID, j.State, pos, j.SubmittedAt.Local().Format(time.DateTime),
-					strconv.Itoa(len(j.Files)), humanBytes(bytes)})
+				row := []string{j.JobID, j.State, pos, j.SubmittedAt.Local().Format(time.DateTime),
+					strconv.Itoa(len(j.Files)), humanBytes(bytes)}
+				if withBackend {
+					row = append(row, j.Backend)
+				}
+				rows = append(rows, row)
 			}
-			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "FILES", "SIZE"}, rows)
+			header := []string{"JOB ID", "STATE", "POS", "SUBMITTED", "FILES", "SIZE"}
+			if withBackend {
+				header = append(header, "BACKEND")
+			}
+			table(e.stdout, header, rows)
 			return nil
 		},
 	}
