@@ -257,14 +257,14 @@ func receiveFile(r io.Reader, root *os.Root, f FileSum, pw *progressWriter) erro
 	}
 	defer fh.Close()
 	h := sha256.New()
-	pw.w = fh
+	pw.w = xfer.NewSyncingWriter(fh)
 	if _, err := xfer.Copy(pw, r, f.Size, h); err != nil {
 		return fmt.Errorf("receive %s: %w", f.Name, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
 		return fmt.Errorf("receive %s: SHA-256 mismatch (got %s, manifest says %s)", f.Name, got, f.SHA256)
 	}
-	if err := fh.Sync(); err != nil {
+	if err := xfer.Sync(fh); err != nil {
 		return err
 	}
 	return fh.Close()

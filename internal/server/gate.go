@@ -13,8 +13,9 @@ import (
 	"github.com/recon-mri/recon/internal/protocol"
 )
 
-// cpuWindow is the window CPU load is averaged over.
-const cpuWindow = 500 * time.Millisecond
+// sampleEvery is how often the gate refreshes its reading in the
+// background; CPU load is averaged over the time between two readings.
+const sampleEvery = time.Second
 
 // Reading is one sample of the machine's load.
 type Reading struct {
@@ -28,12 +29,18 @@ type Sampler interface {
 	Sample(ctx context.Context) (Reading, error)
 }
 
-// systemSampler reads CPU and memory with gopsutil.
-type systemSampler struct{}
+// systemSampler reads CPU and memory with gopsutil. CPU load is the busy
+// share of all cores' time since its previous reading, so a reading costs
+// two small reads of /proc and never waits.
+type systemSampler struct {
+	mu   sync.Mutex
+	last cpu.TimesStat
+	have bool
+}
 
-func (systemSampler) Sample(ctx context.Context) (Reading, error) {
-	pct, err := cpu.PercentWithContext(ctx, cpuWindow, false)
-	if err != nil {
+func (s *systemSampler) Sample(ctx context.Context) (Reading, error) {
+	ts, err := cpu.TimesWithContext(ctx, false)
+	if err != nil || len(ts) == 0 {
 		return Reading{}, fmt.Errorf("read CPU load: %w", err)
 	}
 	vm, err := mem.VirtualMemoryWithContext(ctx)
@@ -41,10 +48,23 @@ func (systemSampler) Sample(ctx context.Context) (Reading, error) {
 		return Reading{}, fmt.Errorf("read memory: %w", err)
 	}
 	r := Reading{AvailableBytes: vm.Available}
-	if len(pct) > 0 {
-		r.CPUPercent = pct[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := ts[0]
+	if s.have {
+		idle := (now.Idle + now.Iowait) - (s.last.Idle + s.last.Iowait)
+		total := cpuTotal(now) - cpuTotal(s.last)
+		if total > 0 {
+			r.CPUPercent = min(max(100*(total-idle)/total, 0), 100)
+		}
 	}
+	s.last, s.have = now, true
 	return r, nil
+}
+
+func cpuTotal(t cpu.TimesStat) float64 {
+	// Guest time is already counted in User and Nice.
+	return t.User + t.System + t.Idle + t.Nice + t.Iowait + t.Irq + t.Softirq + t.Steal
 }
 
 // gate decides whether a worker may take a job: not while CPU load is above
@@ -70,12 +90,30 @@ func newGate(s Sampler, maxCPU int, minMem int64, interval time.Duration, log *s
 	return &gate{sampler: s, maxCPU: float64(maxCPU), minMem: uint64(max(minMem, 0)), interval: interval, log: log}
 }
 
-// check takes a fresh reading when the last one is stale, and reports
-// whether a job may start.
+// run refreshes the reading every sampleEvery until ctx ends, so CPU load
+// is averaged over a short window and a check never waits for a reading.
+func (g *gate) run(ctx context.Context) {
+	t := time.NewTicker(sampleEvery)
+	defer t.Stop()
+	for {
+		r, err := g.sampler.Sample(ctx)
+		g.mu.Lock()
+		g.last, g.lastErr, g.lastAt = r, err, time.Now()
+		g.mu.Unlock()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// check reports whether a job may start, taking a reading itself when the
+// last one is older than the check interval (or a second).
 func (g *gate) check(ctx context.Context) (bool, string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if time.Since(g.lastAt) >= min(g.interval, time.Second) || g.lastAt.IsZero() {
+	if time.Since(g.lastAt) >= min(g.interval, 2*sampleEvery) || g.lastAt.IsZero() {
 		g.last, g.lastErr = g.sampler.Sample(ctx)
 		g.lastAt = time.Now()
 	}

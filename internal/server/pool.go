@@ -67,7 +67,7 @@ func (p *pool) run(ctx context.Context) {
 	p.ctx = ctx
 	p.adjustLocked()
 	p.mu.Unlock()
-	<-ctx.Done()
+	p.gate.run(ctx) // until ctx ends
 	p.wg.Wait()
 }
 

@@ -124,7 +124,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	}
 	sampler := s.opts.Sampler
 	if sampler == nil {
-		sampler = systemSampler{}
+		sampler = &systemSampler{}
 	}
 	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
 	s.pool = newPool(s, cfg.MaxConcurrentJobs, g)

@@ -175,7 +175,7 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo) ([]
 			return nil, internalError(err)
 		}
 		h := sha256.New()
-		if _, err := xfer.Copy(newSyncingWriter(f), c, fi.Size, h); err != nil {
+		if _, err := xfer.Copy(xfer.NewSyncingWriter(f), c, fi.Size, h); err != nil {
 			err = fmt.Errorf("file %q: %w", fi.Name, err)
 			f.Close()
 			return nil, err
@@ -195,7 +195,7 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo) ([]
 			f.Close()
 			return nil, protocol.Errorf(protocol.CodeHashMismatch, "file %q: SHA-256 mismatch: the server received different bytes than the client read", fi.Name)
 		}
-		if err := f.Sync(); err != nil {
+		if err := xfer.Sync(f); err != nil {
 			f.Close()
 			return nil, internalError(err)
 		}
