@@ -6,18 +6,14 @@ import (
 	"encoding/binary"
 
 	"github.com/flynn/noise"
-	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // noiseSuite is the set of primitives of a Noise protocol.
 type noiseSuite = noise.CipherSuite
 
-// The suites. suiteAESGCM is the protocol's; suiteChaChaPoly exists so the
-// benchmarks can compare. Both are immutable values.
-var (
-	suiteAESGCM     = noise.NewCipherSuite(noise.DH25519, cipherFunc{name: "AESGCM", newAEAD: newAES256GCM}, noise.HashSHA256)
-	suiteChaChaPoly = noise.NewCipherSuite(noise.DH25519, cipherFunc{name: "ChaChaPoly", newAEAD: chacha20poly1305.New, littleEndian: true}, noise.HashSHA256)
-)
+// suiteAESGCM is the protocol's suite: Noise_*_25519_AESGCM_SHA256. It is
+// an immutable value.
+var suiteAESGCM = noise.NewCipherSuite(noise.DH25519, cipherFunc{name: "AESGCM", newAEAD: newAES256GCM}, noise.HashSHA256)
 
 // cipherFunc is the AESGCM or ChaChaPoly cipher function of the Noise
 // specification (section 12), as in flynn/noise, except that the nonce lives

@@ -28,9 +28,12 @@ import (
 // CloseWrite. Close, the deadline setters, Role, LocalAddr and RemoteAddr are
 // safe to call at any time, from any goroutine.
 //
-// Memory is constant per connection: a read buffer of about 128 KiB is
-// allocated by the first Read and a write buffer of about 64 KiB by the first
-// Write; after that Read and Write do not allocate.
+// Memory is constant per connection, and an idle connection holds almost
+// none: a Write borrows a write buffer of about 256 KiB from a pool shared by
+// all Conns and returns it before it returns, and a Read borrows a read
+// buffer of about 512 KiB while received bytes are waiting in it (a record
+// small enough is read into a 2 KiB buffer of the Conn's own). Read and
+// Write do not allocate, except when the pools are empty.
 //
 // The Conn owns the underlying connection: Close closes it.
 type Conn struct {
@@ -50,20 +53,32 @@ var _ net.Conn = (*Conn)(nil)
 // readState is owned by the reading goroutine.
 type readState struct {
 	cs       *noise.CipherState
-	buf      []byte // records as received; decrypted in place
-	pos, end int    // buf[pos:end] is not yet consumed
-	plain    []byte // decrypted data not yet returned, inside buf
-	err      error  // sticky: io.EOF after the close record, or a failure
-	idleHit  bool   // the current read deadline is the idle timeout's
+	buf      []byte  // records as received; decrypted in place: small, *pooled or nil
+	pooled   *[]byte // the buffer borrowed from readBuffers, or nil
+	used     int     // high-water mark of buf, cleared before it goes back
+	pos, end int     // buf[pos:end] is not yet consumed
+	plain    []byte  // decrypted data not yet returned, inside buf
+	err      error   // sticky: io.EOF after the close record, or a failure
+	idleHit  bool    // the current read deadline is the idle timeout's
+	small    [smallReadSize]byte
 }
 
 // writeState is owned by the writing goroutine.
 type writeState struct {
 	cs     *noise.CipherState
-	buf    []byte // sealed records not yet written
-	err    error  // sticky
+	buf    []byte  // sealed records not yet written; borrowed within Write
+	pooled *[]byte // where buf came from
+	err    error   // sticky
 	closed bool
 }
+
+// The buffer pools shared by all Conns: a buffer is taken for a transfer
+// and given back when it is empty, so memory follows the transfers in
+// progress, not the connections open.
+var (
+	readBuffers  = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+	writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBufferSize); return &b }}
+)
 
 // deadlines combines the caller's read deadline with the idle timeout.
 type deadlines struct {
@@ -125,6 +140,18 @@ func (c *Conn) Close() error { return c.conn.Close() }
 // has closed its side with CloseWrite, and ErrTruncated if the connection ends
 // before that. See Conn for which errors stick.
 func (c *Conn) Read(p []byte) (int, error) {
+	// A bulk reader (a file transfer) keeps its buffer between Reads; a
+	// small one (control messages) gives it back when it is empty, also
+	// before it waits.
+	bulk := len(p) >= MaxPayload
+	if !bulk {
+		c.releaseReadBuffer()
+	}
+	defer func() {
+		if !bulk || c.r.err != nil {
+			c.releaseReadBuffer()
+		}
+	}()
 	r := &c.r
 	if len(r.plain) == 0 {
 		if r.err != nil {
@@ -152,6 +179,21 @@ func (c *Conn) Read(p []byte) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// releaseReadBuffer gives the read buffer up when nothing in it is waiting
+// to be returned (or the stream has failed), cleared of the plaintext it
+// held; a pooled one goes back to the pool.
+func (c *Conn) releaseReadBuffer() {
+	r := &c.r
+	if r.buf == nil || (r.err == nil && (r.pos < r.end || len(r.plain) > 0)) {
+		return
+	}
+	clear(r.buf[:max(r.used, r.end)])
+	if r.pooled != nil {
+		readBuffers.Put(r.pooled)
+	}
+	r.buf, r.pooled, r.used, r.pos, r.end, r.plain = nil, nil, 0, 0, 0, nil
 }
 
 // recordBuffered reports whether a whole record (or a length that will be
@@ -230,12 +272,25 @@ func (c *Conn) fill(need int) error {
 		return nil
 	}
 	if r.buf == nil {
-		r.buf = make([]byte, readBufferSize)
+		// Nothing is buffered: wait for the peer in the small buffer, so an
+		// idle connection holds no pooled one.
+		r.buf = r.small[:]
 	}
 	for r.end-r.pos < need {
-		// Move the partial record to the front when the rest of it does not
-		// fit, or when the free tail is too small for an efficient read.
-		if len(r.buf)-r.pos < need || len(r.buf)-r.end < minReadSize {
+		switch {
+		case r.pooled == nil && (need > len(r.buf) || r.end == len(r.buf)):
+			// A record larger than the small buffer, or more data than
+			// it holds: move to a pooled buffer.
+			r.pooled = readBuffers.Get().(*[]byte)
+			small := r.buf[:max(r.used, r.end)]
+			r.end = copy(*r.pooled, r.buf[r.pos:r.end])
+			clear(small)
+			r.buf, r.pos, r.used = *r.pooled, 0, 0
+		case len(r.buf)-r.pos < need || (r.pooled != nil && len(r.buf)-r.end < minReadSize) || r.end == len(r.buf):
+			// Move the partial record to the front when the rest of it
+			// does not fit, or when the free tail is too small for an
+			// efficient read.
+			r.used = max(r.used, r.end)
 			r.end = copy(r.buf, r.buf[r.pos:r.end])
 			r.pos = 0
 		}
@@ -295,9 +350,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if w.buf == nil {
-		w.buf = make([]byte, 0, writeBufferSize)
+	if len(p) == 0 {
+		return 0, nil
 	}
+	c.borrowWriteBuffer()
+	defer c.returnWriteBuffer()
 	written, pending := 0, 0
 	for len(p) > 0 {
 		n := min(len(p), MaxPayload)
@@ -332,10 +389,13 @@ func (c *Conn) CloseWrite() error {
 	if w.err != nil {
 		return w.err
 	}
-	if err := c.seal(recordClose, nil); err != nil {
-		return err
+	c.borrowWriteBuffer()
+	err := c.seal(recordClose, nil)
+	if err == nil {
+		err = c.flush()
 	}
-	if err := c.flush(); err != nil {
+	c.returnWriteBuffer()
+	if err != nil {
 		return err
 	}
 	w.closed, w.err = true, ErrWriteClosed
@@ -343,6 +403,24 @@ func (c *Conn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+func (c *Conn) borrowWriteBuffer() {
+	w := &c.w
+	w.pooled = writeBuffers.Get().(*[]byte)
+	w.buf = (*w.pooled)[:0]
+}
+
+// returnWriteBuffer gives the write buffer back. It holds only sealed
+// records, unless sealing failed.
+func (c *Conn) returnWriteBuffer() {
+	w := &c.w
+	if w.err != nil {
+		clear(w.buf[:cap(w.buf)])
+	}
+	*w.pooled = w.buf[:0]
+	writeBuffers.Put(w.pooled)
+	w.buf, w.pooled = nil, nil
 }
 
 func (c *Conn) seal(typ byte, payload []byte) error {

@@ -460,3 +460,50 @@ func TestMaxNonce(t *testing.T) {
 		t.Fatal("write failure did not stick")
 	}
 }
+
+// TestBuffersFollowTransfers checks that a connection holds a pooled read
+// buffer only while a transfer has bytes waiting in it: control-size
+// messages use the Conn's small buffer, and a bulk transfer's buffer goes
+// back once a small read finds it empty.
+func TestBuffersFollowTransfers(t *testing.T) {
+	k := keys.MustGenerate()
+	c, s := tcpPair(t, testConfig(k, RoleClient), testConfig(k, RoleClient))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	roundTripRead(t, s, "hello")
+	if s.r.pooled != nil || s.r.buf != nil {
+		t.Errorf("after a small message the reader holds a buffer (pooled: %v)", s.r.pooled != nil)
+	}
+	if c.w.buf != nil || c.w.pooled != nil {
+		t.Errorf("the writer holds a buffer after Write returned")
+	}
+
+	data := randomBytes(3<<20+5, 7)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			_, err = c.Write([]byte("done"))
+		}
+		errc <- err
+	}()
+	got := make([]byte, len(data))
+	for off := 0; off < len(got); {
+		n, err := s.Read(got[off:min(off+256<<10, len(got))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("bulk data differs")
+	}
+	roundTripRead(t, s, "done")
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if s.r.pooled != nil || s.r.buf != nil {
+		t.Errorf("after the transfer and a small read the reader holds a buffer (pooled: %v)", s.r.pooled != nil)
+	}
+}

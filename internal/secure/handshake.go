@@ -94,6 +94,7 @@ func clientHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 	if len(msg) != handshakeMessageSize {
 		return nil, fmt.Errorf("write first handshake message: unexpected size %d", len(msg))
 	}
+	copy(out[PreambleSize+lengthSize:], msg) // a no-op unless noise reallocated
 	if _, err := conn.Write(out[:]); err != nil {
 		return nil, g.clientErr(err)
 	}
@@ -173,6 +174,7 @@ func serverHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 	if recv == nil || send == nil || len(msg) != handshakeMessageSize {
 		return nil, errors.New("write second handshake message: handshake did not complete")
 	}
+	copy(out[lengthSize:], msg) // a no-op unless noise reallocated
 	if _, err := conn.Write(out[:]); err != nil {
 		return nil, fmt.Errorf("write second handshake message: %w", g.ioErr(err))
 	}
