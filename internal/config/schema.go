@@ -261,7 +261,7 @@ func reconSchema() *schema {
 				{name: "CLIENT_DAEMON_STABILITY_DELAY", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,
 					doc: "Seconds a file's size and modification time must stay unchanged (and the file be readable) before it is taken as complete."},
 				{name: "CLIENT_DAEMON_GROUPING_TIMEOUT", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,
-					doc: "Seconds to wait for more files after one is complete; files found together form one job."},
+					doc: "Seconds to wait for more files after one is complete: complete files that arrive within it of the previous one, and were written within it of each other, form one job."},
 				{name: "CLIENT_DAEMON_RECON_OPTIONS_JSON", typ: typeJSONOptions, def: "{}", usedBy: wat,
 					doc: "Options sent with each job: a JSON object of strings, numbers or booleans; put it in '...' if it contains '#'."},
 				{name: "CLIENT_DAEMON_STATE_DIR", typ: typePath, def: "watch_state", nonEmpty: true, usedBy: wat,
