@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/recon
 
-.PHONY: build test demo fuzz clean deps notebook
+.PHONY: build test demo fuzz clean deps notebook bench
 
 build:
 	$(GO) build -o $(BIN) ./cmd/recon
@@ -29,6 +29,13 @@ demo: build
 FUZZTIME ?= 30s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
+
+# Whole-system benchmark side by side with OpenSSH (a private sshd on
+# 127.0.0.1): transfers, memory, small jobs, relay, restart. Writes
+# docs/PERFORMANCE.md; about 8 minutes. Not part of `make test`. Settings:
+# RUNS, BENCH_DIR, DISK_DIR, SIZE_MIB, BIG_MIB, QUEUED (see bench/run.sh).
+bench: build
+	bench/run.sh
 
 # Tools the tests need: BART, the reference reconstruction, and Debian's
 # Jupyter for the example notebook.

@@ -189,15 +189,16 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	var total int64
+	toBackend := &armedWriter{c: bc, d: r.opts.IdleTimeout}
 	for _, f := range sub.Files {
-		rerr, werr := pump(bc, c, f.Size, *bp, &cs.bytesIn, &r.bytesIn)
+		rerr, werr := pump(toBackend, c, f.Size, *bp, &cs.bytesIn, &r.bytesIn)
 		if rerr != nil {
 			// The backend drops the partial upload when its session closes.
 			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", rerr)
 			return false, errSessionOver
 		}
 		if werr != nil {
-			return false, r.uploadFailed(ctx, b, bc, werr, log)
+			return false, r.uploadFailed(ctx, b, bc, sub.SubmissionID, werr, log)
 		}
 		m, err := protocol.ReadMessage(c)
 		if err != nil {
@@ -208,8 +209,8 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
 			return false, &fatalErr{badRequest(fmt.Errorf("file %q: %w", f.Name, err))}
 		}
-		if err := protocol.WriteMessage(bc, protocol.TypeFileDone, done); err != nil {
-			return false, r.uploadFailed(ctx, b, bc, err, log)
+		if err := protocol.WriteMessage(toBackend, protocol.TypeFileDone, done); err != nil {
+			return false, r.uploadFailed(ctx, b, bc, sub.SubmissionID, err, log)
 		}
 		total += f.Size
 	}
@@ -243,6 +244,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	log.Info("job placed", "job_id", job.JobID, "backend", b.addr, "files", len(sub.Files), "bytes", total,
 		"seconds", time.Since(start).Seconds(), "submission_id", sub.SubmissionID)
 	job.Backend = b.addr
+	r.armWrite(c)
 	return true, protocol.WriteMessage(c, protocol.TypeJob, job)
 }
 
@@ -250,7 +252,15 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 // backend's own error if it sent one before it stopped reading, else a
 // broken connection (and the backend is marked down). Either way the
 // client's stream is out of step, so its session ends after the error.
-func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, werr error, log *slog.Logger) error {
+// The backend cannot have made a job of an upload that broke before its
+// last FileDone, so the submission id is forgotten: a retry with it may go
+// to another backend.
+func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, sid string, werr error, log *slog.Logger) error {
+	if sid != "" {
+		if err := r.routes.forgetSubmission(context.WithoutCancel(ctx), sid, b.addr); err != nil {
+			log.Warn("forget submission", "submission_id", sid, "err", err)
+		}
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -301,8 +311,9 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 	start := time.Now()
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
+	toClient := &armedWriter{c: c, d: r.opts.IdleTimeout}
 	for _, f := range res.Files {
-		rerr, werr := pump(c, bc, f.Size, *bp, &cs.bytesOut, &r.bytesOut)
+		rerr, werr := pump(toClient, bc, f.Size, *bp, &cs.bytesOut, &r.bytesOut)
 		if rerr != nil {
 			// Out of step: the client sees its connection end before the
 			// file does, and reports it.
@@ -332,13 +343,95 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 	bc.CloseWrite()
 	log.Info("results relayed", "job_id", id, "backend", b.addr, "files", len(res.Files), "bytes", total,
 		"seconds", time.Since(start).Seconds())
+	r.armWrite(c)
 	return protocol.WriteMessage(c, protocol.TypeAckDone, done)
+}
+
+// armedWriter gives each write to c the duration d: a peer that stops
+// reading (a client, or a backend that hangs) cannot block a transfer for
+// ever.
+type armedWriter struct {
+	c *secure.Conn
+	d time.Duration
+}
+
+func (w *armedWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.d))
+	return w.c.Write(p)
+}
+
+// armWrite gives the client the idle timeout to take the next reply.
+func (r *Relay) armWrite(c *secure.Conn) {
+	c.SetWriteDeadline(time.Now().Add(r.opts.IdleTimeout))
 }
 
 // pump copies exactly n bytes from src to dst through buf, adding what it
 // writes to each counter. It tells apart the two sides' errors: readErr is
 // src's (io.ErrUnexpectedEOF if it ends early), writeErr is dst's.
+//
+// The two halves of buf take turns: one is read into (decrypted, on a
+// secure.Conn) while the other is written (encrypted) by a second
+// goroutine, so a relay uses two cores for one transfer. pump returns once
+// that goroutine has ended; after a write error it stops reading at the
+// next block.
 func pump(dst io.Writer, src io.Reader, n int64, buf []byte, counters ...*atomic.Int64) (readErr, writeErr error) {
+	half := len(buf) / 2
+	if n <= int64(half) || half == 0 {
+		return pumpBlock(dst, src, n, buf, counters)
+	}
+	free := make(chan []byte, 2)
+	free <- buf[:half:half]
+	free <- buf[half:]
+	full := make(chan []byte, 2)
+	failed := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range full {
+			if err == nil {
+				if _, err = dst.Write(b); err != nil {
+					close(failed)
+				} else {
+					for _, c := range counters {
+						c.Add(int64(len(b)))
+					}
+				}
+			}
+			free <- b[:cap(b)]
+		}
+		done <- err
+	}()
+	for n > 0 && readErr == nil {
+		var b []byte
+		select {
+		case b = <-free:
+		case <-failed:
+		}
+		if b == nil {
+			break
+		}
+		m, err := io.ReadFull(src, b[:min(int64(len(b)), n)])
+		if m > 0 {
+			full <- b[:m]
+			n -= int64(m)
+		}
+		if err != nil && n > 0 {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			readErr = err
+		}
+	}
+	close(full)
+	if writeErr = <-done; writeErr != nil {
+		return nil, writeErr
+	}
+	return readErr, nil
+}
+
+// pumpBlock is pump in one goroutine, for transfers that fit in one
+// block.
+func pumpBlock(dst io.Writer, src io.Reader, n int64, buf []byte, counters []*atomic.Int64) (readErr, writeErr error) {
 	for n > 0 {
 		k := len(buf)
 		if int64(k) > n {

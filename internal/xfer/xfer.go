@@ -12,12 +12,18 @@ import (
 	"sync"
 )
 
-// Sizes of the pipeline: buffers of BufferSize bytes, Buffers of them in
-// flight per transfer (2 MiB in all).
+// Sizes of the pipeline: buffers of BufferSize bytes, at most Buffers of
+// them in flight per transfer (2 MiB in all), and no more than the
+// transfer fills.
 const (
 	BufferSize = 256 << 10
 	Buffers    = 8
 )
+
+// chunks holds the buffers of finished transfers for the next ones, so
+// that a server taking many uploads reuses memory instead of allocating
+// 2 MiB for each.
+var chunks = sync.Pool{New: func() any { return &chunk{b: make([]byte, BufferSize)} }}
 
 // ErrShort is returned when src ends before n bytes.
 var ErrShort = errors.New("stream ended early")
@@ -39,12 +45,19 @@ func Copy(dst io.Writer, src io.Reader, n int64, h hash.Hash) (int64, error) {
 		// Small copies are not worth the goroutines.
 		return copySmall(dst, src, n, h)
 	}
-	free := make(chan *chunk, Buffers)
-	for range Buffers {
-		free <- &chunk{b: make([]byte, BufferSize)}
+	nbuf := int(min(Buffers, (n+BufferSize-1)/BufferSize))
+	free := make(chan *chunk, nbuf)
+	for range nbuf {
+		free <- chunks.Get().(*chunk)
 	}
-	toWrite := make(chan *chunk, Buffers)
-	toHash := make(chan *chunk, Buffers)
+	// Every chunk is back in free once the stages have ended.
+	defer func() {
+		for range nbuf {
+			chunks.Put(<-free)
+		}
+	}()
+	toWrite := make(chan *chunk, nbuf)
+	toHash := make(chan *chunk, nbuf)
 	stop := make(chan struct{})
 	var (
 		wg       sync.WaitGroup
@@ -83,7 +96,7 @@ func Copy(dst io.Writer, src io.Reader, n int64, h hash.Hash) (int64, error) {
 		}()
 	}
 	// recycle returns a chunk to the free list once its stages are done.
-	recycle := make(chan *chunk, Buffers)
+	recycle := make(chan *chunk, nbuf)
 	var rwg sync.WaitGroup
 	rwg.Add(1)
 	go func() {
@@ -147,7 +160,9 @@ loop:
 }
 
 func copySmall(dst io.Writer, src io.Reader, n int64, h hash.Hash) (int64, error) {
-	buf := make([]byte, n)
+	c := chunks.Get().(*chunk)
+	defer chunks.Put(c)
+	buf := c.b[:n]
 	m, err := io.ReadFull(src, buf)
 	if h != nil {
 		h.Write(buf[:m])
