@@ -72,7 +72,16 @@ type Config struct {
 	Key string
 	// DialTimeout bounds connecting and the handshake (default 15 s).
 	DialTimeout time.Duration
+	// IdleTimeout ends the session when the server sends nothing for this
+	// long while an answer is awaited (default DefaultIdleTimeout): a
+	// server or relay that hangs, or a network that drops the connection
+	// silently, is an error rather than a wait for ever. A server sends a
+	// waiting client its job's state at least every 30 s.
+	IdleTimeout time.Duration
 }
+
+// DefaultIdleTimeout is the default of Config.IdleTimeout.
+const DefaultIdleTimeout = 5 * time.Minute
 
 // LoadConfig reads the client settings (SERVER_HOSTNAME, SERVER_PORT,
 // SHARED_KEY) of a recon.opts file.
@@ -111,7 +120,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := secure.Dial(dctx, cfg.Address, secure.Config{Key: k, Role: secure.RoleClient, HandshakeTimeout: timeout})
+	idle := cfg.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	conn, err := secure.Dial(dctx, cfg.Address, secure.Config{Key: k, Role: secure.RoleClient, HandshakeTimeout: timeout, IdleTimeout: idle})
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", cfg.Address, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
@@ -47,27 +48,17 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 	if err := protocol.ValidateOptions(opts.Options); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
-	files := make([]*os.File, 0, len(paths))
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	// Each file is opened to be described, and again to be sent: a job may
+	// have more files than a process may hold open.
+	stats := make([]os.FileInfo, 0, len(paths))
 	sub := protocol.Submit{SubmissionID: opts.SubmissionID, Options: opts.Options}
 	var total int64
 	for _, p := range paths {
-		f, err := os.Open(p)
+		st, err := statRegular(p)
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
 		}
-		files = append(files, f)
-		st, err := f.Stat()
-		if err != nil {
-			return nil, fmt.Errorf("submit: %w", err)
-		}
-		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("submit: %s is not a regular file", p)
-		}
+		stats = append(stats, st)
 		name := filepath.Base(p)
 		if err := protocol.ValidateFileName(name); err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
@@ -90,8 +81,8 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 			return nil
 		}
 		pw := &progressWriter{w: c.conn, total: total, fn: opts.Progress}
-		for i, f := range files {
-			if err := c.sendFile(f, sub.Files[i], pw); err != nil {
+		for i, p := range paths {
+			if err := c.sendPath(p, stats[i], sub.Files[i], pw); err != nil {
 				// The server may have said why it stopped reading.
 				return c.serverReason(err)
 			}
@@ -113,6 +104,42 @@ func (c *Client) roundTrip(t protocol.Type, body any) (protocol.Message, error) 
 		return protocol.Message{}, err
 	}
 	return protocol.ReadMessage(c.conn)
+}
+
+// statRegular describes the regular file at p, opened without blocking
+// (p may be a named pipe).
+func statRegular(p string) (os.FileInfo, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", p)
+	}
+	return st, nil
+}
+
+// sendPath opens the file at p, checks it is still the file announced as
+// st, and sends it.
+func (c *Client) sendPath(p string, st os.FileInfo, fi protocol.FileInfo, w io.Writer) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	now, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(st, now) {
+		return fmt.Errorf("%s was replaced after the job was announced", p)
+	}
+	return c.sendFile(f, fi, w)
 }
 
 // sendFile sends exactly the announced size of f, then its SHA-256.

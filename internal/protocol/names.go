@@ -18,8 +18,13 @@ var reservedWindows = map[string]bool{
 	"COM¹": true, "COM²": true, "COM³": true, "LPT¹": true, "LPT²": true, "LPT³": true,
 }
 
+// windowsReserved are the characters besides '/', '\\' and ':' that
+// Windows refuses in file names.
+const windowsReserved = `<>"|?*`
+
 // ValidateFileName checks one file name that came from the network: a base
-// name only (no '/', '\\' or ':'), not "." or "..", valid UTF-8 without
+// name only (no '/', '\\' or ':'), none of the other characters Windows
+// refuses (< > " | ? *), not "." or "..", valid UTF-8 without
 // control or invisible formatting characters, no leading or trailing space,
 // no trailing dot, not a reserved Windows device name, at most MaxNameLen
 // bytes. A valid name is safe to use as one path element.
@@ -38,6 +43,10 @@ func ValidateFileName(name string) error {
 		switch {
 		case r == '/' || r == '\\' || r == ':':
 			return fmt.Errorf("file name %q contains %q: only plain file names are allowed", name, r)
+		case strings.ContainsRune(windowsReserved, r):
+			// A client on Windows could not write it: the whole fetch
+			// would fail there.
+			return fmt.Errorf("file name %q contains %q, which Windows does not allow in file names", name, r)
 		case r < 0x20 || r == 0x7f || unicode.IsControl(r):
 			return fmt.Errorf("file name %q contains a control character", name)
 		case unicode.Is(unicode.Cf, r):

@@ -19,9 +19,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Version is the protocol version spoken inside the channel.
@@ -30,8 +34,19 @@ const Version = 1
 // Limits on what a peer may send. They are checked before anything is
 // allocated or stored.
 const (
-	MaxMessageSize   = 64 << 10 // one control message, JSON bytes
-	MaxOptions       = 64       // options per job
+	// MaxMessageSize caps one control message, in JSON bytes. It is large
+	// because a job's file lists travel in one message (the submission, the
+	// job, the result manifest); each list is capped at MaxFileListBytes, so
+	// that a job (two lists) and a result manifest (three) always fit.
+	// ReadMessage allocates as the bytes arrive, not by the announced length.
+	MaxMessageSize = 16 << 20
+	// MaxFileListBytes caps one file list of a job (its inputs, its
+	// results) as JSON, with every SHA-256 filled in: FileListSize.
+	MaxFileListBytes = 4 << 20
+	// MaxJSONDepth caps the nesting of arrays and objects in a control
+	// message; recon's messages nest at most five levels.
+	MaxJSONDepth     = 16
+	MaxOptions       = 64 // options per job
 	MaxOptionKeyLen  = 64
 	MaxOptionValue   = 4 << 10  // bytes
 	MaxOptionsTotal  = 32 << 10 // bytes of all keys and values together (they become environment variables)
@@ -95,6 +110,7 @@ const (
 	CodeGone         Code = "gone"
 	CodeConflict     Code = "conflict"
 	CodeUnavailable  Code = "unavailable"
+	CodeTimeout      Code = "timeout" // a transfer stalled or was too slow
 	CodeInternal     Code = "internal"
 )
 
@@ -228,6 +244,13 @@ type envelope struct {
 // ErrMessageTooLarge is returned for a control message over MaxMessageSize.
 var ErrMessageTooLarge = errors.New("control message too large")
 
+// ErrBadMessage is wrapped by ReadMessage's error for a control message
+// that arrived whole but is not valid: a zero length, JSON that is
+// malformed, has unknown or duplicate fields, nests too deep, has trailing
+// data, or an envelope without a type. The peer broke the protocol; the
+// stream is still in step, so it can be told so.
+var ErrBadMessage = errors.New("bad control message")
+
 // WriteMessage sends one control message in a single Write.
 func WriteMessage(w io.Writer, t Type, body any) error {
 	var raw json.RawMessage
@@ -264,31 +287,174 @@ type Message struct {
 }
 
 // ReadMessage reads one control message. The length is checked before
-// anything is allocated.
+// anything is allocated, and the buffer grows only as bytes arrive, so a
+// peer that announces a large message and sends little costs little.
 func ReadMessage(r io.Reader) (Message, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return Message{}, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > MaxMessageSize {
-		return Message{}, fmt.Errorf("%w (%d bytes)", ErrMessageTooLarge, n)
+	if n == 0 {
+		return Message{}, fmt.Errorf("%w: zero length", ErrBadMessage)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	if n > MaxMessageSize {
+		return Message{}, fmt.Errorf("%w (%d bytes, at most %d)", ErrMessageTooLarge, n, MaxMessageSize)
+	}
+	b, err := readN(r, int(n))
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return Message{}, err
 	}
+	if err := checkJSON(b); err != nil {
+		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
 	var env envelope
 	if err := decodeStrict(b, &env); err != nil {
-		return Message{}, fmt.Errorf("bad control message: %w", err)
+		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	if env.Type == "" {
-		return Message{}, errors.New("bad control message: no type")
+		return Message{}, fmt.Errorf("%w: no type", ErrBadMessage)
 	}
 	return Message{Type: env.Type, Body: env.Body}, nil
+}
+
+// readChunk is how much readN allocates ahead of the bytes it has read.
+const readChunk = 64 << 10
+
+// readN reads exactly n bytes, growing its buffer as they arrive.
+func readN(r io.Reader, n int) ([]byte, error) {
+	if n <= readChunk {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	b := make([]byte, 0, readChunk)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(cap(b), n-len(b)))
+		}
+		k, err := io.ReadFull(r, b[len(b):min(cap(b), n)])
+		b = b[:len(b)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// checkJSON walks one JSON document and refuses what encoding/json would
+// let through: an object with two keys that name the same field (it keeps
+// the last, and matches names without regard to case, so "files" and
+// "FILES" are the same key), and nesting deeper than MaxJSONDepth.
+// Anything else malformed is left to decodeStrict, which reports it: on
+// bytes that are not JSON, checkJSON stops and returns nil.
+func checkJSON(b []byte) error {
+	type level struct {
+		object bool
+		keys   []string        // folded keys so far, while few
+		set    map[string]bool // folded keys, once many
+	}
+	var stack []level
+	expectKey := false // the next string in the current object is a key
+	for i := 0; i < len(b); {
+		switch c := b[i]; c {
+		case ' ', '\t', '\n', '\r', ',', ':':
+			if c == ',' && len(stack) > 0 && stack[len(stack)-1].object {
+				expectKey = true
+			}
+			i++
+		case '{', '[':
+			if len(stack) >= MaxJSONDepth {
+				return fmt.Errorf("nested more than %d levels deep", MaxJSONDepth)
+			}
+			stack = append(stack, level{object: c == '{'})
+			expectKey = c == '{'
+			i++
+		case '}', ']':
+			if len(stack) == 0 {
+				return nil
+			}
+			stack = stack[:len(stack)-1]
+			expectKey = false
+			i++
+		case '"':
+			end := i + 1
+			escaped := false
+			for end < len(b) && b[end] != '"' {
+				if b[end] == '\\' {
+					escaped = true
+					end++
+				}
+				end++
+			}
+			if end >= len(b) {
+				return nil
+			}
+			if expectKey && len(stack) > 0 {
+				key := string(b[i+1 : end])
+				if escaped {
+					if json.Unmarshal(b[i:end+1], &key) != nil {
+						return nil
+					}
+				}
+				l := &stack[len(stack)-1]
+				f := foldKey(key)
+				dup := l.set[f]
+				if l.set == nil {
+					dup = slices.Contains(l.keys, f)
+					l.keys = append(l.keys, f)
+					if len(l.keys) > 16 {
+						l.set = make(map[string]bool, 2*len(l.keys))
+						for _, k := range l.keys {
+							l.set[k] = true
+						}
+					}
+				} else {
+					l.set[f] = true
+				}
+				if dup {
+					return fmt.Errorf("duplicate key %q", truncate(key, 40))
+				}
+				expectKey = false
+			}
+			i = end + 1
+		default:
+			i++ // a number, true, false, null - or not JSON
+		}
+	}
+	return nil
+}
+
+// foldKey folds a key the way encoding/json matches field names: ASCII
+// letters to upper case, other runes to the upper case of their lower
+// case (so 'ſ' is 'S' and the Kelvin sign is 'K').
+func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToUpper(s)
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			if 'a' <= r && r <= 'z' {
+				r -= 'a' - 'A'
+			}
+			b.WriteRune(r)
+			continue
+		}
+		b.WriteRune(unicode.ToUpper(unicode.ToLower(r)))
+	}
+	return b.String()
 }
 
 // Decode decodes the body strictly into v. A TypeError message decodes into
@@ -489,4 +655,46 @@ type SetMaxJobsReply struct {
 	Previous int    `json:"previous"`
 	MaxJobs  int    `json:"max_jobs"`
 	Note     string `json:"note"`
+}
+
+// FileListSize is the size of files as JSON, as it travels in a job or a
+// result manifest. A list over MaxFileListBytes is refused before it
+// becomes part of a job: otherwise the job could not be described in one
+// control message.
+func FileListSize(files []FileSum) int {
+	var n countWriter
+	if err := json.NewEncoder(&n).Encode(files); err != nil {
+		return math.MaxInt
+	}
+	return int(n)
+}
+
+type countWriter int64
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	*w += countWriter(len(p))
+	return len(p), nil
+}
+
+// FitQueue drops jobs from the end of q.Jobs (finished ones come last)
+// until the reply fits in one control message.
+func FitQueue(q *QueueReply) {
+	const overhead = 1024 // envelope, field names
+	budget := MaxMessageSize - overhead
+	for _, a := range q.Unavailable {
+		budget -= len(a) + 4
+	}
+	var n countWriter
+	enc := json.NewEncoder(&n)
+	for i := range q.Jobs {
+		before := n
+		if err := enc.Encode(&q.Jobs[i]); err != nil {
+			q.Jobs = q.Jobs[:i]
+			return
+		}
+		if budget -= int(n - before); budget < 0 {
+			q.Jobs = q.Jobs[:i]
+			return
+		}
+	}
 }

@@ -60,7 +60,7 @@ func TestReadMessageRejects(t *testing.T) {
 		in   []byte
 		want string
 	}{
-		{"zero length", []byte{0, 0, 0, 0}, "too large"},
+		{"zero length", []byte{0, 0, 0, 0}, "zero length"},
 		{"oversized", big, "too large"},
 		{"4 GiB", huge, "too large"},
 		{"truncated header", []byte{0, 0}, "unexpected EOF"},
@@ -105,13 +105,11 @@ func TestDecodeStrict(t *testing.T) {
 }
 
 func TestWriteMessageTooLarge(t *testing.T) {
-	opts := map[string]string{}
-	for i := range 30 {
-		opts[strings.Repeat("k", 10)+string(rune('a'+i))] = strings.Repeat("v", 4096)
-	}
+	t.Parallel()
+	opts := map[string]string{"k": strings.Repeat("v", MaxMessageSize)}
 	err := WriteMessage(io.Discard, TypeSubmit, Submit{Options: opts})
 	if !errors.Is(err, ErrMessageTooLarge) {
-		t.Errorf("WriteMessage of a 120 KiB message = %v, want ErrMessageTooLarge", err)
+		t.Errorf("WriteMessage of a %d-byte message = %v, want ErrMessageTooLarge", MaxMessageSize, err)
 	}
 }
 
@@ -192,6 +190,9 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"a","size":1}],"options":{"k":"v"}}}`))
 	f.Add(frame(`{"type":"error","body":{"code":"x","message":"y"}}`))
 	f.Add([]byte{0, 0, 0, 1, '{'})
+	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"a","size":1}],"FILES":[]}}`))
+	f.Add(frame(`{"type":"submit","body":{"files":[],"options":{"k":"1","k":"2"}}}`))
+	f.Add(frame(`{"type":"status","body":[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ReadMessage(bytes.NewReader(b))
 		if err != nil {

@@ -19,8 +19,13 @@ func (r *Relay) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Info("admin session ended", "err", err)
 			}
+			if pe := messageError(err); pe != nil {
+				r.armWrite(c)
+				protocol.WriteError(c, pe)
+			}
 			return
 		}
+		r.armWrite(c)
 		var (
 			typ   protocol.Type
 			reply any

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -97,9 +98,13 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe
 
 func TestFitQueue(t *testing.T) {
 	q := &protocol.QueueReply{Unavailable: []string{"x:1"}}
+	// About 11 KB per job: 2000 of them are more than one message holds.
+	files := make([]protocol.FileSum, 100)
+	for i := range files {
+		files[i] = protocol.FileSum{Name: fmt.Sprintf("P%05d.7", i), Size: 1, SHA256: strings.Repeat("0", 64)}
+	}
 	for range 2000 {
-		q.Jobs = append(q.Jobs, protocol.JobInfo{JobID: strings.Repeat("a", 26), State: "succeeded",
-			Files: []protocol.FileSum{{Name: "P00000.7", Size: 1, SHA256: strings.Repeat("0", 64)}}})
+		q.Jobs = append(q.Jobs, protocol.JobInfo{JobID: strings.Repeat("a", 26), State: "succeeded", Files: files})
 	}
 	fitQueue(q)
 	if len(q.Jobs) == 0 || len(q.Jobs) == 2000 {

@@ -143,7 +143,7 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("RELAY_STATE_DIR: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockWait(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("RELAY_STATE_DIR %s is in use by another recon relay", dir)
 	}
@@ -251,4 +251,18 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		r.log.Info("relay stopped")
 	})
 	return r.stopErr
+}
+
+// flockWait takes an exclusive flock on f, waiting up to two seconds: a
+// process that just stopped, or a child forked before exec that still
+// holds a copy of the descriptor, lets go within moments.
+func flockWait(f *os.File) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

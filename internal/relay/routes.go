@@ -147,6 +147,17 @@ func (s *routeStore) putSubmission(ctx context.Context, sid, backend string) err
 	return nil
 }
 
+// forgetSubmission forgets that submission sid was sent to backend, if it
+// still names that backend: the upload broke before the backend could make
+// a job of it, so a retry may go to any backend.
+func (s *routeStore) forgetSubmission(ctx context.Context, sid, backend string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM submissions WHERE submission_id = ? AND backend = ?`, sid, backend)
+	if err != nil {
+		return fmt.Errorf("forget submission: %w", err)
+	}
+	return nil
+}
+
 // submission returns the backend submission sid was last sent to, or
 // errNoRoute.
 func (s *routeStore) submission(ctx context.Context, sid string) (string, error) {

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,8 +45,13 @@ func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logge
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Info("session ended", "err", err)
 			}
+			if pe := messageError(err); pe != nil {
+				r.armWrite(c)
+				protocol.WriteError(c, pe)
+			}
 			return
 		}
+		r.armWrite(c)
 		cs.begin(string(m.Type))
 		err = r.handleClient(ctx, c, cs, m, log)
 		cs.end()
@@ -57,6 +61,7 @@ func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logge
 		var pe *protocol.Error
 		if errors.As(err, &pe) {
 			log.Info("request refused", "request", string(m.Type), "code", string(pe.Code), "err", pe.Message)
+			r.armWrite(c)
 			if protocol.WriteError(c, pe) != nil {
 				return
 			}
@@ -69,6 +74,7 @@ func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logge
 		var ie *internalErr
 		if errors.As(err, &ie) {
 			log.Error("request failed", "request", string(m.Type), "err", err)
+			r.armWrite(c)
 			protocol.WriteError(c, protocol.Errorf(protocol.CodeInternal, "internal relay error; see the relay log"))
 			return
 		}
@@ -122,6 +128,18 @@ func (r *Relay) handleClient(ctx context.Context, c *secure.Conn, cs *clientSess
 	default:
 		return protocol.Errorf(protocol.CodeBadRequest, "unknown request %q", truncate(string(m.Type), 40))
 	}
+}
+
+// messageError is the wire error for a control message that could not be
+// read because it is malformed or too large, or nil for any other error.
+func messageError(err error) *protocol.Error {
+	switch {
+	case errors.Is(err, protocol.ErrMessageTooLarge):
+		return protocol.Errorf(protocol.CodeTooLarge, "%v", err)
+	case errors.Is(err, protocol.ErrBadMessage):
+		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	}
+	return nil
 }
 
 func badRequest(err error) error {
@@ -322,6 +340,7 @@ func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id 
 			return &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
 		}
 		ev.Job.Backend = b.addr
+		r.armWrite(c)
 		if err := protocol.WriteMessage(c, protocol.TypeEvent, ev); err != nil {
 			return err // the client is gone
 		}
@@ -390,21 +409,4 @@ func stateRank(s string) int {
 
 // fitQueue drops jobs from the end of the list (finished ones come last)
 // until the reply fits in one control message.
-func fitQueue(q *protocol.QueueReply) {
-	const overhead = 1024 // envelope, field names, the unavailable list's share
-	budget := protocol.MaxMessageSize - overhead
-	for _, a := range q.Unavailable {
-		budget -= len(a) + 4
-	}
-	for i, j := range q.Jobs {
-		b, err := json.Marshal(j)
-		if err != nil {
-			q.Jobs = q.Jobs[:i]
-			return
-		}
-		if budget -= len(b) + 1; budget < 0 {
-			q.Jobs = q.Jobs[:i]
-			return
-		}
-	}
-}
+func fitQueue(q *protocol.QueueReply) { protocol.FitQueue(q) }

@@ -19,7 +19,7 @@ const cancelWait = time.Minute
 
 // serveAdmin answers an administrator's requests in sequence.
 func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	serveRequests(ctx, c, log, s.handleAdmin)
+	s.serveRequests(ctx, c, log, s.handleAdmin)
 }
 
 func (s *Server) handleAdmin(ctx context.Context, c *secure.Conn, m protocol.Message, log *slog.Logger) error {
@@ -72,6 +72,7 @@ func (s *Server) handleAdmin(ctx context.Context, c *secure.Conn, m protocol.Mes
 			return err
 		}
 		log.Info("job cancelled by an administrator", "job_id", ref.JobID, "previous_state", rep.PreviousState)
+		s.armWrite(c) // the cancel may have waited for the script
 		return protocol.WriteMessage(c, protocol.TypeAdminCancelReply, rep)
 	case protocol.TypeAdminSetMaxJobs:
 		var req protocol.SetMaxJobs

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -46,13 +47,25 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 		}
 		defer root.Close()
 	}
+	// A result removed or cut short since it was collected is a clear
+	// error now; once the manifest is sent, it could only break the stream.
+	for _, f := range files {
+		fi, err := root.Lstat(f.Name)
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() < f.Size {
+			log.Error("result changed after it was collected", "file", f.Name, "err", err)
+			return protocol.Errorf(protocol.CodeGone, "result %q of job %s is no longer on the server as it was collected", f.Name, id)
+		}
+	}
 	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *info, Files: files}); err != nil {
 		return err
 	}
 	start := time.Now()
 	var total int64
+	// The client must take the files at MinTransferRate: one that stops
+	// reading does not hold the session for ever.
+	dst := &pacedWriter{c: c, p: newPacer(s.opts.IdleTimeout)}
 	for _, f := range files {
-		if err := sendFile(c, root, f); err != nil {
+		if err := sendFile(dst, root, f); err != nil {
 			// The stream is out of step: the client sees the connection
 			// end before the file does, and reports it.
 			log.Error("sending result failed", "file", f.Name, "err", err)
@@ -76,14 +89,33 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	}
 	s.metrics.bytesOut.Add(float64(total))
 	log.Info("results delivered", "files", len(files), "bytes", total, "seconds", time.Since(start).Seconds())
+	// Move the results out of the way and answer before removing them:
+	// deleting a gigabyte takes 0.2 s on tmpfs and most of a second on
+	// ext4, which the client need not wait for. A crash in between leaves
+	// the renamed directory to the sweep of the next start.
+	gone := filepath.Join(s.cfg.OutputBaseDir, deliveredPrefix+id)
+	renamed := os.Rename(s.outputDir(id), gone) == nil
+	s.armWrite(c)
+	err = protocol.WriteMessage(c, protocol.TypeAckDone, protocol.JobRef{JobID: id})
+	if renamed {
+		if rerr := os.RemoveAll(gone); rerr != nil {
+			s.log.Warn("remove results", "job_id", id, "err", rerr)
+		}
+	}
 	s.removeOutput(ctx, id)
-	s.changed.Broadcast()
-	return protocol.WriteMessage(c, protocol.TypeAckDone, protocol.JobRef{JobID: id})
+	s.changed.JobChanged(id, false)
+	return err
 }
+
+// deliveredPrefix names output directories whose results were delivered
+// and are being removed.
+const deliveredPrefix = ".delivered-"
 
 // sendFile streams exactly f.Size bytes of the result file. The file is
 // opened through the output dir's root without following links, and must
-// still be the regular file of the size that was hashed.
+// still be a regular file at least the size that was hashed: a file that
+// grew (a leftover process still appending) is sent as it was collected,
+// and the client's hash check catches one changed in place.
 func sendFile(w io.Writer, root *os.Root, f protocol.FileSum) error {
 	fh, err := root.OpenFile(f.Name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -94,7 +126,7 @@ func sendFile(w io.Writer, root *os.Root, f protocol.FileSum) error {
 	if err != nil {
 		return err
 	}
-	if !st.Mode().IsRegular() || st.Size() != f.Size {
+	if !st.Mode().IsRegular() || st.Size() < f.Size {
 		return fmt.Errorf("result %q changed after it was collected", f.Name)
 	}
 	if _, err := xfer.Copy(w, fh, f.Size, nil); err != nil {

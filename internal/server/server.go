@@ -158,7 +158,7 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockWait(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR %s is in use by another recon server", dir)
 	}
@@ -318,6 +318,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // directories that never became a job, and input directories of jobs that
 // have ended.
 func (s *Server) sweepOrphans(ctx context.Context) error {
+	live, err := s.liveJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("sweep inputs: %w", err)
+	}
 	entries, err := os.ReadDir(s.cfg.InputBaseDir)
 	if err != nil {
 		return fmt.Errorf("read RECON_SERVER_BASE_PFILE_DIR: %w", err)
@@ -329,7 +333,7 @@ func (s *Server) sweepOrphans(ctx context.Context) error {
 			os.RemoveAll(filepath.Join(s.cfg.InputBaseDir, name))
 			continue
 		}
-		if !jobs.ValidID(name) {
+		if !jobs.ValidID(name) || live[name] {
 			continue
 		}
 		j, err := s.store.Get(ctx, name)
@@ -339,7 +343,62 @@ func (s *Server) sweepOrphans(ctx context.Context) error {
 			return fmt.Errorf("sweep inputs: %w", err)
 		}
 	}
+	// Results that were delivered (the server stopped between recording
+	// the delivery and removing them), and results of jobs the store does
+	// not know.
+	entries, err = os.ReadDir(s.cfg.OutputBaseDir)
+	if err != nil {
+		return fmt.Errorf("read RECON_JOB_OUTPUT_BASE_DIR: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if id, ok := strings.CutPrefix(name, deliveredPrefix); ok {
+			// Delivered; the server stopped while removing them.
+			os.RemoveAll(filepath.Join(s.cfg.OutputBaseDir, name))
+			if jobs.ValidID(id) {
+				s.removeOutput(ctx, id)
+			}
+			continue
+		}
+		if !jobs.ValidID(name) || live[name] {
+			continue
+		}
+		j, err := s.store.Get(ctx, name)
+		switch {
+		case errors.Is(err, jobs.ErrNotFound):
+			s.log.Info("removing results of an unknown job", "job_id", name)
+			os.RemoveAll(s.outputDir(name))
+		case err != nil:
+			return fmt.Errorf("sweep results: %w", err)
+		case !j.DeliveredAt.IsZero() || !j.ResultsRemovedAt.IsZero():
+			s.log.Info("removing delivered results", "job_id", name)
+			s.removeOutput(ctx, name)
+		}
+	}
 	return nil
+}
+
+// liveJobs returns the ids of the queued and running jobs, read in one
+// query: the sweep skips their directories without asking the store about
+// each (one Get per directory took 0.6 s of a restart with 10,000 queued
+// jobs). Only New calls it, before anything else touches the store.
+func (s *Server) liveJobs(ctx context.Context) (map[string]bool, error) {
+	counts, err := s.store.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n := counts[jobs.Queued] + counts[jobs.Running]
+	list, err := s.store.List(ctx, jobs.ListOptions{Limit: n + 1})
+	if err != nil {
+		return nil, err
+	}
+	live := make(map[string]bool, len(list))
+	for _, j := range list {
+		if !j.State.Terminal() {
+			live[j.ID] = true
+		}
+	}
+	return live, nil
 }
 
 func (s *Server) inputDir(id string) string  { return filepath.Join(s.cfg.InputBaseDir, id) }
@@ -352,11 +411,26 @@ func (s *Server) removeInput(id string) {
 }
 
 // notifier is a broadcast: Wait returns a channel closed at the next
-// Broadcast.
+// Broadcast or JobChanged. It also keeps the last few changes, so that a
+// client waiting for one job can sleep through the changes of the others
+// (see check): with many clients waiting, each change would otherwise cost
+// every one of them two store queries.
 type notifier struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu  sync.Mutex
+	ch  chan struct{}
+	gen uint64            // number of changes so far
+	log [changeLog]change // the last changeLog changes, at gen % changeLog
 }
+
+// change is one broadcast: which job changed ("" for any), and whether a
+// job left the queue, which moves the queued jobs behind it forward.
+type change struct {
+	id        string
+	leftQueue bool
+}
+
+// changeLog is the number of changes a notifier remembers.
+const changeLog = 64
 
 func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
 
@@ -366,11 +440,45 @@ func (n *notifier) Wait() <-chan struct{} {
 	return n.ch
 }
 
-func (n *notifier) Broadcast() {
+// mark returns what Wait does and the number of changes so far.
+func (n *notifier) mark() (<-chan struct{}, uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.ch, n.gen
+}
+
+// Broadcast wakes every waiter for a change that may concern any job.
+func (n *notifier) Broadcast() { n.broadcast(change{leftQueue: true}) }
+
+// JobChanged wakes every waiter for a change of job id; leftQueue says
+// that it left the queue (it was claimed or cancelled).
+func (n *notifier) JobChanged(id string, leftQueue bool) {
+	n.broadcast(change{id: id, leftQueue: leftQueue})
+}
+
+func (n *notifier) broadcast(c change) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.log[n.gen%changeLog] = c
+	n.gen++
 	close(n.ch)
 	n.ch = make(chan struct{})
+}
+
+// check reports, of the changes after the first since ones, whether one
+// may concern job id itself (a change of it, or of any job; also when more
+// changes happened than the notifier remembers) and whether a job left the
+// queue. It also returns, read at the same moment, what mark does.
+func (n *notifier) check(since uint64, id string) (self, leftQueue bool, ch <-chan struct{}, gen uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	self = n.gen-since > changeLog
+	for g := since; g < n.gen && !self; g++ {
+		c := n.log[g%changeLog]
+		self = c.id == "" || c.id == id
+		leftQueue = leftQueue || c.leftQueue
+	}
+	return self, leftQueue, n.ch, n.gen
 }
 
 // reservations tracks uploads in progress: the disk space promised to
@@ -410,3 +518,17 @@ var (
 	errQueueFull = errors.New("queue full")
 	errNoSpace   = errors.New("no space")
 )
+
+// flockWait takes an exclusive flock on f, waiting up to two seconds: a
+// process that just stopped, or a child forked before exec that still
+// holds a copy of the descriptor, lets go within moments.
+func flockWait(f *os.File) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -16,13 +16,36 @@ import (
 // while nothing changes, so neither side's idle timeout ends a long wait.
 const eventKeepalive = 30 * time.Second
 
+// positionSettle is how long a waiting client's queued job waits, after
+// other jobs left the queue, before its new position is read and sent.
+const positionSettle = 20 * time.Millisecond
+
 // errSessionOver ends a session without an error reply.
 var errSessionOver = errors.New("session over")
 
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	serveRequests(ctx, c, log, s.handleClient)
+	s.serveRequests(ctx, c, log, s.handleClient)
+}
+
+// messageError is the wire error for a control message that could not be
+// read because it is malformed or too large, or nil for any other error
+// (a broken connection, which cannot carry an answer).
+func messageError(err error) *protocol.Error {
+	switch {
+	case errors.Is(err, protocol.ErrMessageTooLarge):
+		return protocol.Errorf(protocol.CodeTooLarge, "%v", err)
+	case errors.Is(err, protocol.ErrBadMessage):
+		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	}
+	return nil
+}
+
+// armWrite gives the peer the idle timeout to take the next reply: a peer
+// that stops reading cannot hold a session forever.
+func (s *Server) armWrite(c *secure.Conn) {
+	c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 }
 
 // serveRequests reads requests and hands each to handle, until the peer
@@ -30,7 +53,7 @@ func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logg
 // session cannot survive. A handler's *protocol.Error is sent to the peer;
 // after a bad request or a fatalErr the session closes. An internalErr is
 // logged in full and reported without detail.
-func serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
+func (s *Server) serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
 	handle func(context.Context, *secure.Conn, protocol.Message, *slog.Logger) error) {
 	for {
 		m, err := protocol.ReadMessage(c)
@@ -38,8 +61,17 @@ func serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Warn("session ended", "err", err)
 			}
+			if pe := messageError(err); pe != nil {
+				// The peer sent a message that is not one: say why, then
+				// close.
+				s.armWrite(c)
+				protocol.WriteError(c, pe)
+			}
 			return
 		}
+		// Every reply must be read within the idle timeout; handlers that
+		// run longer (uploads, events, results) re-arm it.
+		s.armWrite(c)
 		err = handle(ctx, c, m, log)
 		if err == nil {
 			continue
@@ -47,6 +79,7 @@ func serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
 		var pe *protocol.Error
 		if errors.As(err, &pe) {
 			log.Info("request refused", "request", string(m.Type), "code", string(pe.Code), "err", pe.Message)
+			s.armWrite(c)
 			if protocol.WriteError(c, pe) != nil {
 				return
 			}
@@ -61,6 +94,7 @@ func serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
 		var ie *internalErr
 		if errors.As(err, &ie) {
 			log.Error("request failed", "request", string(m.Type), "err", err)
+			s.armWrite(c)
 			protocol.WriteError(c, protocol.Errorf(protocol.CodeInternal, "internal server error; see the server log"))
 			return
 		}
@@ -197,6 +231,9 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 		}
 		q.Jobs = append(q.Jobs, *info)
 	}
+	// Jobs with long file lists fill a message sooner: the finished ones
+	// at the end go first.
+	protocol.FitQueue(q)
 	return q, nil
 }
 
@@ -205,12 +242,13 @@ func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) erro
 	var last protocol.JobInfo
 	first := true
 	for {
-		wake := s.changed.Wait() // before reading, so no change is missed
+		wake, seen := s.changed.mark() // before reading, so no change is missed
 		info, err := s.job(ctx, id)
 		if err != nil {
 			return err
 		}
 		if first || info.State != last.State || info.Position != last.Position {
+			s.armWrite(c)
 			if err := protocol.WriteMessage(c, protocol.TypeEvent, protocol.Event{Job: *info}); err != nil {
 				return err
 			}
@@ -220,14 +258,31 @@ func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) erro
 		if info.Terminal() {
 			return nil
 		}
+		// Read the job again at once when a change may concern it, and
+		// when jobs left the queue (so a queued one moved forward) after
+		// positionSettle, which gathers the moves of a busy queue into one
+		// reading.
+		queued := info.State == string(jobs.Queued)
 		t := time.NewTimer(eventKeepalive)
-		select {
-		case <-wake:
-		case <-t.C:
-			first = true // resend as a keepalive
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		var settle <-chan time.Time
+		for again := false; !again; {
+			select {
+			case <-wake:
+				var self, moved bool
+				self, moved, wake, seen = s.changed.check(seen, id)
+				again = self
+				if moved && queued && settle == nil {
+					settle = time.After(positionSettle)
+				}
+			case <-settle:
+				again = true
+			case <-t.C:
+				first = true // resend as a keepalive
+				again = true
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
 		}
 		t.Stop()
 	}

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,8 +59,20 @@ func (s *Server) validateSubmission(sub *protocol.Submit) (total int64, err erro
 		}
 		total += f.Size
 	}
+	// The job must be describable in one message: its file list, with the
+	// hashes the server adds, has a cap.
+	list := make([]protocol.FileSum, n)
+	for i, f := range sub.Files {
+		list[i] = protocol.FileSum{Name: f.Name, Size: f.Size, SHA256: zeroSHA256}
+	}
+	if size := protocol.FileListSize(list); size > protocol.MaxFileListBytes {
+		return 0, protocol.Errorf(protocol.CodeTooLarge, "the list of %d files takes %d bytes, at most %d: send fewer files, or shorter names, per job",
+			n, size, protocol.MaxFileListBytes)
+	}
 	return total, nil
 }
+
+var zeroSHA256 = strings.Repeat("0", protocol.SHA256HexLen)
 
 // receiveSubmission runs the submit request: validate, stream every file to
 // disk with its hash checked, then commit the job.
@@ -113,9 +127,10 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	}
 	log = log.With("job_id", id)
 	start := time.Now()
-	files, err := receiveFiles(c, incoming, sub.Files)
+	files, err := receiveFiles(c, incoming, sub.Files, s.opts.IdleTimeout)
 	if err != nil {
 		log.Warn("upload failed", "err", err)
+		s.armWrite(c) // for the error reply
 		return &fatalErr{err}
 	}
 	if err := syncDir(incoming); err != nil {
@@ -149,41 +164,52 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		s.metrics.bytesIn.Add(float64(total))
 		log.Info("job queued", "files", len(files), "bytes", total,
 			"seconds", time.Since(start).Seconds(), "submission_id", sub.SubmissionID)
-		s.changed.Broadcast()
+		s.changed.JobChanged(id, false)
 	}
-	info, err := s.job(ctx, j.ID)
-	if err != nil {
-		return err
+	// The answer describes the job as it was committed: queued, with its
+	// position then (a worker may have claimed it since).
+	info := jobInfo(j)
+	if j.State == jobs.Queued {
+		if pos, err := s.store.QueuePosition(ctx, j.ID); err == nil {
+			info.Position = pos
+		}
 	}
+	s.armWrite(c)
 	return protocol.WriteMessage(c, protocol.TypeJob, info)
 }
 
 // receiveFiles reads each announced file's bytes and its FileDone, writes
-// it under dir, checks its size and hash and fsyncs it. Any error leaves
-// the caller to remove dir.
-func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo) ([]jobs.File, error) {
+// it under dir, checks its size and hash and fsyncs it. The client must
+// keep up MinTransferRate, with grace to start and to pause. Any error
+// leaves the caller to remove dir.
+func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, grace time.Duration) ([]jobs.File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, internalError(err)
 	}
 	defer root.Close()
+	pace := newPacer(grace)
+	src := &pacedReader{c: c, p: pace}
+	defer c.SetReadDeadline(time.Time{})
 	files := make([]jobs.File, 0, len(announced))
 	for i, fi := range announced {
 		part := fmt.Sprintf(".part-%d", i)
 		f, err := root.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			return nil, internalError(err)
+			return nil, diskError(err)
 		}
 		h := sha256.New()
-		if _, err := xfer.Copy(xfer.NewSyncingWriter(f), c, fi.Size, h); err != nil {
-			err = fmt.Errorf("file %q: %w", fi.Name, err)
+		if _, err := xfer.Copy(&diskWriter{xfer.NewSyncingWriter(f)}, src, fi.Size, h); err != nil {
 			f.Close()
-			return nil, err
+			return nil, uploadError(fi.Name, err)
 		}
-		m, err := protocol.ReadMessage(c)
+		m, err := protocol.ReadMessage(src)
 		if err != nil {
 			f.Close()
-			return nil, err
+			if pe := messageError(err); pe != nil {
+				return nil, pe
+			}
+			return nil, uploadError(fi.Name, err)
 		}
 		var done protocol.FileDone
 		if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
@@ -197,17 +223,57 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo) ([]
 		}
 		if err := xfer.Sync(f); err != nil {
 			f.Close()
-			return nil, internalError(err)
+			return nil, diskError(err)
 		}
 		if err := f.Close(); err != nil {
-			return nil, internalError(err)
+			return nil, diskError(err)
 		}
 		if err := root.Rename(part, fi.Name); err != nil {
-			return nil, internalError(err)
+			return nil, diskError(err)
 		}
 		files = append(files, jobs.File{Name: fi.Name, Size: fi.Size, SHA256: sum})
 	}
 	return files, nil
+}
+
+// diskWriter marks the errors of writing an upload to disk, so they are
+// told apart from the network's.
+type diskWriter struct{ w io.Writer }
+
+type diskErr struct{ err error }
+
+func (e *diskErr) Error() string { return e.err.Error() }
+func (e *diskErr) Unwrap() error { return e.err }
+
+func (d *diskWriter) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	if err != nil {
+		err = &diskErr{err}
+	}
+	return n, err
+}
+
+// diskError is the error for a failure to store an upload: the client is
+// told the disk is full, or (for anything else) that the server failed.
+func diskError(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return protocol.Errorf(protocol.CodeNoSpace, "the server ran out of disk space during the upload; try again later")
+	}
+	return internalError(err)
+}
+
+// uploadError is the error for a file whose bytes could not be received:
+// a failure to store them, a client too slow, or a broken stream (which
+// cannot carry an answer).
+func uploadError(name string, err error) error {
+	var de *diskErr
+	switch {
+	case errors.As(err, &de):
+		return diskError(fmt.Errorf("file %q: %w", name, de.err))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return protocol.Errorf(protocol.CodeTimeout, "file %q: the upload stalled or was slower than %d bytes/s; try again", name, MinTransferRate)
+	}
+	return fmt.Errorf("file %q: %w", name, err)
 }
 
 func syncDir(dir string) error {

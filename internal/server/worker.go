@@ -35,7 +35,7 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		delete(s.cancelReq, j.ID)
 		s.mu.Unlock()
 	}()
-	s.changed.Broadcast()
+	s.changed.JobChanged(j.ID, true) // claimed: it left the queue
 	log.Info("job started", "attempt", j.Attempts)
 
 	// Store writes must land even when the server is stopping.
@@ -89,8 +89,16 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		log.Warn("result not returned", "file", sk.Name, "reason", sk.Reason)
 	}
 	var files []jobs.File
+	list := make([]protocol.FileSum, 0, len(results))
 	for _, r := range results {
 		files = append(files, jobs.File{Name: r.Name, Size: r.Size, SHA256: r.SHA256})
+		list = append(list, protocol.FileSum{Name: r.Name, Size: r.Size, SHA256: r.SHA256})
+	}
+	// The manifest travels in one message: a list too long for it would
+	// make the job impossible to describe or fetch.
+	if size := protocol.FileListSize(list); cerr == nil && size > protocol.MaxFileListBytes {
+		cerr = fmt.Errorf("the list of %d result files takes %d bytes, at most %d: write fewer files, or shorter names: %w",
+			len(list), size, protocol.MaxFileListBytes, runner.ErrLimit)
 	}
 	state, msg := jobs.Succeeded, ""
 	switch {
@@ -133,7 +141,7 @@ func (s *Server) finish(ctx context.Context, log *slog.Logger, id string, state 
 		}
 	}
 	log.Info("job ended", "state", string(state), "error", msg, "results", len(results))
-	s.changed.Broadcast()
+	s.changed.JobChanged(id, false)
 }
 
 // resetDir makes dir an empty directory (a retried job starts clean).
@@ -154,7 +162,7 @@ func (s *Server) CancelJob(ctx context.Context, id string) (prev jobs.State, err
 	switch prev {
 	case jobs.Queued:
 		s.removeInput(id)
-		s.changed.Broadcast()
+		s.changed.JobChanged(id, true)
 	case jobs.Running:
 		s.mu.Lock()
 		if cancel := s.running[id]; cancel != nil {

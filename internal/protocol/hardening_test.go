@@ -1,0 +1,304 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestHostileControlMessages feeds ReadMessage and Decode the control
+// messages a hostile peer could craft. Every one is refused with an error
+// that wraps ErrBadMessage (the stream is still in step, so the server can
+// answer bad_request), or, for the body, a Decode error.
+func TestHostileControlMessages(t *testing.T) {
+	deep := strings.Repeat("[", 10_000) + strings.Repeat("]", 10_000)
+	tests := []struct {
+		name    string
+		payload string
+		want    string // in the error
+	}{
+		{"malformed JSON", `{"type":"status","body":{`, "unexpected EOF"},
+		{"not an object", `"status"`, "cannot unmarshal"},
+		{"null", `null`, "no type"},
+		{"empty object", `{}`, "no type"},
+		{"unknown envelope field", `{"type":"status","admin":true}`, "unknown field"},
+		{"duplicate type", `{"type":"status","type":"submit"}`, "duplicate key"},
+		{"duplicate type in another case", `{"type":"status","TYPE":"submit"}`, "duplicate key"},
+		{"duplicate type with a folding rune", `{"type":"status","ſtatus":1,"tyPe":"x"}`, "duplicate key"},
+		{"duplicate body", `{"type":"submit","body":{},"body":{"files":[]}}`, "duplicate key"},
+		{"duplicate field in the body", `{"type":"job_status","body":{"job_id":"a","job_id":"b"}}`, "duplicate key"},
+		{"duplicate field escaped", `{"type":"job_status","body":{"job_id":"a","job\u005fid":"b"}}`, "duplicate key"},
+		{"duplicate option", `{"type":"submit","body":{"files":[{"name":"a","size":1}],"options":{"k":"1","k":"2"}}}`, "duplicate key"},
+		{"duplicate option in another case", `{"type":"submit","body":{"files":[{"name":"a","size":1}],"options":{"k":"1","K":"2"}}}`, "duplicate key"},
+		{"duplicate file field", `{"type":"submit","body":{"files":[{"name":"a","size":1,"size":2}]}}`, "duplicate key"},
+		{"deep nesting in the body", `{"type":"status","body":{"a":` + deep + `}}`, "nested more than"},
+		{"deep nesting at the top", deep, "nested more than"},
+		{"17 levels", `{"type":"x","body":` + strings.Repeat(`{"a":`, 16) + `1` + strings.Repeat("}", 16) + `}`, "nested more than"},
+		{"trailing object", `{"type":"status"}{"type":"submit"}`, "trailing data"},
+		{"trailing garbage", `{"type":"status"} x`, "trailing data"},
+		{"trailing NUL", "{\"type\":\"status\"}\x00", "trailing data"},
+		{"type is a number", `{"type":5}`, "cannot unmarshal"},
+		{"type is an object", `{"type":{"a":1}}`, "cannot unmarshal"},
+		{"body is a string", `{"type":"status","body":"x"}`, ""}, // refused by Decode, below
+		{"invalid UTF-8 in a key", "{\"type\":\"status\",\"\xff\":1}", "unknown field"},
+		{"huge number in the envelope", `{"type":"status","x":1e999999}`, "unknown field"},
+		{"NaN", `{"type":"status","body":NaN}`, "invalid character"},
+		{"comment", `{"type":"status"/*x*/}`, "invalid character"},
+		{"single quotes", `{'type':'status'}`, "invalid character"},
+		{"BOM", "\ufeff{\"type\":\"status\"}", "invalid character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ReadMessage(bytes.NewReader(frame(tt.payload)))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ReadMessage = %v, want the envelope accepted and the body refused", err)
+				}
+				if err := m.Decode(m.Type, &Empty{}); err == nil {
+					t.Fatalf("Decode accepted body %s", m.Body)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ReadMessage accepted %.80q as %q", tt.payload, m.Type)
+			}
+			if !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ReadMessage = %v, want ErrBadMessage containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestHostileBodies checks Decode of bodies with wrong types, huge numbers
+// and unknown fields, for the requests a server decodes.
+func TestHostileBodies(t *testing.T) {
+	tests := []struct {
+		typ  Type
+		body string
+		v    any
+	}{
+		{TypeSubmit, `{"files":"a"}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":1,"size":1}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":"a","size":1.5}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":"a","size":-1e3}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":"a","size":18446744073709551616}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":"a","size":"1"}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":"a","size":true}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[{"name":"a","size":1,"path":"/etc"}]}`, &Submit{}},
+		{TypeSubmit, `{"files":[],"options":{"k":["v"]}}`, &Submit{}},
+		{TypeSubmit, `{"files":[],"options":{"k":null,"j":{}}}`, &Submit{}},
+		{TypeSubmit, `{"files":[],"submission_id":7}`, &Submit{}},
+		{TypeSubmit, `[]`, &Submit{}},
+		{TypeFileDone, `{"sha256":["a"]}`, &FileDone{}},
+		{TypeJobStatus, `{"job_id":null,"x":1}`, &JobRef{}},
+		{TypeStatus, `{"verbose":true}`, &Empty{}},
+		{TypeAdminSetMaxJobs, `{"n":1e100}`, &SetMaxJobs{}},
+		{TypeAdminSetMaxJobs, `{"n":9223372036854775808}`, &SetMaxJobs{}},
+		{TypeAdminLogs, `{"lines":-1e400}`, &LogsRequest{}},
+	}
+	for _, tt := range tests {
+		m := Message{Type: tt.typ, Body: []byte(tt.body)}
+		if err := m.Decode(tt.typ, tt.v); err == nil {
+			t.Errorf("Decode(%s %s) accepted it as %+v", tt.typ, tt.body, tt.v)
+		}
+	}
+}
+
+// TestReadMessageAllocatesAsBytesArrive announces the largest message and
+// sends a few bytes: ReadMessage fails with io.ErrUnexpectedEOF without
+// allocating anything near the announced size.
+func TestReadMessageAllocatesAsBytesArrive(t *testing.T) {
+	t.Parallel()
+	in := make([]byte, 4+100)
+	binary.BigEndian.PutUint32(in, MaxMessageSize)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, err := ReadMessage(bytes.NewReader(in)); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("ReadMessage of a truncated large message = %v, want io.ErrUnexpectedEOF", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2<<20 {
+		t.Errorf("10 truncated %d-byte messages allocated %d bytes", MaxMessageSize, got)
+	}
+
+	// A message larger than the first allocation that does arrive is read
+	// whole.
+	var buf bytes.Buffer
+	const size = 3*readChunk + 100
+	opts := map[string]string{"k": strings.Repeat("v", size)}
+	if err := WriteMessage(&buf, TypeSubmit, Submit{Options: opts}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadMessage(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub Submit
+	if err := m.Decode(TypeSubmit, &sub); err != nil || len(sub.Options["k"]) != size {
+		t.Fatalf("large message read as %d bytes, %v", len(sub.Options["k"]), err)
+	}
+}
+
+// fileList returns n result entries whose names are nameLen bytes long.
+func fileList(n, nameLen int) []FileSum {
+	fs := make([]FileSum, n)
+	for i := range fs {
+		name := fmt.Sprintf("%0*d", nameLen, i)
+		fs[i] = FileSum{Name: name, Size: 1 << 40, SHA256: strings.Repeat("0", SHA256HexLen)}
+	}
+	return fs
+}
+
+// TestFileListsFit checks the arithmetic behind MaxFileListBytes: a job
+// with both lists at the cap and every option at its cap fits in one
+// message, and so does a result manifest (the job and its results again).
+func TestFileListsFit(t *testing.T) {
+	t.Parallel()
+	// Names of '<', which JSON escapes to six bytes each.
+	entry := func(i int) FileSum {
+		return FileSum{Name: fmt.Sprintf("%06d%s", i, strings.Repeat("<", 150)), Size: 1 << 40, SHA256: strings.Repeat("0", 64)}
+	}
+	per := FileListSize([]FileSum{entry(0), entry(1)}) - FileListSize([]FileSum{entry(0)})
+	var list []FileSum
+	for i := range MaxFileListBytes / per {
+		list = append(list, entry(i))
+	}
+	if n := FileListSize(list); n > MaxFileListBytes || n < MaxFileListBytes-2*per {
+		t.Fatalf("list of %d bytes, want just under %d", n, MaxFileListBytes)
+	}
+	opts := map[string]string{}
+	for i := range MaxOptions {
+		opts[fmt.Sprintf("K%02d", i)] = strings.Repeat("<", MaxOptionsTotal/MaxOptions-3)
+	}
+	if err := ValidateOptions(opts); err != nil {
+		t.Fatal(err)
+	}
+	job := JobInfo{JobID: strings.Repeat("a", 26), State: "succeeded", Files: list, Results: list, Options: opts,
+		Error: strings.Repeat("<", 4096), SubmissionID: strings.Repeat("a", MaxSubmissionID)}
+	if err := WriteMessage(io.Discard, TypeJob, job); err != nil {
+		t.Errorf("a job with both file lists at the cap: %v", err)
+	}
+	if err := WriteMessage(io.Discard, TypeResults, Results{Job: job, Files: list}); err != nil {
+		t.Errorf("a result manifest with its lists at the cap: %v", err)
+	}
+	if n := FileListSize(fileList(10_000, 20)); n > MaxFileListBytes {
+		t.Errorf("10,000 files with 20-byte names take %d bytes, over the cap of %d", n, MaxFileListBytes)
+	}
+}
+
+// TestFitQueue checks that a queue of large jobs is cut to one message.
+func TestFitQueue(t *testing.T) {
+	t.Parallel()
+	list := fileList(5000, 40) // about 0.6 MB per job
+	q := &QueueReply{Unavailable: []string{"127.0.0.1:1"}}
+	for range 40 {
+		q.Jobs = append(q.Jobs, JobInfo{JobID: strings.Repeat("a", 26), State: "queued", Files: list})
+	}
+	FitQueue(q)
+	if len(q.Jobs) == 0 || len(q.Jobs) == 40 {
+		t.Fatalf("FitQueue kept %d of 40 jobs", len(q.Jobs))
+	}
+	if err := WriteMessage(io.Discard, TypeQueueReply, q); err != nil {
+		t.Errorf("fitted queue: %v", err)
+	}
+}
+
+// refCheckJSON is a slow, plain reference for checkJSON on valid JSON: it
+// walks the tokens and reports a duplicate key (folded as encoding/json
+// matches names) or nesting over MaxJSONDepth.
+func refCheckJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type level struct {
+		keys      map[string]bool
+		expectKey bool
+	}
+	var stack []level
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].expectKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				if len(stack) >= MaxJSONDepth {
+					return errors.New("too deep")
+				}
+				l := level{}
+				if d == '{' {
+					l = level{keys: map[string]bool{}, expectKey: true}
+				}
+				stack = append(stack, l)
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].expectKey {
+			f := foldKey(tok.(string))
+			if stack[n-1].keys[f] {
+				return errors.New("duplicate")
+			}
+			stack[n-1].keys[f] = true
+			stack[n-1].expectKey = false
+			continue
+		}
+		valueDone()
+	}
+}
+
+// FuzzCheckJSON compares checkJSON with the reference on valid JSON: the
+// fast scanner must find every duplicate key and every nesting too deep
+// that the token walk finds, and nothing else.
+func FuzzCheckJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"status"}`,
+		`{"a":1,"A":2}`,
+		`{"a":{"b":1,"b":2}}`,
+		`{"a":"\"b\\","a\u0000":1,"a\u0000":2}`,
+		`[{"a":1},{"a":1}]`,
+		`{"k":"x","ſ":1,"S":2}`,
+		`{"a":[1,{"b":[]},"c"],"d":{"e":{"f":null}}}`,
+		strings.Repeat("[", 20) + strings.Repeat("]", 20),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := checkJSON(b)
+		if !json.Valid(b) {
+			return
+		}
+		want := refCheckJSON(b)
+		if (got == nil) != (want == nil) {
+			t.Fatalf("checkJSON(%q) = %v, reference = %v", b, got, want)
+		}
+	})
+}
+
+// TestWindowsUnportableNames checks the characters Windows refuses in file
+// names besides '/', '\' and ':': a result so named would make a fetch on
+// Windows fail, so names with them are refused (and such results skipped).
+func TestWindowsUnportableNames(t *testing.T) {
+	for _, name := range []string{"a<b", "a>b", `a"b`, "a|b", "what?.dcm", "*.7"} {
+		if err := ValidateFileName(name); err == nil || !strings.Contains(err.Error(), "Windows") {
+			t.Errorf("ValidateFileName(%q) = %v, want refused as unportable to Windows", name, err)
+		}
+		if err := ValidateResultName("sub/" + name); err == nil {
+			t.Errorf("ValidateResultName(%q) accepted", "sub/"+name)
+		}
+	}
+}

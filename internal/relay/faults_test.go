@@ -1,0 +1,571 @@
+package relay_test
+
+// The hardening catalogue's relay faults (docs/SECURITY.md): a backend
+// stopped or frozen in the middle of an upload and of a download, and the
+// relay stopped: a clear error or a retry that works, never a lost or
+// doubled job.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/recon-mri/recon/client"
+	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/relay"
+	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+// faultIdle is the relay's idle timeout in these tests: how long it waits
+// on a backend (or client) that stopped moving.
+const faultIdle = time.Second
+
+// startRelayWith starts a relay like startRelay, with options.
+func startRelayWith(t *testing.T, optsPath string, opts relay.Options) *testRelay {
+	t.Helper()
+	cfg, _, err := config.LoadRelay(optsPath)
+	if err != nil {
+		t.Fatalf("load relay config: %v", err)
+	}
+	logf, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Version = "test-relay"
+	r, err := relay.New(cfg, slog.New(slog.NewJSONHandler(logf, nil)), opts)
+	if err != nil {
+		logf.Close()
+		t.Fatalf("relay.New: %v", err)
+	}
+	if err := r.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("relay.Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := r.Shutdown(ctx); err != nil {
+			t.Errorf("relay shutdown: %v", err)
+		}
+		logf.Close()
+	})
+	return &testRelay{Relay: r, Dir: filepath.Dir(optsPath), OptsPath: optsPath, Config: cfg,
+		Key: cfg.ClientSharedKey.Encode(), AdminKey: cfg.AdminSharedKey}
+}
+
+// freezeProxy forwards connections to a backend and can freeze them: the
+// bytes stop moving both ways and the connections stay open, as when the
+// backend process is stopped with SIGSTOP.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	thawed chan struct{} // closed while not frozen
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func startFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target, thawed: make(chan struct{})}
+	close(p.thawed)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go p.pipe(s, c)
+			go p.pipe(c, s)
+		}
+	}()
+	t.Cleanup(func() {
+		p.thaw()
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *freezeProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.thawed
+			p.mu.Unlock()
+			<-gate
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			if tc, ok := dst.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+func (p *freezeProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.thawed = make(chan struct{})
+}
+
+func (p *freezeProxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.thawed:
+	default:
+		close(p.thawed)
+	}
+}
+
+// uploadingTo returns the backend a submission is being uploaded to, or "".
+func uploadingTo(r *testRelay) string {
+	for _, b := range r.Backends().Backends {
+		if b.Uploading > 0 {
+			return b.Address
+		}
+	}
+	return ""
+}
+
+// jobsFor counts the jobs of submission sid on the server s.
+func jobsFor(t *testing.T, ctx context.Context, s *servertest.Server, sid string) int {
+	t.Helper()
+	q, err := s.Dial(t).Queue(ctx)
+	if err != nil {
+		t.Fatalf("queue of %s: %v", s.Addr(), err)
+	}
+	n := 0
+	for _, j := range q {
+		if j.SubmissionID == sid {
+			n++
+		}
+	}
+	return n
+}
+
+// faultSetup is two backends, each behind a freeze proxy, and a relay in
+// front of the proxies.
+type faultSetup struct {
+	backends []*servertest.Server
+	proxies  []*freezeProxy
+	relay    *testRelay
+	dir      string
+}
+
+func (f *faultSetup) backendAt(addr string) (*servertest.Server, *freezeProxy) {
+	for i, p := range f.proxies {
+		if p.addr() == addr {
+			return f.backends[i], p
+		}
+	}
+	return nil, nil
+}
+
+func newFaultSetup(t *testing.T, script string) *faultSetup {
+	t.Helper()
+	key := keys.MustGenerate().Encode()
+	f := &faultSetup{dir: t.TempDir()}
+	f.backends = startBackends(t, 2, key, servertest.Options{Script: script})
+	var addrs []string
+	for _, b := range f.backends {
+		p := startFreezeProxy(t, b.Addr().String())
+		f.proxies = append(f.proxies, p)
+		addrs = append(addrs, p.addr())
+	}
+	f.relay = startRelayWith(t, writeRelayConfig(t, f.dir, addrs, key, nil), relay.Options{IdleTimeout: faultIdle})
+	return f
+}
+
+// waitJob polls job id through the relay until it ends. (Wait would do,
+// but the relay's idle timeout toward backends is shorter here than the
+// server's keepalive of a waiting client, so a job running longer than
+// faultIdle would cut it.)
+func (f *faultSetup) waitJob(t *testing.T, ctx context.Context, id string) *client.Job {
+	t.Helper()
+	var j *client.Job
+	servertest.Eventually(t, 30*time.Second, "job "+id+" ends", func() bool {
+		var err error
+		if j, err = f.dial(t).Job(ctx, id); err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+		return j.Terminal()
+	})
+	return j
+}
+
+// dial connects a new client to the relay (a client idle longer than
+// faultIdle is disconnected, so each step dials afresh).
+func (f *faultSetup) dial(t *testing.T) *client.Client {
+	t.Helper()
+	return f.relay.dial(t)
+}
+
+// uploadWithFault submits a 32 MiB file with submission id sid through the
+// relay and calls fault with the backend receiving it once 4 MiB are sent.
+func (f *faultSetup) uploadWithFault(t *testing.T, ctx context.Context, sid string, fault func(addr string)) (string, error) {
+	t.Helper()
+	in := writeInput(t, f.dir, sid+".7", 32<<20, 3)
+	var once sync.Once
+	progress := func(done, total int64) {
+		if done < 4<<20 {
+			return
+		}
+		once.Do(func() {
+			addr := uploadingTo(f.relay)
+			if addr == "" {
+				t.Error("no backend is receiving the upload")
+				return
+			}
+			fault(addr)
+		})
+	}
+	_, err := f.dial(t).Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid, Progress: progress})
+	return in, err
+}
+
+// retryAndCheck submits in again with sid: it must be placed (on the other
+// backend than failed), run and come back intact, once in all.
+func (f *faultSetup) retryAndCheck(t *testing.T, ctx context.Context, in, sid, failed string) {
+	t.Helper()
+	c := f.dial(t)
+	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid})
+	if err != nil {
+		t.Fatalf("retry of %s: %v", sid, err)
+	}
+	if job.Backend == failed {
+		t.Errorf("retry placed on the failed backend %s", failed)
+	}
+	if j := f.waitJob(t, ctx, job.JobID); j.State != "succeeded" {
+		t.Fatalf("retried job: %+v", j)
+	}
+	_, files, err := f.dial(t).Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+	if err != nil || len(files) != 1 || fileSHA(t, files[0].Path) != fileSHA(t, in) {
+		t.Fatalf("fetch of the retried job: %+v, %v", files, err)
+	}
+}
+
+// checkOnce checks that submission sid is one job in all, and that no
+// backend keeps an interrupted upload.
+func (f *faultSetup) checkOnce(t *testing.T, ctx context.Context, sid string) {
+	t.Helper()
+	total := 0
+	for _, b := range f.backends {
+		total += jobsFor(t, ctx, b, sid)
+		servertest.Eventually(t, 20*time.Second, "no interrupted upload left on "+b.Addr().String(), func() bool {
+			m, _ := filepath.Glob(filepath.Join(b.Config.InputBaseDir, ".incoming-*"))
+			return len(m) == 0
+		})
+	}
+	if total != 1 {
+		t.Errorf("submission %s is %d jobs on the backends, want 1", sid, total)
+	}
+}
+
+// TestBackendFrozenMidUpload freezes the backend receiving an upload (as
+// SIGSTOP would): the relay gives up on it within its idle timeout and the
+// client gets a clear unavailable error; a retry with the same submission
+// id goes to the other backend; when the frozen one resumes, it drops the
+// partial upload, so the submission is one job.
+func TestBackendFrozenMidUpload(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	f := newFaultSetup(t, "")
+	var frozen string
+	start := time.Now()
+	in, err := f.uploadWithFault(t, ctx, "frozen-up", func(addr string) {
+		frozen = addr
+		_, p := f.backendAt(addr)
+		p.freeze()
+	})
+	if !client.IsCode(err, protocol.CodeUnavailable) {
+		t.Fatalf("upload to a frozen backend: %v, want code unavailable", err)
+	}
+	t.Logf("upload to a frozen backend failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	f.retryAndCheck(t, ctx, in, "frozen-up", frozen)
+	_, p := f.backendAt(frozen)
+	p.thaw()
+	servertest.Eventually(t, 10*time.Second, "the thawed backend is up", func() bool { return f.relay.healthy(t, frozen) })
+	f.checkOnce(t, ctx, "frozen-up")
+}
+
+// TestBackendStoppedMidUpload stops the backend receiving an upload: the
+// client gets a clear unavailable error, and a retry with the same
+// submission id is placed on the other backend at once.
+func TestBackendStoppedMidUpload(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	f := newFaultSetup(t, "")
+	var stopped string
+	in, err := f.uploadWithFault(t, ctx, "stopped-up", func(addr string) {
+		stopped = addr
+		b, _ := f.backendAt(addr)
+		b.Stop(t)
+	})
+	if !client.IsCode(err, protocol.CodeUnavailable) {
+		t.Fatalf("upload to a stopped backend: %v, want code unavailable", err)
+	}
+	f.retryAndCheck(t, ctx, in, "stopped-up", stopped)
+	b, _ := f.backendAt(stopped)
+	// Back on its data: the interrupted upload is gone, and it has no job.
+	back := servertest.Start(t, servertest.Options{Dir: b.Dir})
+	f.backends = []*servertest.Server{back, f.other(b)}
+	f.checkOnce(t, ctx, "stopped-up")
+}
+
+func (f *faultSetup) other(s *servertest.Server) *servertest.Server {
+	if f.backends[0] == s {
+		return f.backends[1]
+	}
+	return f.backends[0]
+}
+
+// bigResultJob submits a job through the relay whose result is 32 MiB and
+// waits for it to succeed.
+func (f *faultSetup) bigResultJob(t *testing.T, ctx context.Context) *client.Job {
+	t.Helper()
+	c := f.dial(t)
+	job, err := c.Submit(ctx, []string{writeInput(t, f.dir, "P.7", 1000, 1)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := f.waitJob(t, ctx, job.JobID)
+	if j.State != "succeeded" || len(j.Results) != 1 {
+		t.Fatalf("job: %+v", j)
+	}
+	return j
+}
+
+const bigResultScript = "#!/bin/sh\nhead -c 33554432 /dev/urandom > \"$3/big.dat\"\n"
+
+// fetchWithFault fetches job through the relay and calls fault once 4 MiB
+// have arrived.
+func (f *faultSetup) fetchWithFault(t *testing.T, ctx context.Context, job *client.Job, fault func()) error {
+	t.Helper()
+	var once sync.Once
+	progress := func(done, total int64) {
+		if done >= 4<<20 {
+			once.Do(fault)
+		}
+	}
+	dst := filepath.Join(t.TempDir(), "out")
+	_, _, err := f.dial(t).Fetch(ctx, job.JobID, dst, &client.FetchOptions{Progress: progress})
+	if err == nil {
+		return nil
+	}
+	if _, serr := os.Stat(dst); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("a broken fetch left %s: %v", dst, serr)
+	}
+	return err
+}
+
+// fetchIntact fetches job through the relay and checks its one result
+// against the backend's copy.
+func (f *faultSetup) fetchIntact(t *testing.T, ctx context.Context, job *client.Job, want string) {
+	t.Helper()
+	_, files, err := f.dial(t).Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+	if err != nil || len(files) != 1 || files[0].SHA256 != want {
+		t.Fatalf("fetch after the fault: %+v, %v", files, err)
+	}
+}
+
+// TestBackendFrozenMidDownload freezes the backend while its results pass
+// through the relay: the relay gives up within its idle timeout, the
+// client sees its fetch fail and keeps nothing, and once the backend
+// resumes the results are fetched whole (they stay until confirmed).
+func TestBackendFrozenMidDownload(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	f := newFaultSetup(t, bigResultScript)
+	job := f.bigResultJob(t, ctx)
+	_, p := f.backendAt(job.Backend)
+	start := time.Now()
+	err := f.fetchWithFault(t, ctx, job, p.freeze)
+	if err == nil {
+		t.Fatal("fetch from a frozen backend succeeded")
+	}
+	if d := time.Since(start); d > 10*faultIdle+5*time.Second {
+		t.Errorf("fetch from a frozen backend failed only after %v", d)
+	}
+	t.Logf("fetch from a frozen backend failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	p.thaw()
+	servertest.Eventually(t, 10*time.Second, "the thawed backend is up", func() bool { return f.relay.healthy(t, job.Backend) })
+	f.fetchIntact(t, ctx, job, job.Results[0].SHA256)
+}
+
+// TestBackendStoppedMidDownload stops the backend while its results pass
+// through the relay: the fetch fails, and after the backend restarts on
+// its data the results are fetched whole.
+func TestBackendStoppedMidDownload(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	key := keys.MustGenerate().Encode()
+	b := startBackends(t, 1, key, servertest.Options{Script: bigResultScript})[0]
+	pinPort(t, b)
+	dir := t.TempDir()
+	f := &faultSetup{backends: []*servertest.Server{b}, dir: dir}
+	f.relay = startRelayWith(t, writeRelayConfig(t, dir, []string{b.Addr().String()}, key, nil), relay.Options{IdleTimeout: faultIdle})
+	job := f.bigResultJob(t, ctx)
+	if err := f.fetchWithFault(t, ctx, job, func() { b.Stop(t) }); err == nil {
+		t.Fatal("fetch from a stopped backend succeeded")
+	}
+	servertest.Start(t, servertest.Options{Dir: b.Dir})
+	servertest.Eventually(t, 10*time.Second, "the restarted backend is up", func() bool { return f.relay.healthy(t, b.Addr().String()) })
+	f.fetchIntact(t, ctx, job, job.Results[0].SHA256)
+}
+
+// TestRelayStoppedMidUpload stops the relay in the middle of an upload:
+// the client's submission fails; after the relay restarts on its state, a
+// retry with the same submission id makes one job.
+func TestRelayStoppedMidUpload(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	f := newFaultSetup(t, "")
+	stopped := make(chan struct{})
+	in, err := f.uploadWithFault(t, ctx, "relay-stop", func(string) {
+		go func() { f.relay.stop(t); close(stopped) }()
+	})
+	<-stopped
+	if err == nil {
+		t.Fatal("upload through a relay that stopped succeeded")
+	}
+	f.relay = startRelayWith(t, f.relay.OptsPath, relay.Options{IdleTimeout: faultIdle})
+	f.retryAndCheck(t, ctx, in, "relay-stop", "")
+	f.checkOnce(t, ctx, "relay-stop")
+}
+
+// TestRelayStoppedDuringWait stops the relay while a client waits for a
+// job: the wait fails, and through the restarted relay the job is followed
+// to its end and fetched.
+func TestRelayStoppedDuringWait(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	sig := t.TempDir()
+	f := newFaultSetup(t, fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %q ]; do sleep 0.02; done\ncp \"$1\"/* \"$3\"/\n", filepath.Join(sig, "go")))
+	in := writeInput(t, f.dir, "w.7", 1000, 9)
+	c := f.dial(t)
+	job, err := c.Submit(ctx, []string{in}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() {
+		_, err := c.Wait(ctx, job.JobID, nil)
+		waitErr <- err
+	}()
+	servertest.Eventually(t, 10*time.Second, "the client waits", func() bool {
+		for _, cl := range f.relay.Clients().Clients {
+			if cl.Request == string(protocol.TypeWait) {
+				return true
+			}
+		}
+		return false
+	})
+	f.relay.stop(t)
+	if err := <-waitErr; err == nil {
+		t.Fatal("wait through a relay that stopped succeeded")
+	}
+	f.relay = startRelayWith(t, f.relay.OptsPath, relay.Options{IdleTimeout: faultIdle})
+	os.WriteFile(filepath.Join(sig, "go"), nil, 0o600)
+	if j := f.waitJob(t, ctx, job.JobID); j.State != "succeeded" {
+		t.Fatalf("job after the relay restarted: %+v", j)
+	}
+	_, files, err := f.dial(t).Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+	if err != nil || len(files) != 1 || fileSHA(t, files[0].Path) != fileSHA(t, in) {
+		t.Fatalf("fetch after the relay restarted: %+v, %v", files, err)
+	}
+}
+
+// TestRelayHostileControlMessages sends malformed control messages to the
+// relay: each gets bad_request (or too_large), then the session ends, and
+// the relay goes on serving.
+func TestRelayHostileControlMessages(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	key := keys.MustGenerate().Encode()
+	bs := startBackends(t, 1, key, servertest.Options{})
+	dir := t.TempDir()
+	r := startRelay(t, writeRelayConfig(t, dir, []string{bs[0].Addr().String()}, key, nil))
+	k, err := keys.Parse(r.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(s string) []byte {
+		return append([]byte{byte(len(s) >> 24), byte(len(s) >> 16), byte(len(s) >> 8), byte(len(s))}, s...)
+	}
+	tests := []struct {
+		raw  []byte
+		want protocol.Code
+	}{
+		{frame(`{"type":"status","type":"queue"}`), protocol.CodeBadRequest},
+		{frame(`{"type":"submit","body":{"files":[{"name":"a","size":1}],"files":[]}}`), protocol.CodeBadRequest},
+		{frame(`{"type":"status"} trailing`), protocol.CodeBadRequest},
+		{frame(`{"type":"status","body":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`), protocol.CodeBadRequest},
+		{frame(`{"type":"status","x":1}`), protocol.CodeBadRequest},
+		{[]byte{0xff, 0xff, 0xff, 0xff}, protocol.CodeTooLarge},
+	}
+	for _, tt := range tests {
+		c, err := secure.Dial(ctx, r.Addr().String(), secure.Config{Key: k, Role: secure.RoleClient})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(tt.raw)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		m, err := protocol.ReadMessage(c)
+		if err != nil {
+			t.Fatalf("%q: no answer: %v", tt.raw, err)
+		}
+		if err := m.Decode(protocol.TypeStatusReply, nil); !protocol.IsCode(err, tt.want) {
+			t.Errorf("%q: answer %v, want code %s", tt.raw, err, tt.want)
+		}
+		if _, err := protocol.ReadMessage(c); err == nil {
+			t.Errorf("%q: the session goes on", tt.raw)
+		}
+		c.Close()
+	}
+	if _, err := r.dial(t).Status(ctx); err != nil {
+		t.Errorf("relay after hostile messages: %v", err)
+	}
+}

@@ -1,0 +1,62 @@
+package server
+
+import (
+	"time"
+
+	"github.com/recon-mri/recon/internal/secure"
+)
+
+// MinTransferRate is the slowest a peer may send or take file data, in
+// bytes per second, averaged over any stretch longer than the idle timeout.
+// A peer that trickles a byte now and then (each within the idle timeout)
+// cannot hold a session, and for an upload its disk reservation, for ever.
+const MinTransferRate = 1 << 10
+
+// pacer is a deadline that moves forward with every byte transferred, by
+// 1/MinTransferRate s a byte, and is never more than grace ahead of now:
+// a transfer fails once it has been slower than MinTransferRate for about
+// grace. It starts grace from now.
+type pacer struct {
+	grace time.Duration
+	dl    time.Time
+}
+
+func newPacer(grace time.Duration) *pacer {
+	return &pacer{grace: grace, dl: time.Now().Add(grace)}
+}
+
+// credit moves the deadline forward for n bytes transferred.
+func (p *pacer) credit(n int) {
+	p.dl = p.dl.Add(time.Duration(n) * time.Second / MinTransferRate)
+	if lim := time.Now().Add(p.grace); p.dl.After(lim) {
+		p.dl = lim
+	}
+}
+
+// pacedReader reads from c under the pacer's deadline. The idle timeout
+// still applies to each wait.
+type pacedReader struct {
+	c *secure.Conn
+	p *pacer
+}
+
+func (r *pacedReader) Read(b []byte) (int, error) {
+	r.c.SetReadDeadline(r.p.dl)
+	n, err := r.c.Read(b)
+	r.p.credit(n)
+	return n, err
+}
+
+// pacedWriter writes to c under the pacer's deadline.
+type pacedWriter struct {
+	c *secure.Conn
+	p *pacer
+}
+
+func (w *pacedWriter) Write(b []byte) (int, error) {
+	// The bytes of this write count before it starts: a large write must
+	// not fail only because it is large.
+	w.p.credit(len(b))
+	w.c.SetWriteDeadline(w.p.dl)
+	return w.c.Write(b)
+}
