@@ -353,7 +353,7 @@ cat "$1"/* > "$3/all.out"
 // TestThousandFiles: a thousand small files in four bursts make four
 // groups, and the daemon's memory does not grow with them. (Bursts of 250:
 // the server's job messages carry every file and result, and a message is
-// at most 64 KiB, which a job of about 500 files exceeds.)
+// at most 64 KiB then, which a job of about 500 files exceeded.)
 func TestThousandFiles(t *testing.T) {
 	const bursts, perBurst, size = 4, 250, 200
 	e := newEnv(t)
