@@ -36,12 +36,12 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/statelock"
 )
 
 // Relay is a running relay. Create it with New.
@@ -139,13 +139,12 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 // lockDir takes an exclusive lock on dir/lock, so two relays never share a
 // route store. The lock goes with the process, also on a crash.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := statelock.Acquire(filepath.Join(dir, "lock"))
+	if errors.Is(err, statelock.ErrInUse) {
+		return nil, fmt.Errorf("%s %s is in use by another %s", "RELAY_STATE_DIR", dir, "recon relay")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("RELAY_STATE_DIR: %w", err)
-	}
-	if err := flockWait(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("RELAY_STATE_DIR %s is in use by another recon relay", dir)
 	}
 	return f, nil
 }
@@ -251,18 +250,4 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		r.log.Info("relay stopped")
 	})
 	return r.stopErr
-}
-
-// flockWait takes an exclusive flock on f, waiting up to two seconds: a
-// process that just stopped, or a child forked before exec that still
-// holds a copy of the descriptor, lets go within moments.
-func flockWait(f *os.File) error {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -19,13 +19,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/statelock"
 )
 
 // Server is a running recon server. Create it with New.
@@ -154,13 +154,12 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 // lockDir takes an exclusive lock on dir/lock, so two servers never run
 // jobs from the same store. The lock goes with the process, also on a crash.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := statelock.Acquire(filepath.Join(dir, "lock"))
+	if errors.Is(err, statelock.ErrInUse) {
+		return nil, fmt.Errorf("%s %s is in use by another %s", "RECON_SERVER_STATE_DIR", dir, "recon server")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR: %w", err)
-	}
-	if err := flockWait(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR %s is in use by another recon server", dir)
 	}
 	return f, nil
 }
@@ -518,17 +517,3 @@ var (
 	errQueueFull = errors.New("queue full")
 	errNoSpace   = errors.New("no space")
 )
-
-// flockWait takes an exclusive flock on f, waiting up to two seconds: a
-// process that just stopped, or a child forked before exec that still
-// holds a copy of the descriptor, lets go within moments.
-func flockWait(f *os.File) error {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil || !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

@@ -8,35 +8,18 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
-)
 
-// lockWait is how long lockFile waits for a lock held elsewhere.
-const lockWait = time.Second
+	"github.com/recon-mri/recon/internal/statelock"
+)
 
 // lockFile opens path and takes an exclusive lock on it, held until the
 // file is closed, so that two daemons never share one state.
 func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("state lock: %w", err)
-	}
-	// A lock just released can still be held for a moment by a child
-	// process forked meanwhile (until its exec closes the descriptor), and
-	// a daemon being restarted may still be stopping: wait a little.
-	deadline := time.Now().Add(lockWait)
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	f, err := statelock.Acquire(path)
+	if errors.Is(err, statelock.ErrInUse) {
+		return nil, fmt.Errorf("state directory %s is in use by another recon watch", filepath.Dir(path))
 	}
 	if err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("state directory %s is in use by another recon watch", filepath.Dir(path))
-		}
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
 	return f, nil

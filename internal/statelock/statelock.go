@@ -1,0 +1,49 @@
+//go:build unix
+
+// Package statelock keeps two recon processes (servers, relays, watch
+// daemons) from sharing one state directory: an exclusive flock on a lock
+// file, held until the file is closed, and released by the kernel when the
+// process dies.
+package statelock
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Wait is how long Acquire waits for a lock held elsewhere: a lock just
+// released can still be held for a moment by a child forked meanwhile
+// (until its exec closes the descriptor), and a process being restarted
+// may still be stopping.
+const Wait = 2 * time.Second
+
+// ErrInUse is returned when another process holds the lock.
+var ErrInUse = errors.New("in use by another process")
+
+// Acquire opens (creating) the lock file at path and takes an exclusive
+// lock on it. Close the file to release it.
+func Acquire(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(Wait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrInUse
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
