@@ -6,6 +6,9 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // reservedWindows are device names Windows reserves, with or without an
@@ -89,7 +92,13 @@ func ValidateResultName(name string) error {
 }
 
 // FoldName returns the key under which two names count as the same file on
-// a case-insensitive file system.
+// some file system a client may use: names that differ only in case (NTFS,
+// APFS, SMB shares), in Unicode normalisation (HFS+ stores names
+// decomposed, so "é" precomposed and "e" + U+0301 are one file there), or
+// in compatibility forms ("ﬁ" and "fi"). It is NFKC applied to the
+// case-folded NFKC form, close to Unicode's NFKC_Casefold: it may call
+// more names the same than any one file system does, which only refuses a
+// confusing job, never merges two files.
 func FoldName(name string) string {
-	return strings.ToLower(name)
+	return norm.NFKC.String(cases.Fold().String(norm.NFKC.String(name)))
 }

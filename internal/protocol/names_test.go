@@ -106,3 +106,32 @@ func FuzzValidateFileName(f *testing.F) {
 		}
 	})
 }
+
+func TestFoldName(t *testing.T) {
+	same := [][2]string{
+		{"P00000.7", "p00000.7"},
+		{"Phantom.CFL", "phantom.cfl"},
+		{"caf\u00e9.raw", "cafe\u0301.raw"},      // NFC vs NFD (HFS+)
+		{"CAF\u00c9.raw", "cafe\u0301.raw"},      // and case
+		{"\ufb01le.dat", "file.dat"},             // compatibility ligature
+		{"Stra\u00dfe.dat", "STRASSE.dat"},       // full case folding
+		{"\u212bngstrom", "\u00e5ngstrom"},       // Angstrom sign vs a-ring
+		{"\uff30\uff10.7", "p0.7"},               // full-width letters
+		{"\u03a3\u03b1.dat", "\u03c3\u03b1.dat"}, // Greek capital sigma
+	}
+	for _, p := range same {
+		if FoldName(p[0]) != FoldName(p[1]) {
+			t.Errorf("FoldName(%q) = %q, FoldName(%q) = %q: want equal", p[0], FoldName(p[0]), p[1], FoldName(p[1]))
+		}
+	}
+	different := [][2]string{
+		{"P00000.7", "P00001.7"},
+		{"a.cfl", "a.hdr"},
+		{"caf\u00e9", "cafe"},
+	}
+	for _, p := range different {
+		if FoldName(p[0]) == FoldName(p[1]) {
+			t.Errorf("FoldName(%q) == FoldName(%q) = %q: want different", p[0], p[1], FoldName(p[0]))
+		}
+	}
+}

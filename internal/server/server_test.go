@@ -382,6 +382,13 @@ echo bad > "$out/a:b.dcm"
 echo bad > "$out/trailing."
 mkdir "$out/NUL"
 echo bad > "$out/NUL/inside.dcm"
+echo first > "$out/Same.dcm"
+echo second > "$out/same.dcm"
+echo nfc > "$out/$(printf 'caf\303\251.dcm')"
+echo nfd > "$out/$(printf 'cafe\314\201.dcm')"
+echo file > "$out/Series"
+mkdir "$out/series"
+echo under > "$out/series/x.dcm"
 `})
 	c := s.Dial(t)
 	job := submitOne(t, ctx, c, "P1.7", []byte("raw"))
@@ -393,8 +400,16 @@ echo bad > "$out/NUL/inside.dcm"
 	if err != nil {
 		t.Fatalf("Fetch: %v", err)
 	}
-	if len(files) != 1 || files[0].Name != "good.dcm" {
-		t.Fatalf("fetched %+v, want only good.dcm", files)
+	var got []string
+	for _, f := range files {
+		got = append(got, f.Name)
+	}
+	// In name order the first of each clashing set stays: "Same.dcm"
+	// before "same.dcm", the decomposed "café" before the precomposed one,
+	// the file "Series" before the folder "series".
+	want := []string{"Same.dcm", "Series", "cafe\u0301.dcm", "good.dcm"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("fetched %q, want %q", got, want)
 	}
 }
 

@@ -85,6 +85,8 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		MaxBytes:  s.cfg.MaxResultBytes,
 		ValidName: protocol.ValidateResultName,
 	})
+	results, clashes := dropFoldedClashes(results)
+	skipped = append(skipped, clashes...)
 	for _, sk := range skipped {
 		log.Warn("result not returned", "file", sk.Name, "reason", sk.Reason)
 	}
@@ -174,4 +176,42 @@ func (s *Server) CancelJob(ctx context.Context, id string) (prev jobs.State, err
 		s.mu.Unlock()
 	}
 	return prev, nil
+}
+
+// dropFoldedClashes leaves out the results a client on a case-insensitive
+// or normalising file system (Windows, macOS) could not write beside the
+// others: a name equal to an earlier one after protocol.FoldName, or a
+// file whose name is, so folded, a folder of another result (or the other
+// way round). The first in name order is kept. Listed, such a result would
+// make every fetch of the job fail there.
+func dropFoldedClashes(results []runner.ResultFile) ([]runner.ResultFile, []runner.Skipped) {
+	files := make(map[string]string, len(results)) // folded name → name
+	dirs := make(map[string]string)                // folded folder → a file under it
+	kept := results[:0:0]
+	var skipped []runner.Skipped
+	for _, r := range results {
+		key := protocol.FoldName(r.Name)
+		clash, ok := files[key]
+		if !ok {
+			clash, ok = dirs[key]
+		}
+		for i := 0; !ok && i < len(key); i++ {
+			if key[i] == '/' {
+				clash, ok = files[key[:i]]
+			}
+		}
+		if ok {
+			skipped = append(skipped, runner.Skipped{Name: r.Name,
+				Reason: fmt.Sprintf("clashes with result %q on a case-insensitive file system", clash)})
+			continue
+		}
+		files[key] = r.Name
+		for i := 0; i < len(key); i++ {
+			if key[i] == '/' {
+				dirs[key[:i]] = r.Name
+			}
+		}
+		kept = append(kept, r)
+	}
+	return kept, skipped
 }
