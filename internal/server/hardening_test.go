@@ -914,3 +914,58 @@ func TestScriptStderrFlood(t *testing.T) {
 	}
 	checkServes(t, ctx, s)
 }
+
+// TestGlobalConnectionCap opens authenticated sessions from eight
+// addresses until the server holds listen.MaxConns connections in all: the
+// next one, from a fresh address, is refused; every open session is still
+// served; once some close, a new client gets in.
+func TestGlobalConnectionCap(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	s := servertest.Start(t, servertest.Options{})
+	addr := s.Addr().String()
+	key := mustKey(t, s.Key)
+	good, err := rawDial(ctx, addr, "127.0.0.2", key, secure.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	var sessions []*secure.Conn
+	defer func() {
+		for _, c := range sessions {
+			c.Close()
+		}
+	}()
+	// good is one connection: listen.MaxConns-1 more fill the cap, at most
+	// listen.MaxConnsPerIP from each address.
+	for i := 0; len(sessions) < listen.MaxConns-1; i++ {
+		ip := fmt.Sprintf("127.0.5.%d", i/listen.MaxConnsPerIP+1)
+		c, err := rawDial(ctx, addr, ip, key, secure.RoleClient)
+		if err != nil {
+			t.Fatalf("session %d (from %s) below the global cap: %v", len(sessions)+2, ip, err)
+		}
+		sessions = append(sessions, c)
+	}
+	if c, err := rawDial(ctx, addr, "127.0.6.1", key, secure.RoleClient); err == nil {
+		c.Close()
+		t.Fatalf("connection %d was admitted over the global cap of %d", listen.MaxConns+1, listen.MaxConns)
+	}
+	if _, err := rawStatus(good); err != nil {
+		t.Errorf("the session from 127.0.0.2 is not served at the global cap: %v", err)
+	}
+	if _, err := rawStatus(sessions[len(sessions)-1]); err != nil {
+		t.Errorf("the last session admitted is not served: %v", err)
+	}
+	for _, c := range sessions[:8] {
+		c.Close()
+	}
+	servertest.Eventually(t, pollTimeout, "a new client is served once sessions close", func() bool {
+		c, err := rawDial(ctx, addr, "127.0.6.1", key, secure.RoleClient)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, err = rawStatus(c)
+		return err == nil
+	})
+}
