@@ -100,11 +100,15 @@ func LoadConfig(path string) (Config, []string, error) {
 	}, ws, nil
 }
 
-// Client is one session with a recon server.
+// Client is one session with a recon server. Submit may replace the
+// session with a new one to resume a broken upload.
 type Client struct {
 	mu     sync.Mutex // one request at a time
 	conn   *secure.Conn
 	broken error
+	closed bool // by Close: no redial
+	cfg    Config
+	key    keys.Key
 }
 
 // Dial connects to the server and authenticates with the key. A wrong key
@@ -114,21 +118,47 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	timeout := cfg.DialTimeout
+	c := &Client{cfg: cfg, key: k}
+	if c.conn, err = c.dial(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// dial opens a new session with the configured server.
+func (c *Client) dial(ctx context.Context) (*secure.Conn, error) {
+	timeout := c.cfg.DialTimeout
 	if timeout == 0 {
 		timeout = 15 * time.Second
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	idle := cfg.IdleTimeout
+	idle := c.cfg.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	conn, err := secure.Dial(dctx, cfg.Address, secure.Config{Key: k, Role: secure.RoleClient, HandshakeTimeout: timeout, IdleTimeout: idle})
+	conn, err := secure.Dial(dctx, c.cfg.Address, secure.Config{Key: c.key, Role: secure.RoleClient, HandshakeTimeout: timeout, IdleTimeout: idle})
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", cfg.Address, err)
+		return nil, fmt.Errorf("connect to %s: %w", c.cfg.Address, err)
 	}
-	return &Client{conn: conn}, nil
+	return conn, nil
+}
+
+// redial replaces a broken session with a new one. It fails on a Client
+// that was closed.
+func (c *Client) redial(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	c.conn.Close()
+	c.conn, c.broken = conn, nil
+	return nil
 }
 
 // ErrAuth matches the error of a failed handshake: wrong key, wrong port or
@@ -142,6 +172,7 @@ func (c *Client) Close() error {
 	if c.broken == nil {
 		c.broken = ErrClosed
 	}
+	c.closed = true
 	c.conn.CloseWrite()
 	return c.conn.Close()
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/xfer"
 )
 
@@ -27,31 +29,54 @@ type SubmitOptions struct {
 	Options map[string]string
 	// SubmissionID makes a retried submission idempotent: a server that
 	// already has a job with this id returns it instead of a new one (and
-	// no file is sent again).
+	// no file is sent again), and a server that kept a broken upload with
+	// this id lets it be resumed. When empty, Submit chooses a random one,
+	// which makes its own resumes safe.
 	SubmissionID string
 	// Progress, if not nil, is called as bytes are sent.
 	Progress Progress
+	// Reconnects is how many times Submit opens a new session and resumes
+	// the upload when the connection breaks or stalls (0 means
+	// DefaultReconnects; negative means never). It waits a little longer
+	// before each, from ReconnectDelay (0 means one second) doubling up to
+	// 30 s.
+	Reconnects     int
+	ReconnectDelay time.Duration
+	// OnReconnect, if not nil, is called before each reconnect with its
+	// number (from 1) and the error that broke the session.
+	OnReconnect func(attempt int, err error)
 }
 
+// DefaultReconnects is the default of SubmitOptions.Reconnects.
+const DefaultReconnects = 5
+
 // Submit sends the files as one job and returns it once the server has
-// stored and verified every file and queued the job. Each file is read
-// once, hashed as it is sent, and checked by the server against its
-// SHA-256. Names on the server are the files' base names, which must be
-// distinct.
+// stored and verified every file and queued the job. Each file is hashed as
+// it is sent, and checked by the server against its SHA-256. Names on the
+// server are the files' base names, which must be distinct.
+//
+// When the connection breaks or stalls during the upload, Submit dials
+// again and resumes: the server tells how much of each file it kept, and
+// only the rest is sent (the kept part is read again locally, to hash the
+// whole file). After a reconnect the Client uses the new session.
 func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions) (*Job, error) {
-	if opts == nil {
-		opts = &SubmitOptions{}
+	o := SubmitOptions{}
+	if opts != nil {
+		o = *opts
 	}
 	if len(paths) == 0 {
 		return nil, errors.New("submit: no files")
 	}
-	if err := protocol.ValidateOptions(opts.Options); err != nil {
+	if err := protocol.ValidateOptions(o.Options); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
+	}
+	if o.SubmissionID == "" {
+		o.SubmissionID = randomSubmissionID()
 	}
 	// Each file is opened to be described, and again to be sent: a job may
 	// have more files than a process may hold open.
 	stats := make([]os.FileInfo, 0, len(paths))
-	sub := protocol.Submit{SubmissionID: opts.SubmissionID, Options: opts.Options}
+	sub := protocol.Submit{SubmissionID: o.SubmissionID, Options: o.Options}
 	var total int64
 	for _, p := range paths {
 		st, err := statRegular(p)
@@ -66,37 +91,125 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 		sub.Files = append(sub.Files, protocol.FileInfo{Name: name, Size: st.Size()})
 		total += st.Size()
 	}
-	var job Job
-	err := c.do(ctx, func() error {
-		m, err := c.roundTrip(protocol.TypeSubmit, sub)
-		if err != nil {
-			return err
-		}
-		var ready protocol.SubmitReady
-		if err := m.Decode(protocol.TypeSubmitReady, &ready); err != nil {
-			return err
-		}
-		if ready.Existing && ready.Job != nil {
-			job = *ready.Job
-			return nil
-		}
-		pw := &progressWriter{w: c.conn, total: total, fn: opts.Progress}
-		for i, p := range paths {
-			if err := c.sendPath(p, stats[i], sub.Files[i], pw); err != nil {
-				// The server may have said why it stopped reading.
-				return c.serverReason(err)
-			}
-		}
-		m, err = protocol.ReadMessage(c.conn)
-		if err != nil {
-			return err
-		}
-		return m.Decode(protocol.TypeJob, &job)
-	})
-	if err != nil {
-		return nil, err
+	reconnects := o.Reconnects
+	if reconnects == 0 {
+		reconnects = DefaultReconnects
 	}
-	return &job, nil
+	delay := o.ReconnectDelay
+	if delay <= 0 {
+		delay = time.Second
+	}
+	for attempt := 1; ; attempt++ {
+		var job Job
+		err := c.do(ctx, func() error { return c.submitOnce(&sub, paths, stats, total, o.Progress, &job) })
+		if err == nil {
+			return &job, nil
+		}
+		if attempt > reconnects || !resumable(ctx, err) {
+			return nil, err
+		}
+		if o.OnReconnect != nil {
+			o.OnReconnect(attempt, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		delay = min(2*delay, 30*time.Second)
+		if derr := c.redial(ctx); derr != nil {
+			if ctx.Err() != nil || errors.Is(derr, ErrClosed) {
+				return nil, err
+			}
+			// The server may be restarting: try again after the delay.
+			c.mu.Lock()
+			c.broken = fmt.Errorf("%w: %w", ErrClosed, derr)
+			c.mu.Unlock()
+		}
+	}
+}
+
+// submitOnce runs one attempt of a submission on the current session.
+func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, progress Progress, job *Job) error {
+	m, err := c.roundTrip(protocol.TypeSubmit, sub)
+	if err != nil {
+		return err
+	}
+	var ready protocol.SubmitReady
+	if err := m.Decode(protocol.TypeSubmitReady, &ready); err != nil {
+		return err
+	}
+	if ready.Existing && ready.Job != nil {
+		*job = *ready.Job
+		return nil
+	}
+	if err := protocol.CheckResume(ready.Resume, sub.Files); err != nil {
+		return fmt.Errorf("server sent bad resume offsets: %w", err)
+	}
+	pw := &progressWriter{w: c.conn, total: total, fn: progress}
+	for _, o := range ready.Resume {
+		pw.done += o
+	}
+	for i, p := range paths {
+		var off int64
+		if ready.Resume != nil {
+			off = ready.Resume[i]
+		}
+		if err := c.sendPath(p, stats[i], sub.Files[i], off, pw); err != nil {
+			// The server may have said why it stopped reading.
+			return c.serverReason(err)
+		}
+	}
+	m, err = protocol.ReadMessage(c.conn)
+	if err != nil {
+		return err
+	}
+	return m.Decode(protocol.TypeJob, job)
+}
+
+// resumable reports whether a failed submission attempt may be resumed on
+// a new session: the connection broke or stalled (not a local file
+// problem, not a refusal by the server, not the end of ctx). A relay that
+// lost its backend answers unavailable, which is not resumed here: the
+// next submission may go to another backend.
+func resumable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var le *localError
+	if errors.As(err, &le) || errors.Is(err, secure.ErrAuth) {
+		return false
+	}
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe.Code == protocol.CodeTimeout
+	}
+	return true
+}
+
+// localError is a problem with a local file: retrying cannot help.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// localReader marks the read errors of a local file.
+type localReader struct{ r io.Reader }
+
+func (l localReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &localError{err}
+	}
+	return n, err
+}
+
+func randomSubmissionID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return "c-" + hex.EncodeToString(b)
 }
 
 func (c *Client) roundTrip(t protocol.Type, body any) (protocol.Message, error) {
@@ -125,34 +238,45 @@ func statRegular(p string) (os.FileInfo, error) {
 }
 
 // sendPath opens the file at p, checks it is still the file announced as
-// st, and sends it.
-func (c *Client) sendPath(p string, st os.FileInfo, fi protocol.FileInfo, w io.Writer) error {
+// st, and sends it from byte off.
+func (c *Client) sendPath(p string, st os.FileInfo, fi protocol.FileInfo, off int64, w io.Writer) error {
 	f, err := os.Open(p)
 	if err != nil {
-		return err
+		return &localError{err}
 	}
 	defer f.Close()
 	now, err := f.Stat()
 	if err != nil {
-		return err
+		return &localError{err}
 	}
 	if !os.SameFile(st, now) {
-		return fmt.Errorf("%s was replaced after the job was announced", p)
+		return &localError{fmt.Errorf("%s was replaced after the job was announced", p)}
 	}
-	return c.sendFile(f, fi, w)
+	return c.sendFile(f, fi, off, w)
 }
 
-// sendFile sends exactly the announced size of f, then its SHA-256.
-func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, w io.Writer) error {
+// sendFile sends the announced size of f from byte off, then the SHA-256
+// of the whole file: the first off bytes (which the server kept from an
+// earlier attempt) are read and hashed here, not sent.
+func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, off int64, w io.Writer) error {
 	h := sha256.New()
-	if _, err := xfer.Copy(w, f, fi.Size, h); err != nil {
+	if off > 0 {
+		n, err := io.CopyN(h, localReader{f}, off)
+		if err != nil {
+			if n < off && err == io.EOF {
+				return &localError{fmt.Errorf("%s shrank while it was sent", fi.Name)}
+			}
+			return err
+		}
+	}
+	if _, err := xfer.Copy(w, localReader{f}, fi.Size-off, h); err != nil {
 		if errors.Is(err, xfer.ErrShort) {
-			return fmt.Errorf("%s shrank while it was sent: %w", fi.Name, err)
+			return &localError{fmt.Errorf("%s shrank while it was sent: %w", fi.Name, err)}
 		}
 		return err
 	}
 	if st, err := f.Stat(); err != nil || st.Size() != fi.Size {
-		return fmt.Errorf("%s changed size while it was sent", fi.Name)
+		return &localError{fmt.Errorf("%s changed size while it was sent", fi.Name)}
 	}
 	return protocol.WriteMessage(c.conn, protocol.TypeFileDone, protocol.FileDone{SHA256: hex.EncodeToString(h.Sum(nil))})
 }

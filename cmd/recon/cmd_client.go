@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/protocol"
 )
 
 // clientFlags are the flags every client command shares.
@@ -341,6 +345,7 @@ func newSubmitCmd(e *env) *cobra.Command {
 		output       string
 		noWait       bool
 		submissionID string
+		reconnects   int
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [flags] FILE...",
@@ -350,10 +355,19 @@ func newSubmitCmd(e *env) *cobra.Command {
 SHA-256. Options reach the reconstruction script as environment variables
 RECON_OPT_<KEY> and RECON_OPTIONS_JSON, never as shell text.
 
+When the connection breaks or stalls during the upload, submit reconnects
+(up to --reconnects times, waiting 1 s, then 2 s, 4 s… up to 30 s) and
+resumes: the server keeps what it received (UPLOAD_RESUME_HOURS) and only the
+rest is sent. A submit that gave up can be resumed later by running it again
+with the same --submission-id and the same files and options.
+
 Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 		Args: argsRange(1, -1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if reconnects < 0 {
+				return &usageError{fmt.Errorf("--reconnects takes a number from 0 (never reconnect) up, not %d", reconnects)}
+			}
 			opts, err := parseOptions(options)
 			if err != nil {
 				return err
@@ -363,7 +377,16 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 				return err
 			}
 			defer c.Close()
-			sopts := &client.SubmitOptions{Options: opts, SubmissionID: submissionID}
+			// The id is chosen here rather than by the client package, so
+			// that an interrupted upload can be named for a resume.
+			sid := submissionID
+			if sid == "" {
+				sid = randomSubmissionID()
+			}
+			sopts := &client.SubmitOptions{Options: opts, SubmissionID: sid, Reconnects: reconnects}
+			if reconnects == 0 {
+				sopts.Reconnects = -1 // the client package reads 0 as its default
+			}
 			var bar *progressbar.ProgressBar
 			if isTerminal(e.stderr) && !f.json {
 				sopts.Progress = func(done, total int64) {
@@ -373,12 +396,25 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 					bar.Set64(done)
 				}
 			}
+			sopts.OnReconnect = func(attempt int, err error) {
+				if bar != nil {
+					fmt.Fprintln(e.stderr) // leave the progress bar's line
+				}
+				fmt.Fprintf(e.stderr, "recon: connection lost (%v); reconnecting to resume the upload (attempt %d of %d)\n",
+					err, attempt, reconnects)
+			}
 			job, err := c.Submit(ctx, args, sopts)
 			if bar != nil {
 				bar.Finish()
 			}
 			if err != nil {
-				return err
+				if !interrupted(err) {
+					return err
+				}
+				if submissionID != "" {
+					return fmt.Errorf("upload interrupted: %w; the server keeps what it received for a while (UPLOAD_RESUME_HOURS): run the same command again to resume it", err)
+				}
+				return fmt.Errorf("upload interrupted: %w; the server keeps what it received for a while (UPLOAD_RESUME_HOURS): run the same command again with --submission-id %s to resume it", err, sopts.SubmissionID)
 			}
 			if noWait {
 				if f.json {
@@ -395,8 +431,27 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 	cmd.Flags().StringArrayVar(&options, "option", nil, "job option `KEY=VALUE` for the script (repeatable)")
 	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "print the job id once it is queued and exit")
-	cmd.Flags().StringVar(&submissionID, "submission-id", "", "client-chosen `ID` that makes a retried submission return the same job")
+	cmd.Flags().StringVar(&submissionID, "submission-id", "", "client-chosen `ID` that makes a retried submission return the same job, or resume its broken upload")
+	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "reconnect and resume the upload up to `N` times when the connection breaks (0: never)")
 	return cmd
+}
+
+func randomSubmissionID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return "cli-" + hex.EncodeToString(b)
+}
+
+// interrupted reports whether a submission failed on its connection
+// (broken, closed or stalled), so the server may keep the upload for a
+// later run with the same submission id to resume.
+func interrupted(err error) bool {
+	if errors.Is(err, client.ErrAuth) {
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, client.ErrClosed) || client.IsCode(err, protocol.CodeTimeout)
 }
 
 func parseOptions(kvs []string) (map[string]string, error) {

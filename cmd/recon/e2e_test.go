@@ -342,10 +342,11 @@ for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 }
 
 // TestClientKilledMidFile kills a submitting client in the middle of a
-// file: nothing is queued and no temporary file stays behind.
+// file: nothing is queued, and what was received, kept for a resume, is
+// removed once UPLOAD_RESUME_HOURS (here 1.8 s) has passed.
 func TestClientKilledMidFile(t *testing.T) {
 	dir := t.TempDir()
-	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
+	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript), "UPLOAD_RESUME_HOURS = 0.0005")
 	srv := startServer(t, dir, "recon.opts")
 	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
 	big := filepath.Join(dir, "big.7")
@@ -365,7 +366,7 @@ func TestClientKilledMidFile(t *testing.T) {
 	}
 	inputs := filepath.Join(dir, "data", "inputs")
 	servertest.Eventually(t, 30*time.Second, "upload started", func() bool {
-		m, _ := filepath.Glob(filepath.Join(inputs, ".incoming-*", ".part-*"))
+		m, _ := filepath.Glob(filepath.Join(inputs, ".incoming-*", "part:*"))
 		return len(m) > 0
 	})
 	cmd.Process.Signal(syscall.SIGKILL)
@@ -378,6 +379,12 @@ func TestClientKilledMidFile(t *testing.T) {
 	r := runRecon(t, dir, "queue", "--opts", "client.opts", "--json")
 	if r.code != 0 || strings.Contains(r.stdout, "job_id") {
 		t.Errorf("queue after a broken upload: %s", r.stdout)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "recon.log"))
+	for _, want := range []string{"upload broken; kept for resuming", "broken upload expired"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("server log lacks %q", want)
+		}
 	}
 }
 

@@ -93,6 +93,7 @@ func defaultServer(t testing.TB, path string, shared, admin keys.Key) *config.Se
 		MaxJobAttempts:          3,
 		JobTimeout:              0,
 		ResultRetention:         168 * time.Hour,
+		UploadResume:            24 * time.Hour,
 		MaxResultFiles:          10000,
 		MaxResultBytes:          64 << 30,
 		MaxCPULoadPercent:       75,

@@ -59,6 +59,7 @@ type Server struct {
 	MaxJobAttempts    int           // MAX_JOB_ATTEMPTS
 	JobTimeout        time.Duration // JOB_TIMEOUT_SECONDS; 0 means none
 	ResultRetention   time.Duration // RESULT_RETENTION_HOURS
+	UploadResume      time.Duration // UPLOAD_RESUME_HOURS; 0 means broken uploads are not kept
 	MaxResultFiles    int           // MAX_RESULT_FILES
 	MaxResultBytes    int64         // MAX_RESULT_BYTES
 
@@ -483,6 +484,7 @@ func buildServer(s *source) *Server {
 		MaxJobAttempts:          get[int](s, "MAX_JOB_ATTEMPTS"),
 		JobTimeout:              get[time.Duration](s, "JOB_TIMEOUT_SECONDS"),
 		ResultRetention:         get[time.Duration](s, "RESULT_RETENTION_HOURS"),
+		UploadResume:            get[time.Duration](s, "UPLOAD_RESUME_HOURS"),
 		MaxResultFiles:          get[int](s, "MAX_RESULT_FILES"),
 		MaxResultBytes:          get[int64](s, "MAX_RESULT_BYTES"),
 		MaxCPULoadPercent:       get[int](s, "MAX_CPU_LOAD_PERCENT"),

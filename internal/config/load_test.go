@@ -91,6 +91,9 @@ func TestLoadServer(t *testing.T) {
 		{name: "job timeout", extra: "JOB_TIMEOUT_SECONDS = 3600", mod: func(c *config.Server, _ string) { c.JobTimeout = time.Hour }},
 		{name: "job timeout negative", extra: "JOB_TIMEOUT_SECONDS = -5", wantErr: `{F}:3: JOB_TIMEOUT_SECONDS must be a number of seconds from 0 to 31536000 (got "-5")`},
 		{name: "retention decimal hours", extra: "RESULT_RETENTION_HOURS = 0.5", mod: func(c *config.Server, _ string) { c.ResultRetention = 30 * time.Minute }},
+		{name: "upload resume off", extra: "UPLOAD_RESUME_HOURS = 0", mod: func(c *config.Server, _ string) { c.UploadResume = 0 }},
+		{name: "upload resume hours", extra: "UPLOAD_RESUME_HOURS = 2", mod: func(c *config.Server, _ string) { c.UploadResume = 2 * time.Hour }},
+		{name: "upload resume negative", extra: "UPLOAD_RESUME_HOURS = -1", wantErr: `{F}:3: UPLOAD_RESUME_HOURS must be a number of hours from 0 to 87600 (got "-1")`},
 		{name: "retention 0", extra: "RESULT_RETENTION_HOURS = 0", wantErr: `{F}:3: RESULT_RETENTION_HOURS must be a number of hours from 0.001 to 87600 (got "0")`},
 		{name: "relative paths", extra: lines("RECON_SCRIPT_PATH = scripts/run.sh", "RECON_SERVER_STATE_DIR = ./db", "LOG_FILEPATH = logs/../r.log"),
 			mod: func(c *config.Server, dir string) {

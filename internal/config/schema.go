@@ -217,6 +217,8 @@ func reconSchema() *schema {
 					doc: "Time limit of one run of the script; 0 means none."},
 				{name: "RESULT_RETENTION_HOURS", typ: typeHours, def: "168", dmin: 3600 * time.Millisecond, dmax: 3650 * day, usedBy: srv,
 					doc: "How long results wait to be fetched before they are deleted."},
+				{name: "UPLOAD_RESUME_HOURS", typ: typeHours, def: "24", dmin: 0, dmax: 3650 * day, usedBy: srv,
+					doc: "How long the received part of a broken upload is kept for its client to resume it (same submission id); 0 discards it at once."},
 				{name: "MAX_RESULT_FILES", typ: typeInt, def: "10000", min: 1, max: 1_000_000, usedBy: srv,
 					doc: "Result files one job may return."},
 				{name: "MAX_RESULT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,

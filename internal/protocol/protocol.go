@@ -157,9 +157,34 @@ type Submit struct {
 // SubmitReady tells the client to send the files. Existing is set when the
 // submission id names a job the server already has: then no file is sent
 // and Job describes it.
+//
+// Resume is set when the server kept an earlier, broken upload of the same
+// submission: for each announced file, the number of its first bytes the
+// server holds. The client then sends, per file, only the bytes from that
+// offset on, followed as always by the FileDone with the SHA-256 of the
+// whole file (a file the server holds whole gets no bytes, only its
+// FileDone). Without Resume every file is sent whole.
 type SubmitReady struct {
 	Existing bool     `json:"existing,omitempty"`
 	Job      *JobInfo `json:"job,omitempty"`
+	Resume   []int64  `json:"resume,omitempty"`
+}
+
+// CheckResume checks the resume offsets of a SubmitReady against the files
+// announced: one per file, each from 0 to the file's size.
+func CheckResume(resume []int64, files []FileInfo) error {
+	if resume == nil {
+		return nil
+	}
+	if len(resume) != len(files) {
+		return fmt.Errorf("resume offsets for %d files, %d announced", len(resume), len(files))
+	}
+	for i, o := range resume {
+		if o < 0 || o > files[i].Size {
+			return fmt.Errorf("resume offset %d for file %q of %d bytes", o, files[i].Name, files[i].Size)
+		}
+	}
+	return nil
 }
 
 // FileDone ends one file's bytes.

@@ -208,7 +208,8 @@ func newFaultSetup(t *testing.T, script string) *faultSetup {
 	t.Helper()
 	key := keys.MustGenerate().Encode()
 	f := &faultSetup{dir: t.TempDir()}
-	f.backends = startBackends(t, 2, key, servertest.Options{Script: script})
+	// A broken upload is kept 1.8 s for resuming: checkOnce sees it go.
+	f.backends = startBackends(t, 2, key, servertest.Options{Script: script, Extra: map[string]string{"UPLOAD_RESUME_HOURS": "0.0005"}})
 	var addrs []string
 	for _, b := range f.backends {
 		p := startFreezeProxy(t, b.Addr().String())
@@ -288,7 +289,7 @@ func (f *faultSetup) retryAndCheck(t *testing.T, ctx context.Context, in, sid, f
 }
 
 // checkOnce checks that submission sid is one job in all, and that no
-// backend keeps an interrupted upload.
+// backend keeps an interrupted upload once UPLOAD_RESUME_HOURS has passed.
 func (f *faultSetup) checkOnce(t *testing.T, ctx context.Context, sid string) {
 	t.Helper()
 	total := 0
@@ -307,8 +308,8 @@ func (f *faultSetup) checkOnce(t *testing.T, ctx context.Context, sid string) {
 // TestBackendFrozenMidUpload freezes the backend receiving an upload (as
 // SIGSTOP would): the relay gives up on it within its idle timeout and the
 // client gets a clear unavailable error; a retry with the same submission
-// id goes to the other backend; when the frozen one resumes, it drops the
-// partial upload, so the submission is one job.
+// id goes to the other backend; when the frozen one resumes, the partial
+// upload it kept for a resume expires, so the submission is one job.
 func TestBackendFrozenMidUpload(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
@@ -380,13 +381,15 @@ func (f *faultSetup) bigResultJob(t *testing.T, ctx context.Context) *client.Job
 
 const bigResultScript = "#!/bin/sh\nhead -c 33554432 /dev/urandom > \"$3/big.dat\"\n"
 
-// fetchWithFault fetches job through the relay and calls fault once 4 MiB
-// have arrived.
+// fetchWithFault fetches job through the relay and calls fault once the
+// first bytes have arrived. Progress runs in the client's receive path, so
+// the rest of the 32 MiB waits for it (a fault at a later mark could come
+// only after the whole result had passed, as Progress is throttled).
 func (f *faultSetup) fetchWithFault(t *testing.T, ctx context.Context, job *client.Job, fault func()) error {
 	t.Helper()
 	var once sync.Once
 	progress := func(done, total int64) {
-		if done >= 4<<20 {
+		if done > 0 && done < total {
 			once.Do(fault)
 		}
 	}
@@ -403,9 +406,19 @@ func (f *faultSetup) fetchWithFault(t *testing.T, ctx context.Context, job *clie
 
 // fetchIntact fetches job through the relay and checks its one result
 // against the backend's copy.
+//
+// A health check that began while the backend was frozen may still mark it
+// down just after it was seen up again; the relay then answers
+// unavailable ("try again when it is back"), and so the fetch is retried
+// while that is the answer.
 func (f *faultSetup) fetchIntact(t *testing.T, ctx context.Context, job *client.Job, want string) {
 	t.Helper()
-	_, files, err := f.dial(t).Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+	var files []client.LocalFile
+	var err error
+	servertest.Eventually(t, 20*time.Second, "the backend serves the fetch", func() bool {
+		_, files, err = f.dial(t).Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+		return !client.IsCode(err, protocol.CodeUnavailable)
+	})
 	if err != nil || len(files) != 1 || files[0].SHA256 != want {
 		t.Fatalf("fetch after the fault: %+v, %v", files, err)
 	}

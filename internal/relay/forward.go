@@ -182,7 +182,12 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		ready.Job.Backend = b.addr
 		return false, protocol.WriteMessage(c, protocol.TypeSubmitReady, ready)
 	}
-	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{}); err != nil {
+	// A backend that kept a broken upload of this submission says how much
+	// of each file it holds; the client sends only the rest.
+	if err := protocol.CheckResume(ready.Resume, sub.Files); err != nil {
+		return false, &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
+	}
+	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Resume: ready.Resume}); err != nil {
 		return false, err
 	}
 	start := time.Now()
@@ -190,10 +195,15 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	defer copyBuffers.Put(bp)
 	var total int64
 	toBackend := &armedWriter{c: bc, d: r.opts.IdleTimeout}
-	for _, f := range sub.Files {
-		rerr, werr := pump(toBackend, c, f.Size, *bp, &cs.bytesIn, &r.bytesIn)
+	for i, f := range sub.Files {
+		n := f.Size
+		if ready.Resume != nil {
+			n -= ready.Resume[i]
+		}
+		rerr, werr := pump(toBackend, c, n, *bp, &cs.bytesIn, &r.bytesIn)
 		if rerr != nil {
-			// The backend drops the partial upload when its session closes.
+			// The backend keeps the partial upload for a resume (through
+			// this relay, the submission id leads back to it) or drops it.
 			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", rerr)
 			return false, errSessionOver
 		}
@@ -212,7 +222,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if err := protocol.WriteMessage(toBackend, protocol.TypeFileDone, done); err != nil {
 			return false, r.uploadFailed(ctx, b, bc, sub.SubmissionID, err, log)
 		}
-		total += f.Size
+		total += n
 	}
 	m, err := protocol.ReadMessage(bc)
 	if err != nil {

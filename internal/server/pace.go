@@ -25,6 +25,10 @@ func newPacer(grace time.Duration) *pacer {
 	return &pacer{grace: grace, dl: time.Now().Add(grace)}
 }
 
+// restart gives the transfer grace from now again (after the server spent
+// time of its own, such as reading back a kept part).
+func (p *pacer) restart() { p.dl = time.Now().Add(p.grace) }
+
 // credit moves the deadline forward for n bytes transferred.
 func (p *pacer) credit(n int) {
 	p.dl = p.dl.Add(time.Duration(n) * time.Second / MinTransferRate)

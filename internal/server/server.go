@@ -38,8 +38,9 @@ type Server struct {
 	lock    *os.File // flock on the state dir: one server per data set
 	started time.Time
 
-	changed *notifier // broadcast on every job state change
-	uploads *reservations
+	changed  *notifier // broadcast on every job state change
+	uploads  *reservations
+	partials *partials // broken uploads kept for resuming, by submission id
 
 	mu       sync.Mutex
 	clientLn net.Listener
@@ -112,6 +113,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		started:   time.Now(),
 		changed:   newNotifier(),
 		uploads:   &reservations{},
+		partials:  &partials{m: map[string]*partial{}},
 		running:   map[string]context.CancelCauseFunc{},
 		cancelReq: map[string]bool{},
 		done:      make(chan struct{}),
@@ -222,7 +224,8 @@ func (s *Server) Start() error {
 	}
 
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); s.sweepPartials(ctx) }()
 	go func() { defer wg.Done(); listen.Serve(ctx, clientEP, s.log) }()
 	go func() { defer wg.Done(); listen.Serve(ctx, adminEP, s.log) }()
 	go func() { defer wg.Done(); s.pool.run(ctx) }()
@@ -325,11 +328,11 @@ func (s *Server) sweepOrphans(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read RECON_SERVER_BASE_PFILE_DIR: %w", err)
 	}
+	var incoming []string
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, incomingPrefix) {
-			s.log.Info("removing interrupted upload", "dir", name)
-			os.RemoveAll(filepath.Join(s.cfg.InputBaseDir, name))
+			incoming = append(incoming, name)
 			continue
 		}
 		if !jobs.ValidID(name) || live[name] {
@@ -342,6 +345,7 @@ func (s *Server) sweepOrphans(ctx context.Context) error {
 			return fmt.Errorf("sweep inputs: %w", err)
 		}
 	}
+	s.loadPartials(incoming)
 	// Results that were delivered (the server stopped between recording
 	// the delivery and removing them), and results of jobs the store does
 	// not know.

@@ -75,15 +75,26 @@ func (s *Server) validateSubmission(sub *protocol.Submit) (total int64, err erro
 var zeroSHA256 = strings.Repeat("0", protocol.SHA256HexLen)
 
 // receiveSubmission runs the submit request: validate, stream every file to
-// disk with its hash checked, then commit the job.
-func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *protocol.Submit, log *slog.Logger) error {
+// disk with its hash checked, then commit the job. An upload with a
+// submission id that breaks is kept for resuming (see resume.go).
+func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *protocol.Submit, log *slog.Logger) (err error) {
 	total, err := s.validateSubmission(sub)
 	if err != nil {
 		return err
 	}
+	var p *partial
+	if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
+		if p, err = s.partials.claim(ctx, sub, func() { c.Close() }); err != nil {
+			return err
+		}
+	}
 	if sub.SubmissionID != "" {
 		j, err := s.store.GetBySubmission(ctx, sub.SubmissionID)
 		if err == nil {
+			if p != nil { // cannot happen: a committed upload is dropped
+				os.RemoveAll(p.dir)
+				s.partials.drop(p)
+			}
 			info, err := s.job(ctx, j.ID)
 			if err != nil {
 				return err
@@ -92,9 +103,47 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 			return protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Existing: true, Job: info})
 		}
 		if !errors.Is(err, jobs.ErrNotFound) {
+			if p != nil {
+				s.partials.park(p, time.Now().Add(s.cfg.UploadResume))
+			}
 			return internalError(err)
 		}
 	}
+	var offs []int64
+	whole := 0
+	if p != nil {
+		if offs, whole, err = p.offsets(); err != nil {
+			log.Warn("broken upload unusable; starting over", "submission_id", sub.SubmissionID, "err", err)
+			os.RemoveAll(p.dir)
+			s.partials.drop(p)
+			p, offs, whole = nil, nil, 0
+		}
+	}
+	var have int64
+	for _, o := range offs {
+		have += o
+	}
+
+	// From here on p is busy for this session: it is parked for resuming
+	// or dropped on the way out.
+	var id, incoming string
+	renamed := false
+	defer func() {
+		switch {
+		case p == nil:
+		case renamed:
+			s.partials.drop(p)
+		case keepable(err):
+			os.Chtimes(filepath.Join(p.dir, manifestName), time.Now(), time.Now())
+			s.partials.park(p, time.Now().Add(s.cfg.UploadResume))
+			log.Info("upload broken; kept for resuming", "submission_id", sub.SubmissionID,
+				"resume_hours", s.cfg.UploadResume.Hours())
+		default:
+			os.RemoveAll(p.dir)
+			s.partials.drop(p)
+		}
+	}()
+
 	queued, err := s.store.QueuedCount(ctx)
 	if err != nil {
 		return internalError(err)
@@ -103,35 +152,65 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	if err != nil {
 		return internalError(err)
 	}
-	switch s.uploads.reserve(avail, s.cfg.MinFreeDiskBytes, total, queued, s.cfg.MaxQueuedJobs) {
+	switch s.uploads.reserve(avail, s.cfg.MinFreeDiskBytes, total-have, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs) {
 	case errQueueFull:
 		return protocol.Errorf(protocol.CodeQueueFull, "the queue is full (MAX_QUEUED_JOBS = %d); try again later", s.cfg.MaxQueuedJobs)
 	case errNoSpace:
-		return protocol.Errorf(protocol.CodeNoSpace, "not enough disk space on the server for %d bytes (keeping %d MB free, MIN_FREE_DISK_MB); try again later", total, s.cfg.MinFreeDiskBytes>>20)
+		return protocol.Errorf(protocol.CodeNoSpace, "not enough disk space on the server for %d bytes (keeping %d MB free, MIN_FREE_DISK_MB); try again later", total-have, s.cfg.MinFreeDiskBytes>>20)
 	}
-	defer s.uploads.release(total)
+	defer s.uploads.release(total - have)
 
-	id := jobs.NewID()
-	incoming := filepath.Join(s.cfg.InputBaseDir, incomingPrefix+id)
-	if err := os.Mkdir(incoming, 0o700); err != nil {
-		return internalError(fmt.Errorf("create upload dir: %w", err))
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			os.RemoveAll(incoming)
+	if p != nil {
+		id, incoming = p.JobID, p.dir
+		log.Info("upload resumed", "job_id", id, "submission_id", sub.SubmissionID, "bytes_kept", have, "bytes", total)
+	} else {
+		id = jobs.NewID()
+		incoming = filepath.Join(s.cfg.InputBaseDir, incomingPrefix+id)
+		if err := os.Mkdir(incoming, 0o700); err != nil {
+			return internalError(fmt.Errorf("create upload dir: %w", err))
 		}
-	}()
-	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{}); err != nil {
+		if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
+			np := &partial{
+				manifest: manifest{SubmissionID: sub.SubmissionID, JobID: id, Files: sub.Files, Options: sub.Options},
+				dir:      incoming, sums: make([]string, len(sub.Files)),
+			}
+			if err := writeManifest(incoming, &np.manifest); err != nil {
+				os.RemoveAll(incoming)
+				return internalError(fmt.Errorf("write upload manifest: %w", err))
+			}
+			s.partials.add(np, func() { c.Close() })
+			p = np
+		} else {
+			defer func() {
+				if !renamed {
+					os.RemoveAll(incoming)
+				}
+			}()
+		}
+	}
+	ready := protocol.SubmitReady{}
+	if have > 0 || whole > 0 {
+		ready.Resume = offs
+	}
+	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, ready); err != nil {
 		return err
 	}
 	log = log.With("job_id", id)
 	start := time.Now()
-	files, err := receiveFiles(c, incoming, sub.Files, s.opts.IdleTimeout)
+	var sums []string
+	if p != nil {
+		sums = p.sums
+	}
+	files, err := receiveFiles(c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout)
 	if err != nil {
 		log.Warn("upload failed", "err", err)
 		s.armWrite(c) // for the error reply
 		return &fatalErr{err}
+	}
+	if p != nil {
+		if err := os.Remove(filepath.Join(incoming, manifestName)); err != nil {
+			return internalError(err)
+		}
 	}
 	if err := syncDir(incoming); err != nil {
 		return internalError(err)
@@ -139,6 +218,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	if err := os.Rename(incoming, s.inputDir(id)); err != nil {
 		return internalError(fmt.Errorf("commit upload dir: %w", err))
 	}
+	renamed = true
 	if err := syncDir(s.cfg.InputBaseDir); err != nil {
 		os.RemoveAll(s.inputDir(id))
 		return internalError(err)
@@ -156,12 +236,11 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		os.RemoveAll(s.inputDir(id))
 		return internalError(fmt.Errorf("commit job: %w", err))
 	}
-	committed = true
 	if !created {
 		// A retry of the same submission won the race: keep that one.
 		os.RemoveAll(s.inputDir(id))
 	} else {
-		s.metrics.bytesIn.Add(float64(total))
+		s.metrics.bytesIn.Add(float64(total - have))
 		log.Info("job queued", "files", len(files), "bytes", total,
 			"seconds", time.Since(start).Seconds(), "submission_id", sub.SubmissionID)
 		s.changed.JobChanged(id, false)
@@ -181,8 +260,14 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 // receiveFiles reads each announced file's bytes and its FileDone, writes
 // it under dir, checks its size and hash and fsyncs it. The client must
 // keep up MinTransferRate, with grace to start and to pause. Any error
-// leaves the caller to remove dir.
-func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, grace time.Duration) ([]jobs.File, error) {
+// leaves the caller to remove (or keep) dir.
+//
+// A resumed upload has offs: the first `whole` files are in dir already
+// (their hashes in sums, or read back from disk) and the client sends none
+// of their bytes; file i then has offs[i] bytes in its part, which are read
+// back into the hash before the rest arrives. sums, if not nil, records
+// the hash of each file verified whole.
+func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration) ([]jobs.File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, internalError(err)
@@ -193,47 +278,99 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, gra
 	defer c.SetReadDeadline(time.Time{})
 	files := make([]jobs.File, 0, len(announced))
 	for i, fi := range announced {
-		part := fmt.Sprintf(".part-%d", i)
-		f, err := root.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, diskError(err)
+		var off int64
+		if offs != nil {
+			off = offs[i]
 		}
-		h := sha256.New()
-		if _, err := xfer.Copy(&diskWriter{xfer.NewSyncingWriter(f)}, src, fi.Size, h); err != nil {
-			f.Close()
-			return nil, uploadError(fi.Name, err)
-		}
-		m, err := protocol.ReadMessage(src)
-		if err != nil {
-			f.Close()
-			if pe := messageError(err); pe != nil {
-				return nil, pe
+		var sum string
+		if i < whole {
+			sum = sums[i]
+			if sum == "" {
+				if sum, err = hashFile(filepath.Join(dir, fi.Name), fi.Size); err != nil {
+					return nil, internalError(err)
+				}
 			}
-			return nil, uploadError(fi.Name, err)
+			pace.restart()
+			if err := readFileDone(src, fi.Name, sum, off); err != nil {
+				return nil, err
+			}
+		} else {
+			sum, err = receiveFile(root, src, pace, i, fi, off)
+			if err != nil {
+				return nil, err
+			}
 		}
-		var done protocol.FileDone
-		if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
-			f.Close()
-			return nil, badRequest(fmt.Errorf("file %q: %w", fi.Name, err))
-		}
-		sum := hex.EncodeToString(h.Sum(nil))
-		if done.SHA256 != sum {
-			f.Close()
-			return nil, protocol.Errorf(protocol.CodeHashMismatch, "file %q: SHA-256 mismatch: the server received different bytes than the client read", fi.Name)
-		}
-		if err := xfer.Sync(f); err != nil {
-			f.Close()
-			return nil, diskError(err)
-		}
-		if err := f.Close(); err != nil {
-			return nil, diskError(err)
-		}
-		if err := root.Rename(part, fi.Name); err != nil {
-			return nil, diskError(err)
+		if sums != nil {
+			sums[i] = sum
 		}
 		files = append(files, jobs.File{Name: fi.Name, Size: fi.Size, SHA256: sum})
 	}
 	return files, nil
+}
+
+// receiveFile receives file i into its part (after the off bytes the part
+// holds), checks it and renames it to its name.
+func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.FileInfo, off int64) (string, error) {
+	part := partName(i)
+	flag := os.O_RDWR | os.O_CREATE
+	if off == 0 {
+		flag |= os.O_TRUNC
+	}
+	f, err := root.OpenFile(part, flag, 0o600)
+	if err != nil {
+		return "", diskError(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if off > 0 {
+		if _, err := io.CopyN(h, f, off); err != nil {
+			return "", internalError(fmt.Errorf("read back the kept part of %q: %w", fi.Name, err))
+		}
+		pace.restart()
+	}
+	if _, err := xfer.Copy(&diskWriter{xfer.NewSyncingWriter(f)}, src, fi.Size-off, h); err != nil {
+		// What arrived is kept on disk for a resume.
+		xfer.Sync(f)
+		return "", uploadError(fi.Name, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := readFileDone(src, fi.Name, sum, off); err != nil {
+		return "", err
+	}
+	if err := xfer.Sync(f); err != nil {
+		return "", diskError(err)
+	}
+	if err := f.Close(); err != nil {
+		return "", diskError(err)
+	}
+	if err := root.Rename(part, fi.Name); err != nil {
+		return "", diskError(err)
+	}
+	return sum, nil
+}
+
+// readFileDone reads the FileDone that ends a file and checks its hash
+// against sum, the server's of the whole file (off bytes of which it had
+// kept from an earlier attempt).
+func readFileDone(src io.Reader, name, sum string, off int64) error {
+	m, err := protocol.ReadMessage(src)
+	if err != nil {
+		if pe := messageError(err); pe != nil {
+			return pe
+		}
+		return uploadError(name, err)
+	}
+	var done protocol.FileDone
+	if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
+		return badRequest(fmt.Errorf("file %q: %w", name, err))
+	}
+	if done.SHA256 != sum {
+		if off > 0 {
+			return protocol.Errorf(protocol.CodeHashMismatch, "file %q: SHA-256 mismatch after resuming at byte %d: the bytes the server kept differ from the client's file; the kept upload was dropped, submit again", name, off)
+		}
+		return protocol.Errorf(protocol.CodeHashMismatch, "file %q: SHA-256 mismatch: the server received different bytes than the client read", name)
+	}
+	return nil
 }
 
 // diskWriter marks the errors of writing an upload to disk, so they are

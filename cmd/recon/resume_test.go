@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+// cutProxy forwards 127.0.0.1 connections to a server. It cuts its first
+// connection (closing both sides) once cutAfter client→server bytes have
+// been forwarded, and forwards the later ones untouched. It counts the
+// client→server bytes of all connections.
+type cutProxy struct {
+	ln       net.Listener
+	target   string
+	cutAfter int64
+	up       atomic.Int64 // client→server bytes forwarded, all connections
+	accepted atomic.Int32
+	cut      chan struct{} // closed when the first connection is cut
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startCutProxy(t *testing.T, target string, cutAfter int64) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, cutAfter: cutAfter, cut: make(chan struct{}), conns: []net.Conn{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() { p.close(t) })
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+// track remembers c so that close can end it; false when closing.
+func (p *cutProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return false
+	}
+	p.conns = append(p.conns, c)
+	return true
+}
+
+func (p *cutProxy) serve() {
+	defer p.wg.Done()
+	for {
+		cc, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		sc, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+		if err != nil {
+			cc.Close()
+			continue
+		}
+		if !p.track(cc) || !p.track(sc) {
+			cc.Close()
+			sc.Close()
+			return
+		}
+		first := p.accepted.Add(1) == 1
+		p.wg.Add(1)
+		go p.forward(cc.(*net.TCPConn), sc.(*net.TCPConn), first)
+	}
+}
+
+// countingWriter counts into the proxy's client→server total.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (p *cutProxy) forward(cc, sc *net.TCPConn, first bool) {
+	defer p.wg.Done()
+	defer cc.Close()
+	defer sc.Close()
+	down := make(chan struct{})
+	go func() {
+		defer close(down)
+		io.Copy(cc, sc)
+		cc.CloseWrite()
+	}()
+	up := countingWriter{sc, &p.up}
+	if first {
+		// Forward exactly cutAfter bytes, then cut both sides. The server
+		// side gets a plain close, so it reads every forwarded byte before
+		// it sees the connection end.
+		// p.cut is closed before the client can see the cut.
+		if n, _ := io.CopyN(up, cc, p.cutAfter); n == p.cutAfter {
+			close(p.cut)
+		}
+		cc.Close()
+		sc.Close()
+	} else {
+		io.Copy(up, cc)
+		sc.CloseWrite()
+	}
+	<-down
+}
+
+// close stops accepting, ends every connection and waits for the
+// forwarding goroutines.
+func (p *cutProxy) close(t *testing.T) {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("proxy goroutines did not end within 10 s")
+	}
+}
+
+// writeRandomFile writes size pseudo-random bytes (a fixed seed): a resume
+// from a wrong offset changes the result, unlike with repeated bytes.
+func writeRandomFile(t *testing.T, path string, size int64, seed byte) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	s[0] = seed
+	if _, err := io.CopyN(f, rand.NewChaCha8(s), size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// resumedRecords returns the bytes_kept of the server log's "upload
+// resumed" records.
+func resumedRecords(t *testing.T, logPath string) []int64 {
+	t.Helper()
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var kept []int64
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var rec struct {
+			Msg       string `json:"msg"`
+			BytesKept *int64 `json:"bytes_kept"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Msg != "upload resumed" {
+			continue
+		}
+		if rec.BytesKept == nil {
+			t.Fatalf("server log: \"upload resumed\" without bytes_kept: %s", sc.Text())
+		}
+		kept = append(kept, *rec.BytesKept)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return kept
+}
+
+// TestSubmitResumesAfterCut cuts a `recon submit` upload in the middle and
+// checks it is resumed, not started again: by the client on its own, or
+// by a later run with the same --submission-id after one that was told
+// not to reconnect.
+func TestSubmitResumesAfterCut(t *testing.T) {
+	const (
+		size     = 64 << 20
+		cutAfter = 40 << 20 // a restart from zero would send 104 MiB: > 1.5× size
+	)
+	setup := func(t *testing.T) (dir, in string, proxy *cutProxy) {
+		dir = t.TempDir()
+		key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
+		srv := startServer(t, dir, "recon.opts")
+		proxy = startCutProxy(t, srv.clientAddr, cutAfter)
+		clientOpts(t, filepath.Join(dir, "client.opts"), proxy.addr(), key)
+		in = filepath.Join(dir, "scan.7")
+		writeRandomFile(t, in, size, 7)
+		return dir, in, proxy
+	}
+	checkOutput := func(t *testing.T, dir, in string) {
+		t.Helper()
+		if got, want := sha(t, filepath.Join(dir, "out", "scan.7.out")), sha(t, in); got != want {
+			t.Errorf("output SHA-256 %s, input %s", got, want)
+		}
+	}
+	checkBytes := func(t *testing.T, proxy *cutProxy) {
+		t.Helper()
+		up := proxy.up.Load()
+		t.Logf("client→server bytes through the proxy: %d (%.3f× the file)", up, float64(up)/size)
+		if up >= size*3/2 {
+			t.Errorf("client sent %d bytes for a file of %d: the upload was not resumed", up, size)
+		}
+	}
+	checkCut := func(t *testing.T, proxy *cutProxy) {
+		t.Helper()
+		select {
+		case <-proxy.cut:
+		default:
+			t.Fatal("the proxy never cut the first connection")
+		}
+	}
+
+	t.Run("negative", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "f"), "x", 0o644)
+		r := runRecon(t, dir, "submit", "--opts", "none.opts", "--reconnects", "-1", "f")
+		if r.code != exitUsage || !strings.Contains(r.stderr, "--reconnects") {
+			t.Errorf("recon submit --reconnects -1: exit %d, stderr:\n%s", r.code, r.stderr)
+		}
+	})
+
+	t.Run("reconnect", func(t *testing.T) {
+		dir, in, proxy := setup(t)
+		start := time.Now()
+		r := runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", in)
+		t.Logf("recon submit took %s", time.Since(start).Round(time.Millisecond))
+		if r.code != 0 {
+			t.Fatalf("recon submit exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		checkCut(t, proxy)
+		t.Logf("stderr: %s", strings.TrimSpace(r.stderr))
+		if !strings.Contains(r.stderr, "reconnecting to resume the upload (attempt 1 of 5)") {
+			t.Errorf("stderr lacks the reconnect line:\n%s", r.stderr)
+		}
+		kept := resumedRecords(t, filepath.Join(dir, "recon.log"))
+		t.Logf("server kept %v bytes", kept)
+		if len(kept) != 1 || kept[0] <= 0 {
+			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
+		}
+		if n := proxy.accepted.Load(); n != 2 {
+			t.Errorf("%d connections through the proxy, want 2", n)
+		}
+		checkOutput(t, dir, in)
+		checkBytes(t, proxy)
+	})
+
+	t.Run("no-reconnect-then-rerun", func(t *testing.T) {
+		dir, in, proxy := setup(t)
+		// Without --submission-id, the error names the one submit chose.
+		r := runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", "--reconnects", "0", in)
+		if r.code != 1 {
+			t.Fatalf("recon submit --reconnects 0 through a cut: exit %d, want 1\nstderr:\n%s", r.code, r.stderr)
+		}
+		checkCut(t, proxy)
+		m := regexp.MustCompile(`run the same command again with --submission-id (cli-[0-9a-f]{32}) to resume it`).FindStringSubmatch(r.stderr)
+		if !strings.HasPrefix(r.stderr, "recon: upload interrupted: ") || m == nil ||
+			strings.Contains(r.stderr, "reconnecting") {
+			t.Fatalf("stderr of the failed submit:\n%s", r.stderr)
+		}
+		sid := m[1]
+		t.Logf("failed submit said: %s", strings.TrimSpace(r.stderr))
+		if _, err := os.Stat(filepath.Join(dir, "out")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("output dir after a failed submit: %v", err)
+		}
+		if kept := resumedRecords(t, filepath.Join(dir, "recon.log")); len(kept) != 0 {
+			t.Errorf("server log: upload resumed %v before the second run", kept)
+		}
+
+		r = runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", "--submission-id", sid, in)
+		if r.code != 0 {
+			t.Fatalf("second recon submit exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		if strings.Contains(r.stderr, "reconnecting") {
+			t.Errorf("second submit reconnected:\n%s", r.stderr)
+		}
+		kept := resumedRecords(t, filepath.Join(dir, "recon.log"))
+		t.Logf("server kept %v bytes", kept)
+		if len(kept) != 1 || kept[0] <= 0 {
+			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
+		}
+		if n := proxy.accepted.Load(); n != 2 {
+			t.Errorf("%d connections through the proxy, want 2", n)
+		}
+		checkOutput(t, dir, in)
+		checkBytes(t, proxy)
+	})
+}

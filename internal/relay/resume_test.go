@@ -1,0 +1,309 @@
+package relay_test
+
+// A resumable upload through the relay: the client's connection to the
+// relay breaks in the middle of a file, the client reconnects on its own,
+// and the relay sends the retried submission id back to the backend that
+// kept the broken upload, which takes only the rest of the bytes.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/recon-mri/recon/client"
+	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+// cutProxy forwards connections to target. It cuts the first one (closes
+// both sides) once it has forwarded cutAfter client→target bytes, and
+// forwards the later ones untouched. It counts the client→target bytes of
+// each connection.
+type cutProxy struct {
+	ln       net.Listener
+	target   string
+	cutAfter int64
+	cut      chan struct{} // closed once the first connection is cut
+
+	mu    sync.Mutex
+	up    []*atomic.Int64 // client→target bytes, per connection
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startCutProxy(t *testing.T, target string, cutAfter int64) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, cutAfter: cutAfter, cut: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		var n atomic.Int64
+		p.mu.Lock()
+		first := len(p.up) == 0
+		p.up = append(p.up, &n)
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		limit := int64(-1)
+		if first {
+			limit = p.cutAfter
+		}
+		p.wg.Add(2)
+		go p.pipe(s, c, &n, limit)
+		go p.pipe(c, s, nil, -1)
+	}
+}
+
+// pipe copies src to dst, adding to count what it forwards. With a limit
+// of 0 or more it forwards that many bytes, then closes both connections.
+func (p *cutProxy) pipe(dst, src net.Conn, count *atomic.Int64, limit int64) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	var done int64
+	for {
+		n, err := src.Read(buf)
+		if limit >= 0 {
+			n = int(min(int64(n), limit-done))
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				dst.Close()
+				return
+			}
+			done += int64(n)
+			if count != nil {
+				count.Add(int64(n))
+			}
+		}
+		if limit >= 0 && done >= limit {
+			src.Close()
+			dst.Close()
+			close(p.cut)
+			return
+		}
+		if err != nil {
+			if tc, ok := dst.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+// counts returns the client→target bytes of each connection so far.
+func (p *cutProxy) counts() []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int64, len(p.up))
+	for i, n := range p.up {
+		out[i] = n.Load()
+	}
+	return out
+}
+
+// writeRandomInput writes n pseudo-random bytes (fixed by seed) to a file:
+// unlike writeInput's pattern, which repeats every 256 bytes, a resume at
+// a wrong offset cannot give the same SHA-256.
+func writeRandomInput(t *testing.T, dir, name string, n int, seed uint64) string {
+	t.Helper()
+	var s [32]byte
+	s[0] = byte(seed)
+	b := make([]byte, n)
+	rand.NewChaCha8(s).Read(b)
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// logRecords returns the records of a JSON log file whose msg is msg.
+func logRecords(t *testing.T, path, msg string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var rec map[string]any
+		if json.Unmarshal(line, &rec) == nil && rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// TestResumeThroughRelay cuts a client's connection to the relay after
+// 20 MiB of a 32 MiB upload. Submit reconnects once, the relay sends the
+// retried submission id to the backend that kept the broken upload, and
+// the client sends only the rest: one job in all, whose result matches the
+// input, and fewer than 1.5 times the file's bytes sent in all (starting
+// over would have taken 52 MiB).
+func TestResumeThroughRelay(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	const (
+		size     = 32 << 20
+		cutAfter = 20 << 20
+		sid      = "resume-through-relay"
+	)
+	key := keys.MustGenerate().Encode()
+	bs := startBackends(t, 2, key, servertest.Options{})
+	dir := t.TempDir()
+	r := startRelay(t, writeRelayConfig(t, dir, []string{bs[0].Addr().String(), bs[1].Addr().String()}, key, nil))
+	p := startCutProxy(t, r.Addr().String(), cutAfter)
+	in := writeRandomInput(t, dir, "big.7", size, 5)
+
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, err := client.Dial(dctx, client.Config{Address: p.addr(), Key: r.Key, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("dial the relay through the proxy: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+
+	var mu sync.Mutex
+	var reconnects []error
+	start := time.Now()
+	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{
+		SubmissionID:   sid,
+		ReconnectDelay: 10 * time.Millisecond,
+		OnReconnect: func(attempt int, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reconnects = append(reconnects, err)
+			if attempt != len(reconnects) {
+				t.Errorf("reconnect numbered %d, is the %d.", attempt, len(reconnects))
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("submit through a connection cut after %d bytes: %v", cutAfter, err)
+	}
+	t.Logf("submit with one cut took %v", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-p.cut:
+	default:
+		t.Fatal("the submission succeeded without the proxy cutting its connection")
+	}
+	mu.Lock()
+	if len(reconnects) != 1 {
+		t.Errorf("submit reconnected %d times (%v), want once", len(reconnects), reconnects)
+	} else {
+		t.Logf("reconnected after: %v", reconnects[0])
+	}
+	mu.Unlock()
+
+	// Only the rest went through again.
+	counts := p.counts()
+	var sent int64
+	for _, n := range counts {
+		sent += n
+	}
+	t.Logf("client→relay bytes per connection: %v; %d in all for a %d-byte file", counts, sent, size)
+	if len(counts) != 2 || counts[0] != cutAfter {
+		t.Errorf("client→relay bytes per connection %v, want %d on the first and one more connection", counts, cutAfter)
+	}
+	if sent >= size*3/2 {
+		t.Errorf("%d client→relay bytes in all for a %d-byte file: the upload started over", sent, size)
+	}
+
+	// The job is on one backend, the one the broken upload went to.
+	var on *servertest.Server
+	total := 0
+	for _, b := range bs {
+		n := jobsFor(t, ctx, b, sid)
+		total += n
+		if n > 0 {
+			on = b
+		}
+	}
+	if total != 1 {
+		t.Fatalf("submission %s is %d jobs on the backends, want 1", sid, total)
+	}
+	if job.Backend != on.Addr().String() {
+		t.Errorf("the relay says the job is on %s; it is on %s", job.Backend, on.Addr())
+	}
+
+	// That backend resumed the upload it kept; neither keeps a part.
+	var kept float64
+	if resumed := logRecords(t, on.LogPath, "upload resumed"); len(resumed) != 1 {
+		t.Errorf("%s logged %d \"upload resumed\", want 1", on.LogPath, len(resumed))
+	} else if kept, _ = resumed[0]["bytes_kept"].(float64); kept <= 0 || kept > cutAfter {
+		t.Errorf("the backend resumed with %v bytes kept, want some and at most the %d sent before the cut", resumed[0]["bytes_kept"], cutAfter)
+	}
+	t.Logf("the backend kept %d bytes", int64(kept))
+	if len(counts) == 2 && kept > 0 && counts[1] > size-int64(kept)+1<<20 {
+		t.Errorf("the second connection carried %d bytes, for the %d the backend did not keep", counts[1], size-int64(kept))
+	}
+	servertest.Eventually(t, 10*time.Second, "the backend logs the broken upload", func() bool {
+		return len(logRecords(t, on.LogPath, "upload broken; kept for resuming")) == 1
+	})
+	for _, b := range bs {
+		if b == on {
+			continue
+		}
+		if n := len(logRecords(t, b.LogPath, "upload resumed")); n != 0 {
+			t.Errorf("the other backend %s logged %d resumed uploads", b.Addr(), n)
+		}
+	}
+	for _, b := range bs {
+		if m, _ := filepath.Glob(filepath.Join(b.Config.InputBaseDir, ".incoming-*")); len(m) != 0 {
+			t.Errorf("backend %s keeps an upload: %v", b.Addr(), m)
+		}
+	}
+
+	// The job runs, and its result is the input.
+	done, err := c.Wait(ctx, job.JobID, nil)
+	if err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if done.State != "succeeded" {
+		t.Fatalf("job %s ended %s: %s", job.JobID, done.State, done.Error)
+	}
+	_, files, err := c.Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+	if err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	if len(files) != 1 || fileSHA(t, files[0].Path) != fileSHA(t, in) {
+		t.Fatalf("results %+v do not match the input", files)
+	}
+}
