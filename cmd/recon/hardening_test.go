@@ -73,8 +73,11 @@ func TestRelayProcessKilled(t *testing.T) {
 	writeFile(t, in, strings.Repeat("k-space!", 4<<20), 0o600) // 32 MiB
 	const sid = "relay-killed"
 	var once sync.Once
+	// Progress runs in the send path: killing on its first call stops the
+	// relay before the rest is sent (a later mark could come too late, as
+	// Progress is throttled).
 	kill := func(done, total int64) {
-		if done >= 4<<20 {
+		if done > 0 && done < total {
 			once.Do(func() {
 				rp.cmd.Process.Kill()
 				<-rp.done
@@ -86,7 +89,7 @@ func TestRelayProcessKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid, Progress: kill}); err == nil {
+	if _, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid, Progress: kill, Reconnects: -1}); err == nil {
 		t.Fatal("a submission through a relay killed mid-upload succeeded")
 	}
 	c.Close()
