@@ -305,6 +305,19 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 		}
 		fmt.Fprintf(w, "disk            %s (%s): %s\n", d.Path, d.Key, free)
 	}
+	if n := len(st.KeptUploads); n > 0 {
+		var kept, total int64
+		waiting := 0
+		for _, k := range st.KeptUploads {
+			kept += k.BytesKept
+			total += k.Bytes
+			if k.State == "waiting" {
+				waiting++
+			}
+		}
+		fmt.Fprintf(w, "uploads         %d resumable (%d broken, waiting for their clients): %s of %s received\n",
+			n, waiting, humanBytes(kept), humanBytes(total))
+	}
 	keys := make([]string, 0, len(st.Config))
 	for k := range st.Config {
 		keys = append(keys, k)

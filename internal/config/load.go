@@ -51,6 +51,7 @@ type Server struct {
 	LogFile  string     // LOG_FILEPATH; "" logs to standard error
 	LogLevel slog.Level // LOG_LEVEL
 
+	IdleTimeout       time.Duration // IDLE_TIMEOUT_SECONDS
 	MaxConcurrentJobs int           // MAX_CONCURRENT_JOBS
 	MaxQueuedJobs     int           // MAX_QUEUED_JOBS
 	MaxFilesPerJob    int           // MAX_FILES_PER_JOB
@@ -137,6 +138,7 @@ type Relay struct {
 	BackendServers   []string      // BACKEND_SERVERS, each host:port (IPv6 in brackets)
 	BackendSharedKey keys.Key      // BACKEND_SHARED_KEY; zero when unset (LoadRelay warns)
 	HealthInterval   time.Duration // BACKEND_HEALTH_INTERVAL_SECONDS
+	IdleTimeout      time.Duration // IDLE_TIMEOUT_SECONDS
 
 	StateDir string // RELAY_STATE_DIR
 
@@ -476,6 +478,7 @@ func buildServer(s *source) *Server {
 		StateDir:                get[string](s, "RECON_SERVER_STATE_DIR"),
 		LogFile:                 get[string](s, "LOG_FILEPATH"),
 		LogLevel:                get[slog.Level](s, "LOG_LEVEL"),
+		IdleTimeout:             get[time.Duration](s, "IDLE_TIMEOUT_SECONDS"),
 		MaxConcurrentJobs:       get[int](s, "MAX_CONCURRENT_JOBS"),
 		MaxQueuedJobs:           get[int](s, "MAX_QUEUED_JOBS"),
 		MaxFilesPerJob:          get[int](s, "MAX_FILES_PER_JOB"),
@@ -550,6 +553,7 @@ func buildRelay(s *source) *Relay {
 		BackendServers:   get[[]string](s, "BACKEND_SERVERS"),
 		BackendSharedKey: get[keys.Key](s, "BACKEND_SHARED_KEY"),
 		HealthInterval:   get[time.Duration](s, "BACKEND_HEALTH_INTERVAL_SECONDS"),
+		IdleTimeout:      get[time.Duration](s, "IDLE_TIMEOUT_SECONDS"),
 		StateDir:         get[string](s, "RELAY_STATE_DIR"),
 		AdminHostname:    get[string](s, "RELAY_ADMIN_HOSTNAME"),
 		AdminPort:        get[int](s, "RELAY_ADMIN_PORT"),

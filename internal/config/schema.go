@@ -201,6 +201,8 @@ func reconSchema() *schema {
 					doc: "Least severe level logged: DEBUG, INFO, WARNING (or WARN), ERROR."},
 			}},
 			{title: "Server Settings", fields: []field{
+				{name: "IDLE_TIMEOUT_SECONDS", typ: typeSeconds, def: "300", dmin: time.Second, dmax: day, usedBy: srv,
+					doc: "A client session with no request, or a transfer or reply that makes no progress, for this long is closed."},
 				{name: "MAX_CONCURRENT_JOBS", typ: typeInt, def: "1", min: 1, max: 1024, usedBy: srv,
 					doc: "Jobs run at the same time (1-1024); recon admin setmaxjobs changes it while the server runs."},
 				{name: "MAX_QUEUED_JOBS", typ: typeInt, def: "10000", min: 1, max: 1_000_000, usedBy: srv,
@@ -311,6 +313,8 @@ func relaySchema() *schema {
 					doc: "Key toward the backends: their SHARED_KEY. The relay cannot reach them while it is unset."},
 				{name: "BACKEND_HEALTH_INTERVAL_SECONDS", typ: typeSeconds, def: "2", dmin: 100 * time.Millisecond, dmax: time.Hour, usedBy: rel,
 					doc: "Seconds between health checks (a status request) of each backend; a backend that fails one is skipped until one passes."},
+				{name: "IDLE_TIMEOUT_SECONDS", typ: typeSeconds, def: "300", dmin: time.Second, dmax: day, usedBy: rel,
+					doc: "A client session with no request, or a backend or client that makes no progress in a transfer or reply, for this long is given up; keep it above 30 (backends send a waiting client its job's state every 30 s)."},
 			}},
 			{title: "Relay State", fields: []field{
 				{name: "RELAY_STATE_DIR", typ: typePath, def: "relay_data/state", nonEmpty: true, usedBy: rel,

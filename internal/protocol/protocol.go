@@ -648,6 +648,20 @@ type AdminStatus struct {
 	Resources Resources         `json:"resources"`
 	Disks     []DiskInfo        `json:"disks"`
 	Config    map[string]string `json:"config"` // without secrets
+	// KeptUploads are the uploads being received or kept for resuming
+	// (with a submission id), by submission id.
+	KeptUploads []KeptUpload `json:"kept_uploads"`
+}
+
+// KeptUpload is an upload that may be resumed: being received
+// ("receiving") or broken and kept until Expires ("waiting").
+type KeptUpload struct {
+	SubmissionID string     `json:"submission_id"`
+	State        string     `json:"state"`
+	Files        int        `json:"files"`
+	Bytes        int64      `json:"bytes"`      // announced
+	BytesKept    int64      `json:"bytes_kept"` // on disk
+	Expires      *time.Time `json:"expires,omitempty"`
 }
 
 // LogsRequest asks for the last Lines log records, of one job if JobID is

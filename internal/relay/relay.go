@@ -73,7 +73,7 @@ type Options struct {
 	// Version is reported by status requests.
 	Version string
 	// HandshakeTimeout and IdleTimeout override the defaults
-	// (listen.HandshakeTimeout, listen.IdleTimeout) of the client and admin listeners
+	// (listen.HandshakeTimeout, and IDLE_TIMEOUT_SECONDS or else listen.IdleTimeout) of the client and admin listeners
 	// and of the sessions to backends; tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
@@ -97,6 +97,9 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = listen.HandshakeTimeout
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = cfg.IdleTimeout // IDLE_TIMEOUT_SECONDS
 	}
 	if opts.IdleTimeout == 0 {
 		opts.IdleTimeout = listen.IdleTimeout

@@ -137,7 +137,10 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"MAX_CPU_LOAD_PERCENT":            strconv.Itoa(c.MaxCPULoadPercent),
 		"MIN_AVAILABLE_MEMORY_MB":         strconv.FormatInt(c.MinAvailableMemoryBytes>>20, 10),
 		"RESOURCE_CHECK_INTERVAL_SECONDS": strconv.FormatFloat(c.ResourceCheckInterval.Seconds(), 'f', -1, 64),
+		"UPLOAD_RESUME_HOURS":             strconv.FormatFloat(c.UploadResume.Hours(), 'f', -1, 64),
+		"IDLE_TIMEOUT_SECONDS":            strconv.FormatFloat(s.opts.IdleTimeout.Seconds(), 'f', -1, 64),
 	}
+	out.KeptUploads = s.partials.list()
 	return out, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,6 +165,38 @@ func (ps *partials) waiting() int {
 		}
 	}
 	return n
+}
+
+// list describes the kept uploads, by submission id.
+func (ps *partials) list() []protocol.KeptUpload {
+	ps.mu.Lock()
+	kept := make([]*partial, 0, len(ps.m))
+	var out []protocol.KeptUpload
+	for _, p := range ps.m {
+		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, State: "receiving", Files: len(p.Files)}
+		if !p.busy {
+			k.State = "waiting"
+			exp := p.expires
+			k.Expires = &exp
+		}
+		for _, f := range p.Files {
+			k.Bytes += f.Size
+		}
+		out = append(out, k)
+		kept = append(kept, p)
+	}
+	ps.mu.Unlock()
+	// What is on disk, read outside the lock (an upload being received
+	// grows meanwhile).
+	for i, p := range kept {
+		if offs, _, err := p.offsets(); err == nil {
+			for _, o := range offs {
+				out[i].BytesKept += o
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b protocol.KeptUpload) int { return strings.Compare(a.SubmissionID, b.SubmissionID) })
+	return out
 }
 
 func sameSubmission(m *manifest, sub *protocol.Submit) bool {

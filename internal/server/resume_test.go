@@ -276,6 +276,24 @@ func TestResumeConflict(t *testing.T) {
 	if _, err := announce(t, rawClient(t, ctx, s), opts); !protocol.IsCode(err, protocol.CodeConflict) {
 		t.Fatalf("other options under a kept submission id: %v, want conflict", err)
 	}
+	// Operators see the kept upload.
+	ac, err := rawDial(ctx, s.AdminAddr().String(), "", mustKey(t, s.AdminKey), secure.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	m, err := request(ac, protocol.TypeAdminStatus, protocol.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st protocol.AdminStatus
+	if err := m.Decode(protocol.TypeAdminStatusReply, &st); err != nil {
+		t.Fatal(err)
+	}
+	if k := st.KeptUploads; len(k) != 1 || k[0].SubmissionID != "conflict" || k[0].State != "waiting" ||
+		k[0].Files != 3 || k[0].Bytes != 10_000+1<<20+100_000 || k[0].BytesKept != 15_000 || k[0].Expires == nil {
+		t.Errorf("admin status kept uploads: %+v", k)
+	}
 	rc := rawClient(t, ctx, s)
 	ready, err := announce(t, rc, r.submit("conflict"))
 	if err != nil || !slices.Equal(ready.Resume, []int64{10_000, 5000, 0}) {

@@ -64,7 +64,8 @@ type Options struct {
 	// Version is reported by status requests.
 	Version string
 	// HandshakeTimeout and IdleTimeout override the defaults
-	// (listen.HandshakeTimeout, listen.IdleTimeout); tests shorten them.
+	// (listen.HandshakeTimeout, and IDLE_TIMEOUT_SECONDS or else
+	// listen.IdleTimeout); tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
 	// Sampler reads CPU load and available memory for the resource gate;
@@ -120,6 +121,9 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	}
 	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = listen.HandshakeTimeout
+	}
+	if s.opts.IdleTimeout == 0 {
+		s.opts.IdleTimeout = cfg.IdleTimeout // IDLE_TIMEOUT_SECONDS
 	}
 	if s.opts.IdleTimeout == 0 {
 		s.opts.IdleTimeout = listen.IdleTimeout
