@@ -520,8 +520,10 @@ func (s *Store) Cancel(ctx context.Context, id string) (prev State, err error) {
 }
 
 // Requeue puts a running job back in the queue at its original place, for
-// a worker that stops mid-job (server shutdown). StartedAt is cleared,
-// Attempts is kept, and errMsg is recorded as the job's Error to say why.
+// a worker that stops mid-job (server shutdown). StartedAt is cleared, the
+// start is not counted (Attempts goes back by one: an operator restarting
+// the server is not the job's fault, and must not use up its
+// MAX_JOB_ATTEMPTS), and errMsg is recorded as the job's Error to say why.
 // A job that is not running gives an error matching ErrState.
 func (s *Store) Requeue(ctx context.Context, id string, errMsg string) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -533,7 +535,7 @@ func (s *Store) Requeue(ctx context.Context, id string, errMsg string) error {
 			return &StateError{ID: id, From: st, To: Queued}
 		}
 		_, err = tx.ExecContext(ctx,
-			"UPDATE jobs SET state = ?, started_at = NULL, error = ? WHERE id = ?",
+			"UPDATE jobs SET state = ?, started_at = NULL, attempts = max(attempts - 1, 0), error = ? WHERE id = ?",
 			Queued, errMsg, id)
 		return err
 	})

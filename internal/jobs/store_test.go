@@ -658,7 +658,7 @@ func TestFIFOAndQueuePosition(t *testing.T) {
 		t.Fatalf("Requeue: %v", err)
 	}
 	got := mustGet(t, s, a.ID)
-	if got.State != jobs.Queued || got.Attempts != 1 || !got.StartedAt.IsZero() || got.Error != "server shutting down" {
+	if got.State != jobs.Queued || got.Attempts != 0 || !got.StartedAt.IsZero() || got.Error != "server shutting down" {
 		t.Errorf("after Requeue: %+v", got)
 	}
 	if diff := cmp.Diff([]string{ids[0], ids[2], ids[3], ids[4]}, queueIDs(t, s)); diff != "" {
@@ -681,8 +681,8 @@ func TestFIFOAndQueuePosition(t *testing.T) {
 			t.Errorf("Claim = %s, want %s", got.ID, want)
 		}
 	}
-	if a := mustGet(t, s, ids[0]); a.Attempts != 2 {
-		t.Errorf("requeued job claimed again: Attempts = %d, want 2", a.Attempts)
+	if a := mustGet(t, s, ids[0]); a.Attempts != 1 {
+		t.Errorf("requeued job claimed again: Attempts = %d, want 1 (the requeued start does not count)", a.Attempts)
 	}
 	if _, err := s.Claim(ctx); !errors.Is(err, jobs.ErrNoJob) {
 		t.Errorf("Claim of empty queue: %v, want ErrNoJob", err)

@@ -512,12 +512,10 @@ func TestRestartRequeues(t *testing.T) {
 		if j.State != "succeeded" {
 			t.Fatalf("job %d ended %s (%s)", i, j.State, j.Error)
 		}
-		wantAttempts := 1
-		if i == 0 {
-			wantAttempts = 2
-		}
-		if j.Attempts != wantAttempts {
-			t.Errorf("job %d ran %d times, want %d", i, j.Attempts, wantAttempts)
+		// The first job ran twice, but the run the clean shutdown
+		// stopped does not count toward MAX_JOB_ATTEMPTS.
+		if j.Attempts != 1 {
+			t.Errorf("job %d: %d attempts counted, want 1", i, j.Attempts)
 		}
 		dst := t.TempDir()
 		_, files, err := c2.Fetch(ctx, id, dst, nil)
@@ -688,5 +686,37 @@ func TestFetchErrors(t *testing.T) {
 	// The errors left the session usable.
 	if _, err := c.Status(ctx); err != nil {
 		t.Errorf("Status after the fetch errors: %v", err)
+	}
+}
+
+// TestCleanRestartsKeepAttempts restarts the server cleanly three times
+// while a job runs, with MAX_JOB_ATTEMPTS = 1: a stop the operator asked
+// for is not the job's fault, so the job runs again each time and then
+// succeeds.
+func TestCleanRestartsKeepAttempts(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	sig := t.TempDir()
+	opts := servertest.Options{
+		Dir:    t.TempDir(),
+		Script: releaseScript(sig),
+		Extra:  map[string]string{"MAX_JOB_ATTEMPTS": "1"},
+	}
+	s := servertest.Start(t, opts)
+	id := submitOne(t, ctx, s.Dial(t), "P1.7", []byte("raw")).JobID
+	runs := func() int {
+		b, _ := os.ReadFile(filepath.Join(sig, "runs-"+id))
+		return strings.Count(string(b), "run")
+	}
+	for i := 1; i <= 3; i++ {
+		servertest.Eventually(t, pollTimeout, fmt.Sprintf("run %d starts", i), func() bool { return runs() == i })
+		s.Stop(t)
+		s = servertest.Start(t, opts)
+	}
+	servertest.Eventually(t, pollTimeout, "run 4 starts", func() bool { return runs() == 4 })
+	release(t, sig, "all")
+	j := waitDone(t, ctx, s.Dial(t), id)
+	if j.State != "succeeded" || j.Attempts != 1 {
+		t.Fatalf("job after three clean restarts: %s, %d attempts (%s); want succeeded, 1", j.State, j.Attempts, j.Error)
 	}
 }
