@@ -38,6 +38,10 @@ type Job = protocol.JobInfo
 // FileSum is a file's name, size and SHA-256 (lower-case hex).
 type FileSum = protocol.FileSum
 
+// QueueReply is the answer to QueueReport: the jobs, and (through a relay)
+// the backends that are down.
+type QueueReply = protocol.QueueReply
+
 // ServerStatus is the server's answer to Status.
 type ServerStatus = protocol.StatusReply
 
@@ -246,6 +250,16 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 // Queue lists the jobs that have not finished, in queue order (running
 // first), followed by those that finished in the last 24 hours.
 func (c *Client) Queue(ctx context.Context) ([]Job, error) {
+	q, err := c.QueueReport(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return q.Jobs, nil
+}
+
+// QueueReport is Queue with what a relay adds: the backends that are down,
+// whose jobs are missing from the list (QueueReply.Unavailable).
+func (c *Client) QueueReport(ctx context.Context) (*QueueReply, error) {
 	var q protocol.QueueReply
 	err := c.do(ctx, func() error {
 		return c.request(protocol.TypeQueue, protocol.Empty{}, protocol.TypeQueueReply, &q)
@@ -253,7 +267,7 @@ func (c *Client) Queue(ctx context.Context) ([]Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	return q.Jobs, nil
+	return &q, nil
 }
 
 // Wait follows a job until it ends and returns its final state. onEvent,

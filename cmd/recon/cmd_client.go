@@ -179,12 +179,16 @@ func newQueueCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			jobs, err := c.Queue(ctx)
+			q, err := c.QueueReport(ctx)
 			if err != nil {
 				return err
 			}
+			jobs := q.Jobs
 			if f.json {
-				return printJSON(e.stdout, map[string]any{"jobs": jobs})
+				return printJSON(e.stdout, q)
+			}
+			if len(q.Unavailable) > 0 {
+				fmt.Fprintf(e.stderr, "recon: backends down, their jobs are not listed: %s\n", strings.Join(q.Unavailable, ", "))
 			}
 			if len(jobs) == 0 {
 				fmt.Fprintln(e.stdout, "no jobs")

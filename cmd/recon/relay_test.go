@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,9 +155,11 @@ func TestRelayCLI(t *testing.T) {
 	dir := t.TempDir()
 	key := keys.MustGenerate().Encode()
 	var backends []string
+	var servers []*servertest.Server
 	for range 2 {
 		s := servertest.Start(t, servertest.Options{Extra: map[string]string{"SHARED_KEY": key}})
 		backends = append(backends, s.Addr().String())
+		servers = append(servers, s)
 	}
 	clientKey, adminKey := relayOpts(t, dir, backends, key)
 	rp := startRelayProc(t, dir, "relay.opts")
@@ -310,6 +313,22 @@ func TestRelayCLI(t *testing.T) {
 		if r := runRecon(t, dir, args...); r.code == 0 || !strings.Contains(r.stderr, "authentication failed") {
 			t.Errorf("recon %v: exit %d, stderr %q; want authentication failed", args, r.code, r.stderr)
 		}
+	}
+
+	// With a backend down, queue says whose jobs are missing.
+	servers[1].Stop(t)
+	var down struct {
+		Jobs        []map[string]any `json:"jobs"`
+		Unavailable []string         `json:"unavailable"`
+	}
+	servertest.Eventually(t, 20*time.Second, "queue --json names the stopped backend", func() bool {
+		r := runRecon(t, dir, "queue", "--opts", "client.opts", "--json")
+		down.Unavailable = nil
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &down) == nil && slices.Equal(down.Unavailable, backends[1:])
+	})
+	if r := runRecon(t, dir, "queue", "--opts", "client.opts"); r.code != 0 ||
+		!strings.Contains(r.stderr, "backends down, their jobs are not listed: "+backends[1]) {
+		t.Errorf("queue with a backend down: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	rp.stop(t)
