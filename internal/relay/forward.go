@@ -282,7 +282,7 @@ func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, s
 	}
 	log.Warn("upload to backend broke", "backend", b.addr, "err", werr)
 	r.pool.failed(ctx, b, werr)
-	return &fatalErr{protocol.Errorf(protocol.CodeUnavailable, "the connection to backend %s broke during the upload; submit again", b.addr)}
+	return &fatalErr{protocol.Errorf(protocol.CodeUnavailable, "the connection to backend %s broke during the upload; submit again (with the same submission id, the upload resumes from what the backend kept if it is back in time, else starts over on another backend)", b.addr)}
 }
 
 // fetch relays a finished job's results from its backend, and the client's
