@@ -113,12 +113,18 @@ func (ps *partials) claim(ctx context.Context, sub *protocol.Submit, stop func()
 	}
 }
 
-// add registers a new upload as busy.
-func (ps *partials) add(p *partial, stop func()) {
+// add registers a new upload as busy. It fails when another session
+// registered one with the same submission id meanwhile.
+func (ps *partials) add(p *partial, stop func()) error {
 	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.m[p.SubmissionID] != nil {
+		return protocol.Errorf(protocol.CodeConflict,
+			"submission id %s is being uploaded on another connection; try again later", p.SubmissionID)
+	}
 	p.busy, p.stop, p.idle = true, stop, make(chan struct{})
 	ps.m[p.SubmissionID] = p
-	ps.mu.Unlock()
+	return nil
 }
 
 // park makes a busy upload wait for its client until expires.

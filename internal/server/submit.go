@@ -178,7 +178,10 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 				os.RemoveAll(incoming)
 				return internalError(fmt.Errorf("write upload manifest: %w", err))
 			}
-			s.partials.add(np, func() { c.Close() })
+			if err := s.partials.add(np, func() { c.Close() }); err != nil {
+				os.RemoveAll(incoming)
+				return err
+			}
 			p = np
 		} else {
 			defer func() {
