@@ -6,143 +6,15 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/recon-mri/recon/internal/servertest"
 )
-
-// cutProxy forwards 127.0.0.1 connections to a server. It cuts its first
-// connection (closing both sides) once cutAfter client→server bytes have
-// been forwarded, and forwards the later ones untouched. It counts the
-// client→server bytes of all connections.
-type cutProxy struct {
-	ln       net.Listener
-	target   string
-	cutAfter int64
-	up       atomic.Int64 // client→server bytes forwarded, all connections
-	accepted atomic.Int32
-	cut      chan struct{} // closed when the first connection is cut
-
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startCutProxy(t *testing.T, target string, cutAfter int64) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, cutAfter: cutAfter, cut: make(chan struct{}), conns: []net.Conn{}}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() { p.close(t) })
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-// track remembers c so that close can end it; false when closing.
-func (p *cutProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.conns == nil {
-		return false
-	}
-	p.conns = append(p.conns, c)
-	return true
-}
-
-func (p *cutProxy) serve() {
-	defer p.wg.Done()
-	for {
-		cc, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		sc, err := net.DialTimeout("tcp", p.target, 10*time.Second)
-		if err != nil {
-			cc.Close()
-			continue
-		}
-		if !p.track(cc) || !p.track(sc) {
-			cc.Close()
-			sc.Close()
-			return
-		}
-		first := p.accepted.Add(1) == 1
-		p.wg.Add(1)
-		go p.forward(cc.(*net.TCPConn), sc.(*net.TCPConn), first)
-	}
-}
-
-// countingWriter counts into the proxy's client→server total.
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-func (p *cutProxy) forward(cc, sc *net.TCPConn, first bool) {
-	defer p.wg.Done()
-	defer cc.Close()
-	defer sc.Close()
-	down := make(chan struct{})
-	go func() {
-		defer close(down)
-		io.Copy(cc, sc)
-		cc.CloseWrite()
-	}()
-	up := countingWriter{sc, &p.up}
-	if first {
-		// Forward exactly cutAfter bytes, then cut both sides. The server
-		// side gets a plain close, so it reads every forwarded byte before
-		// it sees the connection end.
-		// p.cut is closed before the client can see the cut.
-		if n, _ := io.CopyN(up, cc, p.cutAfter); n == p.cutAfter {
-			close(p.cut)
-		}
-		cc.Close()
-		sc.Close()
-	} else {
-		io.Copy(up, cc)
-		sc.CloseWrite()
-	}
-	<-down
-}
-
-// close stops accepting, ends every connection and waits for the
-// forwarding goroutines.
-func (p *cutProxy) close(t *testing.T) {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("proxy goroutines did not end within 10 s")
-	}
-}
 
 // writeRandomFile writes size pseudo-random bytes (a fixed seed): a resume
 // from a wrong offset changes the result, unlike with repeated bytes.
@@ -202,12 +74,12 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 		size     = 64 << 20
 		cutAfter = 40 << 20 // a restart from zero would send 104 MiB: > 1.5× size
 	)
-	setup := func(t *testing.T) (dir, in string, proxy *cutProxy) {
+	setup := func(t *testing.T) (dir, in string, proxy *servertest.CutProxy) {
 		dir = t.TempDir()
 		key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
 		srv := startServer(t, dir, "recon.opts")
-		proxy = startCutProxy(t, srv.clientAddr, cutAfter)
-		clientOpts(t, filepath.Join(dir, "client.opts"), proxy.addr(), key)
+		proxy = servertest.StartCutProxy(t, srv.clientAddr, cutAfter)
+		clientOpts(t, filepath.Join(dir, "client.opts"), proxy.Addr(), key)
 		in = filepath.Join(dir, "scan.7")
 		writeRandomFile(t, in, size, 7)
 		return dir, in, proxy
@@ -218,18 +90,18 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 			t.Errorf("output SHA-256 %s, input %s", got, want)
 		}
 	}
-	checkBytes := func(t *testing.T, proxy *cutProxy) {
+	checkBytes := func(t *testing.T, proxy *servertest.CutProxy) {
 		t.Helper()
-		up := proxy.up.Load()
+		up := proxy.UpTotal()
 		t.Logf("client→server bytes through the proxy: %d (%.3f× the file)", up, float64(up)/size)
 		if up >= size*3/2 {
 			t.Errorf("client sent %d bytes for a file of %d: the upload was not resumed", up, size)
 		}
 	}
-	checkCut := func(t *testing.T, proxy *cutProxy) {
+	checkCut := func(t *testing.T, proxy *servertest.CutProxy) {
 		t.Helper()
 		select {
-		case <-proxy.cut:
+		case <-proxy.Cut():
 		default:
 			t.Fatal("the proxy never cut the first connection")
 		}
@@ -262,7 +134,7 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 		if len(kept) != 1 || kept[0] <= 0 {
 			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
 		}
-		if n := proxy.accepted.Load(); n != 2 {
+		if n := len(proxy.Up()); n != 2 {
 			t.Errorf("%d connections through the proxy, want 2", n)
 		}
 		checkOutput(t, dir, in)
@@ -303,7 +175,7 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 		if len(kept) != 1 || kept[0] <= 0 {
 			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
 		}
-		if n := proxy.accepted.Load(); n != 2 {
+		if n := len(proxy.Up()); n != 2 {
 			t.Errorf("%d connections through the proxy, want 2", n)
 		}
 		checkOutput(t, dir, in)

@@ -10,11 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,121 +20,6 @@ import (
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/servertest"
 )
-
-// cutProxy forwards connections to target. It cuts the first one (closes
-// both sides) once it has forwarded cutAfter client→target bytes, and
-// forwards the later ones untouched. It counts the client→target bytes of
-// each connection.
-type cutProxy struct {
-	ln       net.Listener
-	target   string
-	cutAfter int64
-	cut      chan struct{} // closed once the first connection is cut
-
-	mu    sync.Mutex
-	up    []*atomic.Int64 // client→target bytes, per connection
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startCutProxy(t *testing.T, target string, cutAfter int64) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, cutAfter: cutAfter, cut: make(chan struct{})}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		var n atomic.Int64
-		p.mu.Lock()
-		first := len(p.up) == 0
-		p.up = append(p.up, &n)
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		limit := int64(-1)
-		if first {
-			limit = p.cutAfter
-		}
-		p.wg.Add(2)
-		go p.pipe(s, c, &n, limit)
-		go p.pipe(c, s, nil, -1)
-	}
-}
-
-// pipe copies src to dst, adding to count what it forwards. With a limit
-// of 0 or more it forwards that many bytes, then closes both connections.
-func (p *cutProxy) pipe(dst, src net.Conn, count *atomic.Int64, limit int64) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	var done int64
-	for {
-		n, err := src.Read(buf)
-		if limit >= 0 {
-			n = int(min(int64(n), limit-done))
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				src.Close()
-				dst.Close()
-				return
-			}
-			done += int64(n)
-			if count != nil {
-				count.Add(int64(n))
-			}
-		}
-		if limit >= 0 && done >= limit {
-			src.Close()
-			dst.Close()
-			close(p.cut)
-			return
-		}
-		if err != nil {
-			if tc, ok := dst.(*net.TCPConn); ok {
-				tc.CloseWrite()
-			}
-			return
-		}
-	}
-}
-
-// counts returns the client→target bytes of each connection so far.
-func (p *cutProxy) counts() []int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]int64, len(p.up))
-	for i, n := range p.up {
-		out[i] = n.Load()
-	}
-	return out
-}
 
 // writeRandomInput writes n pseudo-random bytes (fixed by seed) to a file:
 // unlike writeInput's pattern, which repeats every 256 bytes, a resume at
@@ -189,12 +72,12 @@ func TestResumeThroughRelay(t *testing.T) {
 	bs := startBackends(t, 2, key, servertest.Options{})
 	dir := t.TempDir()
 	r := startRelay(t, writeRelayConfig(t, dir, []string{bs[0].Addr().String(), bs[1].Addr().String()}, key, nil))
-	p := startCutProxy(t, r.Addr().String(), cutAfter)
+	p := servertest.StartCutProxy(t, r.Addr().String(), cutAfter)
 	in := writeRandomInput(t, dir, "big.7", size, 5)
 
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, client.Config{Address: p.addr(), Key: r.Key, DialTimeout: 10 * time.Second})
+	c, err := client.Dial(dctx, client.Config{Address: p.Addr(), Key: r.Key, DialTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("dial the relay through the proxy: %v", err)
 	}
@@ -220,7 +103,7 @@ func TestResumeThroughRelay(t *testing.T) {
 	}
 	t.Logf("submit with one cut took %v", time.Since(start).Round(time.Millisecond))
 	select {
-	case <-p.cut:
+	case <-p.Cut():
 	default:
 		t.Fatal("the submission succeeded without the proxy cutting its connection")
 	}
@@ -233,7 +116,7 @@ func TestResumeThroughRelay(t *testing.T) {
 	mu.Unlock()
 
 	// Only the rest went through again.
-	counts := p.counts()
+	counts := p.Up()
 	var sent int64
 	for _, n := range counts {
 		sent += n

@@ -2,14 +2,10 @@ package server_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -365,64 +361,6 @@ func TestResumeOff(t *testing.T) {
 	}
 }
 
-// cutProxy forwards TCP connections to a target and cuts the first one
-// after it has passed cut client-to-server bytes. It counts the
-// client-to-server bytes of all connections.
-type cutProxy struct {
-	ln    net.Listener
-	up    atomic.Int64
-	conns atomic.Int32
-	wg    sync.WaitGroup
-}
-
-func startCutProxy(t *testing.T, target string, cut int64) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln}
-	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			limit := int64(-1)
-			if p.conns.Add(1) == 1 {
-				limit = cut
-			}
-			p.wg.Add(2)
-			go func() {
-				defer p.wg.Done()
-				var src io.Reader = c
-				if limit >= 0 {
-					src = io.LimitReader(c, limit)
-				}
-				n, _ := io.Copy(s, src)
-				p.up.Add(n)
-				c.Close()
-				s.Close()
-			}()
-			go func() {
-				defer p.wg.Done()
-				io.Copy(c, s)
-				c.Close()
-				s.Close()
-			}()
-		}
-	}()
-	return p
-}
-
 // TestClientResumesAfterCut submits a 32 MiB file through a connection
 // cut after 8 MiB: the client package reconnects and resumes on its own,
 // sending well under twice the file in all, and the job's file is whole.
@@ -433,9 +371,9 @@ func TestClientResumesAfterCut(t *testing.T) {
 	const size = 32 << 20
 	data := randomBytes(t, size)
 	in := writeInput(t, t.TempDir(), "big.7", data)
-	p := startCutProxy(t, s.Addr().String(), 8<<20)
+	p := servertest.StartCutProxy(t, s.Addr().String(), 8<<20)
 	cfg := s.ClientConfig()
-	cfg.Address = p.ln.Addr().String()
+	cfg.Address = p.Addr()
 	c, err := client.Dial(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -455,7 +393,7 @@ func TestClientResumesAfterCut(t *testing.T) {
 	if len(job.Files) != 1 || job.Files[0].SHA256 != sha256Hex(data) {
 		t.Fatalf("job files %+v", job.Files)
 	}
-	if up := p.up.Load(); up > size*3/2 {
+	if up := p.UpTotal(); up > size*3/2 {
 		t.Errorf("%d bytes went to the server for a %d-byte file: the upload started over", up, size)
 	}
 	if !logHas(t, s, `"msg":"upload resumed"`) {

@@ -1,0 +1,148 @@
+package servertest
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// CutProxy forwards TCP connections on 127.0.0.1 to a target. It cuts its
+// first connection (closing both sides) once it has forwarded cutAfter
+// client-to-target bytes, and forwards the later ones untouched: a network
+// that breaks in the middle of an upload, once. It counts the
+// client-to-target bytes of each connection.
+type CutProxy struct {
+	ln       net.Listener
+	target   string
+	cutAfter int64
+	cut      chan struct{} // closed once the first connection is cut
+
+	mu     sync.Mutex
+	up     []int64 // client-to-target bytes, per connection
+	conns  []net.Conn
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// StartCutProxy starts a CutProxy in front of target; it stops when the
+// test ends.
+func StartCutProxy(t testing.TB, target string, cutAfter int64) *CutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &CutProxy{ln: ln, target: target, cutAfter: cutAfter, cut: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+// Addr is the address clients dial instead of the target's.
+func (p *CutProxy) Addr() string { return p.ln.Addr().String() }
+
+// Cut is closed once the first connection has been cut (after all its
+// cutAfter bytes were forwarded, before either side sees the cut).
+func (p *CutProxy) Cut() <-chan struct{} { return p.cut }
+
+// Up returns the client-to-target bytes forwarded on each connection so
+// far, in the order they were accepted.
+func (p *CutProxy) Up() []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int64(nil), p.up...)
+}
+
+// UpTotal returns the client-to-target bytes of all connections.
+func (p *CutProxy) UpTotal() int64 {
+	var n int64
+	for _, u := range p.Up() {
+		n += u
+	}
+	return n
+}
+
+func (p *CutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			c.Close()
+			s.Close()
+			return
+		}
+		i := len(p.up)
+		p.up = append(p.up, 0)
+		p.conns = append(p.conns, c, s)
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.forward(c.(*net.TCPConn), s.(*net.TCPConn), i)
+	}
+}
+
+// upWriter adds what it writes to connection i's count.
+type upWriter struct {
+	p *CutProxy
+	w io.Writer
+	i int
+}
+
+func (u upWriter) Write(b []byte) (int, error) {
+	n, err := u.w.Write(b)
+	u.p.mu.Lock()
+	u.p.up[u.i] += int64(n)
+	u.p.mu.Unlock()
+	return n, err
+}
+
+func (p *CutProxy) forward(c, s *net.TCPConn, i int) {
+	defer p.wg.Done()
+	defer c.Close()
+	defer s.Close()
+	down := make(chan struct{})
+	go func() {
+		defer close(down)
+		io.Copy(c, s)
+		c.CloseWrite()
+	}()
+	up := upWriter{p, s, i}
+	if i == 0 {
+		// Exactly cutAfter bytes, then both sides are closed: the target
+		// reads every forwarded byte before it sees the end.
+		if n, _ := io.CopyN(up, c, p.cutAfter); n == p.cutAfter {
+			close(p.cut)
+		}
+		c.Close()
+		s.Close()
+	} else {
+		io.Copy(up, c)
+		s.CloseWrite()
+	}
+	<-down
+}
+
+// close stops accepting, ends every connection and waits for the
+// forwarding goroutines.
+func (p *CutProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
