@@ -65,10 +65,10 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 		o = *opts
 	}
 	if len(paths) == 0 {
-		return nil, errors.New("submit: no files")
+		return nil, &localError{errors.New("submit: no files")}
 	}
 	if err := protocol.ValidateOptions(o.Options); err != nil {
-		return nil, fmt.Errorf("submit: %w", err)
+		return nil, &localError{fmt.Errorf("submit: %w", err)}
 	}
 	if o.SubmissionID == "" {
 		o.SubmissionID = randomSubmissionID()
@@ -81,12 +81,12 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 	for _, p := range paths {
 		st, err := statRegular(p)
 		if err != nil {
-			return nil, fmt.Errorf("submit: %w", err)
+			return nil, &localError{fmt.Errorf("submit: %w", err)}
 		}
 		stats = append(stats, st)
 		name := filepath.Base(p)
 		if err := protocol.ValidateFileName(name); err != nil {
-			return nil, fmt.Errorf("submit: %w", err)
+			return nil, &localError{fmt.Errorf("submit: %w", err)}
 		}
 		sub.Files = append(sub.Files, protocol.FileInfo{Name: name, Size: st.Size()})
 		total += st.Size()
@@ -105,7 +105,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 		if err == nil {
 			return &job, nil
 		}
-		if attempt > reconnects || !resumable(ctx, err) {
+		if attempt > reconnects || ctx.Err() != nil || !Resumable(err) {
 			return nil, err
 		}
 		if o.OnReconnect != nil {
@@ -169,17 +169,15 @@ func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.Fil
 	return m.Decode(protocol.TypeJob, job)
 }
 
-// resumable reports whether a failed submission attempt may be resumed on
-// a new session: the connection broke or stalled (not a local file
-// problem, not a refusal by the server, not the end of ctx). A relay that
-// lost its backend answers unavailable, which is not resumed here: the
-// next submission may go to another backend.
-func resumable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
-		return false
-	}
+// Resumable reports whether a failed Submit may be resumed by a later
+// Submit with the same SubmissionID: the connection broke or stalled (not
+// a problem with a local file, not a refusal by the server, not a wrong
+// key). A relay that lost its backend answers unavailable, which is not
+// resumable here: the next submission may go to another backend.
+func Resumable(err error) bool {
 	var le *localError
-	if errors.As(err, &le) || errors.Is(err, secure.ErrAuth) {
+	if err == nil || errors.As(err, &le) || errors.Is(err, secure.ErrAuth) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
 	var pe *protocol.Error

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
-	"github.com/recon-mri/recon/internal/protocol"
 )
 
 // clientFlags are the flags every client command shares.
@@ -412,7 +410,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 				bar.Finish()
 			}
 			if err != nil {
-				if !interrupted(err) {
+				if !client.Resumable(err) {
 					return err
 				}
 				if submissionID != "" {
@@ -444,18 +442,6 @@ func randomSubmissionID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return "cli-" + hex.EncodeToString(b)
-}
-
-// interrupted reports whether a submission failed on its connection
-// (broken, closed or stalled), so the server may keep the upload for a
-// later run with the same submission id to resume.
-func interrupted(err error) bool {
-	if errors.Is(err, client.ErrAuth) {
-		return false
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, client.ErrClosed) || client.IsCode(err, protocol.CodeTimeout)
 }
 
 func parseOptions(kvs []string) (map[string]string, error) {
