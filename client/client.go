@@ -148,6 +148,12 @@ func (c *Client) dial(ctx context.Context) (*secure.Conn, error) {
 	return conn, nil
 }
 
+// Reconnect replaces the session with a new one to the same server, for a
+// Client whose connection broke (see Resumable): requests, Wait and Fetch
+// can then be made again (a job's results stay on the server until a fetch
+// is confirmed). A Client ended by Close cannot reconnect.
+func (c *Client) Reconnect(ctx context.Context) error { return c.redial(ctx) }
+
 // redial replaces a broken session with a new one. It fails on a Client
 // that was closed.
 func (c *Client) redial(ctx context.Context) error {

@@ -242,11 +242,39 @@ func humanBytes(n int64) string {
 // jobFlow is the shared tail of submit and fetch: follow the job, download
 // its results, report.
 type jobFlow struct {
-	e      *env
-	c      *client.Client
-	json   bool
-	output string // "" → CLIENT_DOWNLOAD_DIR/<job_id>
-	cfg    *config.Client
+	e          *env
+	c          *client.Client
+	json       bool
+	output     string // "" → CLIENT_DOWNLOAD_DIR/<job_id>
+	cfg        *config.Client
+	reconnects int // times to reconnect when the connection breaks
+}
+
+// retrying runs f, and while it fails on a broken or stalled connection
+// reconnects and runs it again, up to fl.reconnects times, waiting 1 s,
+// 2 s, 4 s... (at most 30 s) before each. Waiting for a job and fetching its
+// results can start over: the job and its results stay on the server.
+func (fl *jobFlow) retrying(ctx context.Context, what string, f func() error) error {
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || attempt > fl.reconnects || ctx.Err() != nil || !client.Resumable(err) {
+			return err
+		}
+		fmt.Fprintf(fl.e.stderr, "recon: connection lost (%v); reconnecting to %s (attempt %d of %d)\n",
+			err, what, attempt, fl.reconnects)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		delay = min(2*delay, 30*time.Second)
+		if rerr := fl.c.Reconnect(ctx); rerr != nil && !client.Resumable(rerr) {
+			return rerr
+		}
+	}
 }
 
 // result is the JSON document of submit and fetch.
@@ -260,17 +288,24 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 	term := isTerminal(fl.e.stderr) && !fl.json
 	if !job.Terminal() {
 		var lastState string
-		j, err := fl.c.Wait(ctx, job.JobID, func(j client.Job) {
-			line := j.State
-			if j.State == "queued" && j.Position > 0 {
-				line = fmt.Sprintf("queued (position %d)", j.Position)
-			}
-			if line != lastState && !fl.json {
-				fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
-			}
-			lastState = line
+		var j *client.Job
+		err := fl.retrying(ctx, "wait for job "+job.JobID, func() (err error) {
+			j, err = fl.c.Wait(ctx, job.JobID, func(j client.Job) {
+				line := j.State
+				if j.State == "queued" && j.Position > 0 {
+					line = fmt.Sprintf("queued (position %d)", j.Position)
+				}
+				if line != lastState && !fl.json {
+					fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
+				}
+				lastState = line
+			})
+			return err
 		})
 		if err != nil {
+			if client.Resumable(err) {
+				return fmt.Errorf("wait for job %s: %w; the job goes on: run recon fetch %s to wait for it again and download its results", job.JobID, err, job.JobID)
+			}
 			return err
 		}
 		job = j
@@ -291,11 +326,19 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 				bar.Set64(done)
 			}
 		}
-		j, fs, err := fl.c.Fetch(ctx, job.JobID, dir, opts)
+		var j *client.Job
+		var fs []client.LocalFile
+		err := fl.retrying(ctx, "download the results of job "+job.JobID, func() (err error) {
+			j, fs, err = fl.c.Fetch(ctx, job.JobID, dir, opts)
+			return err
+		})
 		if bar != nil {
 			bar.Finish()
 		}
 		if err != nil {
+			if client.Resumable(err) {
+				return fmt.Errorf("fetch results of job %s: %w; they stay on the server: run recon fetch %s to try again", job.JobID, err, job.JobID)
+			}
 			return fmt.Errorf("fetch results of job %s: %w", job.JobID, err)
 		}
 		job, files = j, fs
@@ -361,7 +404,8 @@ When the connection breaks or stalls during the upload, submit reconnects
 (up to --reconnects times, waiting 1 s, then 2 s, 4 s… up to 30 s) and
 resumes: the server keeps what it received (UPLOAD_RESUME_HOURS) and only the
 rest is sent. A submit that gave up can be resumed later by running it again
-with the same --submission-id and the same files and options.
+with the same --submission-id and the same files and options. Waiting for the
+job and downloading its results reconnect the same way.
 
 Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 		Args: argsRange(1, -1),
@@ -425,7 +469,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 				fmt.Fprintln(e.stdout, job.JobID)
 				return nil
 			}
-			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg}
+			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg, reconnects: reconnects}
 			return fl.waitAndFetch(ctx, job)
 		},
 	}
@@ -464,20 +508,26 @@ func parseOptions(kvs []string) (map[string]string, error) {
 
 func newFetchCmd(e *env) *cobra.Command {
 	var (
-		f      clientFlags
-		output string
+		f          clientFlags
+		output     string
+		reconnects int
 	)
 	cmd := &cobra.Command{
 		Use:   "fetch [flags] JOB_ID",
 		Short: "Download a job's results (waiting for it if needed)",
 		Long: `Wait for the job if it is still queued or running, then download its results into
 --output (default CLIENT_DOWNLOAD_DIR/<job_id>), verifying each file's SHA-256.
-The server deletes the results once they are received.
+The server deletes the results once they are received. When the connection
+breaks while waiting or downloading, fetch reconnects (up to --reconnects times)
+and starts that step again.
 
 Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 		Args: argsRange(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if reconnects < 0 {
+				return &usageError{fmt.Errorf("--reconnects takes a number from 0 (never reconnect) up, not %d", reconnects)}
+			}
 			c, cfg, err := f.dial(ctx, e)
 			if err != nil {
 				return err
@@ -487,11 +537,12 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 			if err != nil {
 				return err
 			}
-			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg}
+			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg, reconnects: reconnects}
 			return fl.waitAndFetch(ctx, job)
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
+	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "reconnect and start again up to `N` times when the connection breaks (0: never)")
 	return cmd
 }

@@ -182,3 +182,52 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 		checkBytes(t, proxy)
 	})
 }
+
+// TestFetchReconnectsAfterCut cuts `recon fetch` in the middle of a 32 MiB
+// result: it reconnects, downloads the results again and verifies them;
+// with --reconnects 0 it fails, saying the results stay on the server.
+func TestFetchReconnectsAfterCut(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "direct.opts"), srv.clientAddr, key)
+	in := filepath.Join(dir, "scan.7")
+	writeRandomFile(t, in, size, 9)
+	r := runRecon(t, dir, "submit", "--opts", "direct.opts", "--no-wait", in)
+	if r.code != 0 {
+		t.Fatalf("submit: exit %d\n%s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+
+	// Told not to reconnect, the fetch fails and keeps nothing; the
+	// results stay on the server.
+	proxy := servertest.StartCutProxyDown(t, srv.clientAddr, 8<<20)
+	clientOpts(t, filepath.Join(dir, "cut.opts"), proxy.Addr(), key)
+	r = runRecon(t, dir, "fetch", "--opts", "cut.opts", "--output", "out", "--reconnects", "0", id)
+	if r.code != 1 || !strings.Contains(r.stderr, "they stay on the server: run recon fetch "+id) {
+		t.Fatalf("fetch --reconnects 0 through a cut: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a broken fetch left its output dir: %v", err)
+	}
+
+	// Reconnecting, it gets the whole results.
+	proxy = servertest.StartCutProxyDown(t, srv.clientAddr, 8<<20)
+	clientOpts(t, filepath.Join(dir, "cut.opts"), proxy.Addr(), key)
+	r = runRecon(t, dir, "fetch", "--opts", "cut.opts", "--output", "out", id)
+	if r.code != 0 {
+		t.Fatalf("fetch through a cut: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	select {
+	case <-proxy.Cut():
+	default:
+		t.Fatal("the proxy never cut the first connection")
+	}
+	if !strings.Contains(r.stderr, "reconnecting to download the results of job "+id+" (attempt 1 of 5)") {
+		t.Errorf("stderr lacks the reconnect line:\n%s", r.stderr)
+	}
+	if got, want := sha(t, filepath.Join(dir, "out", "scan.7.out")), sha(t, in); got != want {
+		t.Errorf("fetched result SHA-256 %s, input %s", got, want)
+	}
+}

@@ -17,6 +17,7 @@ type CutProxy struct {
 	ln       net.Listener
 	target   string
 	cutAfter int64
+	down     bool          // count the cut in target-to-client bytes
 	cut      chan struct{} // closed once the first connection is cut
 
 	mu     sync.Mutex
@@ -29,12 +30,22 @@ type CutProxy struct {
 // StartCutProxy starts a CutProxy in front of target; it stops when the
 // test ends.
 func StartCutProxy(t testing.TB, target string, cutAfter int64) *CutProxy {
+	return startCutProxy(t, target, cutAfter, false)
+}
+
+// StartCutProxyDown is StartCutProxy for a download: the first connection
+// is cut once cutAfter target-to-client bytes have been forwarded.
+func StartCutProxyDown(t testing.TB, target string, cutAfter int64) *CutProxy {
+	return startCutProxy(t, target, cutAfter, true)
+}
+
+func startCutProxy(t testing.TB, target string, cutAfter int64, down bool) *CutProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &CutProxy{ln: ln, target: target, cutAfter: cutAfter, cut: make(chan struct{})}
+	p := &CutProxy{ln: ln, target: target, cutAfter: cutAfter, down: down, cut: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
@@ -112,26 +123,30 @@ func (p *CutProxy) forward(c, s *net.TCPConn, i int) {
 	defer p.wg.Done()
 	defer c.Close()
 	defer s.Close()
-	down := make(chan struct{})
-	go func() {
-		defer close(down)
-		io.Copy(c, s)
-		c.CloseWrite()
-	}()
 	up := upWriter{p, s, i}
-	if i == 0 {
-		// Exactly cutAfter bytes, then both sides are closed: the target
-		// reads every forwarded byte before it sees the end.
-		if n, _ := io.CopyN(up, c, p.cutAfter); n == p.cutAfter {
-			close(p.cut)
+	// pipe forwards one direction; on the first connection, in the cut
+	// direction, exactly cutAfter bytes and then both sides are closed
+	// (the receiver reads every forwarded byte before it sees the end).
+	pipe := func(dst io.Writer, half *net.TCPConn, src *net.TCPConn, cut bool) {
+		if cut {
+			if n, _ := io.CopyN(dst, src, p.cutAfter); n == p.cutAfter {
+				close(p.cut)
+			}
+			c.Close()
+			s.Close()
+			return
 		}
-		c.Close()
-		s.Close()
-	} else {
-		io.Copy(up, c)
-		s.CloseWrite()
+		io.Copy(dst, src)
+		half.CloseWrite()
 	}
-	<-down
+	first := i == 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(c, c, s, first && p.down)
+	}()
+	pipe(up, s, c, first && !p.down)
+	<-done
 }
 
 // close stops accepting, ends every connection and waits for the
