@@ -40,9 +40,10 @@ const maxWALBytes = 64 << 20
 // One process at a time should run jobs from a store: Recover assumes that
 // a job in state running is not running anywhere.
 type Store struct {
-	w   *sql.DB // the writer: exactly one connection
-	r   *sql.DB // readers
-	now func() time.Time
+	w     *sql.DB // the writer: exactly one connection
+	r     *sql.DB // readers
+	stmts stmtCache
+	now   func() time.Time
 }
 
 // Open opens the job store at path, creating the file (mode 0600) and its
@@ -182,7 +183,7 @@ func (s *Store) init(ctx context.Context) error {
 func (s *Store) Close() error {
 	// Readers first: the writer, closing last, checkpoints the log into
 	// the database file.
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.stmts.close(), s.r.Close(), s.w.Close())
 }
 
 // jobColumns is the column list every query that returns jobs selects, in
@@ -292,7 +293,7 @@ func marshal(v any) (string, error) {
 // write runs fn in one write transaction and commits it. The change is on
 // stable storage when write returns nil.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx, s.w, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -307,9 +308,9 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // stateOf returns the current state of job id inside tx.
-func stateOf(ctx context.Context, tx *sql.Tx, id string) (State, error) {
+func (s *Store) stateOf(ctx context.Context, tx *sql.Tx, id string) (State, error) {
 	var st State
-	err := tx.QueryRowContext(ctx, "SELECT state FROM jobs WHERE id = ?", id).Scan(&st)
+	err := s.txQueryRow(ctx, tx, "SELECT state FROM jobs WHERE id = ?", id).Scan(&st)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrNotFound
 	}
@@ -365,7 +366,7 @@ func (s *Store) Create(ctx context.Context, j *Job) (job *Job, created bool, err
 
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		if j.SubmissionID != "" {
-			job, err = scanJob(tx.QueryRowContext(ctx,
+			job, err = scanJob(s.txQueryRow(ctx, tx,
 				"SELECT "+jobColumns+" FROM jobs WHERE submission_id = ?", j.SubmissionID))
 			if err == nil {
 				return nil // created stays false
@@ -375,13 +376,13 @@ func (s *Store) Create(ctx context.Context, j *Job) (job *Job, created bool, err
 			}
 		}
 		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM jobs WHERE id = ?", id).Scan(&n); err != nil {
+		if err := s.txQueryRow(ctx, tx, "SELECT count(*) FROM jobs WHERE id = ?", id).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
 			return ErrExists
 		}
-		job, err = scanJob(tx.QueryRowContext(ctx, `INSERT INTO jobs
+		job, err = scanJob(s.txQueryRow(ctx, tx, `INSERT INTO jobs
 			(id, submission_id, state, files, options, client_addr, submitted_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
 			RETURNING `+jobColumns,
@@ -400,7 +401,7 @@ func (s *Store) Create(ctx context.Context, j *Job) (job *Job, created bool, err
 
 // Get returns the job with the given id, or an error matching ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
-	j, err := scanJob(s.r.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+	j, err := scanJob(s.queryRow(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get job %q: %w", id, ErrNotFound)
 	}
@@ -416,7 +417,7 @@ func (s *Store) GetBySubmission(ctx context.Context, submissionID string) (*Job,
 	if submissionID == "" {
 		return nil, fmt.Errorf("get job by submission id %q: %w", submissionID, ErrNotFound)
 	}
-	j, err := scanJob(s.r.QueryRowContext(ctx,
+	j, err := scanJob(s.queryRow(ctx,
 		"SELECT "+jobColumns+" FROM jobs WHERE submission_id = ?", submissionID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get job by submission id %q: %w", submissionID, ErrNotFound)
@@ -434,7 +435,7 @@ func (s *Store) Claim(ctx context.Context) (*Job, error) {
 	var j *Job
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		j, err = scanJob(tx.QueryRowContext(ctx, `UPDATE jobs
+		j, err = scanJob(s.txQueryRow(ctx, tx, `UPDATE jobs
 			SET state = ?, attempts = attempts + 1, started_at = ?
 			WHERE seq = (SELECT seq FROM jobs WHERE state = ? ORDER BY seq LIMIT 1)
 			RETURNING `+jobColumns,
@@ -471,14 +472,14 @@ func (s *Store) Finish(ctx context.Context, id string, state State, exitCode *in
 		exit = int64(*exitCode)
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		st, err := stateOf(ctx, tx, id)
+		st, err := s.stateOf(ctx, tx, id)
 		if err != nil {
 			return err
 		}
 		if st != Running {
 			return &StateError{ID: id, From: st, To: state}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE jobs
+		_, err = s.exec(ctx, tx, `UPDATE jobs
 			SET state = ?, finished_at = ?, exit_code = ?, error = ?, results = ?
 			WHERE id = ?`,
 			state, s.now().UnixNano(), exit, errMsg, res, id)
@@ -497,13 +498,13 @@ func (s *Store) Finish(ctx context.Context, id string, state State, exitCode *in
 // an unknown id ErrNotFound.
 func (s *Store) Cancel(ctx context.Context, id string) (prev State, err error) {
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		prev, err = stateOf(ctx, tx, id)
+		prev, err = s.stateOf(ctx, tx, id)
 		if err != nil {
 			return err
 		}
 		switch prev {
 		case Queued:
-			_, err = tx.ExecContext(ctx, `UPDATE jobs
+			_, err = s.exec(ctx, tx, `UPDATE jobs
 				SET state = ?, finished_at = ?, error = ?
 				WHERE id = ?`,
 				Cancelled, s.now().UnixNano(), "cancelled before it started", id)
@@ -527,14 +528,14 @@ func (s *Store) Cancel(ctx context.Context, id string) (prev State, err error) {
 // A job that is not running gives an error matching ErrState.
 func (s *Store) Requeue(ctx context.Context, id string, errMsg string) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		st, err := stateOf(ctx, tx, id)
+		st, err := s.stateOf(ctx, tx, id)
 		if err != nil {
 			return err
 		}
 		if st != Running {
 			return &StateError{ID: id, From: st, To: Queued}
 		}
-		_, err = tx.ExecContext(ctx,
+		_, err = s.exec(ctx, tx,
 			"UPDATE jobs SET state = ?, started_at = NULL, attempts = max(attempts - 1, 0), error = ? WHERE id = ?",
 			Queued, errMsg, id)
 		return err
@@ -564,7 +565,7 @@ func (s *Store) Recover(ctx context.Context, maxAttempts int) (requeued, failed 
 			attempts int
 		}
 		var jobs []running
-		rows, err := tx.QueryContext(ctx,
+		rows, err := s.txQuery(ctx, tx, false,
 			"SELECT id, attempts FROM jobs WHERE state = ? ORDER BY seq", Running)
 		if err != nil {
 			return err
@@ -586,7 +587,7 @@ func (s *Store) Recover(ctx context.Context, maxAttempts int) (requeued, failed 
 			if r.attempts < maxAttempts {
 				msg := fmt.Sprintf("the server stopped while the job was running (attempt %d of %d); queued again",
 					r.attempts, maxAttempts)
-				if _, err := tx.ExecContext(ctx,
+				if _, err := s.exec(ctx, tx,
 					"UPDATE jobs SET state = ?, started_at = NULL, error = ? WHERE id = ?",
 					Queued, msg, r.id); err != nil {
 					return err
@@ -596,7 +597,7 @@ func (s *Store) Recover(ctx context.Context, maxAttempts int) (requeued, failed 
 			}
 			msg := fmt.Sprintf("the server stopped while the job was running %s (MAX_JOB_ATTEMPTS = %d); giving up",
 				times(r.attempts), maxAttempts)
-			if _, err := tx.ExecContext(ctx,
+			if _, err := s.exec(ctx, tx,
 				"UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
 				Failed, now, msg, r.id); err != nil {
 				return err
@@ -626,7 +627,7 @@ func times(n int) string {
 // ErrNotFound.
 func (s *Store) QueuePosition(ctx context.Context, id string) (int, error) {
 	var pos int
-	err := s.r.QueryRowContext(ctx, `SELECT CASE WHEN j.state = ?1
+	err := s.queryRow(ctx, `SELECT CASE WHEN j.state = ?1
 			THEN (SELECT count(*) FROM jobs q WHERE q.state = ?1 AND q.seq <= j.seq)
 			ELSE 0 END
 		FROM jobs j WHERE j.id = ?2`, Queued, id).Scan(&pos)
@@ -659,7 +660,7 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*Job, error) {
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	tx, err := s.r.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx, s.r, nil)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -667,7 +668,7 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*Job, error) {
 
 	var out []*Job
 	for _, st := range []State{Running, Queued} {
-		js, err := scanJobs(tx.QueryContext(ctx,
+		js, err := scanJobs(s.txQuery(ctx, tx, true,
 			"SELECT "+jobColumns+" FROM jobs WHERE state = ? ORDER BY seq LIMIT ?",
 			st, limit-len(out)))
 		if err != nil {
@@ -676,7 +677,7 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*Job, error) {
 		out = append(out, js...)
 	}
 	if !opts.IncludeFinishedSince.IsZero() && len(out) < limit {
-		js, err := scanJobs(tx.QueryContext(ctx,
+		js, err := scanJobs(s.txQuery(ctx, tx, true,
 			"SELECT "+jobColumns+` FROM jobs WHERE finished_at >= ?
 				ORDER BY finished_at DESC, seq DESC LIMIT ?`,
 			queryNanos(opts.IncludeFinishedSince), limit-len(out)))
@@ -691,7 +692,7 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*Job, error) {
 // Counts returns the number of jobs in each state; every state is present
 // in the map, with 0 when no job is in it.
 func (s *Store) Counts(ctx context.Context) (map[State]int, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT state, count(*) FROM jobs GROUP BY state")
+	rows, err := s.query(ctx, "SELECT state, count(*) FROM jobs GROUP BY state")
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
@@ -714,7 +715,7 @@ func (s *Store) Counts(ctx context.Context) (map[State]int, error) {
 // QueuedCount returns the number of queued jobs.
 func (s *Store) QueuedCount(ctx context.Context) (int, error) {
 	var n int
-	if err := s.r.QueryRowContext(ctx, "SELECT count(*) FROM jobs WHERE state = ?", Queued).Scan(&n); err != nil {
+	if err := s.queryRow(ctx, "SELECT count(*) FROM jobs WHERE state = ?", Queued).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count queued jobs: %w", err)
 	}
 	return n, nil
@@ -738,14 +739,14 @@ func (s *Store) MarkResultsRemoved(ctx context.Context, id string) error {
 // op names the operation in errors.
 func (s *Store) mark(ctx context.Context, id, column, op string) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		st, err := stateOf(ctx, tx, id)
+		st, err := s.stateOf(ctx, tx, id)
 		if err != nil {
 			return err
 		}
 		if !st.Terminal() {
 			return fmt.Errorf("%w: job is %s, not finished", ErrState, st)
 		}
-		_, err = tx.ExecContext(ctx,
+		_, err = s.exec(ctx, tx,
 			"UPDATE jobs SET "+column+" = coalesce("+column+", ?) WHERE id = ?",
 			s.now().UnixNano(), id)
 		return err
@@ -760,7 +761,7 @@ func (s *Store) mark(ctx context.Context, id, column, op string) error {
 // removed yet and that finished before finishedBefore, oldest first,
 // delivered or not.
 func (s *Store) ResultsToExpire(ctx context.Context, finishedBefore time.Time) ([]*Job, error) {
-	js, err := scanJobs(s.r.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs
+	js, err := scanJobs(s.query(ctx, "SELECT "+jobColumns+` FROM jobs
 		WHERE finished_at < ? AND results_removed_at IS NULL
 		ORDER BY finished_at, seq`, queryNanos(finishedBefore)))
 	if err != nil {

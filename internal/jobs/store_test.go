@@ -1151,3 +1151,68 @@ func TestManyQueued(t *testing.T) {
 		t.Errorf("Claim = %s attempt %d, want %s attempt 2", got.ID, got.Attempts, first.ID)
 	}
 }
+
+// TestConcurrentUse runs readers (more than the reader pool's connections,
+// some in List's read transaction) and writers at once from a fresh store,
+// whose statements are all prepared while they run: every call returns
+// (none waits for a connection another holds) and the counts add up.
+func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := openStore(t, filepath.Join(t.TempDir(), "jobs.db"))
+	const writers, readers, rounds = 4, 12, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers+readers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				j, _, err := s.Create(ctx, &jobs.Job{SubmissionID: fmt.Sprintf("w%d-%d", w, i)})
+				if err == nil && i%2 == 0 {
+					_, err = s.Claim(ctx)
+				}
+				if err == nil {
+					_, err = s.Get(ctx, j.ID)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				if _, err := s.List(ctx, jobs.ListOptions{IncludeFinishedSince: time.Unix(1, 0)}); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := s.Counts(ctx); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := s.QueuedCount(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	counts, err := s.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := counts[jobs.Queued] + counts[jobs.Running]; got != writers*rounds || counts[jobs.Running] != writers*((rounds+1)/2) {
+		t.Errorf("counts %v, want %d jobs of which %d running", counts, writers*rounds, writers*((rounds+1)/2))
+	}
+}
