@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -403,4 +404,48 @@ func TestClientResumesAfterCut(t *testing.T) {
 	if j := waitDone(t, ctx, c, job.JobID); j.State != "succeeded" {
 		t.Fatalf("job ended %s", j.State)
 	}
+}
+
+// TestResumeRefusedKeepsUpload resumes while the disk is too full for the
+// rest: the refusal (no_space) leaves the kept upload alone, and once
+// there is room the same resume goes through.
+func TestResumeRefusedKeepsUpload(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk")
+	if err := os.Mkdir(disk, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, disk, 8<<20)
+	s := servertest.Start(t, servertest.Options{Dir: dir, Extra: map[string]string{
+		"RECON_SERVER_BASE_PFILE_DIR": "disk/inputs",
+		"MIN_FREE_DISK_MB":            "0",
+	}})
+	r := newResumeFiles(t)
+	breakUpload(t, ctx, s, r, "full", 300_000, true)
+
+	// Something else fills the disk, leaving less than the rest needs.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	junk := filepath.Join(disk, "junk")
+	if err := os.WriteFile(junk, make([]byte, int64(st.Bavail)*st.Bsize-200_000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := announce(t, rawClient(t, ctx, s), r.submit("full")); !protocol.IsCode(err, protocol.CodeNoSpace) {
+		t.Fatalf("resume with the disk full: %v, want no_space", err)
+	}
+	os.Remove(junk)
+	rc := rawClient(t, ctx, s)
+	ready, err := announce(t, rc, r.submit("full"))
+	if err != nil || !slices.Equal(ready.Resume, []int64{10_000, 300_000, 0}) {
+		t.Fatalf("resume once there is room: %+v, %v; want the kept bytes", ready, err)
+	}
+	job, err := finishUpload(t, rc, r, ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkJobFiles(t, ctx, s, r, job.JobID)
 }

@@ -127,17 +127,22 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	// From here on p is busy for this session: it is parked for resuming
 	// or dropped on the way out.
 	var id, incoming string
-	renamed := false
+	receiving, renamed := false, false
 	defer func() {
 		switch {
 		case p == nil:
 		case renamed:
 			s.partials.drop(p)
-		case keepable(err):
+		case !receiving || keepable(err):
+			// Refused before a byte was received (queue full, no space),
+			// or broken while receiving: keep what there is.
 			os.Chtimes(filepath.Join(p.dir, manifestName), time.Now(), time.Now())
 			s.partials.park(p, time.Now().Add(s.cfg.UploadResume))
-			log.Info("upload broken; kept for resuming", "submission_id", sub.SubmissionID,
-				"resume_hours", s.cfg.UploadResume.Hours())
+			msg := "upload broken; kept for resuming"
+			if !receiving {
+				msg = "upload not resumed now; still kept for resuming"
+			}
+			log.Info(msg, "submission_id", sub.SubmissionID, "resume_hours", s.cfg.UploadResume.Hours(), "err", err)
 		default:
 			os.RemoveAll(p.dir)
 			s.partials.drop(p)
@@ -204,6 +209,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	if p != nil {
 		sums = p.sums
 	}
+	receiving = true
 	files, err := receiveFiles(c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout)
 	if err != nil {
 		log.Warn("upload failed", "err", err)
