@@ -98,6 +98,22 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 			t.Errorf("client sent %d bytes for a file of %d: the upload was not resumed", up, size)
 		}
 	}
+	// checkResumed checks that the upload was resumed once, over two
+	// connections, sending well under twice the file, and that the result
+	// is the input.
+	checkResumed := func(t *testing.T, dir, in string, proxy *servertest.CutProxy) {
+		t.Helper()
+		kept := resumedRecords(t, filepath.Join(dir, "recon.log"))
+		t.Logf("server kept %v bytes", kept)
+		if len(kept) != 1 || kept[0] <= 0 {
+			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
+		}
+		if n := len(proxy.Up()); n != 2 {
+			t.Errorf("%d connections through the proxy, want 2", n)
+		}
+		checkOutput(t, dir, in)
+		checkBytes(t, proxy)
+	}
 	checkCut := func(t *testing.T, proxy *servertest.CutProxy) {
 		t.Helper()
 		select {
@@ -129,16 +145,7 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 		if !strings.Contains(r.stderr, "reconnecting to resume the upload (attempt 1 of 5)") {
 			t.Errorf("stderr lacks the reconnect line:\n%s", r.stderr)
 		}
-		kept := resumedRecords(t, filepath.Join(dir, "recon.log"))
-		t.Logf("server kept %v bytes", kept)
-		if len(kept) != 1 || kept[0] <= 0 {
-			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
-		}
-		if n := len(proxy.Up()); n != 2 {
-			t.Errorf("%d connections through the proxy, want 2", n)
-		}
-		checkOutput(t, dir, in)
-		checkBytes(t, proxy)
+		checkResumed(t, dir, in, proxy)
 	})
 
 	t.Run("no-reconnect-then-rerun", func(t *testing.T) {
@@ -170,16 +177,7 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 		if strings.Contains(r.stderr, "reconnecting") {
 			t.Errorf("second submit reconnected:\n%s", r.stderr)
 		}
-		kept := resumedRecords(t, filepath.Join(dir, "recon.log"))
-		t.Logf("server kept %v bytes", kept)
-		if len(kept) != 1 || kept[0] <= 0 {
-			t.Errorf("server log: upload resumed with bytes_kept %v, want one record with some bytes kept", kept)
-		}
-		if n := len(proxy.Up()); n != 2 {
-			t.Errorf("%d connections through the proxy, want 2", n)
-		}
-		checkOutput(t, dir, in)
-		checkBytes(t, proxy)
+		checkResumed(t, dir, in, proxy)
 	})
 }
 

@@ -629,14 +629,10 @@ func TestFileListTooLong(t *testing.T) {
 	refuseSubmission(t, ctx, s, protocol.Submit{Files: fs}, protocol.CodeTooLarge)
 }
 
-// TestUploadBeyondFreeSpace puts the inputs on a small tmpfs: a file
-// larger than its free space is refused with code no_space before a byte
-// is stored; a file that fits when announced but not when sent (the disk
-// filled meanwhile) fails with code no_space too; nothing is left behind,
-// and the server takes the upload once there is room.
-func TestUploadBeyondFreeSpace(t *testing.T) {
-	t.Parallel()
-	ctx := testContext(t)
+// smallDiskServer starts a server whose inputs are on an 8 MiB tmpfs
+// (returned), without a free-space reserve.
+func smallDiskServer(t *testing.T) (*servertest.Server, string) {
+	t.Helper()
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "disk")
 	if err := os.Mkdir(disk, 0o700); err != nil {
@@ -647,6 +643,18 @@ func TestUploadBeyondFreeSpace(t *testing.T) {
 		"RECON_SERVER_BASE_PFILE_DIR": "disk/inputs",
 		"MIN_FREE_DISK_MB":            "0",
 	}})
+	return s, disk
+}
+
+// TestUploadBeyondFreeSpace puts the inputs on a small tmpfs: a file
+// larger than its free space is refused with code no_space before a byte
+// is stored; a file that fits when announced but not when sent (the disk
+// filled meanwhile) fails with code no_space too; nothing is left behind,
+// and the server takes the upload once there is room.
+func TestUploadBeyondFreeSpace(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	s, disk := smallDiskServer(t)
 	refuseSubmission(t, ctx, s, protocol.Submit{Files: []protocol.FileInfo{{Name: "huge.7", Size: 16 << 20}}}, protocol.CodeNoSpace)
 
 	data := randomBytes(t, 4<<20)

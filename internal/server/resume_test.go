@@ -412,16 +412,7 @@ func TestClientResumesAfterCut(t *testing.T) {
 func TestResumeRefusedKeepsUpload(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	dir := t.TempDir()
-	disk := filepath.Join(dir, "disk")
-	if err := os.Mkdir(disk, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	mountTmpfs(t, disk, 8<<20)
-	s := servertest.Start(t, servertest.Options{Dir: dir, Extra: map[string]string{
-		"RECON_SERVER_BASE_PFILE_DIR": "disk/inputs",
-		"MIN_FREE_DISK_MB":            "0",
-	}})
+	s, disk := smallDiskServer(t)
 	r := newResumeFiles(t)
 	breakUpload(t, ctx, s, r, "full", 300_000, true)
 
