@@ -148,6 +148,13 @@ func (c *Client) dial(ctx context.Context) (*secure.Conn, error) {
 	return conn, nil
 }
 
+// isClosed reports whether Close was called.
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
 // Reconnect replaces the session with a new one to the same server, for a
 // Client whose connection broke (see Resumable): requests, Wait and Fetch
 // can then be made again (a job's results stay on the server until a fetch

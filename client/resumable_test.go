@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -49,5 +50,26 @@ func TestResumable(t *testing.T) {
 		if _, err := c.Submit(ctx, paths, nil); err == nil || client.Resumable(err) {
 			t.Errorf("Submit(%q) = %v: want an error that is not resumable", paths, err)
 		}
+	}
+}
+
+// TestSubmitOnClosedClient fails at once: a Client ended by Close does not
+// reconnect.
+func TestSubmitOnClosedClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := dial(ctx)
+	c.Close()
+	start := time.Now()
+	in := filepath.Join(t.TempDir(), "P1.7")
+	if err := os.WriteFile(in, []byte("raw"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{ReconnectDelay: 5 * time.Second})
+	if !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Submit on a closed client: %v, want ErrClosed", err)
+	}
+	if d := time.Since(start); d >= 5*time.Second {
+		t.Errorf("Submit on a closed client waited %v to reconnect", d)
 	}
 }

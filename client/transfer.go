@@ -105,7 +105,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 		if err == nil {
 			return &job, nil
 		}
-		if attempt > reconnects || ctx.Err() != nil || !Resumable(err) {
+		if attempt > reconnects || ctx.Err() != nil || !Resumable(err) || c.isClosed() {
 			return nil, err
 		}
 		if o.OnReconnect != nil {
