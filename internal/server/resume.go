@@ -343,30 +343,17 @@ func keepable(err error) bool {
 	return true
 }
 
-// hashPrefix hashes the first n bytes of the file at path.
-func hashPrefix(path string, n int64) (hashState, error) {
-	h := sha256.New()
+// hashFile returns the SHA-256 of the file at path, which must hold size
+// bytes: a file kept whole from an upload before a restart, read back.
+func hashFile(path string, size int64) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer f.Close()
-	if _, err := io.CopyN(h, f, n); err != nil {
-		return nil, fmt.Errorf("read back %s: %w", filepath.Base(path), err)
-	}
-	return h, nil
-}
-
-type hashState = interface {
-	io.Writer
-	Sum([]byte) []byte
-}
-
-// hashFile returns the SHA-256 of the whole file at path.
-func hashFile(path string, size int64) (string, error) {
-	h, err := hashPrefix(path, size)
-	if err != nil {
-		return "", err
+	h := sha256.New()
+	if _, err := io.CopyN(h, f, size); err != nil {
+		return "", fmt.Errorf("read back %s: %w", filepath.Base(path), err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
