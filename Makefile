@@ -7,12 +7,13 @@ BIN := bin/recon
 build:
 	$(GO) build -o $(BIN) ./cmd/recon
 
-# The whole test suite: vet, every test with the race detector, then the
-# example notebook.
+# The whole test suite: vet, every test with the race detector, the example
+# notebook, then every fuzz target for a bounded number of executions.
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
 	scripts/notebook.sh $(BIN)
+	scripts/fuzz-ci.sh
 
 # Run examples/example_usage.ipynb with Debian's Jupyter against a local server
 # it starts; fails if a cell fails or no image is shown.
