@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/servertest"
 )
 
@@ -175,5 +176,98 @@ func TestBatchUsage(t *testing.T) {
 	_, _, err := runBatch(t, "--glob", filepath.Join(dir, "*.none"))
 	if err == nil || !strings.Contains(err.Error(), "no file matches") {
 		t.Errorf("no matches: err = %v, want 'no file matches'", err)
+	}
+}
+
+// TestBatchConcurrencyBounded holds every job's script until the test
+// releases it: with --concurrency 2 the server (which would run eight at
+// once) must hold exactly two jobs of the five while they are held, and
+// all five must finish once released.
+func TestBatchConcurrencyBounded(t *testing.T) {
+	names := []string{"P00000.7", "P00001.7", "P00002.7", "P00003.7", "P00004.7"}
+	release := filepath.Join(t.TempDir(), "release")
+	script := fmt.Sprintf(`#!/bin/sh
+i=0
+while [ ! -e %q ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+for f in "$1"/*; do echo held > "$3/$(basename "$f").out"; done
+`, release)
+	srv := servertest.Start(t, servertest.Options{
+		Script: script,
+		Extra: map[string]string{"MAX_CPU_LOAD_PERCENT": "100", "MIN_AVAILABLE_MEMORY_MB": "0",
+			"MAX_CONCURRENT_JOBS": "8"},
+	})
+	dir := t.TempDir()
+	host, port, err := net.SplitHostPort(srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := filepath.Join(dir, "recon.opts")
+	if err := os.WriteFile(opts, []byte(fmt.Sprintf("SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\n", host, port, srv.Key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("raw "+n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		stdout, stderr string
+		err            error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var out, errb bytes.Buffer
+		err := run(ctx, []string{"--opts", opts, "--glob", filepath.Join(dir, "*.7"),
+			"--concurrency", "2", "--output", filepath.Join(dir, "results")}, &out, &errb)
+		done <- result{out.String(), errb.String(), err}
+	}()
+	c := srv.Dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var jobs []client.Job
+	servertest.Eventually(t, 20*time.Second, "two jobs running", func() bool {
+		jobs, err = c.Queue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := 0
+		for _, j := range jobs {
+			if j.State == "running" {
+				running++
+			}
+		}
+		return running >= 2
+	})
+	// Two jobs in flight at once (the batch does use its workers) and no
+	// more: the others wait for a worker.
+	if jobs, err = c.Queue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 2 {
+		t.Errorf("the server holds %d jobs while two are held, want 2 (--concurrency 2)", len(jobs))
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("batch: %v\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
+	}
+	rows := parseRows(t, r.stdout)
+	for _, n := range names {
+		if rows[n].state != "succeeded" {
+			t.Errorf("%s: state %q, want succeeded:\n%s", n, rows[n].state, r.stdout)
+		}
+	}
+	// Each worker keeps one connection and has one job in flight at a
+	// time: two workers, two sessions (besides the test's own).
+	log, err := os.ReadFile(srv.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), `"msg":"session authenticated"`) - 1; n != 2 {
+		t.Errorf("the batch opened %d sessions, want 2 (--concurrency 2)", n)
 	}
 }
