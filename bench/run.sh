@@ -416,6 +416,7 @@ for i in $(seq 1 "$RUNS"); do
   recon_up "$pid_A" "$tmp/A/client.opts" "$tmp/src/input.raw"; direct_up+=("$(mbps "$bytes" "$up_ms")")
   recon_up "$pid_relay" "$tmp/relay/client.opts" "$tmp/src/input.raw"; relay_up+=("$(mbps "$bytes" "$up_ms")")
 done
+hwm_relay=$(hwm_mib "$pid_relay")
 stop_pid "$pid_relay"
 stop_pid "$pid_A"
 
@@ -672,6 +673,8 @@ straight to the server, alternating.
 | through the relay | **$relay_m** | $(joined "${relay_up[@]}") |
 | relay / direct | **$relay_pct %** | |
 
+The relay's peak RSS (\`VmHWM\`) after all its uploads: **$hwm_relay MiB**.
+
 ## 7. Restart with $QUEUED queued jobs
 
 The queue was filled through the client package ($QUEUED submissions of 1 KiB, 8 clients, $fill_s s;
@@ -700,6 +703,7 @@ this run it measured $gcm_up_m MB/s. Issue 9 (performance) set targets relative 
 | small job via the CLI p50 ≤ 30 ms | ${s_cli[0]} ms (tmpfs), ${d_cli[0]} ms (disk) | $(verdict "${s_cli[0]}" "<=" 30) |
 | ≥ 300 jobs/s via the client package | $s_jps (tmpfs), $d_jps (disk) | $(verdict "$s_jps" ">=" 300) |
 | relay ≥ 70 % of direct | $relay_pct % | $(verdict "$relay_pct" ">=" 70) |
+| relay peak RSS ≤ 64 MiB | $hwm_relay MiB | $(verdict "$hwm_relay" "<=" 64) |
 | restart with $QUEUED queued ≤ 1 s | $restart_p50 ms | $(verdict "$restart_p50" "<=" 1000) |
 EOF
 if [ -f "$repo/bench/NOTES.md" ]; then echo; cat "$repo/bench/NOTES.md"; fi
