@@ -68,7 +68,13 @@ func (w *Watcher) detect(ctx context.Context) error {
 	d := &detector{w: w, files: map[string]*tracked{}, cands: map[string]*tracked{}}
 	var events chan fsnotify.Event
 	var errs chan error
-	fw, err := fsnotify.NewWatcher()
+	var fw *fsnotify.Watcher
+	var err error
+	if w.hooks.noNotify {
+		err = errors.New("turned off by a test")
+	} else {
+		fw, err = fsnotify.NewWatcher()
+	}
 	if err != nil {
 		w.log.Warn("no file system notifications; relying on scans", "err", err)
 	} else {
@@ -88,6 +94,9 @@ func (w *Watcher) detect(ctx context.Context) error {
 	addWatch()
 	if err := d.scan(ctx); err != nil {
 		return err
+	}
+	if w.hooks.detecting != nil {
+		w.hooks.detecting()
 	}
 	poll := time.NewTicker(w.cfg.PollInterval)
 	defer poll.Stop()
@@ -256,6 +265,7 @@ func (d *detector) observe(ctx context.Context, name string, info fs.FileInfo, n
 	t = &tracked{size: size, mtime: mtime, since: now, state: st, gen: d.gen}
 	d.files[name] = t
 	if st == fileCandidate {
+		d.w.log.Debug("file found", "file", d.path(name), "size", size)
 		d.cands[name] = t
 	} else {
 		delete(d.cands, name)
@@ -290,7 +300,7 @@ func (d *detector) step(ctx context.Context, now time.Time) (time.Time, error) {
 		if now.Sub(t.since) < cfg.StabilityDelay || now.Before(t.retry) {
 			continue
 		}
-		info, err := statReadable(d.path(name))
+		info, err := statReadable(d.path(name), d.w.hooks.openFile)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotRegular):
 			d.forget(name)
@@ -301,6 +311,8 @@ func (d *detector) step(ctx context.Context, now time.Time) (time.Time, error) {
 		case info.Size() != t.size || !info.ModTime().Equal(t.mtime):
 			t.size, t.mtime, t.since = info.Size(), info.ModTime(), now
 		default:
+			// The time of this record is when the file was judged complete.
+			d.w.log.Debug("file complete", "file", d.path(name), "size", t.size)
 			ready = append(ready, File{Path: d.path(name), Size: t.size, ModTime: t.mtime})
 		}
 	}
@@ -432,14 +444,18 @@ func sanitize(name string) string {
 var errNotRegular = errors.New("not a regular file")
 
 // statReadable opens the file for reading (without blocking or following
-// a symlink's replacement into a FIFO) and returns its state.
-func statReadable(path string) (fs.FileInfo, error) {
+// a symlink's replacement into a FIFO) and returns its state. open, when
+// not nil, replaces the open (tests).
+func statReadable(path string, open func(string) (*os.File, error)) (fs.FileInfo, error) {
 	if info, err := os.Lstat(path); err != nil {
 		return nil, err
 	} else if !info.Mode().IsRegular() {
 		return nil, errNotRegular
 	}
-	f, err := openNoBlock(path)
+	if open == nil {
+		open = openNoBlock
+	}
+	f, err := open(path)
 	if err != nil {
 		return nil, err
 	}

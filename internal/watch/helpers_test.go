@@ -369,6 +369,63 @@ func (e *env) logRecords(msg string) []map[string]any {
 	return out
 }
 
+// logWhen polls the log until a record with the message satisfies cond
+// (nil: any record), and returns that record.
+func (e *env) logWhen(msg string, cond func(map[string]any) bool) map[string]any {
+	e.t.Helper()
+	var found map[string]any
+	servertest.Eventually(e.t, time.Until(deadline(e.ctx)), "log record "+strconv.Quote(msg), func() bool {
+		for _, r := range e.logRecords(msg) {
+			if cond == nil || cond(r) {
+				found = r
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// recordTime is the time of a log record.
+func recordTime(t *testing.T, r map[string]any) time.Time {
+	t.Helper()
+	s, _ := r["time"].(string)
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("log record %v: time: %v", r, err)
+	}
+	return at
+}
+
+// completeAt returns when the daemon last judged the file complete (its
+// last "file complete" record), or the zero time.
+func (e *env) completeAt(path string) time.Time {
+	e.t.Helper()
+	var at time.Time
+	for _, r := range e.logRecords("file complete") {
+		if r["file"] == path {
+			at = recordTime(e.t, r)
+		}
+	}
+	return at
+}
+
+func forFile(path string) func(map[string]any) bool {
+	return func(r map[string]any) bool { return r["file"] == path }
+}
+
+// filesWhen polls the daemon's groups, with their files, until cond holds.
+func (e *env) filesWhen(d *daemon, msg string, cond func([]Group) bool) []Group {
+	e.t.Helper()
+	var gs []Group
+	servertest.Eventually(e.t, time.Until(deadline(e.ctx)), msg, func() bool {
+		var err error
+		gs, err = d.Groups(e.ctx)
+		return err == nil && cond(gs)
+	})
+	return gs
+}
+
 // syncBuffer is a bytes.Buffer safe for concurrent use.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -397,3 +454,9 @@ func (b *syncBuffer) tail() string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// str is a log attribute as a string ("" when absent or not a string).
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}

@@ -39,8 +39,22 @@ func SubmissionID(files []File, attempt int) string {
 }
 
 // retryable marks an error after which the same step is tried again
-// later: the server cannot be reached, or asks to come back.
-type retryable struct{ err error }
+// later: the server cannot be reached, or asks to come back. group, when
+// set, names the group the step was working on, for the log.
+type retryable struct {
+	err   error
+	group string
+}
+
+// forGroup names the group in a retryable error; other errors are
+// returned as they are.
+func forGroup(err error, group string) error {
+	var re *retryable
+	if errors.As(err, &re) {
+		return &retryable{err: re.err, group: group}
+	}
+	return err
+}
 
 func (e *retryable) Error() string { return e.err.Error() }
 func (e *retryable) Unwrap() error { return e.err }
@@ -53,7 +67,7 @@ func serverError(err error, permanent ...protocol.Code) error {
 	if errors.As(err, &pe) && slices.Contains(permanent, pe.Code) {
 		return err
 	}
-	return &retryable{err}
+	return &retryable{err: err}
 }
 
 // backoff is a capped exponential delay with jitter.
@@ -98,7 +112,7 @@ func (c *conn) get(ctx context.Context) (*client.Client, error) {
 	}
 	cl, err := client.Dial(ctx, c.w.cfg.Server)
 	if err != nil {
-		return nil, &retryable{err}
+		return nil, &retryable{err: err}
 	}
 	c.c = cl
 	return cl, nil
@@ -125,7 +139,7 @@ var errStalled = errors.New("the server stopped answering")
 // retryable one naming the cause.
 func stalled(ctx context.Context, err error) error {
 	if err != nil && errors.Is(context.Cause(ctx), errStalled) {
-		return &retryable{errStalled}
+		return &retryable{err: errStalled}
 	}
 	return err
 }
@@ -146,7 +160,11 @@ func (w *Watcher) loop(ctx context.Context, what string, kickCh chan struct{}, s
 		switch {
 		case errors.As(err, &re):
 			d := bo.next()
-			w.log.Warn(what+" failed; retrying", "err", re.err, "retry_seconds", d.Seconds())
+			args := []any{"err", re.err, "retry_seconds", d.Seconds()}
+			if re.group != "" {
+				args = append(args, "group", re.group)
+			}
+			w.log.Warn(what+" failed; retrying", args...)
 			if !sleep(ctx, d) {
 				return nil
 			}
@@ -179,7 +197,7 @@ func (w *Watcher) submitLoop(ctx context.Context) error {
 		if err != nil {
 			c.drop()
 		}
-		return false, err
+		return false, forGroup(err, g.Name)
 	})
 }
 
@@ -188,7 +206,7 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 	log := w.log.With("group", g.Name)
 	// An unmounted share looks like vanished files: wait for it instead.
 	if _, err := os.Stat(w.cfg.Dir); err != nil {
-		return &retryable{fmt.Errorf("watched directory: %w", err)}
+		return &retryable{err: fmt.Errorf("watched directory: %w", err)}
 	}
 	var keep, dropped []File
 	buf := make([]byte, hashBufferSize)
@@ -205,7 +223,7 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 			dropped = append(dropped, f)
 			log.Warn("file changed or vanished before it was submitted; left out of the group", "file", f.Path, "err", err)
 		case err != nil:
-			return &retryable{fmt.Errorf("read %s: %w", f.Path, err)}
+			return &retryable{err: fmt.Errorf("read %s: %w", f.Path, err)}
 		default:
 			f.SHA256 = sum
 			keep = append(keep, f)
@@ -236,12 +254,34 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 		total += f.Size
 	}
 	sctx, alive, stop := watchdog(ctx, transferStall)
+	sctx, crash := context.WithCancelCause(sctx)
 	job, err := cl.Submit(sctx, paths, &client.SubmitOptions{
 		Options:      w.cfg.Options,
 		SubmissionID: sid,
-		Progress:     func(int64, int64) { alive() },
+		Progress: func(done, total int64) {
+			alive()
+			if w.hooks.uploading != nil && w.hooks.uploading(g, done, total) {
+				crash(errCrash)
+			}
+		},
+		// The client resumes a broken upload on a new session by itself;
+		// each time is logged, and they are few and quick, so that a
+		// server that went away is never met with silence. After them the
+		// submitter's backoff (logged too) takes over, and the next try
+		// resumes the upload as well.
+		Reconnects:     submitReconnects,
+		ReconnectDelay: w.cfg.RetryMin,
+		OnReconnect: func(attempt int, err error) {
+			log.Warn("submission interrupted; reconnecting", "err", err, "reconnect", attempt,
+				"max_reconnects", submitReconnects, "submission_id", sid)
+		},
 	})
+	crashed := errors.Is(context.Cause(sctx), errCrash)
 	stop()
+	crash(nil)
+	if crashed {
+		return errCrash
+	}
 	if err = stalled(sctx, err); err != nil {
 		err = serverError(err, protocol.CodeBadRequest, protocol.CodeInvalidName, protocol.CodeTooLarge, protocol.CodeConflict)
 		var re *retryable
@@ -360,7 +400,7 @@ func (w *Watcher) collectLoop(ctx context.Context) error {
 		if err != nil {
 			c.drop()
 		}
-		return false, err
+		return false, forGroup(err, g.Name)
 	})
 }
 
@@ -413,8 +453,19 @@ func (w *Watcher) collect(ctx context.Context, c *conn, g *Group) error {
 		problem = "the results expired on the server before they were downloaded"
 	default:
 		fctx, alive, stop := watchdog(ctx, transferStall)
-		j, _, err := cl.Fetch(fctx, g.JobID, dir, &client.FetchOptions{Progress: func(int64, int64) { alive() }})
+		fctx, crash := context.WithCancelCause(fctx)
+		j, _, err := cl.Fetch(fctx, g.JobID, dir, &client.FetchOptions{Progress: func(done, total int64) {
+			alive()
+			if w.hooks.downloading != nil && w.hooks.downloading(g, done, total) {
+				crash(errCrash)
+			}
+		}})
+		crashed := errors.Is(context.Cause(fctx), errCrash)
 		stop()
+		crash(nil)
+		if crashed {
+			return errCrash
+		}
 		if err = stalled(fctx, err); err != nil {
 			err = serverError(err, protocol.CodeNotFound, protocol.CodeGone)
 			var re *retryable

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,12 @@ const (
 	// transferStall ends an upload or download that has moved no byte for
 	// this long.
 	transferStall = 5 * time.Minute
+	// submitReconnects is how many times one submission resumes its upload
+	// on a new session, waiting RetryMin, then twice as long, and so on,
+	// before it gives up and the submitter's own backoff takes over (the
+	// next submission resumes the upload too: the submission id is the
+	// same). Each reconnect is logged; three keep the silence short.
+	submitReconnects = 3
 	// hashBufferSize is the read buffer for hashing input files.
 	hashBufferSize = 1 << 20
 	// SummaryName is the summary file written into each group's download
@@ -120,11 +127,20 @@ type Watcher struct {
 
 // hooks are called, when set, at points where a crash is interesting; a
 // hook that returns true makes the daemon stop there at once, without
-// recording anything more.
+// recording anything more (a transfer in progress is cut). The other
+// fields let tests observe the detector and change what it relies on.
 type hooks struct {
 	afterSubmit func(g *Group) bool // the server has the job; not yet recorded
 	beforeFetch func(g *Group) bool // the job has ended; nothing downloaded
 	afterFetch  func(g *Group) bool // results downloaded and acknowledged; not yet recorded
+	// uploading and downloading are called with the progress of a
+	// group's upload and of the download of its results.
+	uploading   func(g *Group, done, total int64) bool
+	downloading func(g *Group, done, total int64) bool
+
+	noNotify  bool                                // no fsnotify: scans only
+	detecting func()                              // the detector watches and has scanned once
+	openFile  func(path string) (*os.File, error) // replaces the open of "can be opened for reading"
 }
 
 // errCrash is returned by Run when a hook stopped it.
