@@ -135,9 +135,25 @@ func parseValue(f *field, v string, dir string) (any, *valueError) {
 		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			return nil, badValue("must be host:port with a port from 0 to 65535%s", got(v))
 		}
+		if !IsLoopbackHost(host) {
+			return nil, badValue("must be on loopback (127.0.0.1:PORT, [::1]:PORT, localhost:PORT or :PORT): the endpoint has no key%s", got(v))
+		}
 		return v, nil
 	}
 	panic(fmt.Sprintf("config: field %s has unknown type %d", f.name, f.typ))
+}
+
+// IsLoopbackHost reports whether host, the host part of a listener's
+// host:port, stays on the machine: "" (recon reads a bare :PORT as
+// 127.0.0.1), "localhost", or a loopback IP address (127.0.0.0/8, ::1,
+// also IPv4-mapped). Other host names are refused, since what they resolve
+// to can change.
+func IsLoopbackHost(host string) bool {
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Zone() == "" && a.Unmap().IsLoopback()
 }
 
 // keyError describes a keys.Parse error. Neither it nor the keys errors

@@ -68,28 +68,34 @@ func Serve(ctx context.Context, ep *Endpoint, log *slog.Logger) {
 			continue
 		}
 		backoff = initialAcceptBackoff
+		// Every record about this connection, refusals included, carries
+		// its id and peer.
+		clog := log.With("conn_id", NewConnID(), "peer", c.RemoteAddr().String(), "listener", ep.Name)
 		ip := remoteIP(c)
 		if !ep.Allow.Allows(ip) {
-			log.Warn("connection refused: address not in the allow-list", "listener", ep.Name, "peer", c.RemoteAddr().String())
+			clog.Warn("connection refused: address not in the allow-list")
 			c.Close()
 			continue
 		}
 		if !lim.admit(ip) {
-			log.Warn("connection refused: too many connections", "listener", ep.Name, "peer", c.RemoteAddr().String())
+			clog.Warn("connection refused: too many connections")
 			c.Close()
 			continue
 		}
+		clog.Debug("connection accepted")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer lim.release(ip)
-			handshakeAndServe(ctx, ep, c, ip, lim, log)
+			handshakeAndServe(ctx, ep, c, ip, lim, clog)
 		}()
 	}
 }
 
+// handshakeAndServe runs one admitted connection; log carries its conn_id,
+// peer and listener.
 func handshakeAndServe(ctx context.Context, ep *Endpoint, c net.Conn, ip netip.Addr, lim *limiter, log *slog.Logger) {
-	log = log.With("conn_id", NewConnID(), "peer", c.RemoteAddr().String(), "listener", ep.Name)
+	defer log.Debug("connection closed")
 	// The connection must not outlive ctx: closing it unblocks any read or
 	// write in progress.
 	stop := context.AfterFunc(ctx, func() { c.Close() })

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
 )
 
@@ -96,15 +99,28 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // startMetrics serves /metrics on METRICS_ADDRESS (a bare :PORT means
-// loopback). It returns the listener's address.
+// loopback). It returns the listener's address. The endpoint has no key:
+// the config accepts loopback addresses only, and a listener that is not
+// on loopback all the same (localhost resolving elsewhere) is refused.
 func (s *Server) startMetrics(ctx context.Context) (net.Listener, *http.Server, error) {
 	addr := s.cfg.MetricsAddress
-	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !config.IsLoopbackHost(host) {
+		return nil, nil, errors.New("the metrics endpoint has no key: it must be on loopback")
+	}
+	if host == "" {
 		addr = net.JoinHostPort("127.0.0.1", port)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+		ln.Close()
+		return nil, nil, fmt.Errorf("the metrics endpoint has no key: it must be on loopback, not %s", ln.Addr())
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{ErrorLog: nil}))

@@ -56,7 +56,9 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		Options:   j.Options,
 		Timeout:   s.cfg.JobTimeout,
 		KillGrace: s.opts.KillGrace,
-		Logger:    log,
+		// The runner adds job_id to its records itself: given log, each
+		// would carry it twice.
+		Logger: s.log.With("worker", worker),
 	})
 	switch {
 	case err != nil:
