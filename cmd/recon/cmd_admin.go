@@ -22,12 +22,9 @@ type adminSession struct {
 }
 
 func dialAdmin(ctx context.Context, e *env, opts string) (*adminSession, error) {
-	cfg, warns, err := config.LoadAdmin(opts)
+	cfg, err := loadConfig(e, opts, config.LoadAdmin, needAdmin, nil)
 	if err != nil {
 		return nil, err
-	}
-	for _, w := range warns {
-		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -198,8 +195,8 @@ func newAdminCmd(e *env) *cobra.Command {
 		Use:   "cancel JOB_ID",
 		Short: "Cancel a queued or running job",
 		Long: `Cancel a job. A queued job is cancelled at once; a running one has its script's
-whole process group sent SIGTERM, then SIGKILL after a grace period, and its
-directories removed. A client waiting on the job sees it cancelled.`,
+whole process group sent SIGTERM, then SIGKILL after KILL_GRACE_SECONDS, and
+its directories removed. A client waiting on the job sees it cancelled.`,
 		Args: argsRange(1, 1),
 		RunE: run(func(ctx context.Context, a *adminSession, args []string) error {
 			var r protocol.CancelReply
@@ -325,7 +322,13 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 	sort.Strings(keys)
 	fmt.Fprintln(w, "settings")
 	for _, k := range keys {
-		fmt.Fprintf(w, "  %-32s %s\n", k, st.Config[k])
+		v := st.Config[k]
+		// setmaxjobs changes the maximum until the server restarts: say
+		// so beside the value in the config file.
+		if k == "MAX_CONCURRENT_JOBS" && v != strconv.Itoa(st.Workers.MaxJobs) {
+			v = fmt.Sprintf("%s (now %d, set by setmaxjobs until restart)", v, st.Workers.MaxJobs)
+		}
+		fmt.Fprintf(w, "  %-32s %s\n", k, v)
 	}
 }
 

@@ -133,6 +133,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"MIN_FREE_DISK_MB":                strconv.FormatInt(c.MinFreeDiskBytes>>20, 10),
 		"MAX_JOB_ATTEMPTS":                strconv.Itoa(c.MaxJobAttempts),
 		"JOB_TIMEOUT_SECONDS":             strconv.FormatFloat(c.JobTimeout.Seconds(), 'f', -1, 64),
+		"KILL_GRACE_SECONDS":              strconv.FormatFloat(c.KillGrace.Seconds(), 'f', -1, 64),
 		"RESULT_RETENTION_HOURS":          strconv.FormatFloat(c.ResultRetention.Hours(), 'f', -1, 64),
 		"MAX_CPU_LOAD_PERCENT":            strconv.Itoa(c.MaxCPULoadPercent),
 		"MIN_AVAILABLE_MEMORY_MB":         strconv.FormatInt(c.MinAvailableMemoryBytes>>20, 10),

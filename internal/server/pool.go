@@ -45,6 +45,9 @@ type worker struct {
 	since time.Time
 	stop  chan struct{} // closed to ask an idle worker to leave
 	quit  bool          // leave after the current job
+	// claiming is set while the worker asks the store for a job: it may
+	// come back with one, so it is retired like a busy worker.
+	claiming bool
 }
 
 func newPool(s *Server, n int, g *gate) *pool {
@@ -103,9 +106,10 @@ func (p *pool) adjustLocked() {
 		}()
 	}
 	if surplus := len(live) - p.target; surplus > 0 {
-		// Retire idle or paused workers before busy ones, newest first.
+		// Retire idle or paused workers before busy (or claiming) ones,
+		// newest first.
 		sort.Slice(live, func(i, j int) bool {
-			bi, bj := live[i].state == workerBusy, live[j].state == workerBusy
+			bi, bj := live[i].state == workerBusy || live[i].claiming, live[j].state == workerBusy || live[j].claiming
 			if bi != bj {
 				return !bi
 			}
@@ -114,7 +118,7 @@ func (p *pool) adjustLocked() {
 		for _, w := range live[:surplus] {
 			w.quit = true
 			close(w.stop)
-			if w.state == workerBusy {
+			if w.state == workerBusy || w.claiming {
 				w.state = workerStopping
 			}
 		}
@@ -160,8 +164,10 @@ func (p *pool) work(ctx context.Context, w *worker) {
 			p.sleep(ctx, w, nil, p.gate.interval)
 			continue
 		}
-		j, err := s.store.Claim(ctx)
+		j, leave, err := p.claim(ctx, w)
 		switch {
+		case leave:
+			return
 		case errors.Is(err, jobs.ErrNoJob):
 			continue
 		case err != nil:
@@ -171,13 +177,43 @@ func (p *pool) work(ctx context.Context, w *worker) {
 			}
 			continue
 		}
-		p.set(w, workerBusy, j.ID)
 		s.runJob(ctx, j, w.id)
 		p.set(w, workerIdle, "")
 	}
 	p.mu.Lock()
 	delete(p.workers, w.id)
 	p.mu.Unlock()
+}
+
+// claim takes the oldest queued job for w, unless w has been retired
+// (leave is then true and w removed). The retirement check and the start of
+// the claim are one step under the pool's lock, and a claiming worker counts
+// as busy for adjustLocked: a worker retired by setmaxjobs never takes
+// another job, so no more jobs run than the new maximum beyond those that
+// were already running.
+func (p *pool) claim(ctx context.Context, w *worker) (j *jobs.Job, leave bool, err error) {
+	p.mu.Lock()
+	if w.quit {
+		delete(p.workers, w.id)
+		p.mu.Unlock()
+		return nil, true, nil
+	}
+	w.claiming = true
+	p.mu.Unlock()
+
+	j, err = p.s.store.Claim(ctx)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w.claiming = false
+	if err == nil {
+		state := workerBusy
+		if w.quit { // retired while claiming: it runs this job, then leaves
+			state = workerStopping
+		}
+		w.state, w.jobID, w.since = state, j.ID, time.Now()
+	}
+	return j, false, err
 }
 
 // sleep waits for wake, d, the worker's retirement or ctx.
@@ -192,15 +228,23 @@ func (p *pool) sleep(ctx context.Context, w *worker, wake <-chan struct{}, d tim
 	}
 }
 
-// snapshot describes the pool for admin workers and status.
+// snapshot describes the pool for admin workers and status. The pool is
+// paused while a worker waits for the resource gate: the gate's own state
+// stays "paused" after the queue has emptied (nobody asks it then), which
+// would report a pause that holds nothing back beside idle workers.
 func (p *pool) snapshot() protocol.WorkersReply {
+	gatePaused, reason := p.gate.paused()
 	p.mu.Lock()
 	r := protocol.WorkersReply{MaxJobs: p.target, Workers: []protocol.WorkerInfo{}}
+	waiting := false
 	for _, w := range p.workers {
 		r.Workers = append(r.Workers, protocol.WorkerInfo{ID: w.id, State: w.state, JobID: w.jobID, Since: w.since.UTC()})
+		waiting = waiting || w.state == workerPaused
 	}
 	p.mu.Unlock()
 	sort.Slice(r.Workers, func(i, j int) bool { return r.Workers[i].ID < r.Workers[j].ID })
-	r.Paused, r.PauseReason = p.gate.paused()
+	if gatePaused && waiting {
+		r.Paused, r.PauseReason = true, reason
+	}
 	return r
 }
