@@ -4,15 +4,25 @@ BIN := bin/recon
 
 .PHONY: build test demo fuzz clean deps notebook bench
 
+# The version `recon version` prints: git describe of the checkout (a tag,
+# or the commit, with -dirty for uncommitted changes). Outside a git
+# checkout it is empty and recon falls back to the module's build info.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/recon
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/recon
 
 # The whole test suite: vet, every test with the race detector, the example
-# notebook, then every fuzz target for a bounded number of executions.
+# notebook, the demo (into a temporary directory: it must leave a non-empty
+# DICOM and PNG), then every fuzz target for a bounded number of executions.
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
 	scripts/notebook.sh $(BIN)
+	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+	  DEMO_OUTPUT="$$out/demo" scripts/demo.sh $(BIN) && \
+	  test -s "$$out/demo/phantom.dcm" && test -s "$$out/demo/phantom.png" && \
+	  echo "demo: phantom.dcm and phantom.png written"
 	scripts/fuzz-ci.sh
 
 # Run examples/example_usage.ipynb with Debian's Jupyter against a local server

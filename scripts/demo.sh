@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The end-to-end demo: a server with fresh keys in a temporary directory, an
 # 8-coil 256x256 BART phantom submitted to it, the images back in
-# ./demo-output/. Usage: scripts/demo.sh [path/to/recon]
+# ./demo-output/. Usage: [DEMO_OUTPUT=DIR] scripts/demo.sh [path/to/recon]
+# DEMO_OUTPUT names another directory for the images; it must not exist or
+# be empty (./demo-output/ is replaced on every run).
 set -euo pipefail
 umask 077
 repo=$(cd "$(dirname "$0")/.." && pwd)
 recon=$(cd "$repo" && realpath "${1:-bin/recon}")
-out="$repo/demo-output"
+out=${DEMO_OUTPUT:-$repo/demo-output}
+if [ -n "${DEMO_OUTPUT:-}" ] && [ -e "$out" ] && [ -n "$(ls -A "$out")" ]; then
+  echo "DEMO_OUTPUT=$out is not empty" >&2
+  exit 1
+fi
 tmp=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -17,6 +23,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # the server is stopped on these too
 
 # A fresh config: new keys, free ports on loopback, data in the temp dir.
 key=$("$recon" keygen)
@@ -59,7 +66,7 @@ OPTS
 echo "generating an 8-coil 256x256 k-space phantom with BART"
 bart phantom -k -s 8 -x 256 "$tmp/phantom" >/dev/null
 
-rm -rf "$out"
+if [ -z "${DEMO_OUTPUT:-}" ]; then rm -rf "$out"; fi
 "$recon" submit --opts "$tmp/client.opts" --output "$out" \
   "$tmp/phantom.cfl" "$tmp/phantom.hdr"
 

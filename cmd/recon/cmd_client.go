@@ -35,12 +35,9 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 
 // dial loads the client config and connects.
 func (f *clientFlags) dial(ctx context.Context, e *env) (*client.Client, *config.Client, error) {
-	cfg, warns, err := config.LoadClient(f.opts)
+	cfg, err := loadConfig(e, f.opts, config.LoadClient, needClient, nil)
 	if err != nil {
 		return nil, nil, err
-	}
-	for _, w := range warns {
-		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
 	}
 	addr := net.JoinHostPort(cfg.Hostname, strconv.Itoa(cfg.Port))
 	if f.server != "" {
@@ -285,7 +282,10 @@ type result struct {
 }
 
 func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
-	term := isTerminal(fl.e.stderr) && !fl.json
+	// Progress (bars, job states) goes to a terminal on stderr, also with
+	// --json: the JSON document is on stdout. Without a terminal, --json
+	// keeps stderr for errors only.
+	term := isTerminal(fl.e.stderr)
 	if !job.Terminal() {
 		var lastState string
 		var j *client.Job
@@ -295,7 +295,7 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 				if j.State == "queued" && j.Position > 0 {
 					line = fmt.Sprintf("queued (position %d)", j.Position)
 				}
-				if line != lastState && !fl.json {
+				if line != lastState && (!fl.json || term) {
 					fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
 				}
 				lastState = line
@@ -434,7 +434,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 				sopts.Reconnects = -1 // the client package reads 0 as its default
 			}
 			var bar *progressbar.ProgressBar
-			if isTerminal(e.stderr) && !f.json {
+			if isTerminal(e.stderr) { // also with --json: the JSON is on stdout
 				sopts.Progress = func(done, total int64) {
 					if bar == nil {
 						bar = newBar(e.stderr, total, "upload")

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,7 +34,7 @@ Administrators use 'recon relay-admin' on RELAY_ADMIN_HOSTNAME:RELAY_ADMIN_PORT
 When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600); the relay then still needs BACKEND_SHARED_KEY set
 to the backends' SHARED_KEY before it starts. SIGINT or SIGTERM stop it
-cleanly.`,
+cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRelay(cmd.Context(), e, opts)
@@ -54,33 +52,28 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 		abs, _ := filepath.Abs(optsPath)
 		fmt.Fprintf(e.stderr, "recon: wrote a new relay config with fresh keys to %s\n", abs)
 	}
-	cfg, warns, err := config.LoadRelay(optsPath)
+	// An unset BACKEND_SHARED_KEY is refused below with a better message
+	// than the loader's warning.
+	cfg, err := loadConfig(e, optsPath, config.LoadRelay, "", func(c *config.Relay, w config.Warning) bool {
+		return c != nil && c.BackendSharedKey.IsZero() && strings.Contains(w.Msg, "BACKEND_SHARED_KEY")
+	})
 	if err != nil {
 		return err
-	}
-	for _, w := range warns {
-		if cfg.BackendSharedKey.IsZero() && strings.Contains(w.Msg, "BACKEND_SHARED_KEY") {
-			continue // the error below says it
-		}
-		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
 	}
 	if cfg.BackendSharedKey.IsZero() {
 		return fmt.Errorf("%s: BACKEND_SHARED_KEY is not set: set it to the SHARED_KEY of the servers in BACKEND_SERVERS (%s), then start the relay again",
 			optsPath, strings.Join(cfg.BackendServers, ", "))
 	}
-	var logOut io.Writer = e.stderr
-	logName := "standard error"
-	if cfg.LogFile != "" {
-		f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("LOG_FILEPATH: %w", err)
-		}
-		defer f.Close()
-		logOut, logName = f, cfg.LogFile
+	// SIGHUP (after a log rotation) reopens the log file.
+	hup, stopHup := notifyHangup()
+	defer stopHup()
+	log, err := openDaemonLog(cfg.LogFile, cfg.LogLevel, e.stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	defer log.Close()
 
-	r, err := relay.New(cfg, log, relay.Options{Version: versionString()})
+	r, err := relay.New(cfg, log.Logger, relay.Options{Version: versionString()})
 	if err != nil {
 		return err
 	}
@@ -95,11 +88,9 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 		}
 	}
 	fmt.Fprintf(e.stderr, "recon relay %s: clients on %s, admin on %s, backends %d (%d healthy), log %s\n",
-		versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, logName)
-	select {
-	case <-ctx.Done():
+		versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, log.name)
+	if log.waitStop(ctx, r.Done(), hup, e.stderr) {
 		fmt.Fprintln(e.stderr, "recon relay: stopping")
-	case <-r.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
@@ -230,12 +221,9 @@ or its connected clients. --json prints one JSON document.`,
 }
 
 func (f *relayAdminFlags) dial(ctx context.Context, e *env) (*relay.AdminClient, error) {
-	cfg, warns, err := config.LoadRelayAdmin(f.opts)
+	cfg, err := loadConfig(e, f.opts, config.LoadRelayAdmin, needRelayAdmin, nil)
 	if err != nil {
 		return nil, err
-	}
-	for _, w := range warns {
-		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

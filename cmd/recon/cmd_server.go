@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -36,7 +34,7 @@ and returns the results. JSON logs go to LOG_FILEPATH.
 When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600), with default_recon_script.sh beside it.
 SIGINT or SIGTERM stop the server cleanly; a job that was running is run again
-at the next start.`,
+at the next start. SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServer(cmd.Context(), e, opts)
@@ -50,26 +48,21 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 	if err := ensureServerConfig(e, optsPath); err != nil {
 		return err
 	}
-	cfg, warns, err := config.LoadServer(optsPath)
+	cfg, err := loadConfig(e, optsPath, config.LoadServer, "", nil)
 	if err != nil {
 		return err
 	}
-	for _, w := range warns {
-		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
+	// SIGHUP (after a log rotation) reopens the log file; it must not end
+	// the server, also before the log is open.
+	hup, stopHup := notifyHangup()
+	defer stopHup()
+	log, err := openDaemonLog(cfg.LogFile, cfg.LogLevel, e.stderr)
+	if err != nil {
+		return err
 	}
-	var logOut io.Writer = e.stderr
-	logName := "standard error"
-	if cfg.LogFile != "" {
-		f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("LOG_FILEPATH: %w", err)
-		}
-		defer f.Close()
-		logOut, logName = f, cfg.LogFile
-	}
-	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	defer log.Close()
 
-	srv, err := server.New(cfg, log, server.Options{Version: versionString()})
+	srv, err := server.New(cfg, log.Logger, server.Options{Version: versionString()})
 	if err != nil {
 		return err
 	}
@@ -77,15 +70,15 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 		srv.Shutdown(context.Background())
 		return err
 	}
-	fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
-		versionString(), srv.Addr(), srv.AdminAddr(), logName)
+	// The metrics line comes first: once the "clients on" line is out,
+	// everything the server says about its listeners is.
 	if m := srv.MetricsAddr(); m != nil {
 		fmt.Fprintf(e.stderr, "recon server: metrics on http://%s/metrics\n", m)
 	}
-	select {
-	case <-ctx.Done():
+	fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
+		versionString(), srv.Addr(), srv.AdminAddr(), log.name)
+	if log.waitStop(ctx, srv.Done(), hup, e.stderr) {
 		fmt.Fprintln(e.stderr, "recon server: stopping")
-	case <-srv.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()

@@ -41,12 +41,9 @@ only read, never changed or deleted. JSON logs go to CLIENT_DAEMON_LOG_FILEPATH
 }
 
 func runWatch(ctx context.Context, e *env, optsPath string) error {
-	cfg, warns, err := config.LoadClient(optsPath)
+	cfg, err := loadConfig(e, optsPath, config.LoadClient, needWatch, nil)
 	if err != nil {
 		return err
-	}
-	for _, w := range warns {
-		fmt.Fprintf(e.stderr, "recon: warning: %s\n", w)
 	}
 	if cfg.WatchDir == "" {
 		return fmt.Errorf("%s: CLIENT_WATCH_DIRECTORY is not set: recon watch needs the directory to watch", optsPath)

@@ -5,15 +5,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/servertest"
 )
@@ -57,28 +61,42 @@ func TestVersionKeygenHelp(t *testing.T) {
 	}
 }
 
-// portsFree reports whether the default ports can be bound on localhost.
-func portsFree(ports ...string) bool {
-	for _, p := range ports {
-		l, err := net.Listen("tcp", "localhost:"+p)
-		if err != nil {
-			return false
-		}
-		l.Close()
+// setOpt sets key to value in the config file at path, keeping every other
+// line as it is. The key must already be in the file.
+func setOpt(t *testing.T, path, key, value string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return true
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `\s*=.*$`)
+	if !re.Match(b) {
+		t.Fatalf("%s has no %s line", path, key)
+	}
+	b = re.ReplaceAllLiteral(b, []byte(key+" = "+value))
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
+// TestFreshConfigServerAndStatus runs `recon server` where there is no
+// config file: it writes one with the documented defaults and fresh keys,
+// and a client reading the same file connects. The test does not depend on
+// the default ports being free: the first start stops before listening
+// (recon_data, where its data would go, is a file), and the ports of the
+// fresh file are then moved to free ones.
 func TestFreshConfigServerAndStatus(t *testing.T) {
-	if !portsFree("60000", "60003") {
-		t.Skip("default ports 60000/60003 are in use on this machine")
-	}
 	dir := t.TempDir()
-	srv := startServer(t, dir, "recon.opts")
-	if !strings.Contains(srv.stderr.String(), "wrote a new config with fresh keys") {
-		t.Errorf("server did not say it wrote a config:\n%s", srv.stderr)
+	optsPath := filepath.Join(dir, "recon.opts")
+	writeFile(t, filepath.Join(dir, "recon_data"), "", 0o600)
+	first := runRecon(t, dir, "server", "--opts", "recon.opts")
+	if first.code == 0 {
+		t.Fatalf("recon server started with recon_data a file:\n%s", first.stderr)
 	}
-	fi, err := os.Stat(filepath.Join(dir, "recon.opts"))
+	if !strings.Contains(first.stderr, "wrote a new config with fresh keys to "+optsPath) {
+		t.Errorf("server did not say where it wrote a config:\n%s", first.stderr)
+	}
+	fi, err := os.Stat(optsPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +106,28 @@ func TestFreshConfigServerAndStatus(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "default_recon_script.sh")); err != nil {
 		t.Errorf("default script not written beside the fresh config: %v", err)
 	}
+	cfg, _, err := config.LoadServer(optsPath)
+	if err != nil {
+		t.Fatalf("the fresh config does not load: %v", err)
+	}
+	if cfg.Hostname != "localhost" || cfg.Port != 60000 || cfg.AdminHostname != "127.0.0.1" || cfg.AdminPort != 60003 {
+		t.Errorf("fresh config listens on %s and %s, want the documented localhost:60000 and 127.0.0.1:60003", cfg.Addr(), cfg.AdminAddr())
+	}
+	if cfg.SharedKey.IsZero() || cfg.AdminSharedKey.IsZero() || cfg.SharedKey.Equal(cfg.AdminSharedKey) {
+		t.Error("the fresh config does not have two distinct keys")
+	}
+
+	// Second start, on free loopback ports; then the client reads the same
+	// file, with the port the server took.
+	if err := os.Remove(filepath.Join(dir, "recon_data")); err != nil {
+		t.Fatal(err)
+	}
+	setOpt(t, optsPath, "SERVER_HOSTNAME", "127.0.0.1")
+	setOpt(t, optsPath, "SERVER_PORT", "0")
+	setOpt(t, optsPath, "SERVER_ADMIN_PORT", "0")
+	srv := startServer(t, dir, "recon.opts")
+	_, port, _ := net.SplitHostPort(srv.clientAddr)
+	setOpt(t, optsPath, "SERVER_PORT", port)
 	// A client on the same machine reading the same file just connects.
 	r := runRecon(t, dir, "status", "--json")
 	if r.code != 0 {
@@ -109,7 +149,7 @@ func TestFreshConfigServerAndStatus(t *testing.T) {
 	for _, line := range strings.Split(string(opts), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok && strings.Contains(k, "KEY") {
 			v = strings.TrimSpace(v)
-			if strings.Contains(string(log), v) || strings.Contains(srv.stderr.String(), v) || strings.Contains(r.stdout+r.stderr, v) {
+			if strings.Contains(string(log), v) || strings.Contains(first.stderr+srv.stderr.String(), v) || strings.Contains(r.stdout+r.stderr, v) {
 				t.Errorf("the value of %s appears in the log or the output", strings.TrimSpace(k))
 			}
 		}
@@ -135,17 +175,40 @@ func TestStatusHumanAndUnknownJob(t *testing.T) {
 	}
 }
 
+// TestWrongKeyFailsClearly checks that a client with a wrong key is refused
+// at once, not left to a timeout: the server's handshake and idle timeouts
+// are 60 s and the client's own connect timeout is 15 s, so a refusal
+// within 10 s, saying "authentication failed" and not "timeout", can only
+// come from the server closing the connection when the first handshake
+// message fails.
 func TestWrongKeyFailsClearly(t *testing.T) {
+	const (
+		serverTimeout = 60 * time.Second // HANDSHAKE_TIMEOUT_SECONDS and IDLE_TIMEOUT_SECONDS below
+		failWithin    = 10 * time.Second // well before serverTimeout and the client's 15 s
+	)
 	dir := t.TempDir()
-	serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
+	serverKey := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript),
+		"HANDSHAKE_TIMEOUT_SECONDS = 60", "IDLE_TIMEOUT_SECONDS = 60")
 	srv := startServer(t, dir, "recon.opts")
-	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, keys.MustGenerate().Encode())
+	wrongKey := keys.MustGenerate().Encode()
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, wrongKey)
 	start := time.Now()
 	r := runRecon(t, dir, "status", "--opts", "client.opts")
+	took := time.Since(start)
 	if r.code == 0 || !strings.Contains(r.stderr, "authentication failed") {
 		t.Errorf("wrong key: exit %d, stderr %q; want failure saying authentication failed", r.code, r.stderr)
 	}
-	t.Logf("wrong key reported after %s", time.Since(start).Round(time.Millisecond))
+	if strings.Contains(strings.ToLower(r.stderr), "timeout") || strings.Contains(strings.ToLower(r.stderr), "timed out") {
+		t.Errorf("wrong key: the client waited for a timeout: %q", r.stderr)
+	}
+	if took >= failWithin {
+		t.Errorf("wrong key refused after %s, want well before the %s timeouts (within %s)", took.Round(time.Millisecond), serverTimeout, failWithin)
+	}
+	for _, k := range []string{serverKey, wrongKey} {
+		if strings.Contains(r.stdout+r.stderr, k) {
+			t.Error("the wrong-key error shows a key value")
+		}
+	}
 	// The admin port does not take the client role either.
 	clientOpts(t, filepath.Join(dir, "admin-port.opts"), srv.adminAddr, keys.MustGenerate().Encode())
 	if r := runRecon(t, dir, "status", "--opts", "admin-port.opts"); r.code == 0 {
@@ -200,6 +263,7 @@ func TestSubmitWaitFetch(t *testing.T) {
 set -eu
 for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 printf "%s" "${RECON_OPT_METHOD:-}" > "$3/method.txt"
+ls -A > "$3/cwd-listing.txt"
 if [ "${RECON_OPT_FAIL:-}" = yes ]; then echo "deliberate failure" >&2; exit 4; fi
 `)
 	key := serverOpts(t, dir, script)
@@ -224,8 +288,8 @@ if [ "${RECON_OPT_FAIL:-}" = yes ]; then echo "deliberate failure" >&2; exit 4; 
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("submit --json output is not one JSON document: %v\n%s", err, r.stdout)
 	}
-	if res.State != "succeeded" || len(res.Results) != 3 {
-		t.Fatalf("job %+v, want succeeded with 3 results", res)
+	if res.State != "succeeded" || len(res.Results) != 4 {
+		t.Fatalf("job %+v, want succeeded with 4 results", res)
 	}
 	for _, f := range res.Results {
 		if f.Path == "" || sha(t, f.Path) != f.SHA256 {
@@ -238,9 +302,26 @@ if [ "${RECON_OPT_FAIL:-}" = yes ]; then echo "deliberate failure" >&2; exit 4; 
 	if b, _ := os.ReadFile(filepath.Join(dir, "out", "method.txt")); string(b) != "$(touch x); rm -rf /" {
 		t.Errorf("option arrived as %q", b)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
-		t.Error("an option value was run as shell text")
+	// A shell running the option would create x in its working directory:
+	// the script's (the job's input dir, listed by the script since it is
+	// removed with the job), or the server's (dir, which holds its data
+	// dirs and the client's output too).
+	listing, err := os.ReadFile(filepath.Join(dir, "out", "cwd-listing.txt"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	if !strings.Contains(string(listing), "P00000.7") {
+		t.Errorf("the script's working directory is not its input dir: it holds %q", listing)
+	}
+	if slices.Contains(strings.Split(string(listing), "\n"), "x") {
+		t.Error("an option value was run as shell text: x in the script's working directory")
+	}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "x" {
+			t.Errorf("an option value was run as shell text: %s exists", p)
+		}
+		return nil
+	})
 	if r.stderr != "" {
 		t.Logf("stderr of submit --json: %s", r.stderr)
 	}

@@ -51,6 +51,7 @@ type Server struct {
 	LogFile  string     // LOG_FILEPATH; "" logs to standard error
 	LogLevel slog.Level // LOG_LEVEL
 
+	HandshakeTimeout  time.Duration // HANDSHAKE_TIMEOUT_SECONDS
 	IdleTimeout       time.Duration // IDLE_TIMEOUT_SECONDS
 	MaxConcurrentJobs int           // MAX_CONCURRENT_JOBS
 	MaxQueuedJobs     int           // MAX_QUEUED_JOBS
@@ -59,6 +60,7 @@ type Server struct {
 	MinFreeDiskBytes  int64         // MIN_FREE_DISK_MB, in bytes
 	MaxJobAttempts    int           // MAX_JOB_ATTEMPTS
 	JobTimeout        time.Duration // JOB_TIMEOUT_SECONDS; 0 means none
+	KillGrace         time.Duration // KILL_GRACE_SECONDS
 	ResultRetention   time.Duration // RESULT_RETENTION_HOURS
 	UploadResume      time.Duration // UPLOAD_RESUME_HOURS; 0 means broken uploads are not kept
 	MaxResultFiles    int           // MAX_RESULT_FILES
@@ -138,6 +140,7 @@ type Relay struct {
 	BackendServers   []string      // BACKEND_SERVERS, each host:port (IPv6 in brackets)
 	BackendSharedKey keys.Key      // BACKEND_SHARED_KEY; zero when unset (LoadRelay warns)
 	HealthInterval   time.Duration // BACKEND_HEALTH_INTERVAL_SECONDS
+	HandshakeTimeout time.Duration // HANDSHAKE_TIMEOUT_SECONDS
 	IdleTimeout      time.Duration // IDLE_TIMEOUT_SECONDS
 
 	StateDir string // RELAY_STATE_DIR
@@ -478,6 +481,7 @@ func buildServer(s *source) *Server {
 		StateDir:                get[string](s, "RECON_SERVER_STATE_DIR"),
 		LogFile:                 get[string](s, "LOG_FILEPATH"),
 		LogLevel:                get[slog.Level](s, "LOG_LEVEL"),
+		HandshakeTimeout:        get[time.Duration](s, "HANDSHAKE_TIMEOUT_SECONDS"),
 		IdleTimeout:             get[time.Duration](s, "IDLE_TIMEOUT_SECONDS"),
 		MaxConcurrentJobs:       get[int](s, "MAX_CONCURRENT_JOBS"),
 		MaxQueuedJobs:           get[int](s, "MAX_QUEUED_JOBS"),
@@ -486,6 +490,7 @@ func buildServer(s *source) *Server {
 		MinFreeDiskBytes:        get[int64](s, "MIN_FREE_DISK_MB"),
 		MaxJobAttempts:          get[int](s, "MAX_JOB_ATTEMPTS"),
 		JobTimeout:              get[time.Duration](s, "JOB_TIMEOUT_SECONDS"),
+		KillGrace:               get[time.Duration](s, "KILL_GRACE_SECONDS"),
 		ResultRetention:         get[time.Duration](s, "RESULT_RETENTION_HOURS"),
 		UploadResume:            get[time.Duration](s, "UPLOAD_RESUME_HOURS"),
 		MaxResultFiles:          get[int](s, "MAX_RESULT_FILES"),
@@ -553,6 +558,7 @@ func buildRelay(s *source) *Relay {
 		BackendServers:   get[[]string](s, "BACKEND_SERVERS"),
 		BackendSharedKey: get[keys.Key](s, "BACKEND_SHARED_KEY"),
 		HealthInterval:   get[time.Duration](s, "BACKEND_HEALTH_INTERVAL_SECONDS"),
+		HandshakeTimeout: get[time.Duration](s, "HANDSHAKE_TIMEOUT_SECONDS"),
 		IdleTimeout:      get[time.Duration](s, "IDLE_TIMEOUT_SECONDS"),
 		StateDir:         get[string](s, "RELAY_STATE_DIR"),
 		AdminHostname:    get[string](s, "RELAY_ADMIN_HOSTNAME"),

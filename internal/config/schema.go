@@ -25,7 +25,7 @@ const (
 	typeHostPorts             // []string of host:port
 	typeGlob                  // filepath.Match pattern
 	typeJSONOptions           // JSON object → map[string]string
-	typeAddr                  // optional host:port of a listener ("" = off)
+	typeAddr                  // optional host:port of a loopback listener ("" = off)
 )
 
 var typeNames = map[valueType]string{
@@ -45,7 +45,7 @@ var typeNames = map[valueType]string{
 	typeHostPorts:   "host:port list",
 	typeGlob:        "glob",
 	typeJSONOptions: "JSON object",
-	typeAddr:        "host:port",
+	typeAddr:        "loopback host:port",
 }
 
 // program is a set of recon programs, for the "used by" column and for
@@ -201,6 +201,8 @@ func reconSchema() *schema {
 					doc: "Least severe level logged: DEBUG, INFO, WARNING (or WARN), ERROR."},
 			}},
 			{title: "Server Settings", fields: []field{
+				{name: "HANDSHAKE_TIMEOUT_SECONDS", typ: typeSeconds, def: "10", dmin: time.Second, dmax: time.Hour, usedBy: srv,
+					doc: "A connection that has not completed the encrypted handshake (proved its key) this long after it was accepted is closed."},
 				{name: "IDLE_TIMEOUT_SECONDS", typ: typeSeconds, def: "300", dmin: time.Second, dmax: day, usedBy: srv,
 					doc: "A client session with no request, or a transfer or reply that makes no progress, for this long is closed."},
 				{name: "MAX_CONCURRENT_JOBS", typ: typeInt, def: "1", min: 1, max: 1024, usedBy: srv,
@@ -217,6 +219,8 @@ func reconSchema() *schema {
 					doc: "Times a job is started before it fails for good (a run cut short by a server crash is retried)."},
 				{name: "JOB_TIMEOUT_SECONDS", typ: typeSeconds, def: "0", dmin: 0, dmax: 365 * day, usedBy: srv,
 					doc: "Time limit of one run of the script; 0 means none."},
+				{name: "KILL_GRACE_SECONDS", typ: typeSeconds, def: "10", dmin: time.Second, dmax: 20 * time.Second, usedBy: srv,
+					doc: "Seconds a cancelled, timed-out or stopping script's process group has between SIGTERM and SIGKILL (1-20: a stopping server waits at most 30 s for its scripts)."},
 				{name: "RESULT_RETENTION_HOURS", typ: typeHours, def: "168", dmin: 3600 * time.Millisecond, dmax: 3650 * day, usedBy: srv,
 					doc: "How long results wait to be fetched before they are deleted."},
 				{name: "UPLOAD_RESUME_HOURS", typ: typeHours, def: "24", dmin: 0, dmax: 3650 * day, usedBy: srv,
@@ -236,7 +240,7 @@ func reconSchema() *schema {
 			}},
 			{title: "Monitoring (Server)", fields: []field{
 				{name: "METRICS_ADDRESS", typ: typeAddr, def: "", usedBy: srv,
-					doc: "host:port of a Prometheus metrics endpoint (/metrics), e.g. 127.0.0.1:9464; empty: off. Keep it on loopback: it has no key."},
+					doc: "host:port of a Prometheus metrics endpoint (/metrics), e.g. 127.0.0.1:9464; empty: off. It has no key, so only loopback is accepted: a loopback IP address, localhost, or a bare :PORT (127.0.0.1)."},
 			}},
 			{title: "Server Admin Interface (recon admin)", fields: []field{
 				{name: "SERVER_ADMIN_HOSTNAME", typ: typeHost, def: "127.0.0.1", nonEmpty: true, usedBy: srv | adm,
@@ -313,6 +317,8 @@ func relaySchema() *schema {
 					doc: "Key toward the backends: their SHARED_KEY. The relay cannot reach them while it is unset."},
 				{name: "BACKEND_HEALTH_INTERVAL_SECONDS", typ: typeSeconds, def: "2", dmin: 100 * time.Millisecond, dmax: time.Hour, usedBy: rel,
 					doc: "Seconds between health checks (a status request) of each backend; a backend that fails one is skipped until one passes."},
+				{name: "HANDSHAKE_TIMEOUT_SECONDS", typ: typeSeconds, def: "10", dmin: time.Second, dmax: time.Hour, usedBy: rel,
+					doc: "A client or admin connection that has not completed the encrypted handshake (proved its key) this long after it was accepted is closed."},
 				{name: "IDLE_TIMEOUT_SECONDS", typ: typeSeconds, def: "300", dmin: time.Second, dmax: day, usedBy: rel,
 					doc: "A client session with no request, or a backend or client that makes no progress in a transfer or reply, for this long is given up; keep it above 30 (backends send a waiting client its job's state every 30 s)."},
 			}},

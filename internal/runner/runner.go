@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -58,10 +59,17 @@ const (
 	MaxOptions          = 64
 	MaxOptionKeyLen     = 64
 	MaxOptionValueBytes = 4 << 10
-	// MaxOptionsJSONBytes caps RECON_OPTIONS_JSON. Linux refuses a single
-	// environment string longer than 128 KiB (MAX_ARG_STRLEN), so larger
-	// option sets are refused with a clear error instead of failing exec.
-	MaxOptionsJSONBytes = 128<<10 - 1 - len(envOptionsJSON) - 1
+	// MaxEnvStringBytes is Linux's MAX_ARG_STRLEN: execve fails (E2BIG)
+	// when one "NAME=value" string of the environment, with its
+	// terminating NUL, is longer. OptionsEnv refuses options that would
+	// need a longer string, so they are refused with a clear error instead
+	// of failing exec. (All of a job's option strings together stay under
+	// 400 KiB, well below the total that execve accepts, ARG_MAX: 2 MiB
+	// with the default 8 MiB stack.)
+	MaxEnvStringBytes = 128 << 10
+	// MaxOptionsJSONBytes caps RECON_OPTIONS_JSON: the longest JSON that
+	// fits in one environment string.
+	MaxOptionsJSONBytes = MaxEnvStringBytes - 1 - len(envOptionsJSON) - 1
 
 	// DefaultPATH is the script's PATH when the server has none.
 	DefaultPATH = "/usr/local/bin:/usr/bin:/bin"
@@ -316,11 +324,17 @@ func (s Spec) check() error {
 		return errors.New("no output dir")
 	case strings.IndexByte(s.JobID, 0) >= 0:
 		return errors.New("job id contains a NUL byte")
-	case len(s.Options) > MaxOptions:
-		return fmt.Errorf("too many options: %d, at most %d", len(s.Options), MaxOptions)
 	}
-	seen := make(map[string]string, len(s.Options))
-	for k, v := range s.Options {
+	return checkOptions(s.Options)
+}
+
+// checkOptions checks the keys and values of options (see Spec.Options).
+func checkOptions(opts map[string]string) error {
+	if len(opts) > MaxOptions {
+		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
+	}
+	seen := make(map[string]string, len(opts))
+	for k, v := range opts {
 		if !optionKeyRE.MatchString(k) {
 			return fmt.Errorf("option key %q is not valid: use 1 to %d letters, digits or _", k, MaxOptionKeyLen)
 		}
@@ -352,7 +366,35 @@ func buildEnv(s Spec, inputDir, outputDir string) ([]string, error) {
 			env = append(env, name+"="+v)
 		}
 	}
-	opts := s.Options
+	opts, err := optionsEnv(s.Options)
+	if err != nil {
+		return nil, err
+	}
+	env = append(env,
+		envJobID+"="+s.JobID,
+		envInputDir+"="+inputDir,
+		envOutputDir+"="+outputDir,
+	)
+	return append(env, opts...), nil
+}
+
+// OptionsEnv returns the environment strings that carry opts to the
+// script, exactly as Run sets them: RECON_OPTIONS_JSON, then one
+// RECON_OPT_<KEY upper-cased> per option in key order. It fails when opts
+// are not valid (see Spec.Options) or when a string would be longer than
+// execve accepts (MaxEnvStringBytes). In JSON a control character or a
+// byte that is not UTF-8 takes 6 bytes (\u0001, \ufffd), so options well
+// within the protocol's caps can still be too long. A server calls it
+// before it accepts a job, so that every job it queues can start.
+func OptionsEnv(opts map[string]string) ([]string, error) {
+	if err := checkOptions(opts); err != nil {
+		return nil, err
+	}
+	return optionsEnv(opts)
+}
+
+// optionsEnv is OptionsEnv for options that passed checkOptions.
+func optionsEnv(opts map[string]string) ([]string, error) {
 	if opts == nil {
 		opts = map[string]string{}
 	}
@@ -364,16 +406,23 @@ func buildEnv(s Spec, inputDir, outputDir string) ([]string, error) {
 	}
 	js := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(js) > MaxOptionsJSONBytes {
-		return nil, fmt.Errorf("options are %d bytes as JSON, at most %d fit in %s", len(js), MaxOptionsJSONBytes, envOptionsJSON)
+		return nil, fmt.Errorf("options are %d bytes as JSON (control characters and bytes that are not UTF-8 take 6 bytes each), at most %d fit in the script's environment variable %s",
+			len(js), MaxOptionsJSONBytes, envOptionsJSON)
 	}
-	env = append(env,
-		envJobID+"="+s.JobID,
-		envInputDir+"="+inputDir,
-		envOutputDir+"="+outputDir,
-		envOptionsJSON+"="+string(js),
-	)
-	for k, v := range opts {
-		env = append(env, envOptPrefix+strings.ToUpper(k)+"="+v)
+	env := make([]string, 0, 1+len(opts))
+	env = append(env, envOptionsJSON+"="+string(js))
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		kv := envOptPrefix + strings.ToUpper(k) + "=" + opts[k]
+		if len(kv)+1 > MaxEnvStringBytes { // not with values capped at MaxOptionValueBytes
+			return nil, fmt.Errorf("option %s: %s%s would be %d bytes, at most %d fit in one environment variable",
+				k, envOptPrefix, strings.ToUpper(k), len(kv)+1, MaxEnvStringBytes)
+		}
+		env = append(env, kv)
 	}
 	return env, nil
 }

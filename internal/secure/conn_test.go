@@ -24,8 +24,60 @@ func TestRoundTripSizes(t *testing.T) {
 		writeBufferSize, 3*MaxPayload + 7, 1 << 20}
 	for i, n := range sizes {
 		msg := randomBytes(n, uint64(i))
-		t.Run(fmt.Sprintf("%d/client-to-server", n), func(t *testing.T) { roundTrip(t, c, s, msg) })
-		t.Run(fmt.Sprintf("%d/server-to-client", n), func(t *testing.T) { roundTrip(t, s, c, msg) })
+		t.Run(fmt.Sprintf("%d/client-to-server", n), func(t *testing.T) { roundTripThenMore(t, c, s, msg) })
+		t.Run(fmt.Sprintf("%d/server-to-client", n), func(t *testing.T) { roundTripThenMore(t, s, c, msg) })
+	}
+	// A zero-length Write just before CloseWrite: the reader sees the
+	// authenticated end of stream, io.EOF, and no data.
+	t.Run("0/then-close", func(t *testing.T) {
+		c, s := tcpPair(t, testConfig(k, RoleClient), testConfig(k, RoleClient))
+		for _, p := range []struct {
+			name     string
+			from, to *Conn
+		}{{"client-to-server", c, s}, {"server-to-client", s, c}} {
+			if n, err := p.from.Write(nil); n != 0 || err != nil {
+				t.Fatalf("%s: Write(nil) = %d, %v; want 0, nil", p.name, n, err)
+			}
+			if err := p.from.CloseWrite(); err != nil {
+				t.Fatalf("%s: CloseWrite: %v", p.name, err)
+			}
+			for range 2 { // the end of stream sticks
+				if n, err := p.to.Read(make([]byte, 16)); n != 0 || err != io.EOF {
+					t.Fatalf("%s: Read after a zero-length Write and CloseWrite = %d, %v; want 0, io.EOF", p.name, n, err)
+				}
+			}
+		}
+	})
+}
+
+// roundTripThenMore writes msg, then a few more bytes in a second Write,
+// and checks that the reader gets both intact and in order, each Read
+// returning data: no empty Read and no end of stream in between. So a
+// zero-length msg must send nothing the reader can see.
+func roundTripThenMore(t *testing.T, from, to *Conn, msg []byte) {
+	t.Helper()
+	more := []byte("and then more")
+	if n, err := from.Write(msg); n != len(msg) || err != nil {
+		t.Fatalf("Write(%d bytes) = %d, %v", len(msg), n, err)
+	}
+	if n, err := from.Write(more); n != len(more) || err != nil {
+		t.Fatalf("Write(%d bytes) after Write(%d bytes) = %d, %v", len(more), len(msg), n, err)
+	}
+	want := append(msg[:len(msg):len(msg)], more...)
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 4096)
+	for len(got) < len(want) {
+		n, err := to.Read(buf[:min(len(buf), len(want)-len(got))])
+		if n == 0 {
+			t.Fatalf("Read after %d of %d bytes = 0, %v; want data", len(got), len(want), err)
+		}
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("Read after %d of %d bytes: %v", len(got), len(want), err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes that differ from the %d written", len(got), len(want))
 	}
 }
 

@@ -64,15 +64,15 @@ type Options struct {
 	// Version is reported by status requests.
 	Version string
 	// HandshakeTimeout and IdleTimeout override the defaults
-	// (listen.HandshakeTimeout, and IDLE_TIMEOUT_SECONDS or else
-	// listen.IdleTimeout); tests shorten them.
+	// (HANDSHAKE_TIMEOUT_SECONDS or else listen.HandshakeTimeout, and
+	// IDLE_TIMEOUT_SECONDS or else listen.IdleTimeout); tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
 	// Sampler reads CPU load and available memory for the resource gate;
 	// nil uses the operating system's figures.
 	Sampler Sampler
 	// KillGrace is how long a cancelled script has between SIGTERM and
-	// SIGKILL (0: the runner's default, 10 s).
+	// SIGKILL (0: KILL_GRACE_SECONDS, or else the runner's default, 10 s).
 	KillGrace time.Duration
 }
 
@@ -120,6 +120,9 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		done:      make(chan struct{}),
 	}
 	if s.opts.HandshakeTimeout == 0 {
+		s.opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
+	}
+	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = listen.HandshakeTimeout
 	}
 	if s.opts.IdleTimeout == 0 {
@@ -127,6 +130,9 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	}
 	if s.opts.IdleTimeout == 0 {
 		s.opts.IdleTimeout = listen.IdleTimeout
+	}
+	if s.opts.KillGrace == 0 {
+		s.opts.KillGrace = cfg.KillGrace // KILL_GRACE_SECONDS
 	}
 	sampler := s.opts.Sampler
 	if sampler == nil {

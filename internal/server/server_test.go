@@ -347,6 +347,22 @@ ln "$out/hard1" "$out/hard2"
 	if len(done.Results) != 1 || done.Results[0].Name != "normal.dcm" {
 		t.Fatalf("results %+v, want only normal.dcm", done.Results)
 	}
+	// Each file left out is named in a warning of the job's log.
+	skipped := map[string]string{}
+	for _, r := range jobLogRecords(t, s.LogPath, job.JobID, "result not returned") {
+		name, _ := r["file"].(string)
+		reason, _ := r["reason"].(string)
+		if r["level"] != "WARN" || reason == "" {
+			t.Errorf("log record %v: want level WARN and a reason", r)
+		}
+		skipped[name] = reason
+	}
+	t.Logf("skipped with a warning: %v", skipped)
+	for _, name := range []string{"passwd", "inner-link", "root-link", "sub/up", "fifo", "hard1", "hard2"} {
+		if _, ok := skipped[name]; !ok {
+			t.Errorf("no \"result not returned\" record for %s in the job's log (found %v)", name, skipped)
+		}
+	}
 	dst := t.TempDir()
 	_, files, err := c.Fetch(ctx, job.JobID, dst, nil)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/runner"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/xfer"
 )
@@ -41,6 +42,12 @@ func (s *Server) validateSubmission(sub *protocol.Submit) (total int64, err erro
 	}
 	if err := protocol.ValidateOptions(sub.Options); err != nil {
 		return 0, protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	}
+	// The options must also fit in the script's environment as the runner
+	// builds it (escaped in RECON_OPTIONS_JSON they may take six times
+	// their size): a job whose script cannot start is not accepted.
+	if _, err := runner.OptionsEnv(sub.Options); err != nil {
+		return 0, protocol.Errorf(protocol.CodeBadRequest, "options do not fit in the reconstruction script's environment: %v", err)
 	}
 	seen := make(map[string]string, n)
 	for _, f := range sub.Files {
