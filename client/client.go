@@ -59,6 +59,9 @@ const (
 	CodeInvalidName  = protocol.CodeInvalidName
 	CodeHashMismatch = protocol.CodeHashMismatch
 	CodeBadRequest   = protocol.CodeBadRequest
+	// CodeUnavailable comes from a relay: no backend is up, or the one
+	// holding the job (or a submission it may have made a job of) is down.
+	CodeUnavailable = protocol.CodeUnavailable
 )
 
 // IsCode reports whether err is a server error with the given code.

@@ -59,6 +59,9 @@ const DefaultReconnects = 5
 // again and resumes: the server tells how much of each file it kept, and
 // only the rest is sent (the kept part is read again locally, to hash the
 // whole file). After a reconnect the Client uses the new session.
+// Through a relay that loses the backend receiving the files, Submit does
+// the same: the relay places the retry on another backend, which takes
+// every file from the start, and the caller gets the job from there.
 func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions) (*Job, error) {
 	o := SubmitOptions{}
 	if opts != nil {
@@ -159,26 +162,53 @@ func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.Fil
 		}
 		if err := c.sendPath(p, stats[i], sub.Files[i], off, pw); err != nil {
 			// The server may have said why it stopped reading.
-			return c.serverReason(err)
+			return backendLost(c.serverReason(err))
 		}
 	}
 	m, err = protocol.ReadMessage(c.conn)
 	if err != nil {
 		return err
 	}
-	return m.Decode(protocol.TypeJob, job)
+	return backendLost(m.Decode(protocol.TypeJob, job))
+}
+
+// backendLostError is an unavailable error that came once the files were
+// being sent: only a relay gives it then, when it lost the backend that
+// was receiving them. Submitting again with the same submission id is
+// safe and may succeed: the relay places the submission on another
+// backend if the first cannot have made a job of it, and otherwise sends
+// it to the first one only (which returns its job, or is still down).
+type backendLostError struct{ err error }
+
+func (e *backendLostError) Error() string { return e.err.Error() }
+func (e *backendLostError) Unwrap() error { return e.err }
+
+// backendLost marks err as a backendLostError if it is an unavailable
+// error.
+func backendLost(err error) error {
+	if protocol.IsCode(err, protocol.CodeUnavailable) {
+		return &backendLostError{err}
+	}
+	return err
 }
 
 // Resumable reports whether a failed Submit may be resumed by a later
 // Submit with the same SubmissionID: the connection broke or stalled (not
 // a problem with a local file, not a refusal by the server, not a wrong
-// key). A relay that lost its backend answers unavailable, which is not
-// resumable here: the next submission may go to another backend.
+// key), or a relay lost the backend that was receiving the files (code
+// unavailable during the upload: the retry goes to another backend, which
+// takes the files from the start). Unavailable before the upload (no
+// backend up, or the backend that may hold the job is down) is not
+// resumable.
 func Resumable(err error) bool {
 	var le *localError
 	if err == nil || errors.As(err, &le) || errors.Is(err, secure.ErrAuth) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
+	}
+	var bl *backendLostError
+	if errors.As(err, &bl) {
+		return true
 	}
 	var pe *protocol.Error
 	if errors.As(err, &pe) {

@@ -35,9 +35,9 @@ type BackendInfo struct {
 	Healthy bool   `json:"healthy"`
 	// LastCheck is when the last health check ended; zero before the first.
 	LastCheck time.Time `json:"last_check,omitzero"`
-	// LastError is why the backend was last marked down; it stays after
-	// the backend is back up, with LastErrorAt.
-	LastError      string    `json:"last_error,omitempty"`
+	// LastError is why the backend was last marked down ("" if it never
+	// was); it stays after the backend is back up, with LastErrorAt.
+	LastError      string    `json:"last_error"`
 	LastErrorAt    time.Time `json:"last_error_at,omitzero"`
 	LatencySeconds float64   `json:"latency_seconds"` // of the last passed check: connect, handshake, status
 	Version        string    `json:"version,omitempty"`

@@ -159,10 +159,17 @@ func (p *pool) markDown(b *backend, err error) {
 	}
 }
 
-// markUp records a passed health check.
-func (p *pool) markUp(b *backend, st *protocol.StatusReply, latency time.Duration) {
+// markUp records a passed health check that started at started. A check
+// that started before the backend was last marked down says nothing about
+// it now (it may have passed just before the backend was killed), and is
+// ignored: only a later check brings the backend up again.
+func (p *pool) markUp(b *backend, st *protocol.StatusReply, started time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !b.lastErrAt.IsZero() && !started.After(b.lastErrAt) {
+		return
+	}
+	latency := time.Since(started)
 	if !b.healthy {
 		if b.lastCheck.IsZero() && b.lastErr == "" {
 			p.log.Info("backend up", "backend", b.addr, "version", st.Version)
@@ -254,7 +261,7 @@ func (p *pool) check(ctx context.Context, b *backend) {
 		p.checkFailed(b, fmt.Errorf("health check: %w", err))
 		return
 	}
-	p.markUp(b, st, time.Since(start))
+	p.markUp(b, st, start)
 }
 
 // status asks b for its status on a session of its own.

@@ -246,9 +246,11 @@ func (f *faultSetup) dial(t *testing.T) *client.Client {
 
 // uploadWithFault submits a 32 MiB file with submission id sid through the
 // relay and calls fault with the backend receiving it once 4 MiB are sent.
-func (f *faultSetup) uploadWithFault(t *testing.T, ctx context.Context, sid string, fault func(addr string)) (string, error) {
+// Submit reconnects on its own (quickly, for the test); the errors that
+// made it reconnect are returned.
+func (f *faultSetup) uploadWithFault(t *testing.T, ctx context.Context, sid string, fault func(addr string)) (in string, job *client.Job, reconnects []error, err error) {
 	t.Helper()
-	in := writeInput(t, f.dir, sid+".7", 32<<20, 3)
+	in = writeInput(t, f.dir, sid+".7", 32<<20, 3)
 	var once sync.Once
 	progress := func(done, total int64) {
 		if done < 4<<20 {
@@ -263,8 +265,61 @@ func (f *faultSetup) uploadWithFault(t *testing.T, ctx context.Context, sid stri
 			fault(addr)
 		})
 	}
-	_, err := f.dial(t).Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid, Progress: progress})
-	return in, err
+	job, err = f.dial(t).Submit(ctx, []string{in}, &client.SubmitOptions{
+		SubmissionID:   sid,
+		Progress:       progress,
+		ReconnectDelay: 10 * time.Millisecond,
+		OnReconnect:    func(_ int, err error) { reconnects = append(reconnects, err) },
+	})
+	return in, job, reconnects, err
+}
+
+// checkFailedOver checks a submission that lost its backend mid-upload: the
+// caller saw no error, Submit reconnected once, having been told
+// (unavailable) that the backend was lost, and the job is on the other
+// backend, runs, and its result is the input.
+func (f *faultSetup) checkFailedOver(t *testing.T, ctx context.Context, in string, job *client.Job, reconnects []error, err error, failed string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("submission whose backend was lost mid-upload: %v; want it placed on the other backend without an error", err)
+	}
+	if len(reconnects) != 1 {
+		t.Errorf("Submit reconnected %d times (%v), want once", len(reconnects), reconnects)
+	} else if !client.IsCode(reconnects[0], protocol.CodeUnavailable) || !strings.Contains(reconnects[0].Error(), failed) {
+		t.Logf("Submit reconnected after %v (not the relay's unavailable error naming %s: the connection ended first)", reconnects[0], failed)
+	}
+	if job.Backend == failed || job.Backend == "" {
+		t.Fatalf("job %s placed on %q, want the backend other than the lost %s", job.JobID, job.Backend, failed)
+	}
+	if j := f.waitJob(t, ctx, job.JobID); j.State != "succeeded" || j.Backend != job.Backend {
+		t.Fatalf("failed-over job: %+v", j)
+	}
+	_, files, err := f.dial(t).Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
+	if err != nil || len(files) != 1 || fileSHA(t, files[0].Path) != fileSHA(t, in) {
+		t.Fatalf("fetch of the failed-over job: %+v, %v", files, err)
+	}
+}
+
+// sameJobOnRetry submits in again with sid, after it became job: the
+// relay must return that job, from its backend.
+func (f *faultSetup) sameJobOnRetry(t *testing.T, ctx context.Context, in, sid string, job *client.Job) {
+	t.Helper()
+	// The retry goes to the job's backend only. On this busy machine a
+	// health check may time out and mark it down for a moment; the relay
+	// then answers unavailable ("retry when it is back"), so retry while
+	// that is the answer.
+	var again *client.Job
+	var err error
+	servertest.Eventually(t, 20*time.Second, "the job's backend answers the retry", func() bool {
+		again, err = f.dial(t).Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid, Reconnects: -1})
+		return !client.IsCode(err, protocol.CodeUnavailable)
+	})
+	if err != nil {
+		t.Fatalf("retry of %s: %v", sid, err)
+	}
+	if again.JobID != job.JobID || again.Backend != job.Backend {
+		t.Errorf("retry of %s gave job %s on %s, want the job %s on %s", sid, again.JobID, again.Backend, job.JobID, job.Backend)
+	}
 }
 
 // retryAndCheck submits in again with sid: it must be placed (on the other
@@ -306,9 +361,10 @@ func (f *faultSetup) checkOnce(t *testing.T, ctx context.Context, sid string) {
 }
 
 // TestBackendFrozenMidUpload freezes the backend receiving an upload (as
-// SIGSTOP would): the relay gives up on it within its idle timeout and the
-// client gets a clear unavailable error; a retry with the same submission
-// id goes to the other backend; when the frozen one resumes, the partial
+// SIGSTOP would): the relay gives up on it within its idle timeout and
+// tells the client it lost the backend; Submit submits again with the same
+// submission id, the relay places it on the other backend, and the caller
+// gets the job from there. When the frozen one resumes, the partial
 // upload it kept for a resume expires, so the submission is one job.
 func TestBackendFrozenMidUpload(t *testing.T) {
 	t.Parallel()
@@ -316,16 +372,15 @@ func TestBackendFrozenMidUpload(t *testing.T) {
 	f := newFaultSetup(t, "")
 	var frozen string
 	start := time.Now()
-	in, err := f.uploadWithFault(t, ctx, "frozen-up", func(addr string) {
+	in, job, reconnects, err := f.uploadWithFault(t, ctx, "frozen-up", func(addr string) {
 		frozen = addr
 		_, p := f.backendAt(addr)
 		p.freeze()
 	})
-	if !client.IsCode(err, protocol.CodeUnavailable) {
-		t.Fatalf("upload to a frozen backend: %v, want code unavailable", err)
-	}
-	t.Logf("upload to a frozen backend failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
-	f.retryAndCheck(t, ctx, in, "frozen-up", frozen)
+	t.Logf("upload to a frozen backend: %v after the start, reconnects %v, err %v", time.Since(start).Round(time.Millisecond), reconnects, err)
+	f.checkFailedOver(t, ctx, in, job, reconnects, err, frozen)
+	// A retry with the same submission id now finds that job.
+	f.sameJobOnRetry(t, ctx, in, "frozen-up", job)
 	_, p := f.backendAt(frozen)
 	p.thaw()
 	servertest.Eventually(t, 10*time.Second, "the thawed backend is up", func() bool { return f.relay.healthy(t, frozen) })
@@ -333,27 +388,59 @@ func TestBackendFrozenMidUpload(t *testing.T) {
 }
 
 // TestBackendStoppedMidUpload stops the backend receiving an upload: the
-// client gets a clear unavailable error, and a retry with the same
-// submission id is placed on the other backend at once.
+// caller of Submit sees no error, and the job is on the other backend
+// (Submit reconnected once and sent the files again from the start there).
 func TestBackendStoppedMidUpload(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	f := newFaultSetup(t, "")
 	var stopped string
-	in, err := f.uploadWithFault(t, ctx, "stopped-up", func(addr string) {
+	in, job, reconnects, err := f.uploadWithFault(t, ctx, "stopped-up", func(addr string) {
 		stopped = addr
 		b, _ := f.backendAt(addr)
 		b.Stop(t)
 	})
-	if !client.IsCode(err, protocol.CodeUnavailable) {
-		t.Fatalf("upload to a stopped backend: %v, want code unavailable", err)
-	}
-	f.retryAndCheck(t, ctx, in, "stopped-up", stopped)
+	f.checkFailedOver(t, ctx, in, job, reconnects, err, stopped)
+	// The other backend took the files from the start: it resumed nothing.
 	b, _ := f.backendAt(stopped)
+	other := f.other(b)
+	if n := len(logRecords(t, other.LogPath, "upload resumed")); n != 0 {
+		t.Errorf("the backend the submission failed over to logged %d resumed uploads, want 0", n)
+	}
+	f.sameJobOnRetry(t, ctx, in, "stopped-up", job)
 	// Back on its data: the interrupted upload is gone, and it has no job.
 	back := servertest.Start(t, servertest.Options{Dir: b.Dir})
-	f.backends = []*servertest.Server{back, f.other(b)}
+	f.backends = []*servertest.Server{back, other}
 	f.checkOnce(t, ctx, "stopped-up")
+}
+
+// TestBackendLostMidUploadNoOther loses the backend receiving an upload
+// while the only other backend is down: Submit tries again once, and the
+// caller gets a clear error that no backend is available; no backend has a
+// job for the submission.
+func TestBackendLostMidUploadNoOther(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	f := newFaultSetup(t, "")
+	f.backends[1].Stop(t)
+	downAddr := f.proxies[1].addr()
+	servertest.Eventually(t, 10*time.Second, "the stopped backend marked down", func() bool { return !f.relay.healthy(t, downAddr) })
+	_, _, reconnects, err := f.uploadWithFault(t, ctx, "lost-no-other", func(addr string) {
+		if addr != f.proxies[0].addr() {
+			t.Errorf("upload went to %s, want %s", addr, f.proxies[0].addr())
+		}
+		f.backends[0].Stop(t)
+	})
+	if !client.IsCode(err, protocol.CodeUnavailable) || !strings.Contains(err.Error(), "no backend is available") {
+		t.Fatalf("upload whose backend was lost with no other up: %v; want unavailable, no backend is available", err)
+	}
+	if client.Resumable(err) {
+		t.Errorf("Resumable(%v) = true: no backend is available, retrying at once cannot help", err)
+	}
+	if len(reconnects) != 1 {
+		t.Errorf("Submit reconnected %d times (%v), want once", len(reconnects), reconnects)
+	}
+	t.Logf("error: %v (after reconnecting on %v)", err, reconnects)
 }
 
 func (f *faultSetup) other(s *servertest.Server) *servertest.Server {
@@ -477,7 +564,7 @@ func TestRelayStoppedMidUpload(t *testing.T) {
 	ctx := testCtx(t)
 	f := newFaultSetup(t, "")
 	stopped := make(chan struct{})
-	in, err := f.uploadWithFault(t, ctx, "relay-stop", func(string) {
+	in, _, _, err := f.uploadWithFault(t, ctx, "relay-stop", func(string) {
 		go func() { f.relay.stop(t); close(stopped) }()
 	})
 	<-stopped

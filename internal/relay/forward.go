@@ -64,7 +64,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	if err := checkAnnounced(sub.Files); err != nil {
 		return err
 	}
-	order, err := r.submitOrder(ctx, sub.SubmissionID)
+	order, pinned, err := r.submitOrder(ctx, sub.SubmissionID, log)
 	if err != nil {
 		return err
 	}
@@ -84,6 +84,15 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 			var ie *internalErr
 			if errors.As(err, &ie) {
 				return err
+			}
+			if b == pinned && !mayHoldNoJob(err) {
+				// It may hold the job of this submission: no other
+				// backend may make a second one.
+				if isWireError(err) {
+					return err
+				}
+				return protocol.Errorf(protocol.CodeUnavailable,
+					"submission %s was handed over to backend %s, which may hold its job and cannot be reached now: retry when it is back", sub.SubmissionID, b.addr)
 			}
 			if isWireError(err) {
 				if !retryElsewhere(err) {
@@ -106,29 +115,47 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	return protocol.Errorf(protocol.CodeUnavailable, "no backend could be reached (tried %s); try again later", strings.Join(tried, ", "))
 }
 
-// submitOrder is the order in which to offer a submission to backends. A
-// submission id already sent to a backend goes to that one first, so a
-// retry finds the job there instead of making a second one; if that backend
-// is down, the retry must wait for it.
-func (r *Relay) submitOrder(ctx context.Context, sid string) ([]*backend, error) {
-	order := r.pool.candidates()
+// mayHoldNoJob reports whether a backend's refusal of a submission shows
+// that it holds no job for its submission id: a server looks the id up
+// before it checks its queue and disk space.
+func mayHoldNoJob(err error) bool {
+	return protocol.IsCode(err, protocol.CodeQueueFull) || protocol.IsCode(err, protocol.CodeNoSpace)
+}
+
+// submitOrder is the order in which to offer a submission to backends.
+//
+// A submission id sent to a backend before goes to that one first: it
+// returns the job it already has, or resumes the upload it kept. If the
+// last file had been handed over there (pinned), that backend may have
+// made a job of it, so no other backend may take the submission unless
+// that one shows it has none; if it is down, the retry must wait for it.
+// An upload that broke before its last file was handed over cannot have
+// become a job, so if its backend is down the submission goes to the
+// others and starts over there (what the first one kept expires after its
+// UPLOAD_RESUME_HOURS).
+func (r *Relay) submitOrder(ctx context.Context, sid string, log *slog.Logger) (order []*backend, pinned *backend, err error) {
+	order = r.pool.candidates()
 	if sid == "" {
-		return order, nil
+		return order, nil, nil
 	}
-	addr, err := r.routes.submission(ctx, sid)
+	addr, handedOver, err := r.routes.submission(ctx, sid)
 	if errors.Is(err, errNoRoute) {
-		return order, nil
+		return order, nil, nil
 	}
 	if err != nil {
-		return nil, &internalErr{err}
+		return nil, nil, &internalErr{err}
 	}
 	b := r.pool.get(addr)
 	if b == nil {
-		return order, nil // no longer a backend: start afresh
+		return order, nil, nil // no longer a backend: start afresh
 	}
 	if !r.pool.isHealthy(b) {
-		return nil, protocol.Errorf(protocol.CodeUnavailable,
-			"submission %s was sent to backend %s before, which is down: retry when it is back, or submit without the submission id", sid, b.addr)
+		if handedOver {
+			return nil, nil, protocol.Errorf(protocol.CodeUnavailable,
+				"submission %s was handed over to backend %s before, which may hold its job and is down: retry when it is back", sid, b.addr)
+		}
+		log.Info("backend of an unfinished upload is down; placing the submission elsewhere", "submission_id", sid, "backend", b.addr)
+		return order, nil, nil
 	}
 	out := []*backend{b}
 	for _, o := range order {
@@ -136,7 +163,10 @@ func (r *Relay) submitOrder(ctx context.Context, sid string) ([]*backend, error)
 			out = append(out, o)
 		}
 	}
-	return out, nil
+	if handedOver {
+		pinned = b
+	}
+	return out, pinned, nil
 }
 
 // offer opens a session to b and sends it the submission. It returns the
@@ -178,6 +208,9 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr); err != nil {
 			return false, &internalErr{err}
 		}
+		if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
+			return false, &internalErr{err}
+		}
 		bc.CloseWrite()
 		ready.Job.Backend = b.addr
 		return false, protocol.WriteMessage(c, protocol.TypeSubmitReady, ready)
@@ -194,6 +227,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	var total int64
+	handedOver := false
 	toBackend := &armedWriter{c: bc, d: r.opts.IdleTimeout}
 	for i, f := range sub.Files {
 		n := f.Size
@@ -208,7 +242,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 			return false, errSessionOver
 		}
 		if werr != nil {
-			return false, r.uploadFailed(ctx, b, bc, sub.SubmissionID, werr, log)
+			return false, r.uploadFailed(ctx, b, bc, handedOver, werr, log)
 		}
 		m, err := protocol.ReadMessage(c)
 		if err != nil {
@@ -219,8 +253,16 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
 			return false, &fatalErr{badRequest(fmt.Errorf("file %q: %w", f.Name, err))}
 		}
+		if i == len(sub.Files)-1 && sub.SubmissionID != "" {
+			// From the last FileDone on, b may make a job of the
+			// submission: a retry must not go elsewhere.
+			if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
+				return false, &internalErr{err}
+			}
+			handedOver = true
+		}
 		if err := protocol.WriteMessage(toBackend, protocol.TypeFileDone, done); err != nil {
-			return false, r.uploadFailed(ctx, b, bc, sub.SubmissionID, err, log)
+			return false, r.uploadFailed(ctx, b, bc, handedOver, err, log)
 		}
 		total += n
 	}
@@ -262,15 +304,13 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 // backend's own error if it sent one before it stopped reading, else a
 // broken connection (and the backend is marked down). Either way the
 // client's stream is out of step, so its session ends after the error.
-// The backend cannot have made a job of an upload that broke before its
-// last FileDone, so the submission id is forgotten: a retry with it may go
-// to another backend.
-func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, sid string, werr error, log *slog.Logger) error {
-	if sid != "" {
-		if err := r.routes.forgetSubmission(context.WithoutCancel(ctx), sid, b.addr); err != nil {
-			log.Warn("forget submission", "submission_id", sid, "err", err)
-		}
-	}
+//
+// A backend lost before the last FileDone was handed to it cannot have
+// made a job of the upload. The client package takes the unavailable
+// error it gets in the middle of an upload as a reason to submit again
+// with the same submission id, and submitOrder then places it on another
+// backend while this one is down, so the caller does not notice.
+func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, handedOver bool, werr error, log *slog.Logger) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -280,9 +320,16 @@ func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, s
 			return &fatalErr{derr}
 		}
 	}
-	log.Warn("upload to backend broke", "backend", b.addr, "err", werr)
+	log.Warn("upload to backend broke", "backend", b.addr, "handed_over", handedOver, "err", werr)
 	r.pool.failed(ctx, b, werr)
-	return &fatalErr{protocol.Errorf(protocol.CodeUnavailable, "the connection to backend %s broke during the upload; submit again (with the same submission id, the upload resumes from what the backend kept if it is back in time, else starts over on another backend)", b.addr)}
+	if handedOver {
+		return &fatalErr{protocol.Errorf(protocol.CodeUnavailable,
+			"lost the connection to backend %s as the last file was handed over; the job may or may not be queued there: "+
+				"submit again with the same submission id when the backend is back", b.addr)}
+	}
+	return &fatalErr{protocol.Errorf(protocol.CodeUnavailable,
+		"lost backend %s during the upload, before it had the whole job: submit again with the same submission id "+
+			"(the client does so by itself) and the upload goes to another backend, or resumes on this one if it is back", b.addr)}
 }
 
 // fetch relays a finished job's results from its backend, and the client's

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,9 +64,21 @@ func TestCandidatesLeastLoadedThenInTurn(t *testing.T) {
 	if c := p.byAddr["c:1"]; c.load() != 2 || c.placed != 2 || c.uploading != 0 {
 		t.Errorf("after two placements: load %d, placed %d, uploading %d", c.load(), c.placed, c.uploading)
 	}
-	p.markUp(p.byAddr["c:1"], &protocol.StatusReply{Jobs: map[string]int{"queued": 0, "running": 1}}, time.Millisecond)
+	p.markUp(p.byAddr["c:1"], &protocol.StatusReply{Jobs: map[string]int{"queued": 0, "running": 1}}, time.Now())
 	if c := p.byAddr["c:1"]; c.load() != 1 {
 		t.Errorf("after a check: load %d, want 1", c.load())
+	}
+	// A check that passed but started before b was marked down does not
+	// bring it up (b may have been killed just after answering); a later
+	// one does.
+	b := p.byAddr["b:1"]
+	p.markUp(b, &protocol.StatusReply{}, b.lastErrAt.Add(-time.Millisecond))
+	if p.isHealthy(b) {
+		t.Errorf("a check started before b was marked down brought it up")
+	}
+	p.markUp(b, &protocol.StatusReply{}, b.lastErrAt.Add(time.Millisecond))
+	if !p.isHealthy(b) {
+		t.Errorf("a check started after b was marked down did not bring it up")
 	}
 }
 
@@ -132,5 +145,44 @@ func TestCheckAnnounced(t *testing.T) {
 		if tt.code == "" && err != nil || tt.code != "" && !protocol.IsCode(err, tt.code) {
 			t.Errorf("case %d: checkAnnounced = %v, want code %q", i, err, tt.code)
 		}
+	}
+}
+
+// TestSubmissionHandOver: a submission sent to a backend starts as not
+// handed over; handOver marks it; sending it again to the same backend
+// keeps the mark (that backend may hold the job), to another clears it.
+func TestSubmissionHandOver(t *testing.T) {
+	ctx := t.Context()
+	s, err := openRoutes(filepath.Join(t.TempDir(), "routes.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check := func(step, wantAddr string, wantHanded bool) {
+		t.Helper()
+		addr, handed, err := s.submission(ctx, "sid")
+		if err != nil || addr != wantAddr || handed != wantHanded {
+			t.Errorf("%s: submission = %q, %v, %v; want %q, %v", step, addr, handed, err, wantAddr, wantHanded)
+		}
+	}
+	if _, _, err := s.submission(ctx, "sid"); !errors.Is(err, errNoRoute) {
+		t.Errorf("unknown submission: %v, want errNoRoute", err)
+	}
+	for _, step := range []struct {
+		name string
+		do   func() error
+		addr string
+		hand bool
+	}{
+		{"sent to a", func() error { return s.putSubmission(ctx, "sid", "a:1") }, "a:1", false},
+		{"handed over to b (not its backend)", func() error { return s.handOver(ctx, "sid", "b:1") }, "a:1", false},
+		{"sent to b", func() error { return s.putSubmission(ctx, "sid", "b:1") }, "b:1", false},
+		{"handed over to b", func() error { return s.handOver(ctx, "sid", "b:1") }, "b:1", true},
+		{"sent to b again", func() error { return s.putSubmission(ctx, "sid", "b:1") }, "b:1", true},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		check(step.name, step.addr, step.hand)
 	}
 }

@@ -10,7 +10,10 @@
 // as of its last health check, plus what the relay placed or is uploading
 // since; ties in turn). A backend that cannot be reached, or that refuses
 // the submission before accepting its files, is skipped without the client
-// noticing. Which backend holds which job is stored durably (SQLite in
+// noticing. A backend lost during the upload, before it had the last file,
+// cannot have made a job of it: the client package submits again with the
+// same submission id, and the relay places it on another backend (see
+// submitOrder). Which backend holds which job is stored durably (SQLite in
 // RELAY_STATE_DIR) before the client hears of the job, so status, wait and
 // fetch of a job reach its backend, also after the relay restarts. The
 // relay's own status sums the healthy backends' job counts; queue lists
@@ -73,7 +76,7 @@ type Options struct {
 	// Version is reported by status requests.
 	Version string
 	// HandshakeTimeout and IdleTimeout override the defaults
-	// (listen.HandshakeTimeout, and IDLE_TIMEOUT_SECONDS or else listen.IdleTimeout) of the client and admin listeners
+	// (HANDSHAKE_TIMEOUT_SECONDS or else listen.HandshakeTimeout, and IDLE_TIMEOUT_SECONDS or else listen.IdleTimeout) of the client and admin listeners
 	// and of the sessions to backends; tests shorten them.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
@@ -94,6 +97,9 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 	}
 	if len(cfg.BackendServers) == 0 {
 		return nil, errors.New("BACKEND_SERVERS is empty: list the recon servers the relay forwards to")
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = listen.HandshakeTimeout

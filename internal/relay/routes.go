@@ -32,6 +32,10 @@ var routeMigrations = [...]string{
 		backend       TEXT    NOT NULL,
 		created_at    INTEGER NOT NULL
 	) STRICT;`,
+	// 1 → 2: whether the last file of a submission was handed to its
+	// backend (so the backend may have made a job of it). Rows from
+	// before are taken as handed over: the safe assumption.
+	`ALTER TABLE submissions ADD COLUMN handed_over INTEGER NOT NULL DEFAULT 1;`,
 }
 
 // routeStore is the relay's durable map from job id to backend address:
@@ -136,10 +140,15 @@ func (s *routeStore) job(ctx context.Context, id string) (string, error) {
 }
 
 // putSubmission records that submission sid is being sent to backend.
+// Sent to another backend than before, it starts as not handed over; sent
+// again to the same backend, it keeps what it was (that backend may
+// already hold the job).
 func (s *routeStore) putSubmission(ctx context.Context, sid, backend string) error {
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO submissions (submission_id, backend, created_at) VALUES (?, ?, ?)
-		 ON CONFLICT (submission_id) DO UPDATE SET backend = excluded.backend, created_at = excluded.created_at`,
+		`INSERT INTO submissions (submission_id, backend, created_at, handed_over) VALUES (?, ?, ?, 0)
+		 ON CONFLICT (submission_id) DO UPDATE SET
+		   handed_over = CASE WHEN submissions.backend = excluded.backend THEN submissions.handed_over ELSE 0 END,
+		   backend = excluded.backend, created_at = excluded.created_at`,
 		sid, backend, time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("record submission: %w", err)
@@ -147,29 +156,31 @@ func (s *routeStore) putSubmission(ctx context.Context, sid, backend string) err
 	return nil
 }
 
-// forgetSubmission forgets that submission sid was sent to backend, if it
-// still names that backend: the upload broke before the backend could make
-// a job of it, so a retry may go to any backend.
-func (s *routeStore) forgetSubmission(ctx context.Context, sid, backend string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM submissions WHERE submission_id = ? AND backend = ?`, sid, backend)
+// handOver records, before the last file's end is sent to backend, that
+// from now on backend may make a job of submission sid: a retry must then
+// go to that backend only, never to another. It is committed when
+// handOver returns.
+func (s *routeStore) handOver(ctx context.Context, sid, backend string) error {
+	_, err := s.db.ExecContext(ctx,
+		`UPDATE submissions SET handed_over = 1 WHERE submission_id = ? AND backend = ?`, sid, backend)
 	if err != nil {
-		return fmt.Errorf("forget submission: %w", err)
+		return fmt.Errorf("record submission handed over: %w", err)
 	}
 	return nil
 }
 
-// submission returns the backend submission sid was last sent to, or
-// errNoRoute.
-func (s *routeStore) submission(ctx context.Context, sid string) (string, error) {
-	var b string
-	err := s.db.QueryRowContext(ctx, `SELECT backend FROM submissions WHERE submission_id = ?`, sid).Scan(&b)
+// submission returns the backend submission sid was last sent to, and
+// whether its last file was handed over there; or errNoRoute.
+func (s *routeStore) submission(ctx context.Context, sid string) (backend string, handedOver bool, err error) {
+	var h int64
+	err = s.db.QueryRowContext(ctx, `SELECT backend, handed_over FROM submissions WHERE submission_id = ?`, sid).Scan(&backend, &h)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", errNoRoute
+		return "", false, errNoRoute
 	}
 	if err != nil {
-		return "", fmt.Errorf("look up submission: %w", err)
+		return "", false, fmt.Errorf("look up submission: %w", err)
 	}
-	return b, nil
+	return backend, h != 0, nil
 }
 
 // count returns the number of routes, for status.

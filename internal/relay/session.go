@@ -172,7 +172,7 @@ func (r *Relay) status(ctx context.Context) *protocol.StatusReply {
 			r.pool.failed(ctx, b, err)
 			return
 		}
-		r.pool.markUp(b, s, time.Since(start))
+		r.pool.markUp(b, s, start)
 		replies[i] = s
 	})
 	for _, s := range replies {
