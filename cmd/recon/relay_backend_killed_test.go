@@ -98,29 +98,7 @@ func TestRelayBackendKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	base := t.TempDir()
-	key := keys.MustGenerate().Encode()
-	gate := filepath.Join(base, "gate")
-	if err := os.Mkdir(gate, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	script := heldScript(t, gate)
-	var (
-		servers []*serverProc
-		dirs    []string
-		addrs   []string
-	)
-	for i := range 3 {
-		d := filepath.Join(base, fmt.Sprintf("backend%d", i))
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		serverOpts(t, d, script, "SHARED_KEY = "+key, "MAX_CONCURRENT_JOBS = 1")
-		s := startServer(t, d, "recon.opts")
-		// The same address after a restart.
-		_, port, _ := strings.Cut(s.clientAddr, ":")
-		setOpt(t, filepath.Join(d, "recon.opts"), "SERVER_PORT", port)
-		servers, dirs, addrs = append(servers, s), append(dirs, d), append(addrs, s.clientAddr)
-	}
+	key, gate, servers, dirs, addrs := heldBackends(t, base, 3, "MAX_CONCURRENT_JOBS = 1")
 	rdir := filepath.Join(base, "relay")
 	if err := os.Mkdir(rdir, 0o700); err != nil {
 		t.Fatal(err)
@@ -378,28 +356,7 @@ func TestRelayBackendKilledMidUpload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	base := t.TempDir()
-	key := keys.MustGenerate().Encode()
-	gate := filepath.Join(base, "gate")
-	if err := os.Mkdir(gate, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	script := heldScript(t, gate)
-	var (
-		servers []*serverProc
-		dirs    []string
-		addrs   []string
-	)
-	for i := range 2 {
-		d := filepath.Join(base, fmt.Sprintf("backend%d", i))
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		serverOpts(t, d, script, "SHARED_KEY = "+key)
-		s := startServer(t, d, "recon.opts")
-		_, port, _ := strings.Cut(s.clientAddr, ":")
-		setOpt(t, filepath.Join(d, "recon.opts"), "SERVER_PORT", port)
-		servers, dirs, addrs = append(servers, s), append(dirs, d), append(addrs, s.clientAddr)
-	}
+	key, gate, servers, dirs, addrs := heldBackends(t, base, 2)
 	rdir := filepath.Join(base, "relay")
 	if err := os.Mkdir(rdir, 0o700); err != nil {
 		t.Fatal(err)
@@ -498,4 +455,30 @@ func TestRelayBackendKilledMidUpload(t *testing.T) {
 	if n != 1 {
 		t.Errorf("submission %s is %d jobs on the backends, want 1", sid, n)
 	}
+}
+
+// heldBackends starts n real backends under base that share one client key
+// and run a script held until a file appears in gate. Each keeps its
+// client port across a restart. extra lines go into every recon.opts.
+func heldBackends(t *testing.T, base string, n int, extra ...string) (key, gate string, servers []*serverProc, dirs, addrs []string) {
+	t.Helper()
+	key = keys.MustGenerate().Encode()
+	gate = filepath.Join(base, "gate")
+	if err := os.Mkdir(gate, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	script := heldScript(t, gate)
+	for i := range n {
+		d := filepath.Join(base, fmt.Sprintf("backend%d", i))
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		serverOpts(t, d, script, append([]string{"SHARED_KEY = " + key}, extra...)...)
+		s := startServer(t, d, "recon.opts")
+		// The same address after a restart.
+		_, port, _ := strings.Cut(s.clientAddr, ":")
+		setOpt(t, filepath.Join(d, "recon.opts"), "SERVER_PORT", port)
+		servers, dirs, addrs = append(servers, s), append(dirs, d), append(addrs, s.clientAddr)
+	}
+	return key, gate, servers, dirs, addrs
 }

@@ -204,25 +204,7 @@ CLIENT_DAEMON_LOG_FILEPATH = watch.log
 
 			p = startWatch(t, ctx, dir)
 			writeFile(t, release, "", 0o644)
-			var summary struct {
-				Group  string `json:"group"`
-				Status string `json:"status"`
-				JobID  string `json:"job_id"`
-				State  string `json:"state"`
-			}
-			var groupDir string
-			servertest.Eventually(t, 40*time.Second, "results and summary downloaded", func() bool {
-				m, _ := filepath.Glob(filepath.Join(dir, "downloads", "*", "recon-summary.json"))
-				if len(m) != 1 {
-					return false
-				}
-				b, err := os.ReadFile(m[0])
-				if err != nil || json.Unmarshal(b, &summary) != nil {
-					return false
-				}
-				groupDir = filepath.Dir(m[0])
-				return true
-			})
+			summary, groupDir := waitWatchSummary(t, dir)
 			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}

@@ -100,25 +100,7 @@ CLIENT_DAEMON_RECON_OPTIONS_JSON = {"method": "pics"}
 		t.Fatal(err)
 	}
 
-	var summary struct {
-		Group  string `json:"group"`
-		Status string `json:"status"`
-		JobID  string `json:"job_id"`
-		State  string `json:"state"`
-	}
-	var groupDir string
-	servertest.Eventually(t, 40*time.Second, "results and summary downloaded", func() bool {
-		m, _ := filepath.Glob(filepath.Join(dir, "downloads", "*", "recon-summary.json"))
-		if len(m) != 1 {
-			return false
-		}
-		b, err := os.ReadFile(m[0])
-		if err != nil || json.Unmarshal(b, &summary) != nil {
-			return false
-		}
-		groupDir = filepath.Dir(m[0])
-		return true
-	})
+	summary, groupDir := waitWatchSummary(t, dir)
 	if summary.Status != "done" || summary.State != "succeeded" || summary.JobID == "" || filepath.Base(groupDir) != summary.Group {
 		t.Errorf("summary %+v in %s", summary, groupDir)
 	}
@@ -190,4 +172,32 @@ func TestWatchNeedsDirectory(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "watch_state")); err == nil {
 		t.Error("a state directory was created although the config is incomplete")
 	}
+}
+
+// watchSummary is the summary file the watch daemon writes beside a
+// group's results.
+type watchSummary struct {
+	Group  string `json:"group"`
+	Status string `json:"status"`
+	JobID  string `json:"job_id"`
+	State  string `json:"state"`
+}
+
+// waitWatchSummary waits for the one group's summary under dir/downloads
+// and returns it with the group's download directory.
+func waitWatchSummary(t *testing.T, dir string) (summary watchSummary, groupDir string) {
+	t.Helper()
+	servertest.Eventually(t, 40*time.Second, "results and summary downloaded", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "downloads", "*", "recon-summary.json"))
+		if len(m) != 1 {
+			return false
+		}
+		b, err := os.ReadFile(m[0])
+		if err != nil || json.Unmarshal(b, &summary) != nil {
+			return false
+		}
+		groupDir = filepath.Dir(m[0])
+		return true
+	})
+	return summary, groupDir
 }
