@@ -67,7 +67,7 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 	// SIGHUP (after a log rotation) reopens the log file.
 	hup, stopHup := notifyHangup()
 	defer stopHup()
-	log, err := openDaemonLog(cfg.LogFile, cfg.LogLevel, e.stderr)
+	log, err := openDaemonLog("LOG_FILEPATH", cfg.LogFile, cfg.LogLevel, e.stderr)
 	if err != nil {
 		return err
 	}

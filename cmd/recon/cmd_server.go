@@ -56,7 +56,7 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 	// the server, also before the log is open.
 	hup, stopHup := notifyHangup()
 	defer stopHup()
-	log, err := openDaemonLog(cfg.LogFile, cfg.LogLevel, e.stderr)
+	log, err := openDaemonLog("LOG_FILEPATH", cfg.LogFile, cfg.LogLevel, e.stderr)
 	if err != nil {
 		return err
 	}

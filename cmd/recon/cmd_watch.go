@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +29,8 @@ CLIENT_DAEMON_STATE_DIR, so a restart neither submits a group twice nor
 forgets one. While the server cannot be reached, recon watch retries with
 growing delays and keeps finding files. Files in the watched directory are
 only read, never changed or deleted. JSON logs go to CLIENT_DAEMON_LOG_FILEPATH
-(standard error when empty). SIGINT or SIGTERM stop it cleanly.`,
+(standard error when empty); SIGHUP reopens that file after a log rotation.
+SIGINT or SIGTERM stop it cleanly.`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runWatch(cmd.Context(), e, opts)
@@ -48,24 +48,26 @@ func runWatch(ctx context.Context, e *env, optsPath string) error {
 	if cfg.WatchDir == "" {
 		return fmt.Errorf("%s: CLIENT_WATCH_DIRECTORY is not set: recon watch needs the directory to watch", optsPath)
 	}
-	var logOut io.Writer = e.stderr
-	logName := "standard error"
-	if cfg.WatchLogFile != "" {
-		f, err := os.OpenFile(cfg.WatchLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return fmt.Errorf("CLIENT_DAEMON_LOG_FILEPATH: %w", err)
-		}
-		defer f.Close()
-		logOut, logName = f, cfg.WatchLogFile
+	// SIGHUP (after a log rotation) reopens the log file.
+	hup, stopHup := notifyHangup()
+	defer stopHup()
+	log, err := openDaemonLog("CLIENT_DAEMON_LOG_FILEPATH", cfg.WatchLogFile, slog.LevelInfo, e.stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	w, err := watch.New(watch.ConfigFrom(cfg, log))
+	defer log.Close()
+	w, err := watch.New(watch.ConfigFrom(cfg, log.Logger))
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "recon watch %s: watching %s for %s, server %s, results in %s, state in %s, log %s\n",
-		versionString(), cfg.WatchDir, cfg.WatchPattern, cfg.Addr(), cfg.DownloadDir, cfg.WatchStateDir, logName)
+		versionString(), cfg.WatchDir, cfg.WatchPattern, cfg.Addr(), cfg.DownloadDir, cfg.WatchStateDir, log.name)
+	ran := make(chan struct{})
+	var reopener sync.WaitGroup
+	reopener.Go(func() { log.waitStop(ctx, ran, hup, e.stderr) })
 	runErr := w.Run(ctx)
+	close(ran)
+	reopener.Wait()
 	if err := w.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("close state: %w", err)
 	}

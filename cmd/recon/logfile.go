@@ -11,7 +11,7 @@ import (
 	"syscall"
 )
 
-// logFile is the JSON log file of a server or relay (LOG_FILEPATH). Reopen
+// logFile is the JSON log file of a server, relay or watch daemon. Reopen
 // opens the path again, so that after an external rotation (logrotate
 // renames the file, then sends SIGHUP) records go to a fresh file at
 // LOG_FILEPATH instead of the renamed one. Write and Reopen are safe for
@@ -56,22 +56,23 @@ func (l *logFile) Close() error {
 	return l.f.Close()
 }
 
-// daemonLog is the logger of a long-running command (server, relay).
+// daemonLog is the logger of a long-running command (server, relay, watch).
 type daemonLog struct {
 	*slog.Logger
 	file *logFile // nil when logging to standard error
 	name string   // where records go, for the start line
 }
 
-// openDaemonLog opens LOG_FILEPATH (standard error when path is empty) and
-// returns a JSON logger at level.
-func openDaemonLog(path string, level slog.Level, stderr io.Writer) (*daemonLog, error) {
+// openDaemonLog opens the log file at path, named by the config key key
+// in errors (standard error when path is empty), and returns a JSON logger
+// at level.
+func openDaemonLog(key, path string, level slog.Level, stderr io.Writer) (*daemonLog, error) {
 	d := &daemonLog{name: "standard error"}
 	out := stderr
 	if path != "" {
 		f, err := openLogFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("LOG_FILEPATH: %w", err)
+			return nil, fmt.Errorf("%s: %w", key, err)
 		}
 		d.file, d.name, out = f, path, f
 	}

@@ -314,3 +314,85 @@ func TestLogRotationSIGHUP(t *testing.T) {
 		t.Errorf("server after SIGHUP: %v\n%s", srv.cmd.ProcessState, srv.stderr)
 	}
 }
+
+// TestLogRotationSIGHUPRelayAndWatch: the relay and the watch daemon, like
+// the server, reopen their log file on SIGHUP (logrotate renames it first)
+// and go on serving; SIGHUP does not end them.
+func TestLogRotationSIGHUPRelayAndWatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
+	srv := startServer(t, dir, "recon.opts")
+
+	// rotate renames path to path.1, sends SIGHUP to pid and waits for the
+	// reopened file's first record.
+	rotate := func(pid int, path string) {
+		t.Helper()
+		if err := os.Rename(path, path+".1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		servertest.Eventually(t, 20*time.Second, "log reopened after SIGHUP: "+path, func() bool {
+			b, err := os.ReadFile(path)
+			return err == nil && strings.Contains(string(b), "log file reopened (SIGHUP)")
+		})
+	}
+
+	t.Run("relay", func(t *testing.T) {
+		rdir := filepath.Join(dir, "relay")
+		if err := os.Mkdir(rdir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		clientKey, _ := relayOpts(t, rdir, []string{srv.clientAddr}, key)
+		r := startRelayProc(t, rdir, "relay.opts")
+		clientOpts(t, filepath.Join(rdir, "client.opts"), r.clientAddr, clientKey)
+		logPath := filepath.Join(rdir, "relay.log")
+		servertest.Eventually(t, 20*time.Second, "relay log written", func() bool {
+			_, err := os.Stat(logPath)
+			return err == nil
+		})
+		rotate(r.cmd.Process.Pid, logPath)
+		// Still serving.
+		if res := runRecon(t, rdir, "status", "--opts", "client.opts"); res.code != 0 {
+			t.Fatalf("status through the relay after SIGHUP: exit %d\n%s", res.code, res.stderr)
+		}
+		r.stop(t) // a clean exit after SIGTERM, checked by stop
+	})
+
+	t.Run("watch", func(t *testing.T) {
+		wdir := filepath.Join(dir, "watch")
+		if err := os.MkdirAll(filepath.Join(wdir, "scanner"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		clientOpts(t, filepath.Join(wdir, "client.opts"), srv.clientAddr, key)
+		f, err := os.OpenFile(filepath.Join(wdir, "client.opts"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("CLIENT_WATCH_DIRECTORY = scanner\nCLIENT_DAEMON_POLL_INTERVAL = 0.1\n" +
+			"CLIENT_DAEMON_STABILITY_DELAY = 0.2\nCLIENT_DAEMON_GROUPING_TIMEOUT = 0.3\n" +
+			"CLIENT_DAEMON_STATE_DIR = watch_state\nCLIENT_DAEMON_LOG_FILEPATH = watch.log\n")
+		f.Close()
+		p := startWatch(t, ctx, wdir)
+		logPath := filepath.Join(wdir, "watch.log")
+		servertest.Eventually(t, 20*time.Second, "watch log written", func() bool {
+			_, err := os.Stat(logPath)
+			return err == nil
+		})
+		rotate(p.cmd.Process.Pid, logPath)
+		// Still watching: a new file goes through, recorded in the new log.
+		writeFile(t, filepath.Join(wdir, "scanner", "P1.7"), "raw after rotation", 0o644)
+		servertest.Eventually(t, 40*time.Second, "group done after the rotation", func() bool {
+			return len(watchLog(t, logPath, "group done")) == 1
+		})
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.wait(t, ctx); err != nil {
+			t.Errorf("recon watch after SIGTERM: %v\n%s", err, p.stderr.String())
+		}
+	})
+}
