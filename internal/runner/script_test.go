@@ -25,6 +25,7 @@ import (
 
 	recon "github.com/recon-mri/recon"
 	"github.com/recon-mri/recon/internal/runner"
+	"github.com/recon-mri/recon/internal/servertest"
 )
 
 // Tests of the shipped default script (recon.DefaultScript), run through
@@ -40,7 +41,7 @@ func installDefaultScript(t *testing.T) string {
 func needBART(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("bart"); err != nil {
-		t.Skip("bart is not installed (Debian package bart); skipping the BART reconstruction test")
+		servertest.SkipUnlessStrict(t, "bart is not installed (Debian package bart; make deps): no BART reconstruction test")
 	}
 }
 

@@ -522,10 +522,10 @@ func TestEmptyFiles(t *testing.T) {
 func mountTmpfs(t *testing.T, dir string, size int64) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a small tmpfs needs root")
+		servertest.SkipUnlessStrict(t, "skipped: mounting a small tmpfs needs root")
 	}
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Skipf("skipped: cannot mount a tmpfs on %s: %v", dir, err)
+		servertest.SkipUnlessStrict(t, "skipped: cannot mount a tmpfs on %s: %v", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {
@@ -736,7 +736,7 @@ seq -f 'image%0200g.dcm' 1 20000 | xargs touch
 func TestResultDeviceNodes(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: creating device nodes needs root")
+		servertest.SkipUnlessStrict(t, "skipped: creating device nodes needs root")
 	}
 	ctx := testContext(t)
 	s := servertest.Start(t, servertest.Options{Script: `#!/bin/sh
