@@ -209,6 +209,7 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 		return &retryable{err: fmt.Errorf("watched directory: %w", err)}
 	}
 	var keep, dropped []File
+	var whyDropped []error
 	buf := make([]byte, hashBufferSize)
 	for _, f := range g.Files {
 		// A file hashed by an earlier try is only checked again, not read.
@@ -220,14 +221,23 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 		}
 		switch {
 		case errors.Is(err, errChanged) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotRegular):
-			dropped = append(dropped, f)
-			log.Warn("file changed or vanished before it was submitted; left out of the group", "file", f.Path, "err", err)
+			dropped, whyDropped = append(dropped, f), append(whyDropped, err)
 		case err != nil:
 			return &retryable{err: fmt.Errorf("read %s: %w", f.Path, err)}
 		default:
 			f.SHA256 = sum
 			keep = append(keep, f)
 		}
+	}
+	// Files that vanished because the directory went away after the check
+	// above are not left out: the group waits for the directory too.
+	if len(dropped) > 0 {
+		if _, err := os.Stat(w.cfg.Dir); err != nil {
+			return &retryable{err: fmt.Errorf("watched directory: %w", err)}
+		}
+	}
+	for i, f := range dropped {
+		log.Warn("file changed or vanished before it was submitted; left out of the group", "file", f.Path, "err", whyDropped[i])
 	}
 	sid := ""
 	if len(keep) > 0 {
