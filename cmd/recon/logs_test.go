@@ -367,15 +367,7 @@ func TestLogRotationSIGHUPRelayAndWatch(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(wdir, "scanner"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		clientOpts(t, filepath.Join(wdir, "client.opts"), srv.clientAddr, key)
-		f, err := os.OpenFile(filepath.Join(wdir, "client.opts"), os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.WriteString("CLIENT_WATCH_DIRECTORY = scanner\nCLIENT_DAEMON_POLL_INTERVAL = 0.1\n" +
-			"CLIENT_DAEMON_STABILITY_DELAY = 0.2\nCLIENT_DAEMON_GROUPING_TIMEOUT = 0.3\n" +
-			"CLIENT_DAEMON_STATE_DIR = watch_state\nCLIENT_DAEMON_LOG_FILEPATH = watch.log\n")
-		f.Close()
+		watchOpts(t, wdir, srv.clientAddr, key)
 		p := startWatch(t, ctx, wdir)
 		logPath := filepath.Join(wdir, "watch.log")
 		servertest.Eventually(t, 20*time.Second, "watch log written", func() bool {

@@ -153,19 +153,7 @@ for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 `)
 			key := serverOpts(t, dir, script)
 			srv := startServer(t, dir, "recon.opts")
-			clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
-			f, err := os.OpenFile(filepath.Join(dir, "client.opts"), os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.WriteString(`CLIENT_WATCH_DIRECTORY = scanner
-CLIENT_DAEMON_POLL_INTERVAL = 0.1
-CLIENT_DAEMON_STABILITY_DELAY = 0.2
-CLIENT_DAEMON_GROUPING_TIMEOUT = 0.3
-CLIENT_DAEMON_STATE_DIR = watch_state
-CLIENT_DAEMON_LOG_FILEPATH = watch.log
-`)
-			f.Close()
+			watchOpts(t, dir, srv.clientAddr, key)
 			scanner, logPath := filepath.Join(dir, "scanner"), filepath.Join(dir, "watch.log")
 			if err := os.Mkdir(scanner, 0o755); err != nil {
 				t.Fatal(err)
@@ -183,7 +171,7 @@ CLIENT_DAEMON_LOG_FILEPATH = watch.log
 			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
-			err = p.wait(t, ctx)
+			err := p.wait(t, ctx)
 			if sig == syscall.SIGINT {
 				if err != nil {
 					t.Fatalf("recon watch after SIGINT: %v (want exit status 0)\n%s", err, p.stderr.String())

@@ -34,20 +34,7 @@ printf "%s" "${RECON_OPT_METHOD:-}" > "$3/method.txt"
 `)
 	key := serverOpts(t, dir, script)
 	srv := startServer(t, dir, "recon.opts")
-	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
-	f, err := os.OpenFile(filepath.Join(dir, "client.opts"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(`CLIENT_WATCH_DIRECTORY = scanner
-CLIENT_DAEMON_POLL_INTERVAL = 0.1
-CLIENT_DAEMON_STABILITY_DELAY = 0.2
-CLIENT_DAEMON_GROUPING_TIMEOUT = 0.3
-CLIENT_DAEMON_STATE_DIR = watch_state
-CLIENT_DAEMON_LOG_FILEPATH = watch.log
-CLIENT_DAEMON_RECON_OPTIONS_JSON = {"method": "pics"}
-`)
-	f.Close()
+	watchOpts(t, dir, srv.clientAddr, key, `CLIENT_DAEMON_RECON_OPTIONS_JSON = {"method": "pics"}`)
 	scanner := filepath.Join(dir, "scanner")
 	if err := os.Mkdir(scanner, 0o755); err != nil {
 		t.Fatal(err)
@@ -200,4 +187,28 @@ func waitWatchSummary(t *testing.T, dir string) (summary watchSummary, groupDir 
 		return true
 	})
 	return summary, groupDir
+}
+
+// watchOpts writes dir/client.opts for `recon watch` against the server at
+// addr: the client keys, the watched directory "scanner", short delays, state
+// in watch_state and the log in watch.log, then the extra lines.
+func watchOpts(t *testing.T, dir, addr, key string, extra ...string) {
+	t.Helper()
+	clientOpts(t, filepath.Join(dir, "client.opts"), addr, key)
+	lines := append([]string{
+		"CLIENT_WATCH_DIRECTORY = scanner",
+		"CLIENT_DAEMON_POLL_INTERVAL = 0.1",
+		"CLIENT_DAEMON_STABILITY_DELAY = 0.2",
+		"CLIENT_DAEMON_GROUPING_TIMEOUT = 0.3",
+		"CLIENT_DAEMON_STATE_DIR = watch_state",
+		"CLIENT_DAEMON_LOG_FILEPATH = watch.log",
+	}, extra...)
+	f, err := os.OpenFile(filepath.Join(dir, "client.opts"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(strings.Join(lines, "\n") + "\n"); err != nil {
+		t.Fatal(err)
+	}
 }

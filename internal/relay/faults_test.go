@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/client"
-	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/relay"
@@ -30,39 +28,6 @@ import (
 // faultIdle is the relay's idle timeout in these tests: how long it waits
 // on a backend (or client) that stopped moving.
 const faultIdle = time.Second
-
-// startRelayWith starts a relay like startRelay, with options.
-func startRelayWith(t *testing.T, optsPath string, opts relay.Options) *testRelay {
-	t.Helper()
-	cfg, _, err := config.LoadRelay(optsPath)
-	if err != nil {
-		t.Fatalf("load relay config: %v", err)
-	}
-	logf, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Version = "test-relay"
-	r, err := relay.New(cfg, slog.New(slog.NewJSONHandler(logf, nil)), opts)
-	if err != nil {
-		logf.Close()
-		t.Fatalf("relay.New: %v", err)
-	}
-	if err := r.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("relay.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := r.Shutdown(ctx); err != nil {
-			t.Errorf("relay shutdown: %v", err)
-		}
-		logf.Close()
-	})
-	return &testRelay{Relay: r, Dir: filepath.Dir(optsPath), OptsPath: optsPath, Config: cfg,
-		Key: cfg.ClientSharedKey.Encode(), AdminKey: cfg.AdminSharedKey}
-}
 
 // freezeProxy forwards connections to a backend and can freeze them: the
 // bytes stop moving both ways and the connections stay open, as when the

@@ -109,6 +109,13 @@ func writeRelayConfig(t testing.TB, dir string, backends []string, backendKey st
 // the test ends.
 func startRelay(t testing.TB, optsPath string) *testRelay {
 	t.Helper()
+	return startRelayWith(t, optsPath, relay.Options{})
+}
+
+// startRelayWith is startRelay with options (Version defaults to
+// "test-relay"). The relay logs at DEBUG into its LOG_FILEPATH.
+func startRelayWith(t testing.TB, optsPath string, opts relay.Options) *testRelay {
+	t.Helper()
 	cfg, _, err := config.LoadRelay(optsPath)
 	if err != nil {
 		t.Fatalf("load relay config: %v", err)
@@ -117,8 +124,11 @@ func startRelay(t testing.TB, optsPath string) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opts.Version == "" {
+		opts.Version = "test-relay"
+	}
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r, err := relay.New(cfg, log, relay.Options{Version: "test-relay"})
+	r, err := relay.New(cfg, log, opts)
 	if err != nil {
 		logf.Close()
 		t.Fatalf("relay.New: %v", err)
