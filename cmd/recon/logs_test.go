@@ -378,7 +378,7 @@ func TestLogRotationSIGHUPRelayAndWatch(t *testing.T) {
 		// Still watching: a new file goes through, recorded in the new log.
 		writeFile(t, filepath.Join(wdir, "scanner", "P1.7"), "raw after rotation", 0o644)
 		servertest.Eventually(t, 40*time.Second, "group done after the rotation", func() bool {
-			return len(watchLog(t, logPath, "group done")) == 1
+			return len(servertest.LogRecords(t, logPath, "group done")) == 1
 		})
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

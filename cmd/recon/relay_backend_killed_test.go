@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,24 +16,6 @@ import (
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/servertest"
 )
-
-// relayLogRecords returns the records of the JSON log at path whose msg is
-// msg.
-func relayLogRecords(t *testing.T, path, msg string) []map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		var rec map[string]any
-		if json.Unmarshal(line, &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
 
 // relayBackends is `recon relay-admin backends --json`, each backend as
 // its JSON object.
@@ -322,7 +303,7 @@ func checkMarkedDownInLog(t *testing.T, logPath, addr string, gone time.Time, in
 	t.Helper()
 	var at time.Time
 	servertest.Eventually(t, 10*time.Second, "the relay logs the backend down", func() bool {
-		for _, rec := range relayLogRecords(t, logPath, "backend down") {
+		for _, rec := range servertest.LogRecords(t, logPath, "backend down") {
 			ts, _ := rec["time"].(string)
 			tm, err := time.Parse(time.RFC3339Nano, ts)
 			if err != nil {

@@ -183,7 +183,7 @@ func TestRelayCLIOutsideTrustedClientIPs(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "scan.7"), "k-space", 0o644)
 	refusals := func() int {
 		n := 0
-		for _, rec := range relayLogRecords(t, filepath.Join(dir, "relay.log"), "connection refused: address not in the allow-list") {
+		for _, rec := range servertest.LogRecords(t, filepath.Join(dir, "relay.log"), "connection refused: address not in the allow-list") {
 			if p, _ := rec["peer"].(string); strings.HasPrefix(p, "127.0.0.1:") {
 				n++
 			}

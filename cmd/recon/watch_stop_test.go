@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -82,23 +81,6 @@ func (p *watchProc) wait(t *testing.T, ctx context.Context) error {
 	}
 }
 
-// watchLog returns the records of the daemon's JSON log with the message.
-func watchLog(t *testing.T, path, msg string) []map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		var r map[string]any
-		if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 type stateRow struct{ name, status, jobID string }
 
 // watchState reads the groups of a stopped daemon's state database.
@@ -164,9 +146,9 @@ for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 			raw := strings.Repeat("k-space ", 4000)
 			writeFile(t, filepath.Join(scanner, "P1.7"), raw, 0o644)
 			servertest.Eventually(t, 40*time.Second, "job submitted and running", func() bool {
-				return runs() == 1 && len(watchLog(t, logPath, "group submitted")) == 1
+				return runs() == 1 && len(servertest.LogRecords(t, logPath, "group submitted")) == 1
 			})
-			jobID, _ := watchLog(t, logPath, "group submitted")[0]["job_id"].(string)
+			jobID, _ := servertest.LogRecords(t, logPath, "group submitted")[0]["job_id"].(string)
 
 			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
@@ -176,7 +158,7 @@ for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 				if err != nil {
 					t.Fatalf("recon watch after SIGINT: %v (want exit status 0)\n%s", err, p.stderr.String())
 				}
-				if !strings.Contains(p.stderr.String(), "recon watch: stopped") || len(watchLog(t, logPath, "watch stopped")) != 1 {
+				if !strings.Contains(p.stderr.String(), "recon watch: stopped") || len(servertest.LogRecords(t, logPath, "watch stopped")) != 1 {
 					t.Errorf("no clean stop reported:\n%s", p.stderr.String())
 				}
 			} else {
@@ -213,7 +195,7 @@ for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 				t.Errorf("the script ran %d times, want 1", n)
 			}
 			for msg, want := range map[string]int{"group detected": 1, "group submitted": 1, "group done": 1} {
-				if recs := watchLog(t, logPath, msg); len(recs) != want {
+				if recs := servertest.LogRecords(t, logPath, msg); len(recs) != want {
 					t.Errorf("%d %q records, want %d: %v", len(recs), msg, want, recs)
 				}
 			}

@@ -369,7 +369,7 @@ func TestBackendStoppedMidUpload(t *testing.T) {
 	// The other backend took the files from the start: it resumed nothing.
 	b, _ := f.backendAt(stopped)
 	other := f.other(b)
-	if n := len(logRecords(t, other.LogPath, "upload resumed")); n != 0 {
+	if n := len(servertest.LogRecords(t, other.LogPath, "upload resumed")); n != 0 {
 		t.Errorf("the backend the submission failed over to logged %d resumed uploads, want 0", n)
 	}
 	f.sameJobOnRetry(t, ctx, in, "stopped-up", job)

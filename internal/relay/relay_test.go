@@ -253,7 +253,7 @@ func TestBackendDownAndBack(t *testing.T) {
 func checkMarkedDown(t *testing.T, logPath, addr string, gone time.Time, interval time.Duration) {
 	t.Helper()
 	var at time.Time
-	for _, rec := range logRecords(t, logPath, "backend down") {
+	for _, rec := range servertest.LogRecords(t, logPath, "backend down") {
 		if rec["backend"] != addr {
 			continue
 		}

@@ -6,9 +6,7 @@ package relay_test
 // kept the broken upload, which takes only the rest of the bytes.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -35,23 +33,6 @@ func writeRandomInput(t *testing.T, dir, name string, n int, seed uint64) string
 		t.Fatal(err)
 	}
 	return p
-}
-
-// logRecords returns the records of a JSON log file whose msg is msg.
-func logRecords(t *testing.T, path, msg string) []map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		var rec map[string]any
-		if json.Unmarshal(line, &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
 }
 
 // TestResumeThroughRelay cuts a client's connection to the relay after
@@ -148,7 +129,7 @@ func TestResumeThroughRelay(t *testing.T) {
 
 	// That backend resumed the upload it kept; neither keeps a part.
 	var kept float64
-	if resumed := logRecords(t, on.LogPath, "upload resumed"); len(resumed) != 1 {
+	if resumed := servertest.LogRecords(t, on.LogPath, "upload resumed"); len(resumed) != 1 {
 		t.Errorf("%s logged %d \"upload resumed\", want 1", on.LogPath, len(resumed))
 	} else if kept, _ = resumed[0]["bytes_kept"].(float64); kept <= 0 || kept > cutAfter {
 		t.Errorf("the backend resumed with %v bytes kept, want some and at most the %d sent before the cut", resumed[0]["bytes_kept"], cutAfter)
@@ -158,13 +139,13 @@ func TestResumeThroughRelay(t *testing.T) {
 		t.Errorf("the second connection carried %d bytes, for the %d the backend did not keep", counts[1], size-int64(kept))
 	}
 	servertest.Eventually(t, 10*time.Second, "the backend logs the broken upload", func() bool {
-		return len(logRecords(t, on.LogPath, "upload broken; kept for resuming")) == 1
+		return len(servertest.LogRecords(t, on.LogPath, "upload broken; kept for resuming")) == 1
 	})
 	for _, b := range bs {
 		if b == on {
 			continue
 		}
-		if n := len(logRecords(t, b.LogPath, "upload resumed")); n != 0 {
+		if n := len(servertest.LogRecords(t, b.LogPath, "upload resumed")); n != 0 {
 			t.Errorf("the other backend %s logged %d resumed uploads", b.Addr(), n)
 		}
 	}

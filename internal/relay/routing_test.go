@@ -135,7 +135,7 @@ func TestRefusedOutsideTrustedClientIPs(t *testing.T) {
 		t.Errorf("client outside TRUSTED_CLIENT_IPS: %v; want ErrAuth naming the address and saying it may not be allowed", err)
 	}
 	servertest.Eventually(t, 10*time.Second, "the refusal is logged", func() bool {
-		for _, rec := range logRecords(t, r.Config.LogFile, "connection refused: address not in the allow-list") {
+		for _, rec := range servertest.LogRecords(t, r.Config.LogFile, "connection refused: address not in the allow-list") {
 			if p, _ := rec["peer"].(string); strings.HasPrefix(p, "127.0.0.1:") && rec["listener"] == "client" {
 				return true
 			}
@@ -217,7 +217,7 @@ func TestRefusingBackendSkipped(t *testing.T) {
 	// its reason.
 	for _, want := range []struct{ addr, reason string }{{addrs[0], "queue is full"}, {addrs[1], "disk space"}} {
 		refused := 0
-		for _, rec := range logRecords(t, r.Config.LogFile, "backend did not take the submission; trying the next") {
+		for _, rec := range servertest.LogRecords(t, r.Config.LogFile, "backend did not take the submission; trying the next") {
 			if e, _ := rec["err"].(string); rec["backend"] == want.addr && strings.Contains(e, want.reason) {
 				refused++
 			}

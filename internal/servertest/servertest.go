@@ -4,7 +4,10 @@
 package servertest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -217,4 +220,22 @@ func SkipUnlessStrict(t testing.TB, format string, args ...any) {
 		t.Fatalf("strict mode (RECON_TEST_STRICT): "+format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// LogRecords returns the records of the JSON log file at path whose msg is
+// msg, in order; none when the file does not exist yet.
+func LogRecords(t testing.TB, path, msg string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var rec map[string]any
+		if json.Unmarshal(line, &rec) == nil && rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
