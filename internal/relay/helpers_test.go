@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,4 +259,27 @@ func sortedKeys(m map[string]int) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// submitConcurrently submits n inputs (input(i) makes the i-th) through r at
+// once, each on its own session, waits for every job and fetches its
+// results (submitAndFetch), and returns how many jobs each backend got.
+func submitConcurrently(t *testing.T, r *testRelay, n int, input func(i int) string) map[string]int {
+	t.Helper()
+	jobs := make([]*client.Job, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		in := input(i)
+		c := r.dial(t)
+		wg.Go(func() { jobs[i] = submitAndFetch(t, c, in) })
+	}
+	wg.Wait()
+	per := map[string]int{}
+	for _, j := range jobs {
+		if j == nil {
+			t.FailNow() // submitAndFetch said why
+		}
+		per[j.Backend]++
+	}
+	return per
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -114,25 +113,9 @@ func TestConcurrentSubmissionsSpread(t *testing.T) {
 	}
 	r := startRelay(t, writeRelayConfig(t, dir, addrs, key, nil))
 	const n = 6
-	var wg sync.WaitGroup
-	jobs := make([]*client.Job, n)
-	for i := range n {
-		in := writeInput(t, dir, fmt.Sprintf("c%d.7", i), 300_000+i*1000, byte(i*31))
-		c := r.dial(t)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			jobs[i] = submitAndFetch(t, c, in)
-		}()
-	}
-	wg.Wait()
-	per := map[string]int{}
-	for _, j := range jobs {
-		if j == nil {
-			t.FailNow()
-		}
-		per[j.Backend]++
-	}
+	per := submitConcurrently(t, r, n, func(i int) string {
+		return writeInput(t, dir, fmt.Sprintf("c%d.7", i), 300_000+i*1000, byte(i*31))
+	})
 	for _, a := range addrs {
 		if per[a] == 0 {
 			t.Errorf("backend %s got none of %d concurrent jobs: %v", a, n, per)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -191,25 +190,9 @@ func TestRefusingBackendSkipped(t *testing.T) {
 	}
 
 	const n = 6
-	jobs := make([]*client.Job, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		in := writeInput(t, dir, fmt.Sprintf("q%d.7", i), 50_000+i, byte(i*13))
-		c := r.dial(t)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			jobs[i] = submitAndFetch(t, c, in)
-		}()
-	}
-	wg.Wait()
-	per := map[string]int{}
-	for _, j := range jobs {
-		if j == nil {
-			t.FailNow() // submitAndFetch said why
-		}
-		per[j.Backend]++
-	}
+	per := submitConcurrently(t, r, n, func(i int) string {
+		return writeInput(t, dir, fmt.Sprintf("q%d.7", i), 50_000+i, byte(i*13))
+	})
 	if per[addrs[0]] != 0 || per[addrs[1]] != 0 || per[addrs[2]]+per[addrs[3]] != n {
 		t.Errorf("jobs per backend %v: want all %d on %s and %s, none on the refusing %s and %s", per, n, addrs[2], addrs[3], addrs[0], addrs[1])
 	}
