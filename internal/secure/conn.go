@@ -455,14 +455,28 @@ func appendRecord(dst []byte, cs *noise.CipherState, typ byte, payload []byte) (
 		return dst, fmt.Errorf("record payload of %d bytes exceeds %d", len(payload), MaxPayload)
 	}
 	o := len(dst)
-	n := recordOverhead + len(payload)
-	dst = slices.Grow(dst, lengthSize+n)[:o+lengthSize+1+len(payload)]
-	binary.BigEndian.PutUint16(dst[o:], uint16(n))
+	dst = slices.Grow(dst, lengthSize+recordOverhead+len(payload))[:o+lengthSize+1+len(payload)]
 	pt := dst[o+lengthSize:]
 	pt[0] = typ
 	copy(pt[1:], payload)
 	// Seal in place: the plaintext's storage receives the ciphertext.
-	ct, err := cs.Encrypt(pt[:0], nil, pt)
+	return appendSealed(dst[:o], cs, pt)
+}
+
+// appendSealed appends to dst one record whose plaintext pt is the type
+// byte and the payload: length prefix, then the ciphertext of pt. pt is
+// either exactly where the ciphertext goes (sealing in place) or does not
+// overlap dst's free capacity at all. It does not allocate when dst has
+// room.
+func appendSealed(dst []byte, cs *noise.CipherState, pt []byte) ([]byte, error) {
+	if len(pt) < 1 || len(pt) > 1+MaxPayload {
+		return dst, fmt.Errorf("record plaintext of %d bytes is not within [1, %d]", len(pt), 1+MaxPayload)
+	}
+	o := len(dst)
+	n := len(pt) + tagSize
+	dst = slices.Grow(dst, lengthSize+n)[:o+lengthSize]
+	binary.BigEndian.PutUint16(dst[o:], uint16(n))
+	ct, err := cs.Encrypt(dst[o+lengthSize:o+lengthSize], nil, pt)
 	if err != nil {
 		return dst[:o], err
 	}
