@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,16 +15,9 @@ import (
 	"github.com/recon-mri/recon/internal/secure"
 )
 
-// copyBufferSize is the buffer through which a request's file bytes pass.
-// It is the only per-transfer memory besides the two sessions' own
-// buffers.
-const copyBufferSize = 256 << 10
-
 // reasonTimeout bounds the wait for a backend's error message after a
 // write to it failed.
 const reasonTimeout = 2 * time.Second
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
 // checkAnnounced checks what the relay itself relies on to stream a
 // submission: a file count within the absolute cap and sizes that are not
@@ -224,17 +215,14 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		return false, err
 	}
 	start := time.Now()
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
 	var total int64
 	handedOver := false
-	toBackend := &armedWriter{c: bc, d: r.opts.IdleTimeout}
 	for i, f := range sub.Files {
 		n := f.Size
 		if ready.Resume != nil {
 			n -= ready.Resume[i]
 		}
-		rerr, werr := pump(toBackend, c, n, *bp, &cs.bytesIn, &r.bytesIn)
+		rerr, werr := secure.Forward(bc, c, n, r.forwarding(&cs.bytesIn, &r.bytesIn))
 		if rerr != nil {
 			// The backend keeps the partial upload for a resume (through
 			// this relay, the submission id leads back to it) or drops it.
@@ -261,7 +249,8 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 			}
 			handedOver = true
 		}
-		if err := protocol.WriteMessage(toBackend, protocol.TypeFileDone, done); err != nil {
+		r.armWrite(bc)
+		if err := protocol.WriteMessage(bc, protocol.TypeFileDone, done); err != nil {
 			return false, r.uploadFailed(ctx, b, bc, handedOver, err, log)
 		}
 		total += n
@@ -366,11 +355,8 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 		return err
 	}
 	start := time.Now()
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	toClient := &armedWriter{c: c, d: r.opts.IdleTimeout}
 	for _, f := range res.Files {
-		rerr, werr := pump(toClient, bc, f.Size, *bp, &cs.bytesOut, &r.bytesOut)
+		rerr, werr := secure.Forward(c, bc, f.Size, r.forwarding(&cs.bytesOut, &r.bytesOut))
 		if rerr != nil {
 			// Out of step: the client sees its connection end before the
 			// file does, and reports it.
@@ -404,115 +390,23 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 	return protocol.WriteMessage(c, protocol.TypeAckDone, done)
 }
 
-// armedWriter gives each write to c the duration d: a peer that stops
-// reading (a client, or a backend that hangs) cannot block a transfer for
-// ever.
-type armedWriter struct {
-	c *secure.Conn
-	d time.Duration
+// forwarding is how a request's file bytes pass through the relay: each
+// write gets the idle timeout (a peer that stops reading, a client or a
+// backend that hangs, cannot block a transfer for ever), and what is
+// written is added to the counters.
+func (r *Relay) forwarding(counters ...*atomic.Int64) secure.Forwarding {
+	return secure.Forwarding{
+		WriteTimeout: r.opts.IdleTimeout,
+		Progress: func(n int) {
+			for _, c := range counters {
+				c.Add(int64(n))
+			}
+		},
+	}
 }
 
-func (w *armedWriter) Write(p []byte) (int, error) {
-	w.c.SetWriteDeadline(time.Now().Add(w.d))
-	return w.c.Write(p)
-}
-
-// armWrite gives the client the idle timeout to take the next reply.
+// armWrite gives the peer of c (a client, or a backend) the idle timeout
+// to take the next message.
 func (r *Relay) armWrite(c *secure.Conn) {
 	c.SetWriteDeadline(time.Now().Add(r.opts.IdleTimeout))
-}
-
-// pump copies exactly n bytes from src to dst through buf, adding what it
-// writes to each counter. It tells apart the two sides' errors: readErr is
-// src's (io.ErrUnexpectedEOF if it ends early), writeErr is dst's.
-//
-// The two halves of buf take turns: one is read into (decrypted, on a
-// secure.Conn) while the other is written (encrypted) by a second
-// goroutine, so a relay uses two cores for one transfer. pump returns once
-// that goroutine has ended; after a write error it stops reading at the
-// next block.
-func pump(dst io.Writer, src io.Reader, n int64, buf []byte, counters ...*atomic.Int64) (readErr, writeErr error) {
-	half := len(buf) / 2
-	if n <= int64(half) || half == 0 {
-		return pumpBlock(dst, src, n, buf, counters)
-	}
-	free := make(chan []byte, 2)
-	free <- buf[:half:half]
-	free <- buf[half:]
-	full := make(chan []byte, 2)
-	failed := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		for b := range full {
-			if err == nil {
-				if _, err = dst.Write(b); err != nil {
-					close(failed)
-				} else {
-					for _, c := range counters {
-						c.Add(int64(len(b)))
-					}
-				}
-			}
-			free <- b[:cap(b)]
-		}
-		done <- err
-	}()
-	for n > 0 && readErr == nil {
-		var b []byte
-		select {
-		case b = <-free:
-		case <-failed:
-		}
-		if b == nil {
-			break
-		}
-		m, err := io.ReadFull(src, b[:min(int64(len(b)), n)])
-		if m > 0 {
-			full <- b[:m]
-			n -= int64(m)
-		}
-		if err != nil && n > 0 {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			readErr = err
-		}
-	}
-	close(full)
-	if writeErr = <-done; writeErr != nil {
-		return nil, writeErr
-	}
-	return readErr, nil
-}
-
-// pumpBlock is pump in one goroutine, for transfers that fit in one
-// block.
-func pumpBlock(dst io.Writer, src io.Reader, n int64, buf []byte, counters []*atomic.Int64) (readErr, writeErr error) {
-	for n > 0 {
-		k := len(buf)
-		if int64(k) > n {
-			k = int(n)
-		}
-		m, err := src.Read(buf[:k])
-		if m > 0 {
-			if _, werr := dst.Write(buf[:m]); werr != nil {
-				return nil, werr
-			}
-			n -= int64(m)
-			for _, c := range counters {
-				c.Add(int64(m))
-			}
-		}
-		if err != nil {
-			if n == 0 {
-				return nil, nil
-			}
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err, nil
-		}
-	}
-	return nil, nil
 }

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -81,33 +78,6 @@ func TestCandidatesLeastLoadedThenInTurn(t *testing.T) {
 		t.Errorf("a check started after b was marked down did not bring it up")
 	}
 }
-
-func TestPump(t *testing.T) {
-	data := bytes.Repeat([]byte("0123456789"), 100_000)
-	for _, n := range []int64{0, 1, copyBufferSize - 1, copyBufferSize, copyBufferSize + 1, int64(len(data))} {
-		var dst bytes.Buffer
-		var count atomic.Int64
-		src := io.MultiReader(bytes.NewReader(data[:n]), strings.NewReader("trailing"))
-		rerr, werr := pump(&dst, iotest.HalfReader(src), n, make([]byte, copyBufferSize), &count)
-		if rerr != nil || werr != nil || !bytes.Equal(dst.Bytes(), data[:n]) || count.Load() != n {
-			t.Errorf("pump(%d) = %v, %v, %d bytes, counted %d", n, rerr, werr, dst.Len(), count.Load())
-		}
-	}
-	// A source that ends early is a read error, not a write error.
-	rerr, werr := pump(io.Discard, bytes.NewReader(data[:10]), 11, make([]byte, 4))
-	if !errors.Is(rerr, io.ErrUnexpectedEOF) || werr != nil {
-		t.Errorf("short source: %v, %v", rerr, werr)
-	}
-	// A failing destination is a write error.
-	rerr, werr = pump(failWriter{}, bytes.NewReader(data), 100, make([]byte, 8))
-	if rerr != nil || werr == nil {
-		t.Errorf("failing destination: %v, %v", rerr, werr)
-	}
-}
-
-type failWriter struct{}
-
-func (failWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
 
 func TestFitQueue(t *testing.T) {
 	q := &protocol.QueueReply{Unavailable: []string{"x:1"}}
