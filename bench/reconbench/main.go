@@ -9,7 +9,7 @@
 //	reconbench fill       -opts client.opts [-n 10000] [-clients 8]
 //	reconbench restart    -opts client.opts -recon BIN -server-opts FILE [-runs 3] [-want-queued N]
 //	reconbench freeport
-//	reconbench limits     [-duration 1s] [-copy-dir DIR] [-copy-mib 1024]
+//	reconbench limits     [-duration 1s] [-copy-dir DIR] [-copy-mib 1024] [-copy-runs 3]
 //
 // Each prints human-readable lines and one final line starting with
 // "RESULT" and holding key=value pairs for the script to parse. Every loop
@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -443,6 +444,7 @@ func limits(args []string) error {
 	d := fs.Duration("duration", time.Second, "time per measurement")
 	copyDir := fs.String("copy-dir", "", "also measure a plain file-to-file copy over loopback TCP with its files in this directory")
 	copyMiB := fs.Int("copy-mib", 1024, "size of the plain copy in MiB")
+	copyRuns := fs.Int("copy-runs", 3, "runs of the plain copy; the one with the least CPU time is reported")
 	fs.Parse(args)
 	rate := func(block int, f func([]byte)) float64 {
 		buf := make([]byte, block, block+64)
@@ -475,11 +477,19 @@ func limits(args []string) error {
 	fmt.Printf("one core: SHA-256 %.0f MB/s, AES-256-GCM %.0f MB/s, AES-128-GCM %.0f MB/s\n", shaRate, aes256, aes128)
 	result := fmt.Sprintf("RESULT sha256_mbps=%.0f aes256gcm_mbps=%.0f aes128gcm_mbps=%.0f", shaRate, aes256, aes128)
 	if *copyDir != "" {
-		mbps, cpu, err := plainCopy(*copyDir, int64(*copyMiB)<<20)
-		if err != nil {
-			return fmt.Errorf("plain copy: %w", err)
+		// A floor: what disturbs a run (other work on a shared machine)
+		// only adds CPU time, so the least of a few runs is the measure.
+		mbps, cpu := 0.0, math.Inf(1)
+		for i := range max(*copyRuns, 1) {
+			m, c, err := plainCopy(*copyDir, int64(*copyMiB)<<20)
+			if err != nil {
+				return fmt.Errorf("plain copy: %w", err)
+			}
+			fmt.Printf("plain copy %d (file -> loopback TCP -> file, no crypto, no hash): %.0f MB/s, %.2f CPU-s/GiB\n", i+1, m, c)
+			if c < cpu {
+				mbps, cpu = m, c
+			}
 		}
-		fmt.Printf("plain copy (file -> loopback TCP -> file, no crypto, no hash): %.0f MB/s, %.2f CPU-s/GiB\n", mbps, cpu)
 		result += fmt.Sprintf(" copy_mbps=%.0f copy_cpu_s_per_gib=%.2f", mbps, cpu)
 	}
 	fmt.Println(result)
