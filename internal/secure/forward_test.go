@@ -278,3 +278,50 @@ func TestForwardNoAllocs(t *testing.T) {
 		t.Errorf("data corrupted or progress wrong (%d)", progress)
 	}
 }
+
+// FuzzForward forwards arbitrary bytes, taken as the record stream of a
+// source with a known key, in source reads of a few sizes. Forward must
+// deliver exactly what Read would have returned from the same stream, up
+// to n bytes, and fail only as a reader fails.
+func FuzzForward(f *testing.F) {
+	send, _ := testCipherStates()
+	var frames [][]byte
+	for i := range 6 {
+		b, err := appendRecord(nil, send, recordData, fuzzPayload(i))
+		if err != nil {
+			f.Fatal(err)
+		}
+		frames = append(frames, b)
+	}
+	closeRec, _ := appendRecord(nil, send, recordClose, nil)
+	all := append(bytes.Join(frames, nil), closeRec...)
+	f.Add(all, uint16(len(fuzzStream(6))))
+	f.Add(all, uint16(100))
+	f.Add(all, uint16(5000))
+	f.Add(bytes.Join(frames[:3], nil), uint16(300))
+	f.Add(append(bytes.Clone(frames[0]), frames[2]...), uint16(50))
+	f.Add([]byte{0xff, 0xff}, uint16(1))
+
+	f.Fuzz(func(t *testing.T, wire []byte, n16 uint16) {
+		n := int(n16)
+		_, recv := testCipherStates()
+		read, _ := readAll(newConn(&scriptConn{in: wire}, &Config{Role: RoleClient}, nil, recv))
+		want := read[:min(n, len(read))]
+		for _, chunk := range []int{0, 1, 7} {
+			got, end, rerr, werr, _ := scriptedForward(t, wire, chunk, int64(n))
+			if werr != nil || end != io.EOF {
+				t.Fatalf("chunk %d: write error %v, destination ended with %v", chunk, werr, end)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("chunk %d: forwarded %d bytes, Read returns %d of the %d asked", chunk, len(got), len(want), n)
+			}
+			switch {
+			case len(got) == n && rerr != nil:
+				t.Fatalf("chunk %d: all %d bytes forwarded, yet read error %v", chunk, n, rerr)
+			case len(got) < n && !errors.Is(rerr, io.ErrUnexpectedEOF) && !errors.Is(rerr, ErrTruncated) &&
+				!errors.Is(rerr, ErrCorrupt) && !errors.Is(rerr, ErrRecord):
+				t.Fatalf("chunk %d: %d of %d bytes forwarded, read error %v", chunk, len(got), n, rerr)
+			}
+		}
+	})
+}
