@@ -413,10 +413,15 @@ done
 [ -n "$raddr" ] || { cat "$tmp/relay/relay.err" >&2; die "relay did not start"; }
 printf 'SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\n' "${raddr%:*}" "${raddr##*:}" "$relay_key" > "$tmp/relay/client.opts"
 for _ in $(seq 1 100); do "$recon" status --opts "$tmp/relay/client.opts" >/dev/null 2>&1 && break; sleep 0.1; done
-relay_up=(); direct_up=()
+relay_up=(); direct_up=(); direct_cpu=(); relayed_cpu=(); relay_cpu=()
 for i in $(seq 1 "$RELAY_RUNS"); do
   recon_up "$pid_A" "$tmp/A/client.opts" "$tmp/src/input.raw"; direct_up+=("$(mbps "$bytes" "$up_ms")")
+  direct_cpu+=("$(cpu_per_gib "$cpu_cs" "$bytes")") # client and server
+  s0=$(proc_cs "$pid_A" own); r0=$(proc_cs "$pid_relay" own)
   recon_up "$pid_relay" "$tmp/relay/client.opts" "$tmp/src/input.raw"; relay_up+=("$(mbps "$bytes" "$up_ms")")
+  s1=$(proc_cs "$pid_A" own); r1=$(proc_cs "$pid_relay" own)
+  relay_cpu+=("$(cpu_per_gib "$((r1 - r0))" "$bytes")")
+  relayed_cpu+=("$(cpu_per_gib "$((cpu_cs + s1 - s0))" "$bytes")") # client, relay and server
 done
 hwm_relay=$(hwm_mib "$pid_relay")
 stop_pid "$pid_relay"
@@ -504,6 +509,8 @@ for i in "${!relay_up[@]}"; do
   pair_pct+=("$(awk -v a="${relay_up[$i]}" -v b="${direct_up[$i]}" 'BEGIN{printf "%.1f", 100*a/b}')")
 done
 pair_m=$(median "${pair_pct[@]}")
+direct_cpu_m=$(median "${direct_cpu[@]}"); relayed_cpu_m=$(median "${relayed_cpu[@]}"); relay_cpu_m=$(median "${relay_cpu[@]}")
+cpu_pct=$(awk -v a="$direct_cpu_m" -v b="$relayed_cpu_m" 'BEGIN{printf "%.0f", 100*a/b}')
 gcm_up_setup=$(awk -v b="$bytes" -v mbs="$gcm_up_m" -v s="$ssh_true_m" 'BEGIN{t=b/mbs/1e6 - s/1000; printf "%.0f", b/t/1e6}')
 gcm_down_setup=$(awk -v b="$bytes" -v mbs="$gcm_down_m" -v s="$ssh_true_m" 'BEGIN{t=b/mbs/1e6 - s/1000; printf "%.0f", b/t/1e6}')
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN{ok = (op == ">=") ? v >= t : v <= t; print ok ? "met" : "**not met**"}'; }
@@ -684,6 +691,18 @@ its read buffer and seals it for the backend from there (\`secure.Forward\`), wi
 | through the relay | **$relay_m** | $(joined "${relay_up[@]}") |
 | relay / direct (of the medians) | **$relay_pct %** | |
 | relay / direct, pair by pair | $pair_m % (median) | $(joined "${pair_pct[@]}") |
+
+CPU time per GiB of the processes involved, the steadier measure on a shared machine (\`/usr/bin/time\` for
+the client, \`/proc/PID/stat\` for server and relay):
+
+| CPU s/GiB | median | runs |
+|---|---|---|
+| direct: client and server | **$direct_cpu_m** | $(joined "${direct_cpu[@]}") |
+| through the relay: client, relay and server | **$relayed_cpu_m** | $(joined "${relayed_cpu[@]}") |
+| of that, the relay | **$relay_cpu_m** | $(joined "${relay_cpu[@]}") |
+
+With both cores busy all the time, throughput goes as the inverse of the CPU time per GiB: by CPU time alone,
+the relay would reach **$cpu_pct %** of direct.
 
 The relay's peak RSS (\`VmHWM\`) after all its uploads: **$hwm_relay MiB**.
 
