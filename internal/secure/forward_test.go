@@ -222,6 +222,15 @@ func TestForwardDestinationFails(t *testing.T) {
 			t.Errorf("Forward to a failed destination = %v, %v; want its write error", rerr, werr)
 		}
 	})
+	t.Run("destination closed here", func(t *testing.T) {
+		send, in, out, _ := relayPairs(t)
+		go streamZeros(send, 1<<20)
+		out.Close()
+		rerr, werr := Forward(out, in, 1<<20, Forwarding{WriteTimeout: testTimeout})
+		if rerr != nil || !errors.Is(werr, net.ErrClosed) {
+			t.Fatalf("Forward = %v, %v; want net.ErrClosed", rerr, werr)
+		}
+	})
 	t.Run("peer stops reading", func(t *testing.T) {
 		send, in, out, _ := relayPairs(t)
 		go streamZeros(send, n)
@@ -230,6 +239,25 @@ func TestForwardDestinationFails(t *testing.T) {
 			t.Fatalf("Forward = %v, %v; want a write timeout", rerr, werr)
 		}
 	})
+}
+
+// TestForwardSealFails checks that a destination whose nonces are used up
+// is a write error that sticks, as it is for Write.
+func TestForwardSealFails(t *testing.T) {
+	send, _ := testCipherStates()
+	wire := bytes.Join(sealAll(t, send, rec{recordData, "some data"}, rec{recordClose, ""}), nil)
+	_, recv := testCipherStates()
+	src := newConn(&scriptConn{in: wire}, &Config{Role: RoleClient}, nil, recv)
+	exhausted, _ := testCipherStates()
+	exhausted.SetNonce(noise.MaxNonce + 1)
+	dst := newConn(&loopConn{}, &Config{Role: RoleClient}, exhausted, nil)
+	rerr, werr := Forward(dst, src, 4, Forwarding{})
+	if rerr != nil || werr == nil {
+		t.Fatalf("Forward = %v, %v; want a write error", rerr, werr)
+	}
+	if _, err := dst.Write([]byte("x")); err == nil {
+		t.Error("the seal failure does not stick")
+	}
 }
 
 // streamZeros writes n zero bytes to c and ends its stream; errors (the
