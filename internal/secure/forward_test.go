@@ -329,6 +329,7 @@ func FuzzForward(f *testing.F) {
 	f.Add(bytes.Join(frames[:3], nil), uint16(300))
 	f.Add(append(bytes.Clone(frames[0]), frames[2]...), uint16(50))
 	f.Add([]byte{0xff, 0xff}, uint16(1))
+	f.Add(all, uint16(0))
 
 	f.Fuzz(func(t *testing.T, wire []byte, n16 uint16) {
 		n := int(n16)
