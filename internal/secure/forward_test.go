@@ -312,17 +312,7 @@ func TestForwardNoAllocs(t *testing.T) {
 // deliver exactly what Read would have returned from the same stream, up
 // to n bytes, and fail only as a reader fails.
 func FuzzForward(f *testing.F) {
-	send, _ := testCipherStates()
-	var frames [][]byte
-	for i := range 6 {
-		b, err := appendRecord(nil, send, recordData, fuzzPayload(i))
-		if err != nil {
-			f.Fatal(err)
-		}
-		frames = append(frames, b)
-	}
-	closeRec, _ := appendRecord(nil, send, recordClose, nil)
-	all := append(bytes.Join(frames, nil), closeRec...)
+	frames, all := fuzzFrames(f)
 	f.Add(all, uint16(len(fuzzStream(6))))
 	f.Add(all, uint16(100))
 	f.Add(all, uint16(5000))

@@ -27,12 +27,11 @@ func fuzzStream(n int) []byte {
 	return b
 }
 
-// FuzzRecordReader feeds arbitrary bytes as the record stream of a reader
-// with a known key. It must not panic, and must never return data that was
-// not sealed with the key at that position.
-func FuzzRecordReader(f *testing.F) {
+// fuzzFrames seals the seeds' record stream with the test key: six data
+// records carrying fuzzPayload(0) to fuzzPayload(5), each framed alone,
+// and all of them followed by the close record (position 6).
+func fuzzFrames(f *testing.F) (frames [][]byte, all []byte) {
 	send, _ := testCipherStates()
-	var frames [][]byte
 	for i := range 6 {
 		b, err := appendRecord(nil, send, recordData, fuzzPayload(i))
 		if err != nil {
@@ -40,8 +39,18 @@ func FuzzRecordReader(f *testing.F) {
 		}
 		frames = append(frames, b)
 	}
-	closeRec, _ := appendRecord(nil, send, recordClose, nil) // position 6
-	all := append(bytes.Join(frames, nil), closeRec...)
+	closeRec, err := appendRecord(nil, send, recordClose, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return frames, append(bytes.Join(frames, nil), closeRec...)
+}
+
+// FuzzRecordReader feeds arbitrary bytes as the record stream of a reader
+// with a known key. It must not panic, and must never return data that was
+// not sealed with the key at that position.
+func FuzzRecordReader(f *testing.F) {
+	frames, all := fuzzFrames(f)
 	f.Add(all)
 	f.Add(bytes.Join(frames[:3], nil))
 	f.Add(append(bytes.Clone(frames[0]), frames[2]...))
