@@ -26,7 +26,7 @@ const ReserveBytes = 8 << 20
 const ReserveSuffix = ".reserve"
 
 // reserveRetry is the least time between two attempts to create the
-// reserve file again after it was released.
+// reserve file after one failed.
 const reserveRetry = 5 * time.Second
 
 // reserve is the store's reserve file: space held back for the store's
@@ -51,13 +51,12 @@ func openReserve(path string, size int64) *reserve {
 }
 
 // release deletes the reserve file (also a partial one), handing its space
-// to the store's next write. A restore is not tried for reserveRetry.
+// to the store's next write.
 func (r *reserve) release() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	os.Remove(r.path) // a missing file is released already
 	r.held = false
-	r.next = time.Now().Add(reserveRetry)
 }
 
 // releaseIfTight releases the reserve when its file system has less than
@@ -70,8 +69,9 @@ func (r *reserve) releaseIfTight() {
 }
 
 // restore creates the reserve file again when it is missing and its file
-// system has room for it twice over, at most once per reserveRetry. The
-// file is fully allocated and synced, then renamed into place.
+// system has room for it twice over; after a failed attempt, not again for
+// reserveRetry. The file is fully allocated and synced, then renamed into
+// place.
 func (r *reserve) restore() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -79,7 +79,6 @@ func (r *reserve) restore() error {
 	if r.held || now.Before(r.next) {
 		return nil
 	}
-	r.next = now.Add(reserveRetry)
 	dir := filepath.Dir(r.path)
 	free, err := freeBytes(dir)
 	if err != nil {
@@ -91,6 +90,7 @@ func (r *reserve) restore() error {
 	tmp := r.path + ".tmp"
 	if err := writeReserve(tmp, r.size); err != nil {
 		os.Remove(tmp)
+		r.next = now.Add(reserveRetry)
 		return fmt.Errorf("restore store reserve: %w", err)
 	}
 	if err := os.Rename(tmp, r.path); err != nil {
@@ -103,6 +103,12 @@ func (r *reserve) restore() error {
 	r.held = true
 	return nil
 }
+
+// RestoreReserve creates the store's reserve file again if the store had
+// released it and its disk now has room for it twice over. The store also
+// does so after each write; a server calls it before it admits an upload,
+// so that the upload does not take the reserve's space.
+func (s *Store) RestoreReserve() error { return s.reserve.restore() }
 
 // Reserved reports whether the store holds its reserve file now.
 func (s *Store) Reserved() bool {

@@ -22,6 +22,10 @@ import (
 // Outputs of running jobs are on disk, so in the free space; they grow at
 // most to MIN_FREE_DISK_MB, where the job is stopped (see watchOutput).
 func (s *Server) uploadSpace() (int64, error) {
+	// Taken back first where there is room: then the upload cannot use it.
+	if err := s.store.RestoreReserve(); err != nil {
+		s.log.Warn("job store reserve not restored", "err", err)
+	}
 	in, err := diskOf(s.cfg.InputBaseDir)
 	if err != nil {
 		return 0, err
