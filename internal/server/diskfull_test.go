@@ -147,12 +147,16 @@ func TestJobFillsDisk(t *testing.T) {
 	s.Stop(t)
 	s = servertest.Start(t, opts)
 	checkJobRuns(t, s.Dial(t), "after a restart")
+	if recs := servertest.LogRecords(t, s.LogPath, "record job end"); len(recs) > 0 {
+		t.Errorf("the server could not record a job's end: %v", recs)
+	}
 }
 
 // TestRestartOnFullDisk fills the disk holding a server's job store with
 // a file while a job runs, stops the server, and starts it again on the
-// full disk: it starts, re-queues the job, answers, and refuses uploads
-// with no_space until there is room again; then jobs run.
+// full disk: it starts, re-queues the job, answers, refuses uploads with
+// no_space, and an admin cancels the job; once there is room again, jobs
+// run.
 func TestRestartOnFullDisk(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -178,13 +182,14 @@ func TestRestartOnFullDisk(t *testing.T) {
 		t.Errorf("submit on a full disk: %v, want no_space", err)
 	}
 
-	if err := os.Remove(junk); err != nil {
-		t.Fatal(err)
-	}
 	var rep protocol.CancelReply
 	adminCall(t, ctx, s, protocol.TypeAdminCancel, protocol.JobRef{JobID: hold.JobID}, protocol.TypeAdminCancelReply, &rep)
 	if j := waitDone(t, ctx, c, hold.JobID); j.State != "cancelled" {
-		t.Fatalf("cancelled job ended %s (%s)", j.State, j.Error)
+		t.Fatalf("job cancelled on a full disk ended %s (%s)", j.State, j.Error)
+	}
+
+	if err := os.Remove(junk); err != nil {
+		t.Fatal(err)
 	}
 	checkJobRuns(t, c, "once the disk has room again")
 }
