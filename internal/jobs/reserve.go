@@ -41,8 +41,10 @@ type reserve struct {
 }
 
 // openReserve finds the reserve file at path, if it is there at full
-// size. It creates nothing: restore does.
+// size, and removes what a crash in the middle of restore left. It creates
+// nothing: restore does.
 func openReserve(path string, size int64) *reserve {
+	os.Remove(path + ".tmp")
 	r := &reserve{path: path, size: size}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Size() >= size {
 		r.held = true
