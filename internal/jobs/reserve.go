@@ -158,12 +158,20 @@ func freeBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// SQLite result codes that diskFull recognises.
+const (
+	sqliteFull         = 13   // SQLITE_FULL
+	sqliteIOErrSHMSize = 4874 // SQLITE_IOERR_SHMSIZE: growing the -shm file failed
+)
+
 // diskFull reports whether err says the disk is full: SQLite's SQLITE_FULL
-// (13, with any extended code), or ENOSPC.
+// (with any extended code), SQLITE_IOERR_SHMSIZE (how a full disk shows
+// when the shared-memory index of the log must grow), or ENOSPC.
 func diskFull(err error) bool {
 	var coded interface{ Code() int }
-	if errors.As(err, &coded) && coded.Code()&0xff == 13 {
-		return true
+	if errors.As(err, &coded) {
+		c := coded.Code()
+		return c&0xff == sqliteFull || c == sqliteIOErrSHMSize
 	}
 	return errors.Is(err, syscall.ENOSPC)
 }
