@@ -214,3 +214,33 @@ func TestResultLimitWhileRunning(t *testing.T) {
 	waitGone(t, filepath.Join(s.Config.OutputBaseDir, j.JobID), "the job's partial output")
 	checkJobRuns(t, c, "after a job over MAX_RESULT_BYTES")
 }
+
+// TestUploadRefusedOutputDiskFull puts the outputs on a disk of their own
+// (a 16 MiB tmpfs) and fills it: an upload, for which the input disk has
+// room, is refused with no_space, as its job could write no output; once
+// the output disk has room, the same upload is taken and runs.
+func TestUploadRefusedOutputDiskFull(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "outdisk")
+	if err := os.Mkdir(disk, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, disk, 16<<20)
+	s := servertest.Start(t, servertest.Options{Dir: dir, Extra: map[string]string{
+		"RECON_JOB_OUTPUT_BASE_DIR": "outdisk/outputs",
+		"MIN_FREE_DISK_MB":          "4",
+	}})
+	c := s.Dial(t)
+	junk := filepath.Join(disk, "junk")
+	fillDisk(t, junk)
+	p := writeInput(t, t.TempDir(), "scan.7", []byte("a scan"))
+	if _, err := c.Submit(ctx, []string{p}, nil); !client.IsCode(err, protocol.CodeNoSpace) {
+		t.Fatalf("submit with the output disk full: %v, want no_space", err)
+	}
+	if err := os.Remove(junk); err != nil {
+		t.Fatal(err)
+	}
+	checkJobRuns(t, c, "once the output disk has room")
+}
