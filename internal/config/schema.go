@@ -214,7 +214,7 @@ func reconSchema() *schema {
 				{name: "MAX_JOB_INPUT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,
 					doc: "Total size of one job's input files: bytes, or a number with a KiB, MiB, GiB or TiB suffix."},
 				{name: "MIN_FREE_DISK_MB", typ: typeMiB, def: "1024", min: 0, max: maxMiB, usedBy: srv,
-					doc: "Free space (MiB, 1 MB = 1024 x 1024 bytes here) kept on the input, output and state disks; a submission that would use it is refused."},
+					doc: "Free space (MiB, 1 MB = 1024 x 1024 bytes here) kept on the input, output and state disks; a submission that would use it is refused, and a job whose output grows into it is stopped and fails."},
 				{name: "MAX_JOB_ATTEMPTS", typ: typeInt, def: "3", min: 1, max: 100, usedBy: srv,
 					doc: "Times a job is started before it fails for good (a run cut short by a server crash is retried)."},
 				{name: "JOB_TIMEOUT_SECONDS", typ: typeSeconds, def: "0", dmin: 0, dmax: 365 * day, usedBy: srv,
@@ -228,7 +228,7 @@ func reconSchema() *schema {
 				{name: "MAX_RESULT_FILES", typ: typeInt, def: "10000", min: 1, max: 1_000_000, usedBy: srv,
 					doc: "Result files one job may return."},
 				{name: "MAX_RESULT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,
-					doc: "Total size of one job's results: bytes, or a number with a KiB, MiB, GiB or TiB suffix."},
+					doc: "Total size of one job's results: bytes, or a number with a KiB, MiB, GiB or TiB suffix. Checked while the script runs: a job whose output passes it is stopped and fails."},
 			}},
 			{title: "Resource Management (Server)", fields: []field{
 				{name: "MAX_CPU_LOAD_PERCENT", typ: typeInt, def: "75", min: 1, max: 100, usedBy: srv,

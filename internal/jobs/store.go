@@ -39,11 +39,17 @@ const maxWALBytes = 64 << 20
 //
 // One process at a time should run jobs from a store: Recover assumes that
 // a job in state running is not running anywhere.
+//
+// The store does not compete with other files for the last bytes of its
+// disk: it keeps a reserve file of ReserveBytes beside the database, which
+// it deletes to retry a write that failed on a full disk (see
+// ReserveBytes), and creates again once the disk has room.
 type Store struct {
-	w     *sql.DB // the writer: exactly one connection
-	r     *sql.DB // readers
-	stmts stmtCache
-	now   func() time.Time
+	w       *sql.DB // the writer: exactly one connection
+	r       *sql.DB // readers
+	stmts   stmtCache
+	now     func() time.Time
+	reserve *reserve
 }
 
 // Open opens the job store at path, creating the file (mode 0600) and its
@@ -51,6 +57,10 @@ type Store struct {
 // schema. It fails on a database written by a newer, unknown schema version.
 // Open does not change any job: call Recover after it when starting a
 // server. The caller must Close the store.
+//
+// On a disk with less free space than ReserveBytes, Open first deletes the
+// store's reserve file, so that it opens, and Recover commits, on a full
+// disk.
 func Open(path string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("open job store: empty path")
@@ -88,7 +98,8 @@ func Open(path string) (*Store, error) {
 	}
 	reader := url.Values{"_query_only": {"1"}}
 
-	s := &Store{now: time.Now}
+	s := &Store{now: time.Now, reserve: openReserve(abs+ReserveSuffix, ReserveBytes)}
+	s.reserve.releaseIfTight()
 	if s.w, err = sql.Open("sqlite", dsn(writer)); err != nil {
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
@@ -104,10 +115,16 @@ func Open(path string) (*Store, error) {
 	s.r.SetMaxIdleConns(4)
 
 	ctx := context.Background()
-	if err := s.init(ctx); err != nil {
+	err = s.init(ctx)
+	if diskFull(err) {
+		s.reserve.release()
+		err = s.init(ctx)
+	}
+	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open job store %s: %w", abs, err)
 	}
+	s.reserve.restore() // a store without its reserve still works
 	return s, nil
 }
 
@@ -291,8 +308,23 @@ func marshal(v any) (string, error) {
 }
 
 // write runs fn in one write transaction and commits it. The change is on
-// stable storage when write returns nil.
+// stable storage when write returns nil. When the disk is full, write
+// releases the store's reserve and runs fn again in a new transaction: fn
+// must not keep state from one run to the next. After a write, a released
+// reserve is created again when the disk has room.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	err := s.writeOnce(ctx, fn)
+	if diskFull(err) {
+		s.reserve.release()
+		err = s.writeOnce(ctx, fn)
+	}
+	if err == nil {
+		s.reserve.restore() // a store without its reserve still works
+	}
+	return err
+}
+
+func (s *Store) writeOnce(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.begin(ctx, s.w, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -365,6 +397,7 @@ func (s *Store) Create(ctx context.Context, j *Job) (job *Job, created bool, err
 	}
 
 	err = s.write(ctx, func(tx *sql.Tx) error {
+		job, created = nil, false
 		if j.SubmissionID != "" {
 			job, err = scanJob(s.txQueryRow(ctx, tx,
 				"SELECT "+jobColumns+" FROM jobs WHERE submission_id = ?", j.SubmissionID))

@@ -160,7 +160,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	if err != nil {
 		return internalError(err)
 	}
-	avail, err := freeBytes(s.cfg.InputBaseDir)
+	avail, err := s.uploadSpace()
 	if err != nil {
 		return internalError(err)
 	}

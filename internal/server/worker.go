@@ -48,6 +48,7 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not create the job's output directory; see the server log", nil)
 		return
 	}
+	watched := s.watchOutput(jobCtx, cancel, out)
 	res, err := runner.Run(jobCtx, runner.Spec{
 		Script:    s.cfg.ScriptPath,
 		InputDir:  s.inputDir(j.ID),
@@ -60,6 +61,7 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		// would carry it twice.
 		Logger: s.log.With("worker", worker),
 	})
+	over := watched()
 	switch {
 	case err != nil:
 		log.Error("could not start the reconstruction script", "err", err)
@@ -68,6 +70,12 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	case errors.Is(context.Cause(jobCtx), errCancelled):
 		os.RemoveAll(out)
 		s.finish(bg, log, j.ID, jobs.Cancelled, nil, "cancelled by an administrator", nil)
+		return
+	case over != nil:
+		// Removed before the job's end is recorded: the store may need
+		// the space.
+		os.RemoveAll(out)
+		s.finish(bg, log, j.ID, jobs.Failed, &res.ExitCode, over.msg, nil)
 		return
 	case ctx.Err() != nil:
 		// Shutting down: the job runs again after the restart.
