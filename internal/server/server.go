@@ -36,6 +36,9 @@ type Server struct {
 	opts    Options
 	store   *jobs.Store
 	lock    *os.File // flock on the state dir: one server per data set
+	// instance names this server's runs in their processes' marker (see
+	// instanceOf).
+	instance string
 	started time.Time
 
 	changed  *notifier // broadcast on every job state change
@@ -111,6 +114,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		opts:      opts,
 		store:     store,
 		lock:      lock,
+		instance:  instanceOf(cfg.StateDir),
 		started:   time.Now(),
 		changed:   newNotifier(),
 		uploads:   &reservations{},
@@ -154,6 +158,12 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	for _, id := range failed {
 		log.Warn("job failed: too many attempts", "job_id", id)
 		s.removeInput(id)
+	}
+	// Before any job runs again: what its earlier attempt left must die.
+	if err := s.sweepAttempts(ctx); err != nil {
+		store.Close()
+		lock.Close()
+		return nil, err
 	}
 	if err := s.sweepOrphans(ctx); err != nil {
 		store.Close()
