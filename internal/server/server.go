@@ -39,7 +39,7 @@ type Server struct {
 	// instance names this server's runs in their processes' marker (see
 	// instanceOf).
 	instance string
-	started time.Time
+	started  time.Time
 
 	changed  *notifier // broadcast on every job state change
 	uploads  *reservations
