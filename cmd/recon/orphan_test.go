@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -37,7 +38,8 @@ echo done > "$d/done-$name"
 // they do not. After the restart the job runs again, and its results hold
 // only what the second attempt wrote: the children of the first were
 // killed before it started (and logged), so none is left and none wrote
-// into the new attempt's output.
+// into the new attempt's output. Where runs get a cgroup, a fourth child
+// that also dropped the marker (env -i) is found there.
 func TestOrphansOfACrashedAttempt(t *testing.T) {
 	if !reap.Supported {
 		t.Skip("no /proc: processes cannot be found by their marker")
@@ -56,22 +58,35 @@ if [ $n = 1 ]; then
   "$d/child.sh" plain "$3" "$d" &
   setsid "$d/child.sh" setsid "$3" "$d" &
   sh -c '"$1/child.sh" orphan "$2" "$1" &' sh "$d" "$3"
+  if [ -e "$d/cgroups" ]; then
+    env -i PATH=/usr/bin:/bin setsid /bin/sh "$d/child.sh" nomarker "$3" "$d" &
+  fi
   while :; do sleep 0.05; done
 fi
 echo "attempt 2 of $RECON_JOB_ID" > "$3/manifest.txt"
 touch "$d/release"
 alive() { s=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | cut -c2); [ -n "$s" ] && [ "$s" != Z ]; }
-for c in plain setsid orphan; do
+for c in $(cat "$d/children"); do
   p=$(cat "$d/pid-$c"); i=0
   while alive "$p" && [ ! -e "$d/done-$c" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
 done
 `)
+	children := []string{"plain", "setsid", "orphan"}
+	// Where runs get a cgroup (root, cgroup2), a fourth child drops the
+	// marker too (env -i): the cgroup still holds it.
+	if g, err := reap.NewGroup("probe-" + rand.Text()); err == nil {
+		g.Kill(t.Context())
+		children = append(children, "nomarker")
+		writeFile(t, filepath.Join(dir, "cgroups"), "", 0o600)
+	} else {
+		t.Logf("no cgroups (%v): the marker alone finds the children", err)
+	}
+	writeFile(t, filepath.Join(dir, "children"), strings.Join(children, " ")+"\n", 0o600)
 	key := serverOpts(t, dir, script, "MAX_CONCURRENT_JOBS = 1")
 	srv := startServer(t, dir, "recon.opts")
 	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
 	id := submitFile(t, dir, "client.opts", "scan.7", "raw")
 
-	children := []string{"plain", "setsid", "orphan"}
 	pids := map[string]int{}
 	servertest.Eventually(t, 30*time.Second, "the first attempt's children run", func() bool {
 		for _, c := range children {

@@ -3,8 +3,10 @@ package runner
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,12 +33,24 @@ func (s Spec) marker() string {
 	return Marker(s.Instance, s.JobID, s.Attempt)
 }
 
-// killLeftovers kills every process that still carries marker once the
-// script's leader has exited, and logs each. ctx only carries values: the
-// processes are killed whether or not it was cancelled (reap.Kill has its
-// own deadline).
-func killLeftovers(ctx context.Context, log *slog.Logger, marker string) error {
-	killed, err := reap.Kill(context.WithoutCancel(ctx), reap.Exactly(marker))
+// killLeftovers kills every process of the run that is still alive once
+// the script's leader has exited, and logs each: those that carry marker,
+// then any left in the run's cgroup grp (nil when it has none), which
+// dropped the marker. ctx only carries values: the processes are killed
+// whether or not it was cancelled (reap has its own deadline).
+func killLeftovers(ctx context.Context, log *slog.Logger, marker string, grp *reap.Group) error {
+	ctx = context.WithoutCancel(ctx)
+	killed, err := reap.Kill(ctx, reap.Exactly(marker))
+	if grp != nil {
+		more, gerr := grp.Kill(ctx)
+		for _, p := range more {
+			// One killed by its marker may still be leaving the group.
+			if !slices.ContainsFunc(killed, func(k reap.Process) bool { return k.PID == p.PID }) {
+				killed = append(killed, p)
+			}
+		}
+		err = errors.Join(err, gerr)
+	}
 	for _, p := range killed {
 		log.Warn("killed a process the script left running", "pid", p.PID, "command", p.Command)
 	}
@@ -57,7 +71,15 @@ func KillStale(ctx context.Context, instance string, log *slog.Logger) error {
 	if instance == "" || strings.ContainsAny(instance, ".\x00") {
 		return fmt.Errorf("kill stale runs: instance %q is empty or contains '.' or a NUL byte", instance)
 	}
-	killed, err := reap.Kill(ctx, reap.Prefix(instance+"."))
+	m := reap.Prefix(instance + ".")
+	killed, err := reap.Kill(ctx, m)
+	more, gerr := reap.KillGroups(ctx, m)
+	for _, p := range more {
+		if !slices.ContainsFunc(killed, func(k reap.Process) bool { return k.PID == p.PID }) {
+			killed = append(killed, p)
+		}
+	}
+	err = errors.Join(err, gerr)
 	for _, p := range killed {
 		rest := strings.TrimPrefix(p.Marker, instance+".")
 		job, attempt := rest, ""

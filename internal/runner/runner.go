@@ -242,30 +242,52 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	// Cancel has sent SIGTERM to a live group, and timedOut if the reason
 	// was the timeout.
 	var exited, signalled, timedOut atomic.Bool
-	cmd := exec.CommandContext(runCtx, s.Script, inputDir, "--output-dir", outputDir)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.Stdin = nil // /dev/null
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.Cancel = func() error {
-		if exited.Load() {
-			return os.ErrProcessDone
+	var cmd *exec.Cmd
+	newCmd := func(grp *reap.Group) *exec.Cmd {
+		c := exec.CommandContext(runCtx, s.Script, inputDir, "--output-dir", outputDir)
+		c.Dir = dir
+		c.Env = env
+		c.Stdin = nil // /dev/null
+		c.Stdout = stdout
+		c.Stderr = stderr
+		c.SysProcAttr = sysProcAttr()
+		if grp != nil {
+			inCgroup(c.SysProcAttr, grp.FD())
 		}
-		signalled.Store(true)
-		timedOut.Store(errors.Is(context.Cause(runCtx), errTimeout))
-		// The leader is not reaped before the group is killed (see below),
-		// so its pid still names this process group.
-		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
-			return os.ErrProcessDone
+		c.Cancel = func() error {
+			if exited.Load() {
+				return os.ErrProcessDone
+			}
+			signalled.Store(true)
+			timedOut.Store(errors.Is(context.Cause(runCtx), errTimeout))
+			// The leader is not reaped before the group is killed (see
+			// below), so its pid still names this process group.
+			if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
+				return os.ErrProcessDone
+			}
+			return nil
 		}
-		return nil
+		// After cancellation, exec sends SIGKILL to the leader WaitDelay
+		// after Cancel; Run then kills the rest of the group. After a
+		// normal exit, WaitDelay bounds the wait for pipes held open by
+		// escaped processes.
+		c.WaitDelay = grace
+		return c
 	}
-	// After cancellation, exec sends SIGKILL to the leader WaitDelay after
-	// Cancel; Run then kills the rest of the group. After a normal exit,
-	// WaitDelay bounds the wait for pipes held open by escaped processes.
-	cmd.WaitDelay = grace
+
+	// Where it can, the run gets a cgroup of its own, which holds every
+	// process it starts, also one that drops the marker.
+	grp, err := reap.NewGroup(marker)
+	if err != nil {
+		logger.Debug("no cgroup for the run: its processes are found by their marker only", "err", err)
+		grp = nil
+	} else {
+		defer func() {
+			if _, err := grp.Kill(context.WithoutCancel(ctx)); err != nil {
+				logger.Error("remove the run's cgroup", "err", err)
+			}
+		}()
+	}
 
 	// Pdeathsig (where supported) is tied to the thread that forks: keep
 	// this goroutine on its thread until the script has been reaped.
@@ -273,7 +295,16 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	defer unlock()
 
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	cmd = newCmd(grp)
+	err = cmd.Start()
+	if err != nil && grp != nil && runCtx.Err() == nil {
+		// A kernel or sandbox that cannot start a process in a cgroup:
+		// start it without.
+		logger.Debug("cannot start the script in its cgroup", "err", err)
+		cmd = newCmd(nil)
+		err = cmd.Start()
+	}
+	if err != nil {
 		if cerr := context.Cause(runCtx); cerr != nil {
 			res := Result{ExitCode: -1, TimedOut: errors.Is(cerr, errTimeout), Cancelled: !errors.Is(cerr, errTimeout)}
 			return res, fmt.Errorf("start script: %w", cerr)
@@ -288,7 +319,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	var waitErr, leftErr error
 	if leaderExited(pid) {
 		exited.Store(true)
-		leftErr = killLeftovers(ctx, logger, marker)
+		leftErr = killLeftovers(ctx, logger, marker, grp)
 		killGroup(pid)
 		waitErr = cmd.Wait()
 	} else {
@@ -297,7 +328,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 		waitErr = cmd.Wait()
 		exited.Store(true)
 		killGroup(pid)
-		leftErr = killLeftovers(ctx, logger, marker)
+		leftErr = killLeftovers(ctx, logger, marker, grp)
 	}
 	duration := time.Since(start)
 	stdout.flush()

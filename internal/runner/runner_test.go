@@ -18,7 +18,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/recon-mri/recon/internal/reap"
 	"github.com/recon-mri/recon/internal/runner"
+	"github.com/recon-mri/recon/internal/servertest"
 )
 
 // hostileOptions are option values a client might send to break out of the
@@ -449,14 +451,60 @@ exit 0
 	}
 }
 
-// TestRunEscapedProcessHoldingOutput: a process that left both the group
-// (setsid) and the run's marker (env -i) cannot be found; KillGrace bounds
-// how long Run waits for it to close stdout.
+// TestRunKillsProcessThatDroppedMarker: a process that leaves the group
+// (setsid) and drops the marker (env -i) is still in the run's cgroup,
+// where the system has cgroups (root, cgroup2): it is killed and logged
+// when the script exits.
+func TestRunKillsProcessThatDroppedMarker(t *testing.T) {
+	t.Parallel()
+	if !cgroupsWork() {
+		servertest.SkipUnlessStrict(t, "no writable cgroup2 hierarchy (needs root)")
+	}
+	in, out := jobDirs(t)
+	script := writeScript(t, `
+env -i setsid /bin/sh -c 'echo $$ > "$1/escaped.tmp"; mv "$1/escaped.tmp" "$1/escaped"; exec sleep 1002' sh "$RECON_OUTPUT_DIR" &
+while [ ! -e "$RECON_OUTPUT_DIR/escaped" ]; do sleep 0.01; done
+exit 0
+`)
+	const grace = 15 * time.Second
+	h := newCapture()
+	start := time.Now()
+	res, err := runner.Run(context.Background(), runner.Spec{Script: script, InputDir: in, OutputDir: out, KillGrace: grace, Logger: slog.New(h)})
+	pid := readPID(t, filepath.Join(out, "escaped"))
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	if err != nil || !res.Success() {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	if d := time.Since(start); d >= grace {
+		t.Errorf("Run took %v: it waited for the escaped process to close the output", d)
+	}
+	if !processGone(pid) {
+		t.Errorf("the process without the marker (%d) still runs after Run returned", pid)
+	}
+	if !slices.ContainsFunc(h.records(), func(r record) bool {
+		return r.Level == slog.LevelWarn && r.Msg == "killed a process the script left running" &&
+			r.Attrs["pid"] == int64(pid) && r.Attrs["command"] == "sleep 1002"
+	}) {
+		t.Errorf("no warning naming pid %d; records: %+v", pid, h.records())
+	}
+}
+
+// TestRunEscapedProcessHoldingOutput: a process that left the group
+// (setsid), the marker (env -i) and, where there is one, the run's cgroup
+// (back into the test's own, as root may) cannot be found; KillGrace
+// bounds how long Run waits for it to close stdout.
 func TestRunEscapedProcessHoldingOutput(t *testing.T) {
 	t.Parallel()
 	in, out := jobDirs(t)
+	procs := ""
+	if own, err := reap.OwnCgroup(); err == nil && cgroupsWork() {
+		procs = filepath.Join(own, "cgroup.procs")
+	}
+	if err := os.WriteFile(filepath.Join(in, "cgroup"), []byte(procs), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	script := writeScript(t, `
-env -i setsid bash -c 'echo $$ > "$1/escaped.tmp"; mv "$1/escaped.tmp" "$1/escaped"; exec sleep 1000' bash "$RECON_OUTPUT_DIR" &
+env -i setsid bash -c 'if [ -s "$2/cgroup" ]; then echo $$ > "$(cat "$2/cgroup")"; fi; echo $$ > "$1/escaped.tmp"; mv "$1/escaped.tmp" "$1/escaped"; exec sleep 1000' bash "$RECON_OUTPUT_DIR" "$1" &
 # Exit only once the process has left the group.
 while [ ! -e "$RECON_OUTPUT_DIR/escaped" ]; do sleep 0.01; done
 exit 0
