@@ -19,7 +19,9 @@ const Supported = true
 
 func find(m Match) ([]Process, error) {
 	d, err := os.Open("/proc")
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // no /proc mounted: nothing can be found
+	} else if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
 	names, err := d.Readdirnames(-1)

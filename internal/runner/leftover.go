@@ -56,6 +56,10 @@ func killLeftovers(ctx context.Context, log *slog.Logger, marker string, grp *re
 	}
 	if err != nil {
 		log.Error("processes the script left could not be killed", "err", err)
+		if !errors.Is(err, ErrSurvivors) {
+			// Not knowing whether any survived is no better.
+			err = fmt.Errorf("%w: %w", ErrSurvivors, err)
+		}
 		return fmt.Errorf("kill what the script left: %w", err)
 	}
 	return nil

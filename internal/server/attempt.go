@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,13 +54,10 @@ func (s *Server) promoteAttempt(id, dir string) error {
 // state left alive (a script dies with the server; what it started need
 // not), then removes their attempt directories. It runs before any job
 // does. Processes that cannot be killed are logged, and the server starts
-// anyway: their directories are gone, and the next attempt of their job
-// writes into a new one.
+// anyway (a restart must always work): their directories are gone, and the
+// next attempt of their job writes into a new one.
 func (s *Server) sweepAttempts(ctx context.Context) error {
 	if err := runner.KillStale(ctx, s.instance, s.log); err != nil {
-		if !errors.Is(err, runner.ErrSurvivors) {
-			return err
-		}
 		s.log.Error("processes of an earlier run could not be killed", "err", err)
 	}
 	entries, err := os.ReadDir(s.cfg.OutputBaseDir)
