@@ -171,3 +171,14 @@ func TestKillDeadline(t *testing.T) {
 		t.Errorf("Kill with a done context = %v, want ErrSurvivors naming %d", err, pid)
 	}
 }
+
+// BenchmarkKillNothing is the cost Run adds to every job whose script left
+// nothing: one scan of /proc.
+func BenchmarkKillNothing(b *testing.B) {
+	m := reap.Exactly("bench.nothing")
+	for b.Loop() {
+		if _, err := reap.Kill(context.Background(), m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
