@@ -18,8 +18,12 @@
 // signalled.
 //
 // The marker is inherited, not enforced: a process that replaces its whole
-// environment (env -i, or execve with a new one) is no longer found. On
-// systems without /proc (Supported is false) Find finds nothing.
+// environment (env -i, or execve with a new one) is no longer found. A
+// Group is: a cgroup (version 2) the run starts in, which its processes
+// cannot leave without the privilege to manage cgroups. Groups need a
+// writable cgroup2 hierarchy (root, or a delegated subtree); the marker
+// works without privileges. On systems without /proc (Supported is false)
+// Find finds nothing, and without cgroup2 NewGroup fails.
 package reap
 
 import (

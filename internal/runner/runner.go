@@ -13,11 +13,13 @@
 //
 // Every process of a run carries a marker in its environment (RECON_ATTEMPT,
 // see package reap), which it keeps when it leaves the process group with
-// setsid or is orphaned by a double fork. When the script exits, or is
-// ended, Run kills every process that still carries its marker and logs
-// each (pid, command): no process the script started outlives the run,
-// short of one that replaces its whole environment. Run returns only once
-// they are gone. After a crash of the server, KillStale finds and kills the
+// setsid or is orphaned by a double fork; where the server may manage
+// cgroup2, the script also starts in a cgroup of its own, which holds even a
+// process that drops the marker. When the script exits, or is ended, Run
+// kills every process that still carries its marker or is in its cgroup and
+// logs each (pid, command): no process the script started outlives the run
+// (without cgroups, short of one that replaces its whole environment). Run
+// returns only once they are gone. After a crash of the server, KillStale finds and kills the
 // processes of the runs it was doing, before their jobs run again.
 //
 // CollectResults walks the output directory through an os.Root and returns
@@ -183,10 +185,11 @@ var errTimeout = errors.New("script timed out")
 //
 // When ctx is done or s.Timeout passes, Run sends SIGTERM to the script's
 // process group and SIGKILL after s.KillGrace. When the script exits, every
-// process left with the run's marker, in the group or not, is killed with
-// SIGKILL and logged at Warn. Run returns once the script has been reaped
-// and its output read (or, if a process without the marker holds the
-// output pipes open, KillGrace after the script's exit).
+// process left with the run's marker or in its cgroup, in the process
+// group or not, is killed with SIGKILL and logged at Warn. Run returns once
+// the script has been reaped and its output read (or, if a process that
+// escaped all of these holds the output pipes open, KillGrace after the
+// script's exit).
 func Run(ctx context.Context, s Spec) (Result, error) {
 	if err := s.check(); err != nil {
 		return Result{}, err
@@ -242,7 +245,6 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	// Cancel has sent SIGTERM to a live group, and timedOut if the reason
 	// was the timeout.
 	var exited, signalled, timedOut atomic.Bool
-	var cmd *exec.Cmd
 	newCmd := func(grp *reap.Group) *exec.Cmd {
 		c := exec.CommandContext(runCtx, s.Script, inputDir, "--output-dir", outputDir)
 		c.Dir = dir
@@ -262,7 +264,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 			timedOut.Store(errors.Is(context.Cause(runCtx), errTimeout))
 			// The leader is not reaped before the group is killed (see
 			// below), so its pid still names this process group.
-			if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
+			if err := syscall.Kill(-c.Process.Pid, syscall.SIGTERM); err != nil {
 				return os.ErrProcessDone
 			}
 			return nil
@@ -295,7 +297,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	defer unlock()
 
 	start := time.Now()
-	cmd = newCmd(grp)
+	cmd := newCmd(grp)
 	err = cmd.Start()
 	if err != nil && grp != nil && runCtx.Err() == nil {
 		// A kernel or sandbox that cannot start a process in a cgroup:
