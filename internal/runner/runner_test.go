@@ -414,8 +414,11 @@ func TestRunKillsEscapedProcesses(t *testing.T) {
 	script := writeScript(t, `
 setsid bash -c 'echo $$ > "$RECON_OUTPUT_DIR/setsid.tmp"; mv "$RECON_OUTPUT_DIR/setsid.tmp" "$RECON_OUTPUT_DIR/setsid"; exec sleep 1000' &
 bash -c 'bash -c '"'"'echo $$ > "$RECON_OUTPUT_DIR/orphan.tmp"; mv "$RECON_OUTPUT_DIR/orphan.tmp" "$RECON_OUTPUT_DIR/orphan"; exec sleep 1001'"'"' &'
-# Exit only once both have left the group.
+# Exit only once both have left the group and run sleep.
 while [ ! -e "$RECON_OUTPUT_DIR/setsid" ] || [ ! -e "$RECON_OUTPUT_DIR/orphan" ]; do sleep 0.01; done
+for f in setsid orphan; do
+  while ! grep -q '^sleep' "/proc/$(cat "$RECON_OUTPUT_DIR/$f")/cmdline"; do sleep 0.01; done
+done
 exit 0
 `)
 	const grace = 15 * time.Second
@@ -464,6 +467,7 @@ func TestRunKillsProcessThatDroppedMarker(t *testing.T) {
 	script := writeScript(t, `
 env -i setsid /bin/sh -c 'echo $$ > "$1/escaped.tmp"; mv "$1/escaped.tmp" "$1/escaped"; exec sleep 1002' sh "$RECON_OUTPUT_DIR" &
 while [ ! -e "$RECON_OUTPUT_DIR/escaped" ]; do sleep 0.01; done
+while ! grep -q '^sleep' "/proc/$(cat "$RECON_OUTPUT_DIR/escaped")/cmdline"; do sleep 0.01; done
 exit 0
 `)
 	const grace = 15 * time.Second
