@@ -143,7 +143,9 @@ func (t *target) close() {
 func kill(ctx context.Context, m Match) ([]Process, error) {
 	held := map[int]*target{}
 	defer func() {
+		// Out of time, none is left stopped: kill what was stopped.
 		for _, t := range held {
+			t.signal(syscall.SIGKILL)
 			t.close()
 		}
 	}()
