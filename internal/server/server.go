@@ -36,10 +36,7 @@ type Server struct {
 	opts    Options
 	store   *jobs.Store
 	lock    *os.File // flock on the state dir: one server per data set
-	// instance names this server's runs in their processes' marker (see
-	// instanceOf).
-	instance string
-	started  time.Time
+	started time.Time
 
 	changed  *notifier // broadcast on every job state change
 	uploads  *reservations
@@ -60,6 +57,10 @@ type Server struct {
 	pool      *pool
 	metrics   *metrics
 	metricsLn net.Listener
+
+	// instance names this server's runs in their processes' marker (see
+	// instanceOf).
+	instance string
 }
 
 // Options are optional settings for New.
