@@ -354,6 +354,7 @@ trap 'echo term >> "$d/term-$RECON_JOB_ID"' TERM
 sh -c 'trap "" TERM; exec sleep 1000' &
 echo $! > "$d/child-$RECON_JOB_ID"
 echo partial > "$3/partial.out"
+echo "$3" > "$d/out-$RECON_JOB_ID"
 echo $$ > "$d/pid-$RECON_JOB_ID"
 while :; do sleep 0.05; done
 `)
@@ -372,7 +373,10 @@ while :; do sleep 0.05; done
 		return pidOf("pid") > 0 && pidOf("child") > 0
 	})
 	scriptPID, child := pidOf("pid"), pidOf("child")
-	in, out := filepath.Join(dir, "data", "inputs", id), filepath.Join(dir, "data", "outputs", id)
+	// The script writes into its attempt's directory; the job's output
+	// directory appears only when the attempt ends.
+	b, _ := os.ReadFile(filepath.Join(dir, "out-"+id))
+	in, out := filepath.Join(dir, "data", "inputs", id), strings.TrimSpace(string(b))
 	if _, err := os.Stat(filepath.Join(out, "partial.out")); err != nil {
 		t.Fatalf("the script's output is not there: %v", err)
 	}
@@ -399,7 +403,7 @@ while :; do sleep 0.05; done
 	if s := jobState(t, dir, "client.opts", id); s != "cancelled" {
 		t.Errorf("job state %s, want cancelled", s)
 	}
-	for _, d := range []string{in, out} {
+	for _, d := range []string{in, out, filepath.Join(dir, "data", "outputs", id)} {
 		servertest.Eventually(t, 20*time.Second, d+" is removed", func() bool {
 			_, err := os.Lstat(d)
 			return os.IsNotExist(err)

@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/recon-mri/recon/internal/reap"
 )
 
 // writeExecutable writes an executable file. It holds syscall.ForkLock for
@@ -84,6 +87,17 @@ func readPID(t *testing.T, path string) int {
 		t.Fatalf("bad pid %q in %s", data, path)
 	}
 	return pid
+}
+
+// cgroupsWork reports whether runs get a cgroup here (root, with a
+// cgroup2 hierarchy).
+func cgroupsWork() bool {
+	g, err := reap.NewGroup("probe-" + rand.Text())
+	if err != nil {
+		return false
+	}
+	g.Kill(context.Background())
+	return true
 }
 
 // processGone reports whether pid no longer runs (gone, or a zombie left

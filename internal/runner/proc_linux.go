@@ -44,3 +44,10 @@ func leaderExited(pid int) bool {
 		}
 	}
 }
+
+// inCgroup has the script start in the cgroup open as fd (clone3 with
+// CLONE_INTO_CGROUP): not even its first instruction runs outside it.
+func inCgroup(attr *syscall.SysProcAttr, fd int) {
+	attr.UseCgroupFD = true
+	attr.CgroupFD = fd
+}

@@ -9,9 +9,18 @@
 // environment built from an allow-list of the server's own environment plus
 // the job's variables, in its own process group. Job options never become
 // argv or shell text: they reach the script only as environment variables.
-// Cancellation and timeouts end the whole process group, and so does the
-// script's own exit: no process the script started outlives the job (short
-// of one that leaves the group with setsid).
+// Cancellation and timeouts end the whole process group.
+//
+// Every process of a run carries a marker in its environment (RECON_ATTEMPT,
+// see package reap), which it keeps when it leaves the process group with
+// setsid or is orphaned by a double fork; where the server may manage
+// cgroup2, the script also starts in a cgroup of its own, which holds even a
+// process that drops the marker. When the script exits, or is ended, Run
+// kills every process that still carries its marker or is in its cgroup and
+// logs each (pid, command): no process the script started outlives the run
+// (without cgroups, short of one that replaces its whole environment). Run
+// returns only once they are gone. After a crash of the server, KillStale finds and kills the
+// processes of the runs it was doing, before their jobs run again.
 //
 // CollectResults walks the output directory through an os.Root and returns
 // regular files only, each hashed with SHA-256 in one read; everything else
@@ -37,6 +46,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/recon-mri/recon/internal/reap"
 )
 
 // Defaults and limits of Run.
@@ -82,6 +93,7 @@ const (
 	envOutputDir   = "RECON_OUTPUT_DIR"
 	envOptionsJSON = "RECON_OPTIONS_JSON"
 	envOptPrefix   = "RECON_OPT_"
+	envAttempt     = reap.Env
 )
 
 // EnvAllowList names the variables of the server's own environment that the
@@ -106,6 +118,13 @@ type Spec struct {
 	Dir string
 	// JobID is exported as RECON_JOB_ID and attached to every log record.
 	JobID string
+	// Instance names the server that runs the job, and Attempt counts the
+	// job's runs: with JobID they make the run's marker (see Marker), so
+	// that KillStale(Instance) finds the processes of this run after a
+	// crash. Instance must be non-empty for that, and must not contain
+	// '.' or NUL; "" gives the run a random marker of its own.
+	Instance string
+	Attempt  int
 	// Options become RECON_OPTIONS_JSON (a JSON object of all options) and
 	// one RECON_OPT_<KEY upper-cased> per option, never argv. Keys must
 	// match [A-Za-z0-9_]{1,64} and stay distinct when upper-cased; values
@@ -157,15 +176,20 @@ func (r Result) Success() bool {
 var errTimeout = errors.New("script timed out")
 
 // Run runs the script described by s and waits for it and for every process
-// of its process group to end. It returns an error only when the script
-// could not be started (invalid Spec, missing or non-executable script,
-// output directory not creatable); how the script ended is in Result.
+// it started to end. It returns an error when the script could not be
+// started (invalid Spec, missing or non-executable script, output
+// directory not creatable); how the script ended is in Result. It also
+// returns one, wrapping ErrSurvivors, with the Result, when processes the
+// script left could not be killed in time: then the output directory may
+// still change and must not be used.
 //
 // When ctx is done or s.Timeout passes, Run sends SIGTERM to the script's
-// process group and SIGKILL after s.KillGrace. When the script exits, any
-// process left in its group is killed with SIGKILL. Run returns once the
-// script has been reaped and its output read (or, if a process outside the
-// group holds the output pipes open, KillGrace after the script's exit).
+// process group and SIGKILL after s.KillGrace. When the script exits, every
+// process left with the run's marker or in its cgroup, in the process
+// group or not, is killed with SIGKILL and logged at Warn. Run returns once
+// the script has been reaped and its output read (or, if a process that
+// escaped all of these holds the output pipes open, KillGrace after the
+// script's exit).
 func Run(ctx context.Context, s Spec) (Result, error) {
 	if err := s.check(); err != nil {
 		return Result{}, err
@@ -184,7 +208,8 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 			return Result{}, fmt.Errorf("working dir: %w", err)
 		}
 	}
-	env, err := buildEnv(s, inputDir, outputDir)
+	marker := s.marker()
+	env, err := buildEnv(s, inputDir, outputDir, marker)
 	if err != nil {
 		return Result{}, err
 	}
@@ -220,30 +245,51 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	// Cancel has sent SIGTERM to a live group, and timedOut if the reason
 	// was the timeout.
 	var exited, signalled, timedOut atomic.Bool
-	cmd := exec.CommandContext(runCtx, s.Script, inputDir, "--output-dir", outputDir)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.Stdin = nil // /dev/null
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.Cancel = func() error {
-		if exited.Load() {
-			return os.ErrProcessDone
+	newCmd := func(grp *reap.Group) *exec.Cmd {
+		c := exec.CommandContext(runCtx, s.Script, inputDir, "--output-dir", outputDir)
+		c.Dir = dir
+		c.Env = env
+		c.Stdin = nil // /dev/null
+		c.Stdout = stdout
+		c.Stderr = stderr
+		c.SysProcAttr = sysProcAttr()
+		if grp != nil {
+			inCgroup(c.SysProcAttr, grp.FD())
 		}
-		signalled.Store(true)
-		timedOut.Store(errors.Is(context.Cause(runCtx), errTimeout))
-		// The leader is not reaped before the group is killed (see below),
-		// so its pid still names this process group.
-		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
-			return os.ErrProcessDone
+		c.Cancel = func() error {
+			if exited.Load() {
+				return os.ErrProcessDone
+			}
+			signalled.Store(true)
+			timedOut.Store(errors.Is(context.Cause(runCtx), errTimeout))
+			// The leader is not reaped before the group is killed (see
+			// below), so its pid still names this process group.
+			if err := syscall.Kill(-c.Process.Pid, syscall.SIGTERM); err != nil {
+				return os.ErrProcessDone
+			}
+			return nil
 		}
-		return nil
+		// After cancellation, exec sends SIGKILL to the leader WaitDelay
+		// after Cancel; Run then kills the rest of the group. After a
+		// normal exit, WaitDelay bounds the wait for pipes held open by
+		// escaped processes.
+		c.WaitDelay = grace
+		return c
 	}
-	// After cancellation, exec sends SIGKILL to the leader WaitDelay after
-	// Cancel; Run then kills the rest of the group. After a normal exit,
-	// WaitDelay bounds the wait for pipes held open by escaped processes.
-	cmd.WaitDelay = grace
+
+	// Where it can, the run gets a cgroup of its own, which holds every
+	// process it starts, also one that drops the marker.
+	grp, err := reap.NewGroup(marker)
+	if err != nil {
+		logger.Debug("no cgroup for the run: its processes are found by their marker only", "err", err)
+		grp = nil
+	} else {
+		defer func() {
+			if _, err := grp.Kill(context.WithoutCancel(ctx)); err != nil {
+				logger.Error("remove the run's cgroup", "err", err)
+			}
+		}()
+	}
 
 	// Pdeathsig (where supported) is tied to the thread that forks: keep
 	// this goroutine on its thread until the script has been reaped.
@@ -251,7 +297,16 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	defer unlock()
 
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	cmd := newCmd(grp)
+	err = cmd.Start()
+	if err != nil && grp != nil && runCtx.Err() == nil {
+		// A kernel or sandbox that cannot start a process in a cgroup:
+		// start it without.
+		logger.Debug("cannot start the script in its cgroup", "err", err)
+		cmd = newCmd(nil)
+		err = cmd.Start()
+	}
+	if err != nil {
 		if cerr := context.Cause(runCtx); cerr != nil {
 			res := Result{ExitCode: -1, TimedOut: errors.Is(cerr, errTimeout), Cancelled: !errors.Is(cerr, errTimeout)}
 			return res, fmt.Errorf("start script: %w", cerr)
@@ -263,9 +318,10 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 	// Wait for the leader to exit without reaping it, so that its pid
 	// still names its process group while we kill what is left of it.
-	var waitErr error
+	var waitErr, leftErr error
 	if leaderExited(pid) {
 		exited.Store(true)
+		leftErr = killLeftovers(ctx, logger, marker, grp)
 		killGroup(pid)
 		waitErr = cmd.Wait()
 	} else {
@@ -274,6 +330,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 		waitErr = cmd.Wait()
 		exited.Store(true)
 		killGroup(pid)
+		leftErr = killLeftovers(ctx, logger, marker, grp)
 	}
 	duration := time.Since(start)
 	stdout.flush()
@@ -287,7 +344,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 		Duration:    duration,
 	}
 	if errors.Is(waitErr, exec.ErrWaitDelay) {
-		logger.Warn("a process that left the script's process group kept its output open; stopped reading it",
+		logger.Warn("a process that escaped the run (it left the process group and dropped the marker) kept its output open; stopped reading it",
 			"kill_grace", grace)
 	}
 	if st := cmd.ProcessState; st != nil {
@@ -304,7 +361,7 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 	}
 	stdout.summary()
 	stderr.summary()
-	return res, nil
+	return res, leftErr
 }
 
 // killGroup sends SIGKILL to every process of the group led by pid.
@@ -324,6 +381,8 @@ func (s Spec) check() error {
 		return errors.New("no output dir")
 	case strings.IndexByte(s.JobID, 0) >= 0:
 		return errors.New("job id contains a NUL byte")
+	case strings.ContainsAny(s.Instance, ".\x00"):
+		return fmt.Errorf("instance %q contains '.' or a NUL byte", s.Instance)
 	}
 	return checkOptions(s.Options)
 }
@@ -355,8 +414,8 @@ func checkOptions(opts map[string]string) error {
 
 // buildEnv returns the script's environment: the allow-listed variables of
 // the server's environment, then the job's variables.
-func buildEnv(s Spec, inputDir, outputDir string) ([]string, error) {
-	env := make([]string, 0, len(EnvAllowList)+4+len(s.Options))
+func buildEnv(s Spec, inputDir, outputDir, marker string) ([]string, error) {
+	env := make([]string, 0, len(EnvAllowList)+5+len(s.Options))
 	for _, name := range EnvAllowList {
 		v, ok := os.LookupEnv(name)
 		if name == "PATH" && (!ok || v == "") {
@@ -374,6 +433,7 @@ func buildEnv(s Spec, inputDir, outputDir string) ([]string, error) {
 		envJobID+"="+s.JobID,
 		envInputDir+"="+inputDir,
 		envOutputDir+"="+outputDir,
+		envAttempt+"="+marker,
 	)
 	return append(env, opts...), nil
 }

@@ -18,7 +18,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/recon-mri/recon/internal/reap"
 	"github.com/recon-mri/recon/internal/runner"
+	"github.com/recon-mri/recon/internal/servertest"
 )
 
 // hostileOptions are option values a client might send to break out of the
@@ -58,6 +60,8 @@ readlink /proc/$$/fd/0 > "$out/stdin"
 		InputDir:  in,
 		OutputDir: out,
 		JobID:     "job-123",
+		Instance:  "srv",
+		Attempt:   3,
 		Options:   hostileOptions,
 		Timeout:   time.Minute,
 	})
@@ -97,6 +101,7 @@ readlink /proc/$$/fd/0 > "$out/stdin"
 		"RECON_JOB_ID":     "job-123",
 		"RECON_INPUT_DIR":  in,
 		"RECON_OUTPUT_DIR": out,
+		"RECON_ATTEMPT":    "srv.job-123.3",
 	}
 	for _, k := range []string{"HOME", "USER", "LOGNAME", "LC_ALL", "LC_CTYPE", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -399,13 +404,111 @@ exit 0
 	waitGone(t, readPID(t, filepath.Join(out, "daemon")))
 }
 
+// TestRunKillsEscapedProcesses: processes that left the script's process
+// group, one with setsid and one orphaned by a double fork, are killed
+// when the script exits, each logged with its pid and command, and Run
+// does not wait for them although they hold the output open.
+func TestRunKillsEscapedProcesses(t *testing.T) {
+	t.Parallel()
+	in, out := jobDirs(t)
+	script := writeScript(t, `
+setsid bash -c 'echo $$ > "$RECON_OUTPUT_DIR/setsid.tmp"; mv "$RECON_OUTPUT_DIR/setsid.tmp" "$RECON_OUTPUT_DIR/setsid"; exec sleep 1000' &
+bash -c 'bash -c '"'"'echo $$ > "$RECON_OUTPUT_DIR/orphan.tmp"; mv "$RECON_OUTPUT_DIR/orphan.tmp" "$RECON_OUTPUT_DIR/orphan"; exec sleep 1001'"'"' &'
+# Exit only once both have left the group and run sleep.
+while [ ! -e "$RECON_OUTPUT_DIR/setsid" ] || [ ! -e "$RECON_OUTPUT_DIR/orphan" ]; do sleep 0.01; done
+for f in setsid orphan; do
+  while ! grep -q '^sleep' "/proc/$(cat "$RECON_OUTPUT_DIR/$f")/cmdline"; do sleep 0.01; done
+done
+exit 0
+`)
+	const grace = 15 * time.Second
+	h := newCapture()
+	start := time.Now()
+	res, err := runner.Run(context.Background(), runner.Spec{Script: script, InputDir: in, OutputDir: out, JobID: "job-esc",
+		KillGrace: grace, Logger: slog.New(h)})
+	pids := map[int]string{
+		readPID(t, filepath.Join(out, "setsid")): "sleep 1000",
+		readPID(t, filepath.Join(out, "orphan")): "sleep 1001",
+	}
+	for pid := range pids {
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	}
+	if err != nil || !res.Success() {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	if d := time.Since(start); d >= grace {
+		t.Errorf("Run took %v: it waited for the escaped processes to close the output", d)
+	}
+	for pid, cmd := range pids {
+		// Run returns once they are dead, not merely signalled.
+		if !processGone(pid) {
+			t.Errorf("escaped process %d (%s) still runs after Run returned", pid, cmd)
+		}
+		logged := slices.ContainsFunc(h.records(), func(r record) bool {
+			return r.Level == slog.LevelWarn && r.Msg == "killed a process the script left running" &&
+				r.Attrs["pid"] == int64(pid) && r.Attrs["command"] == cmd && r.Attrs["job_id"] == "job-esc"
+		})
+		if !logged {
+			t.Errorf("no warning naming pid %d and command %q; records: %+v", pid, cmd, h.records())
+		}
+	}
+}
+
+// TestRunKillsProcessThatDroppedMarker: a process that leaves the group
+// (setsid) and drops the marker (env -i) is still in the run's cgroup,
+// where the system has cgroups (root, cgroup2): it is killed and logged
+// when the script exits.
+func TestRunKillsProcessThatDroppedMarker(t *testing.T) {
+	t.Parallel()
+	if !cgroupsWork() {
+		servertest.SkipUnlessStrict(t, "no writable cgroup2 hierarchy (needs root)")
+	}
+	in, out := jobDirs(t)
+	script := writeScript(t, `
+env -i setsid /bin/sh -c 'echo $$ > "$1/escaped.tmp"; mv "$1/escaped.tmp" "$1/escaped"; exec sleep 1002' sh "$RECON_OUTPUT_DIR" &
+while [ ! -e "$RECON_OUTPUT_DIR/escaped" ]; do sleep 0.01; done
+while ! grep -q '^sleep' "/proc/$(cat "$RECON_OUTPUT_DIR/escaped")/cmdline"; do sleep 0.01; done
+exit 0
+`)
+	const grace = 15 * time.Second
+	h := newCapture()
+	start := time.Now()
+	res, err := runner.Run(context.Background(), runner.Spec{Script: script, InputDir: in, OutputDir: out, KillGrace: grace, Logger: slog.New(h)})
+	pid := readPID(t, filepath.Join(out, "escaped"))
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	if err != nil || !res.Success() {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	if d := time.Since(start); d >= grace {
+		t.Errorf("Run took %v: it waited for the escaped process to close the output", d)
+	}
+	if !processGone(pid) {
+		t.Errorf("the process without the marker (%d) still runs after Run returned", pid)
+	}
+	if !slices.ContainsFunc(h.records(), func(r record) bool {
+		return r.Level == slog.LevelWarn && r.Msg == "killed a process the script left running" &&
+			r.Attrs["pid"] == int64(pid) && r.Attrs["command"] == "sleep 1002"
+	}) {
+		t.Errorf("no warning naming pid %d; records: %+v", pid, h.records())
+	}
+}
+
+// TestRunEscapedProcessHoldingOutput: a process that left the group
+// (setsid), the marker (env -i) and, where there is one, the run's cgroup
+// (back into the test's own, as root may) cannot be found; KillGrace
+// bounds how long Run waits for it to close stdout.
 func TestRunEscapedProcessHoldingOutput(t *testing.T) {
 	t.Parallel()
 	in, out := jobDirs(t)
-	// setsid leaves the process group, so the group kill cannot reach it;
-	// KillGrace bounds how long Run waits for it to close stdout.
+	procs := ""
+	if own, err := reap.OwnCgroup(); err == nil && cgroupsWork() {
+		procs = filepath.Join(own, "cgroup.procs")
+	}
+	if err := os.WriteFile(filepath.Join(in, "cgroup"), []byte(procs), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	script := writeScript(t, `
-setsid bash -c 'echo $$ > "$RECON_OUTPUT_DIR/escaped.tmp"; mv "$RECON_OUTPUT_DIR/escaped.tmp" "$RECON_OUTPUT_DIR/escaped"; exec sleep 1000' &
+env -i setsid bash -c 'if [ -s "$2/cgroup" ]; then echo $$ > "$(cat "$2/cgroup")"; fi; echo $$ > "$1/escaped.tmp"; mv "$1/escaped.tmp" "$1/escaped"; exec sleep 1000' bash "$RECON_OUTPUT_DIR" "$1" &
 # Exit only once the process has left the group.
 while [ ! -e "$RECON_OUTPUT_DIR/escaped" ]; do sleep 0.01; done
 exit 0

@@ -57,6 +57,10 @@ type Server struct {
 	pool      *pool
 	metrics   *metrics
 	metricsLn net.Listener
+
+	// instance names this server's runs in their processes' marker (see
+	// instanceOf).
+	instance string
 }
 
 // Options are optional settings for New.
@@ -111,6 +115,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		opts:      opts,
 		store:     store,
 		lock:      lock,
+		instance:  instanceOf(cfg.StateDir),
 		started:   time.Now(),
 		changed:   newNotifier(),
 		uploads:   &reservations{},
@@ -154,6 +159,12 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	for _, id := range failed {
 		log.Warn("job failed: too many attempts", "job_id", id)
 		s.removeInput(id)
+	}
+	// Before any job runs again: what its earlier attempt left must die.
+	if err := s.sweepAttempts(ctx); err != nil {
+		store.Close()
+		lock.Close()
+		return nil, err
 	}
 	if err := s.sweepOrphans(ctx); err != nil {
 		store.Close()

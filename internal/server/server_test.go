@@ -152,7 +152,10 @@ func TestSubmitOptionsAndResults(t *testing.T) {
 	if a := string(got["argc"]); a != "3" {
 		t.Errorf("script got %s arguments, want 3", a)
 	}
-	if diff := cmp.Diff([]string{inputDir, "--output-dir", outputDir},
+	// The script writes into its attempt's own directory, which becomes
+	// the job's output once the attempt's processes are all gone.
+	attemptDir := filepath.Join(s.Config.OutputBaseDir, ".attempt-"+job.JobID+"-1")
+	if diff := cmp.Diff([]string{inputDir, "--output-dir", attemptDir},
 		[]string{string(got["argv1"]), string(got["argv2"]), string(got["argv3"])}); diff != "" {
 		t.Errorf("argv (-want +got):\n%s", diff)
 	}

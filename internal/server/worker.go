@@ -40,20 +40,25 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 
 	// Store writes must land even when the server is stopping.
 	bg := context.WithoutCancel(ctx)
-	out := s.outputDir(j.ID)
-	if err := resetDir(out); err != nil {
+	// The script writes into a directory of this attempt's own, which
+	// becomes the job's output once every process of the attempt is dead.
+	out, work := s.outputDir(j.ID), s.attemptDir(j.ID, j.Attempts)
+	os.RemoveAll(out)
+	if err := resetDir(work); err != nil {
 		// The job's error reaches clients: the details, with server paths,
 		// go to the log only.
 		log.Error("cannot create the output directory", "err", err)
 		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not create the job's output directory; see the server log", nil)
 		return
 	}
-	watched := s.watchOutput(jobCtx, cancel, out)
+	watched := s.watchOutput(jobCtx, cancel, work)
 	res, err := runner.Run(jobCtx, runner.Spec{
 		Script:    s.cfg.ScriptPath,
 		InputDir:  s.inputDir(j.ID),
-		OutputDir: out,
+		OutputDir: work,
 		JobID:     j.ID,
+		Instance:  s.instance,
+		Attempt:   j.Attempts,
 		Options:   j.Options,
 		Timeout:   s.cfg.JobTimeout,
 		KillGrace: s.opts.KillGrace,
@@ -62,19 +67,26 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		Logger: s.log.With("worker", worker),
 	})
 	over := watched()
+	if err != nil {
+		os.RemoveAll(work)
+	}
 	switch {
+	case errors.Is(err, runner.ErrSurvivors):
+		// Logged by the runner. The output could still change.
+		s.finish(bg, log, j.ID, jobs.Failed, nil, "processes the script started could not be stopped; see the server log", nil)
+		return
 	case err != nil:
 		log.Error("could not start the reconstruction script", "err", err)
 		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not start the reconstruction script; see the server log", nil)
 		return
 	case errors.Is(context.Cause(jobCtx), errCancelled):
-		os.RemoveAll(out)
+		os.RemoveAll(work)
 		s.finish(bg, log, j.ID, jobs.Cancelled, nil, "cancelled by an administrator", nil)
 		return
 	case over != nil:
 		// Removed before the job's end is recorded: the store may need
 		// the space.
-		os.RemoveAll(out)
+		os.RemoveAll(work)
 		s.finish(bg, log, j.ID, jobs.Failed, &res.ExitCode, over.msg, nil)
 		return
 	case ctx.Err() != nil:
@@ -84,7 +96,13 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		} else {
 			log.Info("job re-queued: server stopping")
 		}
-		os.RemoveAll(out)
+		os.RemoveAll(work)
+		return
+	}
+	if err := s.promoteAttempt(j.ID, work); err != nil {
+		log.Error("cannot keep the job's output", "err", err)
+		os.RemoveAll(work)
+		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not keep the job's output; see the server log", nil)
 		return
 	}
 	exit := res.ExitCode
