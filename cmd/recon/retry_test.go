@@ -136,15 +136,15 @@ func TestRefusedHandshakeNamesCauses(t *testing.T) {
 	}
 }
 
-// TestRelayWaitAndFetchRecoverBackend kills (SIGKILL) the only backend
-// behind a real relay while `recon submit` waits for its job, and again
-// while `recon fetch` downloads a job's results, and restarts it each time:
-// both commands reconnect until the backend is back, as they do with a
-// direct connection, and end with the verified results.
-func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 240*time.Second)
-	defer cancel()
+// relayOneBackend is one real backend, held jobs and all (see
+// heldBackends), behind a real relay, with client.opts in its directory.
+type relayOneBackend struct {
+	dir, gate, backendDir, backend string
+	server                         *serverProc
+}
+
+func startRelayOneBackend(t *testing.T) *relayOneBackend {
+	t.Helper()
 	base := t.TempDir()
 	key, gate, servers, dirs, addrs := heldBackends(t, base, 1)
 	rdir := filepath.Join(base, "relay")
@@ -154,15 +154,28 @@ func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
 	clientKey, _ := relayOpts(t, rdir, addrs, key)
 	rp := startRelayProc(t, rdir, "relay.opts")
 	clientOpts(t, filepath.Join(rdir, "client.opts"), rp.clientAddr, clientKey)
-	restart := func() {
-		t.Helper()
-		servers[0] = startServer(t, dirs[0], "recon.opts")
-		if servers[0].clientAddr != addrs[0] {
-			t.Fatalf("restarted backend listens on %s, want %s", servers[0].clientAddr, addrs[0])
-		}
-	}
+	return &relayOneBackend{dir: rdir, gate: gate, backendDir: dirs[0], backend: addrs[0], server: servers[0]}
+}
 
-	// 1. Waiting: submit a held job, kill the backend while it runs.
+// restart starts the killed backend again on its data and address.
+func (r *relayOneBackend) restart(t *testing.T) {
+	t.Helper()
+	r.server = startServer(t, r.backendDir, "recon.opts")
+	if r.server.clientAddr != r.backend {
+		t.Fatalf("restarted backend listens on %s, want %s", r.server.clientAddr, r.backend)
+	}
+}
+
+// TestRelayWaitRecoversBackend kills (SIGKILL) the only backend behind a
+// real relay while `recon submit` waits for its job: the relay answers
+// that it lost the backend, then that it is down, and submit tries again
+// until the backend is restarted, as it does with a direct connection, and
+// ends with the verified results.
+func TestRelayWaitRecoversBackend(t *testing.T) {
+	t.Parallel()
+	ro := startRelayOneBackend(t)
+	rdir, gate := ro.dir, ro.gate
+	// A held job, the backend killed while it runs.
 	in := filepath.Join(rdir, "hold.7")
 	writeFile(t, in, strings.Repeat("held scan ", 3000), 0o644)
 	// Without --json, the job's states are on stderr.
@@ -177,13 +190,11 @@ func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
 		}
 		return false
 	})
-	servers[0].kill9(t)
+	ro.server.kill9(t)
 	// The relay tells it the backend is lost or down (code unavailable);
 	// it tries again until the backend is back.
-	servertest.Eventually(t, 60*time.Second, "the waiting submit retries past the relay's word that the backend is down", func() bool {
-		return reconnectsPastBackend(p.stderr.String(), addrs[0])
-	})
-	restart()
+	p.retriesPastBackend(t, ro.backend)
+	ro.restart(t)
 	writeFile(t, filepath.Join(gate, "release-"+id), "", 0o644)
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("submit waiting through a backend killed and restarted: exit %d\nstderr:\n%s", code, p.stderr.String())
@@ -191,9 +202,20 @@ func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
 	if out := p.stdout.String(); !strings.Contains(out, "succeeded") || sha(t, filepath.Join(rdir, "out-wait", "hold.7.out")) != sha(t, in) {
 		t.Errorf("submit waiting through a backend restart:\n%s\nwant succeeded with the result", out)
 	}
+}
 
-	// 2. Downloading: a large result, the fetch stopped (SIGSTOP) once
-	// the first bytes are on disk so that the backend dies mid-download.
+// TestRelayFetchRecoversBackend kills (SIGKILL) the only backend behind a
+// real relay while `recon fetch` downloads 64 MiB of results (the fetch
+// stopped with SIGSTOP once the first bytes are on disk, so that the
+// backend dies mid-download): fetch tries again past the relay's word that
+// the backend is down until it is restarted, as it does with a direct
+// connection, and ends with the verified results.
+func TestRelayFetchRecoversBackend(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 240*time.Second)
+	defer cancel()
+	ro := startRelayOneBackend(t)
+	rdir := ro.dir
 	big := filepath.Join(rdir, "big.7")
 	writeRandomFile(t, big, 64<<20, 7)
 	r := runRecon(t, rdir, "submit", "--opts", "client.opts", "--no-wait", "big.7")
@@ -201,12 +223,10 @@ func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
 		t.Fatalf("submit big.7: exit %d\n%s", r.code, r.stderr)
 	}
 	bigID := strings.TrimSpace(r.stdout)
-	if r := runRecon(t, rdir, "status", "--opts", "client.opts", bigID); r.code != 0 || !strings.Contains(r.stdout, "succeeded") {
-		servertest.Eventually(t, 60*time.Second, "the big job succeeds", func() bool {
-			r := runRecon(t, rdir, "status", "--opts", "client.opts", bigID)
-			return r.code == 0 && strings.Contains(r.stdout, "succeeded")
-		})
-	}
+	servertest.Eventually(t, 60*time.Second, "the big job succeeds", func() bool {
+		r := runRecon(t, rdir, "status", "--opts", "client.opts", bigID)
+		return r.code == 0 && strings.Contains(r.stdout, "succeeded")
+	})
 	f := startRecon(t, rdir, 200*time.Second, "fetch", "--opts", "client.opts", "--json", "--output", "out-fetch", bigID)
 	partial := func() bool {
 		ms, _ := filepath.Glob(filepath.Join(rdir, ".out-fetch.fetch-*", "*"))
@@ -232,14 +252,12 @@ func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
 	if err := f.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	servers[0].kill9(t)
+	ro.server.kill9(t)
 	if err := f.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	servertest.Eventually(t, 60*time.Second, "the downloading fetch retries past the relay's word that the backend is down", func() bool {
-		return reconnectsPastBackend(f.stderr.String(), addrs[0])
-	})
-	restart()
+	f.retriesPastBackend(t, ro.backend)
+	ro.restart(t)
 	if code := f.wait(t); code != 0 {
 		t.Fatalf("fetch through a backend killed mid-download and restarted: exit %d\nstderr:\n%s", code, f.stderr.String())
 	}
@@ -249,14 +267,22 @@ func TestRelayWaitAndFetchRecoverBackend(t *testing.T) {
 	t.Logf("fetch stderr:\n%s", f.stderr.String())
 }
 
-// reconnectsPastBackend reports whether stderr has a reconnect line for an
+// retriesPastBackend waits until the command says it reconnects after an
 // error of the relay that names the backend at addr (lost, down or
-// unreachable).
-func reconnectsPastBackend(stderr, addr string) bool {
-	for _, l := range strings.Split(stderr, "\n") {
-		if strings.Contains(l, "reconnecting in") && strings.Contains(l, "backend "+addr) {
-			return true
+// unreachable), and fails the test if the command ends instead.
+func (p *reconProc) retriesPastBackend(t *testing.T, addr string) {
+	t.Helper()
+	servertest.Eventually(t, 60*time.Second, "a retry past the relay's word that backend "+addr+" is down", func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("the command ended (exit %d) instead of retrying until the backend is back; stderr:\n%s", p.code, p.stderr.String())
+		default:
 		}
-	}
-	return false
+		for _, l := range strings.Split(p.stderr.String(), "\n") {
+			if strings.Contains(l, "reconnecting") && strings.Contains(l, "backend "+addr) {
+				return true
+			}
+		}
+		return false
+	})
 }
