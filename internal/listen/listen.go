@@ -8,9 +8,12 @@
 // handshake (preamble included) runs under one deadline from accept, and
 // when an address already has MaxUnauthConnsPerIP connections in the
 // handshake, a new one from it evicts the oldest of them instead of being
-// refused. Peers that open connections and send nothing (or only part of
-// the preamble) therefore cannot keep a client with the key out of their
-// address: each new connection takes the place of the stalest one.
+// refused; when MaxUnauthConns are in the handshake in all, a new one
+// evicts the oldest of the address holding the most. Peers that open
+// connections and send nothing (or only part of the preamble) therefore
+// cannot keep a client with the key out, from their address or another:
+// each new connection takes the place of a stale one, and a client's
+// handshake takes a round trip.
 package listen
 
 import (
@@ -32,8 +35,8 @@ import (
 const (
 	MaxConns             = 1024 // open connections, authenticated or not
 	MaxConnsPerIP        = 128
-	MaxUnauthConns       = 256 // connections still in the handshake
-	MaxUnauthConnsPerIP  = 16  // beyond it, a new connection evicts the oldest in the handshake
+	MaxUnauthConns       = 256 // connections still in the handshake; beyond it, a new one evicts the busiest address's oldest
+	MaxUnauthConnsPerIP  = 16  // beyond it, a new connection evicts the address's oldest in the handshake
 	HandshakeTimeout     = 10 * time.Second
 	IdleTimeout          = 5 * time.Minute // a session with no request for this long is closed
 	maxAcceptBackoff     = time.Second
@@ -96,7 +99,7 @@ func Serve(ctx context.Context, ep *Endpoint, log *slog.Logger) {
 			// Closed without a word, like any connection that has not
 			// authenticated; its goroutine ends on the closed connection.
 			evicted.log.Warn("connection evicted: the oldest in the handshake from its address, for a newer one",
-				"limit", MaxUnauthConnsPerIP, "evicted_by", id)
+				"evicted_by", id)
 			evicted.conn.Close()
 		}
 		clog.Debug("connection accepted")
@@ -156,6 +159,7 @@ type limiter struct {
 	perIP   map[netip.Addr]int
 	unauth  int
 	pending map[netip.Addr][]*pending
+	seq     uint64 // of the last connection admitted
 }
 
 // pending is a connection in the handshake.
@@ -163,7 +167,8 @@ type pending struct {
 	ip   netip.Addr
 	conn net.Conn
 	log  *slog.Logger
-	done bool // authenticated, failed or evicted: no longer counted
+	seq  uint64 // order of admission: lower is older
+	done bool   // authenticated, failed or evicted: no longer counted
 }
 
 func newLimiter() *limiter {
@@ -173,28 +178,57 @@ func newLimiter() *limiter {
 // admit reserves a connection slot and a handshake slot for conn from ip,
 // or returns nil if a cap on connections is reached. When ip already has
 // MaxUnauthConnsPerIP connections in the handshake, the oldest of them
-// gives its handshake slot to conn and is returned as evicted: the caller
-// closes it.
+// gives its handshake slot to conn; when all MaxUnauthConns are taken, the
+// oldest connection of the address holding the most of them does. The
+// connection that gave its slot is returned as evicted: the caller closes
+// it.
 func (l *limiter) admit(ip netip.Addr, conn net.Conn, log *slog.Logger) (p, evicted *pending) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.total >= MaxConns || l.perIP[ip] >= MaxConnsPerIP {
 		return nil, nil
 	}
-	if q := l.pending[ip]; len(q) >= MaxUnauthConnsPerIP {
-		evicted = q[0]
-		evicted.done = true
-		l.pending[ip] = q[1:]
-		l.unauth--
-	} else if l.unauth >= MaxUnauthConns {
-		return nil, nil
+	switch {
+	case len(l.pending[ip]) >= MaxUnauthConnsPerIP:
+		evicted = l.evictOldest(ip)
+	case l.unauth >= MaxUnauthConns:
+		evicted = l.evictOldest(l.busiest())
 	}
-	p = &pending{ip: ip, conn: conn, log: log}
+	l.seq++
+	p = &pending{ip: ip, conn: conn, log: log, seq: l.seq}
 	l.total++
 	l.perIP[ip]++
 	l.unauth++
 	l.pending[ip] = append(l.pending[ip], p)
 	return p, evicted
+}
+
+// busiest returns the address with the most connections in the handshake;
+// of those, the one whose oldest connection is oldest.
+func (l *limiter) busiest() netip.Addr {
+	var best netip.Addr
+	var bq []*pending
+	for ip, q := range l.pending {
+		if len(q) > len(bq) || (len(q) == len(bq) && q[0].seq < bq[0].seq) {
+			best, bq = ip, q
+		}
+	}
+	return best
+}
+
+// evictOldest takes the handshake slot of ip's oldest connection in the
+// handshake, and returns that connection.
+func (l *limiter) evictOldest(ip netip.Addr) *pending {
+	q := l.pending[ip]
+	old := q[0]
+	old.done = true
+	if len(q) == 1 {
+		delete(l.pending, ip)
+	} else {
+		l.pending[ip] = q[1:]
+	}
+	l.unauth--
+	return old
 }
 
 // authenticated releases the handshake slot of p. It returns false if p

@@ -65,16 +65,31 @@ func TestLimiter(t *testing.T) {
 	if p, _ := admit(a); p != nil {
 		t.Fatal("one connection more than MaxConnsPerIP was admitted")
 	}
-	// The global cap on connections in the handshake refuses, from an
-	// address below its own cap.
+	// At the global cap on connections in the handshake, a connection from
+	// an address below its own cap evicts the oldest connection of the
+	// address holding the most.
 	l = newLimiter()
+	var first []*pending // the first connection of each address
 	for i := range MaxUnauthConns {
-		ip := netip.AddrFrom4([4]byte{127, 1, byte(i / MaxUnauthConnsPerIP), 1})
-		if p, _ := admit(ip); p == nil {
-			t.Fatalf("connection %d refused below MaxUnauthConns", i+1)
+		n := i / MaxUnauthConnsPerIP
+		if i >= MaxUnauthConns-MaxUnauthConnsPerIP/2 {
+			n = 100 // a last address holding only a few
+		}
+		p, ev := admit(netip.AddrFrom4([4]byte{127, 1, byte(n), 1}))
+		if p == nil || ev != nil {
+			t.Fatalf("connection %d below MaxUnauthConns: admitted %v, evicted %v", i+1, p != nil, ev != nil)
+		}
+		if i%MaxUnauthConnsPerIP == 0 {
+			first = append(first, p)
 		}
 	}
-	if p, _ := admit(b); p != nil {
-		t.Fatal("one connection more than MaxUnauthConns in the handshake was admitted")
+	for i, want := range first[:3] {
+		p, ev := admit(b)
+		if p == nil || ev != want {
+			t.Fatalf("connection %d over MaxUnauthConns: admitted %v; want it admitted, evicting the oldest of the busiest address", i+1, p != nil)
+		}
+	}
+	if l.unauth != MaxUnauthConns {
+		t.Fatalf("%d in the handshake after evictions, want %d", l.unauth, MaxUnauthConns)
 	}
 }
