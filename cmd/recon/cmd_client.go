@@ -72,7 +72,10 @@ func newStatusCmd(e *env) *cobra.Command {
 		Use:   "status [JOB_ID]",
 		Short: "Show the server's status, or one job's",
 		Long: `Without an argument, show the server's status (version, uptime, jobs by state).
-With a JOB_ID, show that job; an unknown job exits non-zero.`,
+With a JOB_ID, show that job; an unknown job exits non-zero. A server that cannot
+be reached, or closes the handshake without answering (a wrong key or port, an
+address it does not allow, or a busy server), is tried twice more (after 1 s
+and 2 s).`,
 		Args: argsRange(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -178,8 +181,10 @@ func newQueueCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "queue",
 		Short: "List the jobs on the server",
-		Long:  `List the jobs that have not finished, in queue order (running first), and those that finished in the last 24 hours.`,
-		Args:  argsRange(0, 0),
+		Long: `List the jobs that have not finished, in queue order (running first), and those that finished in the last 24 hours.
+A server that cannot be reached, or closes the handshake without answering, is
+tried twice more (after 1 s and 2 s).`,
+		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, _, err := f.dial(ctx, e, client.AuthRetries)
