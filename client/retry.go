@@ -50,7 +50,7 @@ func (b Backoff) retries() int {
 	return b.Retries
 }
 
-// run calls f until it succeeds, fails with an error again rejects, ctx
+// run calls f until it succeeds, fails with an error that again rejects, ctx
 // ends, or the retries are used up, waiting as b says between calls; it
 // returns f's last error. before, if not nil, runs after each wait, before
 // the next call.
