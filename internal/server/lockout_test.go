@@ -53,10 +53,12 @@ func TestPartialPreambleFloodDoesNotLockOut(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		cfg := s.ClientConfig()
 		cfg.DialTimeout = 20 * time.Second
+		start := time.Now()
 		c, err := client.Dial(ctx, cfg)
 		if err != nil {
 			t.Fatalf("round %d: a client with the key from the flooding address: %v", round, err)
 		}
+		t.Logf("round %d: connected in %v with %d connections of the flood open", round, time.Since(start).Round(time.Microsecond), len(flood))
 		if _, err := c.Status(ctx); err != nil {
 			t.Errorf("round %d: the client is not served: %v", round, err)
 		}
