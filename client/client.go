@@ -119,11 +119,12 @@ type Client struct {
 }
 
 // Dial connects to the server and authenticates with the key. A wrong key
-// fails here, with an error matching ErrAuth.
+// fails here, with an error matching ErrAuth. Dial tries once; see
+// DialRetrying for a server that may be starting or busy.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	k, err := keys.Parse(cfg.Key)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, &localError{fmt.Errorf("client: %w", err)}
 	}
 	c := &Client{cfg: cfg, key: k}
 	if c.conn, err = c.dial(ctx); err != nil {
@@ -181,8 +182,10 @@ func (c *Client) redial(ctx context.Context) error {
 	return nil
 }
 
-// ErrAuth matches the error of a failed handshake: wrong key, wrong port or
-// role, or an address the server does not allow.
+// ErrAuth matches the error of a failed handshake. A server refuses without
+// a word, so the error names every cause it may have: a wrong key, a wrong
+// port or role, an address the server does not allow, or a server too busy
+// to take the connection (only this last one may pass; see DialRetrying).
 var ErrAuth = secure.ErrAuth
 
 // Close ends the session.

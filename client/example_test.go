@@ -363,6 +363,46 @@ func ExampleClient_Fetch() {
 	// fetched again: true
 }
 
+// DialRetrying connects to a server that may be starting or restarting,
+// and WaitRetrying and FetchRetrying follow a job through broken
+// connections and (through a relay) a backend that is down for a while,
+// each trying again as the Backoff says.
+func ExampleDialRetrying() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cfg, _, err := client.LoadConfig("recon.opts")
+	if err != nil {
+		log.Fatal(err)
+	}
+	b := client.Backoff{
+		Retries: 5, // waiting 1 s, 2 s, 4 s, 8 s, 16 s
+		OnRetry: func(retry int, err error, wait time.Duration) {
+			log.Printf("%v; trying again in %v (%d of 5)", err, wait, retry)
+		},
+	}
+	c, err := client.DialRetrying(ctx, cfg, b)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	job, err := c.Submit(ctx, []string{"P00001.7"}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if job, err = c.WaitRetrying(ctx, job.JobID, nil, b); err != nil {
+		log.Fatal(err)
+	}
+	_, files, err := c.FetchRetrying(ctx, job.JobID, filepath.Join("results", job.JobID), nil, b)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(job.State, len(files), "file")
+	// Output:
+	// succeeded 1 file
+}
+
 // Close ends the session; requests on a closed client fail with ErrClosed.
 func ExampleClient_Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

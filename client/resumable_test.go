@@ -13,6 +13,7 @@ import (
 
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/servertest"
 )
 
 // TestResumable checks which failures of Submit a later Submit with the
@@ -71,5 +72,96 @@ func TestSubmitOnClosedClient(t *testing.T) {
 	}
 	if d := time.Since(start); d >= 5*time.Second {
 		t.Errorf("Submit on a closed client waited %v to reconnect", d)
+	}
+}
+
+// TestRetryable checks which failures of Wait and Fetch are tried again on
+// a new session: those Resumable, and a relay's word that the backend
+// holding the job is lost or down, which may come back.
+func TestRetryable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"connection closed", io.ErrUnexpectedEOF, true},
+		{"relay lost the backend", protocol.Errorf(protocol.CodeUnavailable, "lost the connection to backend"), true},
+		{"unknown job", protocol.Errorf(protocol.CodeNotFound, "no job"), false},
+		{"wrong key", fmt.Errorf("connect: %w", client.ErrAuth), false},
+		{"cancelled", context.Canceled, false},
+	}
+	for _, tt := range tests {
+		if got := client.Retryable(tt.err); got != tt.want {
+			t.Errorf("Retryable(%s: %v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestDialRetryingWaitsForServer dials a port where nothing listens yet
+// and starts listening once the first attempt has failed: DialRetrying
+// connects. With no retries it fails at once.
+func TestDialRetryingWaitsForServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := servertest.Start(t, servertest.Options{})
+	cfg := s.ClientConfig()
+	// A proxy port, closed until the first attempt failed.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg.Address = addr
+	if _, err := client.DialRetrying(ctx, cfg, client.Backoff{Retries: -1}); err == nil || !client.Resumable(err) {
+		t.Fatalf("DialRetrying with no retries and nothing listening: %v, want a resumable error", err)
+	}
+	failed := make(chan error, 1)
+	var c *client.Client
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		c, err = client.DialRetrying(ctx, cfg, client.Backoff{Retries: 3, Delay: 100 * time.Millisecond,
+			OnRetry: func(retry int, err error, wait time.Duration) {
+				if retry == 1 {
+					failed <- err
+				}
+			}})
+		done <- err
+	}()
+	if err := <-failed; err == nil {
+		t.Fatal("OnRetry without an error")
+	}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	defer ln.Close()
+	go forward(ln, s.Addr().String())
+	if err := <-done; err != nil {
+		t.Fatalf("DialRetrying once the port listens: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forward copies each connection accepted on ln to and from target, until
+// ln is closed.
+func forward(ln net.Listener, target string) {
+	for {
+		a, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", target)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		go func() { io.Copy(b, a); b.Close() }()
+		go func() { io.Copy(a, b); a.Close() }()
 	}
 }

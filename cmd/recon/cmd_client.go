@@ -33,8 +33,10 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.json, "json", false, "print one JSON document instead of text")
 }
 
-// dial loads the client config and connects.
-func (f *clientFlags) dial(ctx context.Context, e *env) (*client.Client, *config.Client, error) {
+// dial loads the client config and connects, trying again up to
+// reconnects times (0: never) while the server cannot be reached or closes
+// the handshake without answering (see client.DialRetrying).
+func (f *clientFlags) dial(ctx context.Context, e *env, reconnects int) (*client.Client, *config.Client, error) {
 	cfg, err := loadConfig(e, f.opts, config.LoadClient, needClient, nil)
 	if err != nil {
 		return nil, nil, err
@@ -46,11 +48,22 @@ func (f *clientFlags) dial(ctx context.Context, e *env) (*client.Client, *config
 		}
 		addr = f.server
 	}
-	c, err := client.Dial(ctx, client.Config{Address: addr, Key: cfg.SharedKey.Encode()})
+	c, err := client.DialRetrying(ctx, client.Config{Address: addr, Key: cfg.SharedKey.Encode()},
+		backoff(reconnects, func(retry int, err error, wait time.Duration) {
+			fmt.Fprintf(e.stderr, "recon: %v; trying again in %v (attempt %d of %d)\n", err, wait, retry, reconnects)
+		}))
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, cfg, nil
+}
+
+// backoff is the client's Backoff for --reconnects n (0: never).
+func backoff(n int, onRetry func(retry int, err error, wait time.Duration)) client.Backoff {
+	if n == 0 {
+		n = -1 // the client package reads 0 as its default
+	}
+	return client.Backoff{Retries: n, OnRetry: onRetry}
 }
 
 func newStatusCmd(e *env) *cobra.Command {
@@ -59,11 +72,14 @@ func newStatusCmd(e *env) *cobra.Command {
 		Use:   "status [JOB_ID]",
 		Short: "Show the server's status, or one job's",
 		Long: `Without an argument, show the server's status (version, uptime, jobs by state).
-With a JOB_ID, show that job; an unknown job exits non-zero.`,
+With a JOB_ID, show that job; an unknown job exits non-zero. A server that cannot
+be reached, or closes the handshake without answering (a wrong key or port, an
+address it does not allow, or a busy server), is tried twice more (after 1 s
+and 2 s).`,
 		Args: argsRange(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, _, err := f.dial(ctx, e)
+			c, _, err := f.dial(ctx, e, client.AuthRetries)
 			if err != nil {
 				return err
 			}
@@ -165,11 +181,13 @@ func newQueueCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "queue",
 		Short: "List the jobs on the server",
-		Long:  `List the jobs that have not finished, in queue order (running first), and those that finished in the last 24 hours.`,
-		Args:  argsRange(0, 0),
+		Long: `List the jobs that have not finished, in queue order (running first), and those that finished in the last 24 hours.
+A server that cannot be reached, or closes the handshake without answering, is
+tried twice more (after 1 s and 2 s).`,
+		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, _, err := f.dial(ctx, e)
+			c, _, err := f.dial(ctx, e, client.AuthRetries)
 			if err != nil {
 				return err
 			}
@@ -247,31 +265,16 @@ type jobFlow struct {
 	reconnects int // times to reconnect when the connection breaks
 }
 
-// retrying runs f, and while it fails on a broken or stalled connection
-// reconnects and runs it again, up to fl.reconnects times, waiting 1 s,
-// 2 s, 4 s... (at most 30 s) before each. Waiting for a job and fetching its
-// results can start over: the job and its results stay on the server.
-func (fl *jobFlow) retrying(ctx context.Context, what string, f func() error) error {
-	delay := time.Second
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil || attempt > fl.reconnects || ctx.Err() != nil || !client.Resumable(err) {
-			return err
-		}
-		fmt.Fprintf(fl.e.stderr, "recon: connection lost (%v); reconnecting to %s (attempt %d of %d)\n",
-			err, what, attempt, fl.reconnects)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		}
-		delay = min(2*delay, 30*time.Second)
-		if rerr := fl.c.Reconnect(ctx); rerr != nil && !client.Resumable(rerr) {
-			return rerr
-		}
-	}
+// backoff is the Backoff of waiting and downloading: up to fl.reconnects
+// retries, each on a new session, when the connection breaks or stalls or
+// a relay's backend is down (see client.Retryable). Waiting for a job and
+// fetching its results can start over: the job and its results stay on the
+// server.
+func (fl *jobFlow) backoff(what string) client.Backoff {
+	return backoff(fl.reconnects, func(retry int, err error, wait time.Duration) {
+		fmt.Fprintf(fl.e.stderr, "recon: %v; reconnecting in %v to %s (attempt %d of %d)\n",
+			err, wait, what, retry, fl.reconnects)
+	})
 }
 
 // result is the JSON document of submit and fetch.
@@ -288,22 +291,18 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 	term := isTerminal(fl.e.stderr)
 	if !job.Terminal() {
 		var lastState string
-		var j *client.Job
-		err := fl.retrying(ctx, "wait for job "+job.JobID, func() (err error) {
-			j, err = fl.c.Wait(ctx, job.JobID, func(j client.Job) {
-				line := j.State
-				if j.State == "queued" && j.Position > 0 {
-					line = fmt.Sprintf("queued (position %d)", j.Position)
-				}
-				if line != lastState && (!fl.json || term) {
-					fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
-				}
-				lastState = line
-			})
-			return err
-		})
+		j, err := fl.c.WaitRetrying(ctx, job.JobID, func(j client.Job) {
+			line := j.State
+			if j.State == "queued" && j.Position > 0 {
+				line = fmt.Sprintf("queued (position %d)", j.Position)
+			}
+			if line != lastState && (!fl.json || term) {
+				fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
+			}
+			lastState = line
+		}, fl.backoff("wait for job "+job.JobID))
 		if err != nil {
-			if client.Resumable(err) {
+			if client.Retryable(err) {
 				return fmt.Errorf("wait for job %s: %w; the job goes on: run recon fetch %s to wait for it again and download its results", job.JobID, err, job.JobID)
 			}
 			return err
@@ -326,17 +325,12 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 				bar.Set64(done)
 			}
 		}
-		var j *client.Job
-		var fs []client.LocalFile
-		err := fl.retrying(ctx, "download the results of job "+job.JobID, func() (err error) {
-			j, fs, err = fl.c.Fetch(ctx, job.JobID, dir, opts)
-			return err
-		})
+		j, fs, err := fl.c.FetchRetrying(ctx, job.JobID, dir, opts, fl.backoff("download the results of job "+job.JobID))
 		if bar != nil {
 			bar.Finish()
 		}
 		if err != nil {
-			if client.Resumable(err) {
+			if client.Retryable(err) {
 				return fmt.Errorf("fetch results of job %s: %w; they stay on the server: run recon fetch %s to try again", job.JobID, err, job.JobID)
 			}
 			return fmt.Errorf("fetch results of job %s: %w", job.JobID, err)
@@ -405,7 +399,12 @@ When the connection breaks or stalls during the upload, submit reconnects
 resumes: the server keeps what it received (UPLOAD_RESUME_HOURS) and only the
 rest is sent. A submit that gave up can be resumed later by running it again
 with the same --submission-id and the same files and options. Waiting for the
-job and downloading its results reconnect the same way.
+job and downloading its results reconnect the same way, also through a relay
+whose backend holding the job is down for a while. The first connection is
+tried the same way too, while the server cannot be reached (it is starting or
+restarting); a server that closes the handshake without answering (a wrong
+key or port, an address it does not allow, or a busy server) is tried again
+at most twice.
 
 Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 		Args: argsRange(1, -1),
@@ -418,7 +417,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 			if err != nil {
 				return err
 			}
-			c, cfg, err := f.dial(ctx, e)
+			c, cfg, err := f.dial(ctx, e, reconnects)
 			if err != nil {
 				return err
 			}
@@ -478,7 +477,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "print the job id once it is queued and exit")
 	cmd.Flags().StringVar(&submissionID, "submission-id", "", "client-chosen `ID` that makes a retried submission return the same job, or resume its broken upload")
-	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "reconnect and resume the upload up to `N` times when the connection breaks (0: never)")
+	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "connect, reconnect and resume the upload up to `N` more times when the server cannot be reached or the connection breaks (0: never)")
 	return cmd
 }
 
@@ -518,8 +517,10 @@ func newFetchCmd(e *env) *cobra.Command {
 		Long: `Wait for the job if it is still queued or running, then download its results into
 --output (default CLIENT_DOWNLOAD_DIR/<job_id>), verifying each file's SHA-256.
 The server deletes the results once they are received. When the connection
-breaks while waiting or downloading, fetch reconnects (up to --reconnects times)
-and starts that step again.
+breaks while waiting or downloading, or a relay's backend holding the job goes
+down, fetch reconnects (up to --reconnects times, waiting 1 s, then 2 s, 4 s…
+up to 30 s) and starts that step again. The first connection is tried the same
+way while the server cannot be reached.
 
 Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 		Args: argsRange(1, 1),
@@ -528,7 +529,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 			if reconnects < 0 {
 				return &usageError{fmt.Errorf("--reconnects takes a number from 0 (never reconnect) up, not %d", reconnects)}
 			}
-			c, cfg, err := f.dial(ctx, e)
+			c, cfg, err := f.dial(ctx, e, reconnects)
 			if err != nil {
 				return err
 			}
@@ -543,6 +544,6 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
-	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "reconnect and start again up to `N` times when the connection breaks (0: never)")
+	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "connect, reconnect and start again up to `N` more times when the server cannot be reached or the connection breaks (0: never)")
 	return cmd
 }

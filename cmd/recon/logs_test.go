@@ -203,6 +203,7 @@ for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 	connMsgs := map[string]bool{
 		"connection accepted": true, "connection closed": true, "session authenticated": true, "handshake failed": true,
 		"connection refused: address not in the allow-list": true, "connection refused: too many connections": true,
+		"connection evicted: the oldest in the handshake from its address, for a newer one": true,
 	}
 	seen := map[string]int{}
 	streams := map[string]string{}

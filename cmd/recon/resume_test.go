@@ -222,7 +222,7 @@ func TestFetchReconnectsAfterCut(t *testing.T) {
 	default:
 		t.Fatal("the proxy never cut the first connection")
 	}
-	if !strings.Contains(r.stderr, "reconnecting to download the results of job "+id+" (attempt 1 of 5)") {
+	if !strings.Contains(r.stderr, "to download the results of job "+id+" (attempt 1 of 5)") {
 		t.Errorf("stderr lacks the reconnect line:\n%s", r.stderr)
 	}
 	if got, want := sha(t, filepath.Join(dir, "out", "scan.7.out")), sha(t, in); got != want {

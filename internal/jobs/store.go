@@ -628,7 +628,7 @@ func (s *Store) Recover(ctx context.Context, maxAttempts int) (requeued, failed 
 				requeued = append(requeued, r.id)
 				continue
 			}
-			msg := fmt.Sprintf("the server stopped while the job was running %s (MAX_JOB_ATTEMPTS = %d); giving up",
+			msg := fmt.Sprintf("the server stopped while the job ran, %s (MAX_JOB_ATTEMPTS = %d); the job is not run again",
 				times(r.attempts), maxAttempts)
 			if _, err := s.exec(ctx, tx,
 				"UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",

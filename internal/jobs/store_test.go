@@ -815,7 +815,7 @@ func TestRecover(t *testing.T) {
 		t.Errorf("Recover = %v, %v; want nothing requeued, %s failed", requeued, failed, a.ID)
 	}
 	j := mustGet(t, s, a.ID)
-	wantMsg := "the server stopped while the job was running twice (MAX_JOB_ATTEMPTS = 2); giving up"
+	wantMsg := "the server stopped while the job ran, twice (MAX_JOB_ATTEMPTS = 2); the job is not run again"
 	if j.State != jobs.Failed || j.Error != wantMsg || j.ExitCode != nil || j.Attempts != 2 {
 		t.Errorf("job after too many attempts: state %s, error %q, exit %v, attempts %d; want failed, %q, nil, 2",
 			j.State, j.Error, j.ExitCode, j.Attempts, wantMsg)
@@ -857,7 +857,7 @@ func TestRecoverMessages(t *testing.T) {
 			}
 			continue
 		}
-		want := "the server stopped while the job was running 3 times (MAX_JOB_ATTEMPTS = 3); giving up"
+		want := "the server stopped while the job ran, 3 times (MAX_JOB_ATTEMPTS = 3); the job is not run again"
 		if len(failed) != 1 || got.Error != want {
 			t.Errorf("attempt %d: failed %v, error %q; want 1 job, %q", attempt, failed, got.Error, want)
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,18 +129,33 @@ func TestConnRecordsRefusedByAllowList(t *testing.T) {
 	}
 }
 
-func TestConnRecordsRefusedTooMany(t *testing.T) {
+func TestConnRecordsEvicted(t *testing.T) {
 	addr, logs := serve(t, nil, keys.MustGenerate())
 	// Connections that never start the handshake fill the per-address
-	// quota of unauthenticated connections; the next one is refused.
+	// quota of unauthenticated connections; the next one evicts the
+	// oldest, which is closed without a word.
+	var conns []net.Conn
 	for range listen.MaxUnauthConnsPerIP {
-		dial(t, addr)
+		conns = append(conns, dial(t, addr))
 	}
 	c := dial(t, addr)
-	r := logs.waitFor(t, "connection refused: too many connections")
-	checkConnRecord(t, r, c.LocalAddr().String())
+	r := logs.waitFor(t, "connection evicted: the oldest in the handshake from its address, for a newer one")
+	checkConnRecord(t, r, conns[0].LocalAddr().String())
+	conns[0].SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := conns[0].Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {
+		t.Errorf("evicted connection: read %d bytes, %v; want EOF", n, err)
+	}
+	// The newest connection's accept record follows the eviction's.
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.ContainsFunc(logs.records(t), func(r map[string]any) bool { return r["peer"] == c.LocalAddr().String() }) {
+		if time.Now().After(deadline) {
+			t.Fatal("the newest connection was not accepted in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	accepted := 0
 	ids := map[any]bool{}
+	var newest any
 	for _, r := range logs.records(t) {
 		if r["msg"] == "connection accepted" {
 			accepted++
@@ -147,12 +163,25 @@ func TestConnRecordsRefusedTooMany(t *testing.T) {
 				t.Errorf("accept record without conn_id: %v", r)
 			}
 			ids[r["conn_id"]] = true
+			if r["peer"] == c.LocalAddr().String() {
+				newest = r["conn_id"]
+			}
 		}
 	}
-	if accepted != listen.MaxUnauthConnsPerIP || len(ids) != accepted {
-		t.Errorf("%d accept records with %d distinct conn_ids, want %d", accepted, len(ids), listen.MaxUnauthConnsPerIP)
+	if accepted != listen.MaxUnauthConnsPerIP+1 || len(ids) != accepted {
+		t.Errorf("%d accept records with %d distinct conn_ids, want %d", accepted, len(ids), listen.MaxUnauthConnsPerIP+1)
+	}
+	if r["evicted_by"] != newest || newest == nil {
+		t.Errorf("eviction record names evicted_by %v, want the newest connection's id %v", r["evicted_by"], newest)
+	}
+	for _, r := range logs.records(t) {
+		if r["msg"] == "handshake failed" {
+			t.Errorf("the evicted connection is also logged as a failed handshake: %v", r)
+		}
 	}
 }
+
+func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "reset") }
 
 func TestConnRecordsSession(t *testing.T) {
 	key := keys.MustGenerate()

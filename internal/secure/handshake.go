@@ -99,19 +99,19 @@ func clientHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 		return nil, g.clientErr(err)
 	}
 
-	// The server answers only if it accepted the first message. Whatever
-	// else happens here - the connection closed or reset, an answer that is
-	// not a valid second message - is the one generic ErrAuth.
+	// The server answers only if it accepted the first message. A
+	// connection closed or reset here is ErrClosedUnanswered; an answer that
+	// is not a valid second message wraps ErrAuth.
 	var in [lengthSize + handshakeMessageSize]byte
 	if _, err := io.ReadFull(conn, in[:]); err != nil {
 		return nil, g.clientErr(err)
 	}
 	if binary.BigEndian.Uint16(in[:]) != handshakeMessageSize {
-		return nil, ErrAuth
+		return nil, fmt.Errorf("%w: the server's answer has a wrong length", ErrAuth)
 	}
 	_, send, recv, err := hs.ReadMessage(nil, in[lengthSize:])
 	if err != nil || send == nil || recv == nil {
-		return nil, ErrAuth
+		return nil, fmt.Errorf("%w: the server's answer does not decrypt with this key", ErrAuth)
 	}
 
 	hello, err := appendRecord(make([]byte, 0, lengthSize+minRecordSize), send, recordHello, nil)
@@ -316,7 +316,7 @@ func (g *guard) clientErr(err error) error {
 		return e
 	}
 	if peerHungUp(err) {
-		return ErrAuth
+		return ErrClosedUnanswered
 	}
 	return err
 }

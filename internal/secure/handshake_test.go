@@ -199,7 +199,11 @@ func TestErrAuthMessage(t *testing.T) {
 		t.Fatalf("err = %v, want ErrAuth", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{"authentication failed", "wrong key", "wrong role or port", "address is not allowed"} {
+	if !errors.Is(err, ErrClosedUnanswered) {
+		t.Errorf("err = %v, want ErrClosedUnanswered", err)
+	}
+	// The three causes a client cannot tell apart, all named.
+	for _, want := range []string{"authentication failed", "without answering", "key is wrong", "role (port)", "address is not allowed", "server is busy"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not mention %q", msg, want)
 		}

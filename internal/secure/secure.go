@@ -21,7 +21,7 @@
 // roles never share a PSK even when an operator reuses a key. A wrong key or
 // a wrong role makes the first message fail to decrypt at the server, before
 // any Diffie-Hellman work; the server then closes without answering, and the
-// client reports [ErrAuth].
+// client reports [ErrClosedUnanswered], which wraps [ErrAuth].
 //
 // Right after the handshake the client sends a hello record. [Server] returns
 // only once that record has decrypted, so nothing above this package ever
@@ -199,11 +199,20 @@ func (cfg *Config) handshakeTimeout() time.Duration {
 }
 
 var (
-	// ErrAuth is the one error a client sees when the server does not
-	// accept it: the key or the role is wrong, or the server refused the
-	// address. The server answers none of these, so they look alike on
-	// purpose. A server wraps it too when the client fails to authenticate.
-	ErrAuth = errors.New("authentication failed: wrong key, wrong role or port, or this address is not allowed")
+	// ErrAuth is matched by the error a client gets when the server does
+	// not accept it, and wrapped by a server's error when a client fails to
+	// authenticate.
+	ErrAuth = errors.New("authentication failed")
+
+	// ErrClosedUnanswered is the error a client gets when the server closes
+	// the handshake without answering (it wraps ErrAuth). The server answers
+	// none of its causes, so they look alike on purpose: the key or the role
+	// (port) is wrong, the address is not allowed, or the server is busy
+	// (over a cap on connections, or it evicted this one for a newer one
+	// from the same address). Only the last may pass: retrying a few times
+	// with a backoff is reasonable.
+	ErrClosedUnanswered = fmt.Errorf("%w: the server closed the connection without answering: "+
+		"the key is wrong, or the role (port), or this address is not allowed, or the server is busy", ErrAuth)
 
 	// ErrPreamble is wrapped by a server's error for a connection whose
 	// preamble has a wrong magic, version or role.
