@@ -59,7 +59,7 @@ type partial struct {
 	dir     string
 	sums    []string // SHA-256 of files verified whole by this process; "" unknown
 	busy    bool
-	kept    int64 // bytes on disk when it was last parked
+	kept    int64         // bytes on disk when it was last parked
 	stop    func()        // ends the session receiving it (when busy)
 	idle    chan struct{} // closed when it stops being busy
 	expires time.Time

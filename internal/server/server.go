@@ -40,7 +40,7 @@ type Server struct {
 
 	changed  *notifier // broadcast on every job state change
 	uploads  *reservations
-	partials *partials // broken uploads kept for resuming, by submission id
+	partials *partials  // broken uploads kept for resuming, by submission id
 	caps     spaceCaps  // of the space held for clients (space.go)
 	evictMu  sync.Mutex // one submission at a time makes room
 
