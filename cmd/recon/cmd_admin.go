@@ -347,7 +347,7 @@ func printSpace(w io.Writer, sp *protocol.SpaceUse) {
 	}
 	kept := "removed when a job fails"
 	if sp.KeepFailedOutputs {
-		kept = "kept (KEEP_FAILED_OUTPUTS)"
+		kept = "kept: KEEP_FAILED_OUTPUTS"
 	}
 	fmt.Fprintf(w, "                results waiting: %d, %s; of failed jobs: %d, %s (%s)\n",
 		sp.Results, humanBytes(sp.ResultBytes), sp.FailedOutputs, humanBytes(sp.FailedOutputBytes), kept)

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+// TestAdminStatusShowsSpace runs a server with KEEP_FAILED_OUTPUTS = true
+// whose script writes 1 MiB and fails, holds an upload of 5 MiB open, and
+// checks that recon admin status shows how the space is held: in the
+// table and in --json.
+func TestAdminStatusShowsSpace(t *testing.T) {
+	dir := t.TempDir()
+	script := servertest.WriteScript(t, dir, "fail.sh", `#!/bin/sh
+head -c 1048576 /dev/zero > "$3/partial.raw"
+exit 1
+`)
+	key := serverOpts(t, dir, script, "KEEP_FAILED_OUTPUTS = true")
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+
+	// Not waited for: recon submit would download the failed job's output.
+	submitNoWait(t, dir, "client.opts")
+	servertest.Eventually(t, 20*time.Second, "the job fails", func() bool {
+		var st struct {
+			Jobs map[string]int `json:"jobs"`
+		}
+		adminJSON(t, dir, &st, "status")
+		return st.Jobs["failed"] == 1
+	})
+
+	// An upload in progress: announced, not a byte sent.
+	k, _ := keys.Parse(key)
+	up, err := secure.Dial(t.Context(), srv.clientAddr, secure.Config{Key: k, Role: secure.RoleClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	if err := protocol.WriteMessage(up, protocol.TypeSubmit, protocol.Submit{Files: []protocol.FileInfo{{Name: "big.7", Size: 5 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := protocol.ReadMessage(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Decode(protocol.TypeSubmitReady, &protocol.SubmitReady{}); err != nil {
+		t.Fatalf("upload refused: %v", err)
+	}
+
+	var st struct {
+		Space protocol.SpaceUse `json:"space"`
+	}
+	adminJSON(t, dir, &st, "status")
+	sp := st.Space
+	if sp.Uploads != 1 || sp.ReservedBytes != 5<<20 || sp.Results != 1 || sp.ResultBytes != 1<<20 ||
+		sp.FailedOutputs != 1 || sp.FailedOutputBytes != 1<<20 || !sp.KeepFailedOutputs ||
+		sp.MaxReservedBytesPerClient <= 0 || sp.MaxKeptUploadBytesPerClient <= 0 || sp.MaxKeptUploadBytes <= 0 {
+		t.Errorf("admin status --json space = %+v", sp)
+	}
+	r := runRecon(t, dir, "admin", "--opts", "admin.opts", "status")
+	for _, want := range []string{
+		"uploads in progress: 1, 5.0 MiB reserved",
+		"kept uploads: 0, 0 B",
+		"results waiting: 1, 1.0 MiB; of failed jobs: 1, 1.0 MiB (kept: KEEP_FAILED_OUTPUTS)",
+	} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("admin status does not show %q: exit %d\n%s%s", want, r.code, r.stdout, r.stderr)
+		}
+	}
+}
