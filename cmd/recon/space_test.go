@@ -76,3 +76,44 @@ exit 1
 		}
 	}
 }
+
+// TestSubmitAfterKeptUploadRemoved breaks an upload with a submission id
+// on a server that keeps no broken upload over 1 KiB per client: the
+// upload is removed as soon as it is kept. recon submit with the same
+// submission id then sends every file again and says why.
+func TestSubmitAfterKeptUploadRemoved(t *testing.T) {
+	dir := t.TempDir()
+	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "copy.sh", servertest.CopyScript), "MAX_KEPT_UPLOAD_BYTES_PER_CLIENT = 1KiB")
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+
+	data := strings.Repeat("x", 256<<10)
+	in := filepath.Join(dir, "P1.7")
+	writeFile(t, in, data, 0o644)
+	k, _ := keys.Parse(key)
+	up, err := secure.Dial(t.Context(), srv.clientAddr, secure.Config{Key: k, Role: secure.RoleClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := protocol.Submit{SubmissionID: "evicted-1", Files: []protocol.FileInfo{{Name: "P1.7", Size: int64(len(data))}}}
+	if err := protocol.WriteMessage(up, protocol.TypeSubmit, sub); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := protocol.ReadMessage(up); err != nil || m.Decode(protocol.TypeSubmitReady, &protocol.SubmitReady{}) != nil {
+		t.Fatalf("upload refused: %v", err)
+	}
+	if _, err := up.Write([]byte(data[:100<<10])); err != nil {
+		t.Fatal(err)
+	}
+	up.Close()
+	servertest.Eventually(t, 20*time.Second, "the kept upload is removed", func() bool {
+		return len(servertest.LogRecords(t, filepath.Join(dir, "recon.log"),
+			"kept upload removed: over the space kept for broken uploads (MAX_KEPT_UPLOAD_BYTES_PER_CLIENT, MAX_KEPT_UPLOAD_BYTES)")) == 1
+	})
+
+	r := runRecon(t, dir, "submit", "--opts", "client.opts", "--submission-id", "evicted-1", in)
+	if r.code != 0 || !strings.Contains(r.stderr, "note from the server: the part of this upload the server had kept for resuming was removed") ||
+		!strings.Contains(r.stderr, "sent again from the start") {
+		t.Errorf("submit after the kept upload was removed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
