@@ -232,7 +232,7 @@ func reconSchema() *schema {
 				{name: "MAX_RESULT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,
 					doc: "Total size of one job's results: bytes, or a number with a KiB, MiB, GiB or TiB suffix."},
 				{name: "MAX_RESERVED_BYTES_PER_CLIENT", typ: typeSize, def: "0", min: 0, max: maxSize, usedBy: srv,
-					doc: "Disk space one client address may hold with its uploads in progress (each holds its announced size from the start): bytes, or a number with a KiB, MiB, GiB or TiB suffix; 0 means half the input disk's size less MIN_FREE_DISK_MB. Through a relay, every client of the relay counts as the relay's address."},
+					doc: "Disk space one client address may hold with its uploads in progress (each holds its announced size from the start): bytes, or a number with a KiB, MiB, GiB or TiB suffix; 0 means half the input disk's size less MIN_FREE_DISK_MB (raise it if one job's inputs may be larger). Through a relay, every client of the relay counts as the relay's address."},
 				{name: "MAX_KEPT_UPLOAD_BYTES_PER_CLIENT", typ: typeSize, def: "0", min: 0, max: maxSize, usedBy: srv,
 					doc: "Disk space the broken uploads of one client address kept for resuming may take; over it, its oldest are removed: bytes, or a number with a suffix; 0 means a quarter of the input disk's size less MIN_FREE_DISK_MB."},
 				{name: "MAX_KEPT_UPLOAD_BYTES", typ: typeSize, def: "0", min: 0, max: maxSize, usedBy: srv,

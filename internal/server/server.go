@@ -145,6 +145,8 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		lock.Close()
 		return nil, err
 	}
+	log.Info("disk space caps", "max_reserved_bytes_per_client", s.caps.reservedPerClient,
+		"max_kept_upload_bytes_per_client", s.caps.keptPerClient, "max_kept_upload_bytes", s.caps.keptTotal)
 	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
 	s.pool = newPool(s, cfg.MaxConcurrentJobs, g)
 	s.metrics = newMetrics(s)

@@ -196,53 +196,79 @@ var (
 )
 
 // reserveUpload admits an upload of n bytes from client. When the disk is
-// short, it removes what may be removed to make room (see makeRoom) and
-// tries again.
+// short, it removes what may be removed to make room (see makeRoom), one
+// submission at a time, and tries again.
 func (s *Server) reserveUpload(ctx context.Context, client string, n int64, log *slog.Logger) (*reservation, error) {
+	res, err := s.tryReserve(ctx, client, n)
+	if !errors.Is(err, errNoSpace) {
+		return res, err
+	}
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
+	tried := map[string]bool{} // failed jobs whose outputs were removed
 	for first := true; ; first = false {
-		queued, err := s.store.QueuedCount(ctx)
-		if err != nil {
-			return nil, internalError(err)
-		}
-		avail, err := freeBytes(s.cfg.InputBaseDir)
-		if err != nil {
-			return nil, internalError(err)
-		}
-		res, err := s.uploads.reserve(client, n, s.caps.reservedPerClient, avail, s.cfg.MinFreeDiskBytes, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs)
-		var ce *clientCapError
-		switch {
-		case err == nil:
-			return res, nil
-		case errors.As(err, &ce):
-			return nil, protocol.Errorf(protocol.CodeNoSpace, "%v", ce)
-		case errors.Is(err, errQueueFull):
-			return nil, protocol.Errorf(protocol.CodeQueueFull, "the queue is full (MAX_QUEUED_JOBS = %d); try again later", s.cfg.MaxQueuedJobs)
+		avail, ferr := freeBytes(s.cfg.InputBaseDir)
+		if ferr != nil {
+			return nil, internalError(ferr)
 		}
 		// Nothing is removed for a submission that would not fit even
 		// then.
-		if first && avail+s.evictable(ctx)-s.uploads.pending()-n < s.cfg.MinFreeDiskBytes || !s.makeRoom(ctx, log) {
+		if first && avail+s.evictable(ctx)-s.uploads.pending()-n < s.cfg.MinFreeDiskBytes || !s.makeRoom(ctx, tried, log) {
 			return nil, protocol.Errorf(protocol.CodeNoSpace, "not enough disk space on the server for %d bytes (keeping %d MB free, MIN_FREE_DISK_MB); try again later", n, s.cfg.MinFreeDiskBytes>>20)
+		}
+		if res, err = s.tryReserve(ctx, client, n); !errors.Is(err, errNoSpace) {
+			return res, err
 		}
 	}
 }
 
+// tryReserve admits an upload of n bytes from client if there is room
+// now. It returns errNoSpace, or the error for the client.
+func (s *Server) tryReserve(ctx context.Context, client string, n int64) (*reservation, error) {
+	queued, err := s.store.QueuedCount(ctx)
+	if err != nil {
+		return nil, internalError(err)
+	}
+	avail, err := freeBytes(s.cfg.InputBaseDir)
+	if err != nil {
+		return nil, internalError(err)
+	}
+	res, err := s.uploads.reserve(client, n, s.caps.reservedPerClient, avail, s.cfg.MinFreeDiskBytes, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs)
+	var ce *clientCapError
+	switch {
+	case errors.As(err, &ce):
+		return nil, protocol.Errorf(protocol.CodeNoSpace, "%v", ce)
+	case errors.Is(err, errQueueFull):
+		return nil, protocol.Errorf(protocol.CodeQueueFull, "the queue is full (MAX_QUEUED_JOBS = %d); try again later", s.cfg.MaxQueuedJobs)
+	}
+	return res, err
+}
+
 // makeRoom removes one thing that holds disk space and may go for a new
 // submission: the oldest failed job's outputs (if they are on the input
-// disk), else the oldest broken upload kept for resuming. It reports
-// whether it removed anything.
-func (s *Server) makeRoom(ctx context.Context, log *slog.Logger) bool {
+// disk; not one in tried, to which it adds), else the oldest broken
+// upload kept for resuming. It reports whether it removed anything.
+func (s *Server) makeRoom(ctx context.Context, tried map[string]bool, log *slog.Logger) bool {
 	if sameDisk(s.cfg.InputBaseDir, s.cfg.OutputBaseDir) {
-		if j := s.oldestFailedOutput(ctx); j != nil {
-			log.Info("removing a failed job's outputs to make room for a submission", "failed_job_id", j.ID)
-			s.removeOutput(ctx, j.ID)
-			return true
+		if j := s.oldestFailedOutput(ctx, tried); j != nil {
+			tried[j.ID] = true
+			if err := os.RemoveAll(s.outputDir(j.ID)); err != nil {
+				log.Warn("remove a failed job's outputs to make room", "failed_job_id", j.ID, "err", err)
+			} else {
+				log.Info("failed job's outputs removed to make room for a submission", "failed_job_id", j.ID)
+				if err := s.store.MarkResultsRemoved(ctx, j.ID); err != nil {
+					log.Warn("record results removed", "failed_job_id", j.ID, "err", err)
+				}
+				s.changed.JobChanged(j.ID, false)
+				return true
+			}
 		}
 	}
 	if p := s.partials.evictOldest(); p != nil {
-		log.Info("removing a kept upload to make room for a submission", "kept_submission_id", p.SubmissionID, "kept_client", p.Client, "kept_bytes", p.kept)
-		os.RemoveAll(p.dir)
+		log.Info("kept upload removed to make room for a submission", "kept_submission_id", p.SubmissionID, "kept_client", p.Client, "kept_bytes", p.kept)
+		if err := os.RemoveAll(p.dir); err != nil {
+			log.Warn("remove kept upload", "kept_submission_id", p.SubmissionID, "err", err)
+		}
 		return true
 	}
 	return false
@@ -269,16 +295,16 @@ func (s *Server) evictable(ctx context.Context) int64 {
 	return n
 }
 
-// oldestFailedOutput returns the failed job whose outputs have waited
-// longest, or nil.
-func (s *Server) oldestFailedOutput(ctx context.Context) *jobs.Job {
+// oldestFailedOutput returns the failed job, not in skip, whose outputs
+// have waited longest, or nil.
+func (s *Server) oldestFailedOutput(ctx context.Context, skip map[string]bool) *jobs.Job {
 	list, err := s.store.ResultsToExpire(ctx, time.Now())
 	if err != nil {
 		s.log.Warn("list results", "err", err)
 		return nil
 	}
 	for _, j := range list {
-		if j.State == jobs.Failed && j.DeliveredAt.IsZero() {
+		if j.State == jobs.Failed && j.DeliveredAt.IsZero() && !skip[j.ID] {
 			return j
 		}
 	}
