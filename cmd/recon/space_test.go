@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -115,5 +116,38 @@ func TestSubmitAfterKeptUploadRemoved(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "note from the server: the part of this upload the server had kept for resuming was removed") ||
 		!strings.Contains(r.stderr, "sent again from the start") {
 		t.Errorf("submit after the kept upload was removed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestFailedAfterCrashLeavesNoOutputs kills the server (SIGKILL) while a
+// job runs with MAX_JOB_ATTEMPTS = 1, after its script wrote some output:
+// after the restart the job has failed for too many attempts, and neither
+// its outputs nor an empty outputs/<id> folder are left.
+func TestFailedAfterCrashLeavesNoOutputs(t *testing.T) {
+	dir := t.TempDir()
+	script := servertest.WriteScript(t, dir, "s.sh", `#!/bin/sh
+head -c 65536 /dev/zero > "$3/partial.raw"
+echo "$RECON_JOB_ID" > "`+dir+`/started"
+while [ ! -e "`+dir+`/release" ]; do sleep 0.05; done
+`)
+	t.Cleanup(func() { writeFile(t, filepath.Join(dir, "release"), "", 0o644) })
+	key := serverOpts(t, dir, script, "MAX_JOB_ATTEMPTS = 1")
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+	id := submitNoWait(t, dir, "client.opts")
+	servertest.Eventually(t, 20*time.Second, "the job runs", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "started"))
+		return err == nil
+	})
+	srv.kill9(t)
+
+	srv2 := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv2.clientAddr, key)
+	st := runRecon(t, dir, "status", "--opts", "client.opts", "--json", id)
+	if !strings.Contains(st.stdout, `"state": "failed"`) {
+		t.Fatalf("job after the crash: %s%s", st.stdout, st.stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "data", "outputs", id)); err == nil {
+		t.Error("the failed job's outputs/<id> folder is left")
 	}
 }

@@ -163,6 +163,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	for _, id := range failed {
 		log.Warn("job failed: too many attempts", "job_id", id)
 		s.removeInput(id)
+		s.removeOutput(ctx, id) // what the cut-short attempt wrote
 	}
 	if err := s.sweepOrphans(ctx); err != nil {
 		store.Close()
