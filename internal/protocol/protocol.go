@@ -688,6 +688,7 @@ type SpaceUse struct {
 // ("receiving") or broken and kept until Expires ("waiting").
 type KeptUpload struct {
 	SubmissionID string     `json:"submission_id"`
+	Client       string     `json:"client,omitempty"` // the address it counts for
 	State        string     `json:"state"`
 	Files        int        `json:"files"`
 	Bytes        int64      `json:"bytes"`      // announced

@@ -297,7 +297,7 @@ func (ps *partials) list() []protocol.KeptUpload {
 	kept := make([]*partial, 0, len(ps.m))
 	var out []protocol.KeptUpload
 	for _, p := range ps.m {
-		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, State: "receiving", Files: len(p.Files)}
+		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, Client: p.Client, State: "receiving", Files: len(p.Files)}
 		if !p.busy {
 			k.State = "waiting"
 			exp := p.expires
