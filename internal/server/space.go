@@ -123,33 +123,48 @@ type clientCapError struct {
 
 func (e *clientCapError) Error() string {
 	if e.held == 0 {
-		return fmt.Sprintf("this submission needs %d bytes, more than the %d bytes one client may hold with uploads in progress (MAX_RESERVED_BYTES_PER_CLIENT)",
+		return fmt.Sprintf("this submission needs %d bytes, more than the %d bytes of disk space one client may hold with uploads in progress (MAX_RESERVED_BYTES_PER_CLIENT)",
 			e.n, e.limit)
 	}
-	return fmt.Sprintf("uploads in progress from this client (%s) already hold %d bytes; with this submission's %d bytes that is more than the %d bytes one client may hold (MAX_RESERVED_BYTES_PER_CLIENT): wait for them to finish, then try again",
+	return fmt.Sprintf("uploads in progress from this client (%s) already hold %d bytes; with this submission's %d bytes that is more than the %d bytes of disk space one client may hold (MAX_RESERVED_BYTES_PER_CLIENT): wait for them to finish, then try again",
 		e.client, e.held, e.n, e.limit)
 }
 
-// reserve admits an upload of n more bytes from client when the client
-// stays within perClient, the queue has room for it besides the others in
-// progress, and the disk keeps `keep` bytes free with every upload in
-// progress counted (avail is the free space now).
+// reserve admits an upload of n more bytes from client when the queue has
+// room for it besides the others in progress, the disk keeps `keep` bytes
+// free with every upload in progress counted (avail is the free space
+// now), and the client stays within perClient.
 func (r *reservations) reserve(client string, n, perClient, avail, keep int64, queued, maxQueued int) (*reservation, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if held := r.byClient[client]; n > perClient-held {
-		return nil, &clientCapError{client: client, held: held, n: n, limit: perClient}
-	}
 	if queued+len(r.all) >= maxQueued {
 		return nil, errQueueFull
 	}
 	if avail-r.pendingLocked()-n < keep {
 		return nil, errNoSpace
 	}
+	if err := r.overCapLocked(client, n, perClient); err != nil {
+		return nil, err
+	}
 	res := &reservation{client: client, n: n}
 	r.all[res] = struct{}{}
 	r.byClient[client] += n
 	return res, nil
+}
+
+// overCap returns the error for an upload of n bytes that would take
+// client over perClient, or nil.
+func (r *reservations) overCap(client string, n, perClient int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.overCapLocked(client, n, perClient)
+}
+
+func (r *reservations) overCapLocked(client string, n, perClient int64) error {
+	if held := r.byClient[client]; n > perClient-held {
+		return &clientCapError{client: client, held: held, n: n, limit: perClient}
+	}
+	return nil
 }
 
 // pending is the space promised to uploads in progress and not yet
@@ -207,19 +222,31 @@ func (s *Server) reserveUpload(ctx context.Context, client string, n int64, log 
 	defer s.evictMu.Unlock()
 	tried := map[string]bool{} // failed jobs whose outputs were removed
 	for first := true; ; first = false {
-		avail, ferr := freeBytes(s.cfg.InputBaseDir)
-		if ferr != nil {
-			return nil, internalError(ferr)
-		}
 		// Nothing is removed for a submission that would not fit even
-		// then.
-		if first && avail+s.evictable(ctx)-s.uploads.pending()-n < s.cfg.MinFreeDiskBytes || !s.makeRoom(ctx, tried, log) {
-			return nil, protocol.Errorf(protocol.CodeNoSpace, "not enough disk space on the server for %d bytes (keeping %d MB free, MIN_FREE_DISK_MB); try again later", n, s.cfg.MinFreeDiskBytes>>20)
+		// then, or that its client may not make now.
+		if first {
+			avail, err := freeBytes(s.cfg.InputBaseDir)
+			if err != nil {
+				return nil, internalError(err)
+			}
+			if avail+s.evictable(ctx)-s.uploads.pending()-n < s.cfg.MinFreeDiskBytes {
+				return nil, noSpace(s.cfg, n)
+			}
+			if err := s.uploads.overCap(client, n, s.caps.reservedPerClient); err != nil {
+				return nil, protocol.Errorf(protocol.CodeNoSpace, "%v", err)
+			}
+		}
+		if !s.makeRoom(ctx, tried, log) {
+			return nil, noSpace(s.cfg, n)
 		}
 		if res, err = s.tryReserve(ctx, client, n); !errors.Is(err, errNoSpace) {
 			return res, err
 		}
 	}
+}
+
+func noSpace(cfg *config.Server, n int64) error {
+	return protocol.Errorf(protocol.CodeNoSpace, "not enough disk space on the server for %d bytes (keeping %d MB free, MIN_FREE_DISK_MB); try again later", n, cfg.MinFreeDiskBytes>>20)
 }
 
 // tryReserve admits an upload of n bytes from client if there is room
