@@ -45,6 +45,10 @@ type SubmitOptions struct {
 	// OnReconnect, if not nil, is called before each reconnect with its
 	// number (from 1) and the error that broke the session.
 	OnReconnect func(attempt int, err error)
+	// OnNote, if not nil, is called with a note the server sends for the
+	// user: for example that the part of the upload it had kept after a
+	// break was removed, and every file is sent again.
+	OnNote func(note string)
 }
 
 // DefaultReconnects is the default of SubmitOptions.Reconnects.
@@ -104,7 +108,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 	}
 	for attempt := 1; ; attempt++ {
 		var job Job
-		err := c.do(ctx, func() error { return c.submitOnce(&sub, paths, stats, total, o.Progress, &job) })
+		err := c.do(ctx, func() error { return c.submitOnce(&sub, paths, stats, total, o.Progress, o.OnNote, &job) })
 		if err == nil {
 			return &job, nil
 		}
@@ -135,7 +139,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 }
 
 // submitOnce runs one attempt of a submission on the current session.
-func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, progress Progress, job *Job) error {
+func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, progress Progress, onNote func(string), job *Job) error {
 	m, err := c.roundTrip(protocol.TypeSubmit, sub)
 	if err != nil {
 		return err
@@ -143,6 +147,9 @@ func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.Fil
 	var ready protocol.SubmitReady
 	if err := m.Decode(protocol.TypeSubmitReady, &ready); err != nil {
 		return err
+	}
+	if ready.Note != "" && onNote != nil {
+		onNote(ready.Note)
 	}
 	if ready.Existing && ready.Job != nil {
 		*job = *ready.Job

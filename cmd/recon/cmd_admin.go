@@ -315,6 +315,7 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 		fmt.Fprintf(w, "uploads         %d resumable (%d broken, waiting for their clients): %s of %s received\n",
 			n, waiting, humanBytes(kept), humanBytes(total))
 	}
+	printSpace(w, &st.Space)
 	keys := make([]string, 0, len(st.Config))
 	for k := range st.Config {
 		keys = append(keys, k)
@@ -333,3 +334,21 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 }
 
 func jsonValid(b []byte) bool { return json.Valid(b) }
+
+// printSpace shows how the disk space is held for clients.
+func printSpace(w io.Writer, sp *protocol.SpaceUse) {
+	fmt.Fprintf(w, "space held      uploads in progress: %d, %s reserved (%s received); at most %s per client\n",
+		sp.Uploads, humanBytes(sp.ReservedBytes), humanBytes(sp.ReceivedBytes), humanBytes(sp.MaxReservedBytesPerClient))
+	fmt.Fprintf(w, "                kept uploads: %d, %s; at most %s per client, %s in all\n",
+		sp.KeptUploads, humanBytes(sp.KeptUploadBytes), humanBytes(sp.MaxKeptUploadBytesPerClient), humanBytes(sp.MaxKeptUploadBytes))
+	if sp.Results < 0 {
+		fmt.Fprintln(w, "                results waiting: unknown")
+		return
+	}
+	kept := "removed when a job fails"
+	if sp.KeepFailedOutputs {
+		kept = "kept: KEEP_FAILED_OUTPUTS"
+	}
+	fmt.Fprintf(w, "                results waiting: %d, %s; of failed jobs: %d, %s (%s)\n",
+		sp.Results, humanBytes(sp.ResultBytes), sp.FailedOutputs, humanBytes(sp.FailedOutputBytes), kept)
+}

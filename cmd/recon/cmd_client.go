@@ -448,6 +448,9 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 				fmt.Fprintf(e.stderr, "recon: connection lost (%v); reconnecting to resume the upload (attempt %d of %d)\n",
 					err, attempt, reconnects)
 			}
+			sopts.OnNote = func(note string) {
+				fmt.Fprintf(e.stderr, "recon: note from the server: %s\n", note)
+			}
 			job, err := c.Submit(ctx, args, sopts)
 			if bar != nil {
 				bar.Finish()

@@ -66,6 +66,13 @@ type Server struct {
 	MaxResultFiles    int           // MAX_RESULT_FILES
 	MaxResultBytes    int64         // MAX_RESULT_BYTES
 
+	// Caps on the disk space held for clients; 0 means the default share
+	// of the input disk (see the keys' docs and server.spaceCaps).
+	MaxReservedPerClient   int64 // MAX_RESERVED_BYTES_PER_CLIENT
+	MaxKeptUploadPerClient int64 // MAX_KEPT_UPLOAD_BYTES_PER_CLIENT
+	MaxKeptUploadBytes     int64 // MAX_KEPT_UPLOAD_BYTES
+	KeepFailedOutputs      bool  // KEEP_FAILED_OUTPUTS
+
 	MaxCPULoadPercent       int           // MAX_CPU_LOAD_PERCENT
 	MinAvailableMemoryBytes int64         // MIN_AVAILABLE_MEMORY_MB, in bytes
 	ResourceCheckInterval   time.Duration // RESOURCE_CHECK_INTERVAL_SECONDS
@@ -495,6 +502,10 @@ func buildServer(s *source) *Server {
 		UploadResume:            get[time.Duration](s, "UPLOAD_RESUME_HOURS"),
 		MaxResultFiles:          get[int](s, "MAX_RESULT_FILES"),
 		MaxResultBytes:          get[int64](s, "MAX_RESULT_BYTES"),
+		MaxReservedPerClient:    get[int64](s, "MAX_RESERVED_BYTES_PER_CLIENT"),
+		MaxKeptUploadPerClient:  get[int64](s, "MAX_KEPT_UPLOAD_BYTES_PER_CLIENT"),
+		MaxKeptUploadBytes:      get[int64](s, "MAX_KEPT_UPLOAD_BYTES"),
+		KeepFailedOutputs:       get[bool](s, "KEEP_FAILED_OUTPUTS"),
 		MaxCPULoadPercent:       get[int](s, "MAX_CPU_LOAD_PERCENT"),
 		MinAvailableMemoryBytes: get[int64](s, "MIN_AVAILABLE_MEMORY_MB"),
 		ResourceCheckInterval:   get[time.Duration](s, "RESOURCE_CHECK_INTERVAL_SECONDS"),

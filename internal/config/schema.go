@@ -26,6 +26,7 @@ const (
 	typeGlob                  // filepath.Match pattern
 	typeJSONOptions           // JSON object → map[string]string
 	typeAddr                  // optional host:port of a loopback listener ("" = off)
+	typeBool                  // true or false
 )
 
 var typeNames = map[valueType]string{
@@ -46,6 +47,7 @@ var typeNames = map[valueType]string{
 	typeGlob:        "glob",
 	typeJSONOptions: "JSON object",
 	typeAddr:        "loopback host:port",
+	typeBool:        "true or false",
 }
 
 // program is a set of recon programs, for the "used by" column and for
@@ -229,6 +231,14 @@ func reconSchema() *schema {
 					doc: "Result files one job may return."},
 				{name: "MAX_RESULT_BYTES", typ: typeSize, def: "64GiB", min: 1, max: maxSize, usedBy: srv,
 					doc: "Total size of one job's results: bytes, or a number with a KiB, MiB, GiB or TiB suffix. Checked while the script runs: a job whose output passes it is stopped and fails."},
+				{name: "MAX_RESERVED_BYTES_PER_CLIENT", typ: typeSize, def: "0", min: 0, max: maxSize, usedBy: srv,
+					doc: "Disk space one client address may hold with its uploads in progress (each holds its announced size from the start): bytes, or a number with a KiB, MiB, GiB or TiB suffix; 0 means half the input disk's size less MIN_FREE_DISK_MB (raise it if one job's inputs may be larger). Through a relay, every client of the relay counts as the relay's address."},
+				{name: "MAX_KEPT_UPLOAD_BYTES_PER_CLIENT", typ: typeSize, def: "0", min: 0, max: maxSize, usedBy: srv,
+					doc: "Disk space the broken uploads of one client address kept for resuming may take; over it, its oldest are removed: bytes, or a number with a suffix; 0 means a quarter of the input disk's size less MIN_FREE_DISK_MB."},
+				{name: "MAX_KEPT_UPLOAD_BYTES", typ: typeSize, def: "0", min: 0, max: maxSize, usedBy: srv,
+					doc: "Disk space all broken uploads kept for resuming may take together; over it, the oldest are removed: bytes, or a number with a suffix; 0 means half the input disk's size less MIN_FREE_DISK_MB. A submission short of space also removes kept uploads, oldest first."},
+				{name: "KEEP_FAILED_OUTPUTS", typ: typeBool, def: "false", usedBy: srv,
+					doc: "Keep what a failed job wrote, for fetching and debugging, until fetched or RESULT_RETENTION_HOURS; it is the first removed when a submission needs the space. false removes it when the job fails."},
 			}},
 			{title: "Resource Management (Server)", fields: []field{
 				{name: "MAX_CPU_LOAD_PERCENT", typ: typeInt, def: "75", min: 1, max: 100, usedBy: srv,

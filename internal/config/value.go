@@ -119,6 +119,14 @@ func parseValue(f *field, v string, dir string) (any, *valueError) {
 		return v, nil
 	case typeJSONOptions:
 		return parseJSONOptions(v)
+	case typeBool:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true":
+			return true, nil
+		case "false":
+			return false, nil
+		}
+		return nil, badValue("must be true or false%s", got(v))
 	case typeAddr:
 		if v == "" {
 			return "", nil

@@ -168,6 +168,10 @@ type SubmitReady struct {
 	Existing bool     `json:"existing,omitempty"`
 	Job      *JobInfo `json:"job,omitempty"`
 	Resume   []int64  `json:"resume,omitempty"`
+	// Note, if set, is for the client's user: why the upload goes as it
+	// does (e.g. that a kept upload was removed, and every file is sent
+	// again).
+	Note string `json:"note,omitempty"`
 }
 
 // CheckResume checks the resume offsets of a SubmitReady against the files
@@ -651,12 +655,40 @@ type AdminStatus struct {
 	// KeptUploads are the uploads being received or kept for resuming
 	// (with a submission id), by submission id.
 	KeptUploads []KeptUpload `json:"kept_uploads"`
+	// Space is how the disk space is held.
+	Space SpaceUse `json:"space"`
+}
+
+// SpaceUse describes how a server's disk space is held for its clients,
+// and the caps on it.
+type SpaceUse struct {
+	// Uploads in progress: ReservedBytes are promised to them (announced,
+	// less what a resumed upload already had), ReceivedBytes of which are
+	// written by now.
+	Uploads       int   `json:"uploads"`
+	ReservedBytes int64 `json:"reserved_bytes"`
+	ReceivedBytes int64 `json:"received_bytes"`
+	// Broken uploads kept for resuming, and the bytes they keep on disk.
+	KeptUploads     int   `json:"kept_uploads"`
+	KeptUploadBytes int64 `json:"kept_upload_bytes"`
+	// Results waiting to be fetched (-1 if unknown), of finished jobs;
+	// FailedOutputs of them are of failed jobs (KEEP_FAILED_OUTPUTS).
+	Results           int   `json:"results"`
+	ResultBytes       int64 `json:"result_bytes"`
+	FailedOutputs     int   `json:"failed_outputs"`
+	FailedOutputBytes int64 `json:"failed_output_bytes"`
+	// The caps in force.
+	MaxReservedBytesPerClient   int64 `json:"max_reserved_bytes_per_client"`
+	MaxKeptUploadBytesPerClient int64 `json:"max_kept_upload_bytes_per_client"`
+	MaxKeptUploadBytes          int64 `json:"max_kept_upload_bytes"`
+	KeepFailedOutputs           bool  `json:"keep_failed_outputs"`
 }
 
 // KeptUpload is an upload that may be resumed: being received
 // ("receiving") or broken and kept until Expires ("waiting").
 type KeptUpload struct {
 	SubmissionID string     `json:"submission_id"`
+	Client       string     `json:"client,omitempty"` // the address it counts for
 	State        string     `json:"state"`
 	Files        int        `json:"files"`
 	Bytes        int64      `json:"bytes"`      // announced

@@ -211,7 +211,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	if err := protocol.CheckResume(ready.Resume, sub.Files); err != nil {
 		return false, &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
 	}
-	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Resume: ready.Resume}); err != nil {
+	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Resume: ready.Resume, Note: ready.Note}); err != nil {
 		return false, err
 	}
 	start := time.Now()

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -169,5 +170,49 @@ func TestResumeThroughRelay(t *testing.T) {
 	}
 	if len(files) != 1 || fileSHA(t, files[0].Path) != fileSHA(t, in) {
 		t.Fatalf("results %+v do not match the input", files)
+	}
+}
+
+// TestEvictedUploadNoteThroughRelay cuts an upload through the relay to a
+// backend that keeps no broken upload over 1 KiB per client (the relay
+// counts as one): the backend removes the part it kept, and the client,
+// reconnecting, is told through the relay that every file is sent again.
+func TestEvictedUploadNoteThroughRelay(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	const size, cutAfter = 4 << 20, 2 << 20
+	key := keys.MustGenerate().Encode()
+	b := startBackends(t, 1, key, servertest.Options{Extra: map[string]string{"MAX_KEPT_UPLOAD_BYTES_PER_CLIENT": "1KiB"}})[0]
+	dir := t.TempDir()
+	r := startRelay(t, writeRelayConfig(t, dir, []string{b.Addr().String()}, key, nil))
+	p := servertest.StartCutProxy(t, r.Addr().String(), cutAfter)
+	in := writeRandomInput(t, dir, "big.7", size, 7)
+
+	c, err := client.Dial(ctx, client.Config{Address: p.Addr(), Key: r.Key, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("dial the relay through the proxy: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	const removed = "kept upload removed: over the space kept for broken uploads (MAX_KEPT_UPLOAD_BYTES_PER_CLIENT, MAX_KEPT_UPLOAD_BYTES)"
+	var notes []string
+	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{
+		SubmissionID:   "evicted-through-relay",
+		ReconnectDelay: 10 * time.Millisecond,
+		// Reconnect once the backend has removed the part it kept.
+		OnReconnect: func(int, error) {
+			servertest.Eventually(t, 20*time.Second, "the backend removes the kept upload", func() bool {
+				return len(servertest.LogRecords(t, b.LogPath, removed)) == 1
+			})
+		},
+		OnNote: func(n string) { notes = append(notes, n) },
+	})
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "every file is sent again from the start") {
+		t.Errorf("notes through the relay: %q", notes)
+	}
+	if j, err := c.Wait(ctx, job.JobID, nil); err != nil || j.State != "succeeded" {
+		t.Fatalf("job: %+v, %v", j, err)
 	}
 }

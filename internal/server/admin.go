@@ -139,9 +139,11 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"MIN_AVAILABLE_MEMORY_MB":         strconv.FormatInt(c.MinAvailableMemoryBytes>>20, 10),
 		"RESOURCE_CHECK_INTERVAL_SECONDS": strconv.FormatFloat(c.ResourceCheckInterval.Seconds(), 'f', -1, 64),
 		"UPLOAD_RESUME_HOURS":             strconv.FormatFloat(c.UploadResume.Hours(), 'f', -1, 64),
+		"KEEP_FAILED_OUTPUTS":             strconv.FormatBool(c.KeepFailedOutputs),
 		"IDLE_TIMEOUT_SECONDS":            strconv.FormatFloat(s.opts.IdleTimeout.Seconds(), 'f', -1, 64),
 	}
 	out.KeptUploads = s.partials.list()
+	out.Space = s.spaceUse(ctx)
 	return out, nil
 }
 

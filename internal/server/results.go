@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/xfer"
@@ -25,6 +26,12 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	}
 	if !info.Terminal() {
 		return protocol.Errorf(protocol.CodeNotFinished, "job %s is %s; wait for it to finish", id, info.State)
+	}
+	if info.ResultsGone && info.State == string(jobs.Failed) {
+		if len(info.Results) == 0 {
+			return protocol.Errorf(protocol.CodeGone, "job %s failed and has no results: a failed job's outputs are removed when it fails (unless the server sets KEEP_FAILED_OUTPUTS = true)", id)
+		}
+		return protocol.Errorf(protocol.CodeGone, "the outputs of failed job %s were already delivered, have expired, or were removed to make room for new submissions", id)
 	}
 	if info.ResultsGone {
 		return protocol.Errorf(protocol.CodeGone, "the results of job %s were already delivered or have expired", id)

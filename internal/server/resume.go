@@ -48,6 +48,8 @@ type manifest struct {
 	JobID        string              `json:"job_id"`
 	Files        []protocol.FileInfo `json:"files"`
 	Options      map[string]string   `json:"options,omitempty"`
+	// Client is the address of the client that sent it (see clientOf).
+	Client string `json:"client,omitempty"`
 }
 
 // partial is an upload that may be resumed: being received (busy) or
@@ -57,6 +59,7 @@ type partial struct {
 	dir     string
 	sums    []string // SHA-256 of files verified whole by this process; "" unknown
 	busy    bool
+	kept    int64         // bytes on disk when it was last parked
 	stop    func()        // ends the session receiving it (when busy)
 	idle    chan struct{} // closed when it stops being busy
 	expires time.Time
@@ -66,6 +69,9 @@ type partial struct {
 type partials struct {
 	mu sync.Mutex
 	m  map[string]*partial
+	// evicted are the submission ids of uploads removed before they
+	// expired (over a cap, or to make room), until they would have.
+	evicted map[string]time.Time
 }
 
 // claimWait bounds how long a new session waits for the session it
@@ -129,8 +135,9 @@ func (ps *partials) add(p *partial, stop func()) error {
 
 // park makes a busy upload wait for its client until expires.
 func (ps *partials) park(p *partial, expires time.Time) {
+	kept := p.keptBytes() // p is busy: its session alone writes its dir
 	ps.mu.Lock()
-	p.busy, p.stop, p.expires = false, nil, expires
+	p.busy, p.stop, p.expires, p.kept = false, nil, expires, kept
 	close(p.idle)
 	ps.mu.Unlock()
 }
@@ -160,6 +167,117 @@ func (ps *partials) expired(now time.Time) []*partial {
 	return out
 }
 
+// evictOldest removes and returns the kept upload waiting longest for
+// its client (the one that expires first), or nil.
+func (ps *partials) evictOldest() *partial {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var old *partial
+	for _, p := range ps.m {
+		if !p.busy && (old == nil || p.expires.Before(old.expires)) {
+			old = p
+		}
+	}
+	if old != nil {
+		ps.evictLocked(old)
+	}
+	return old
+}
+
+// overCaps removes and returns kept uploads, oldest first: those of each
+// client over perClient bytes in all, then those of anyone while all are
+// over total bytes.
+func (ps *partials) overCaps(perClient, total int64) []*partial {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var waiting []*partial
+	byClient := map[string]int64{}
+	var sum int64
+	for _, p := range ps.m {
+		if !p.busy {
+			waiting = append(waiting, p)
+			byClient[p.Client] += p.kept
+			sum += p.kept
+		}
+	}
+	slices.SortFunc(waiting, func(a, b *partial) int { return a.expires.Compare(b.expires) })
+	var out []*partial
+	for _, p := range waiting {
+		if byClient[p.Client] > perClient {
+			byClient[p.Client] -= p.kept
+			sum -= p.kept
+			ps.evictLocked(p)
+			out = append(out, p)
+		}
+	}
+	for _, p := range waiting {
+		if sum <= total {
+			break
+		}
+		if ps.m[p.SubmissionID] == p {
+			sum -= p.kept
+			ps.evictLocked(p)
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// evictLocked forgets p, a kept upload removed before it expired, and
+// remembers its submission id until then.
+func (ps *partials) evictLocked(p *partial) {
+	delete(ps.m, p.SubmissionID)
+	if ps.evicted == nil {
+		ps.evicted = map[string]time.Time{}
+	}
+	if len(ps.evicted) >= maxEvictedRemembered {
+		now := time.Now()
+		for sid, until := range ps.evicted {
+			if now.After(until) || len(ps.evicted) >= maxEvictedRemembered {
+				delete(ps.evicted, sid)
+			}
+		}
+	}
+	ps.evicted[p.SubmissionID] = p.expires
+}
+
+// takeEvicted reports whether the kept upload of submission sid was
+// removed before it expired, and forgets it.
+func (ps *partials) takeEvicted(sid string) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	until, ok := ps.evicted[sid]
+	delete(ps.evicted, sid)
+	return ok && time.Now().Before(until)
+}
+
+// usage returns the number of uploads waiting for their clients and the
+// bytes they keep.
+func (ps *partials) usage() (n int, bytes int64) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, p := range ps.m {
+		if !p.busy {
+			n++
+			bytes += p.kept
+		}
+	}
+	return n, bytes
+}
+
+// keptBytes is the number of bytes p's directory holds of its files.
+func (p *partial) keptBytes() int64 {
+	offs, _, err := p.offsets()
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, o := range offs {
+		n += o
+	}
+	return n
+}
+
 // waiting returns the number of uploads waiting for their clients.
 func (ps *partials) waiting() int {
 	ps.mu.Lock()
@@ -179,7 +297,7 @@ func (ps *partials) list() []protocol.KeptUpload {
 	kept := make([]*partial, 0, len(ps.m))
 	var out []protocol.KeptUpload
 	for _, p := range ps.m {
-		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, State: "receiving", Files: len(p.Files)}
+		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, Client: p.Client, State: "receiving", Files: len(p.Files)}
 		if !p.busy {
 			k.State = "waiting"
 			exp := p.expires
@@ -293,9 +411,11 @@ func (s *Server) loadPartials(names []string) {
 		if s.cfg.UploadResume > 0 {
 			m, mtime, err := readManifest(dir)
 			if err == nil && now.Sub(mtime) < s.cfg.UploadResume && s.partials.m[m.SubmissionID] == nil {
-				s.partials.m[m.SubmissionID] = &partial{
+				p := &partial{
 					manifest: *m, dir: dir, sums: make([]string, len(m.Files)), expires: mtime.Add(s.cfg.UploadResume),
 				}
+				p.kept = p.keptBytes()
+				s.partials.m[m.SubmissionID] = p
 				keep = true
 				s.log.Info("interrupted upload kept for resuming", "submission_id", m.SubmissionID, "dir", name)
 			}
@@ -305,6 +425,7 @@ func (s *Server) loadPartials(names []string) {
 			os.RemoveAll(dir)
 		}
 	}
+	s.capKeptUploads()
 }
 
 // sweepPartials removes the broken uploads nobody resumed in time.

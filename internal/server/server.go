@@ -40,7 +40,9 @@ type Server struct {
 
 	changed  *notifier // broadcast on every job state change
 	uploads  *reservations
-	partials *partials // broken uploads kept for resuming, by submission id
+	partials *partials  // broken uploads kept for resuming, by submission id
+	caps     spaceCaps  // of the space held for clients (space.go)
+	evictMu  sync.Mutex // one submission at a time makes room
 
 	mu       sync.Mutex
 	clientLn net.Listener
@@ -118,7 +120,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		instance:  instanceOf(cfg.StateDir),
 		started:   time.Now(),
 		changed:   newNotifier(),
-		uploads:   &reservations{},
+		uploads:   newReservations(),
 		partials:  &partials{m: map[string]*partial{}},
 		running:   map[string]context.CancelCauseFunc{},
 		cancelReq: map[string]bool{},
@@ -143,6 +145,13 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	if sampler == nil {
 		sampler = &systemSampler{}
 	}
+	if s.caps, err = newSpaceCaps(cfg); err != nil {
+		store.Close()
+		lock.Close()
+		return nil, err
+	}
+	log.Info("disk space caps", "max_reserved_bytes_per_client", s.caps.reservedPerClient,
+		"max_kept_upload_bytes_per_client", s.caps.keptPerClient, "max_kept_upload_bytes", s.caps.keptTotal)
 	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
 	s.pool = newPool(s, cfg.MaxConcurrentJobs, g)
 	s.metrics = newMetrics(s)
@@ -159,6 +168,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	for _, id := range failed {
 		log.Warn("job failed: too many attempts", "job_id", id)
 		s.removeInput(id)
+		s.removeOutput(ctx, id) // what the cut-short attempt wrote
 	}
 	// Before any job runs again: what its earlier attempt left must die.
 	if err := s.sweepAttempts(ctx); err != nil {
@@ -504,41 +514,3 @@ func (n *notifier) check(since uint64, id string) (self, leftQueue bool, ch <-ch
 	}
 	return self, leftQueue, n.ch, n.gen
 }
-
-// reservations tracks uploads in progress: the disk space promised to
-// them, so two uploads cannot both count on the same free space, and their
-// number, so they cannot together overfill the queue.
-type reservations struct {
-	mu    sync.Mutex
-	bytes int64
-	count int
-}
-
-// reserve admits an upload of n bytes when the disk keeps `reserve` bytes
-// free with every upload in progress counted, and the queue has room for
-// it besides the others in progress.
-func (r *reservations) reserve(avail, reserve, n int64, queued, maxQueued int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if queued+r.count >= maxQueued {
-		return errQueueFull
-	}
-	if avail-r.bytes-n < reserve {
-		return errNoSpace
-	}
-	r.bytes += n
-	r.count++
-	return nil
-}
-
-func (r *reservations) release(n int64) {
-	r.mu.Lock()
-	r.bytes -= n
-	r.count--
-	r.mu.Unlock()
-}
-
-var (
-	errQueueFull = errors.New("queue full")
-	errNoSpace   = errors.New("no space")
-)

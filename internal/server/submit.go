@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -145,6 +146,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 			// or broken while receiving: keep what there is.
 			os.Chtimes(filepath.Join(p.dir, manifestName), time.Now(), time.Now())
 			s.partials.park(p, time.Now().Add(s.cfg.UploadResume))
+			defer s.capKeptUploads()
 			msg := "upload broken; kept for resuming"
 			if !receiving {
 				msg = "upload not resumed now; still kept for resuming"
@@ -156,21 +158,17 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		}
 	}()
 
-	queued, err := s.store.QueuedCount(ctx)
+	client := clientOf(c.RemoteAddr())
+	res, err := s.reserveUpload(ctx, client, total-have, log)
 	if err != nil {
-		return internalError(err)
+		return err
 	}
-	avail, err := s.uploadSpace()
-	if err != nil {
-		return internalError(err)
+	defer s.uploads.release(res)
+	ready := protocol.SubmitReady{}
+	if p == nil && sub.SubmissionID != "" && s.partials.takeEvicted(sub.SubmissionID) {
+		ready.Note = evictedNote
+		log.Info("kept upload was removed; the client sends every file again", "submission_id", sub.SubmissionID)
 	}
-	switch s.uploads.reserve(avail, s.cfg.MinFreeDiskBytes, total-have, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs) {
-	case errQueueFull:
-		return protocol.Errorf(protocol.CodeQueueFull, "the queue is full (MAX_QUEUED_JOBS = %d); try again later", s.cfg.MaxQueuedJobs)
-	case errNoSpace:
-		return protocol.Errorf(protocol.CodeNoSpace, "not enough disk space on the server for %d bytes (keeping %d MB free, MIN_FREE_DISK_MB); try again later", total-have, s.cfg.MinFreeDiskBytes>>20)
-	}
-	defer s.uploads.release(total - have)
 
 	if p != nil {
 		id, incoming = p.JobID, p.dir
@@ -183,7 +181,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		}
 		if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
 			np := &partial{
-				manifest: manifest{SubmissionID: sub.SubmissionID, JobID: id, Files: sub.Files, Options: sub.Options},
+				manifest: manifest{SubmissionID: sub.SubmissionID, JobID: id, Files: sub.Files, Options: sub.Options, Client: client},
 				dir:      incoming, sums: make([]string, len(sub.Files)),
 			}
 			if err := writeManifest(incoming, &np.manifest); err != nil {
@@ -203,7 +201,6 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 			}()
 		}
 	}
-	ready := protocol.SubmitReady{}
 	if have > 0 || whole > 0 {
 		ready.Resume = offs
 	}
@@ -217,7 +214,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		sums = p.sums
 	}
 	receiving = true
-	files, err := receiveFiles(c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout)
+	files, err := receiveFiles(c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout, &res.written)
 	if err != nil {
 		log.Warn("upload failed", "err", err)
 		s.armWrite(c) // for the error reply
@@ -283,7 +280,9 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 // of their bytes; file i then has offs[i] bytes in its part, which are read
 // back into the hash before the rest arrives. sums, if not nil, records
 // the hash of each file verified whole.
-func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration) ([]jobs.File, error) {
+//
+// written counts the bytes written to disk.
+func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration, written *atomic.Int64) ([]jobs.File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, internalError(err)
@@ -311,7 +310,7 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, off
 				return nil, err
 			}
 		} else {
-			sum, err = receiveFile(root, src, pace, i, fi, off)
+			sum, err = receiveFile(root, src, pace, i, fi, off, written)
 			if err != nil {
 				return nil, err
 			}
@@ -326,7 +325,7 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, off
 
 // receiveFile receives file i into its part (after the off bytes the part
 // holds), checks it and renames it to its name.
-func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.FileInfo, off int64) (string, error) {
+func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.FileInfo, off int64, written *atomic.Int64) (string, error) {
 	part := partName(i)
 	flag := os.O_RDWR | os.O_CREATE
 	if off == 0 {
@@ -344,7 +343,7 @@ func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.F
 		}
 		pace.restart()
 	}
-	if _, err := xfer.Copy(&diskWriter{xfer.NewSyncingWriter(f)}, src, fi.Size-off, h); err != nil {
+	if _, err := xfer.Copy(&diskWriter{xfer.NewSyncingWriter(f), written}, src, fi.Size-off, h); err != nil {
 		// What arrived is kept on disk for a resume.
 		xfer.Sync(f)
 		return "", uploadError(fi.Name, err)
@@ -390,8 +389,11 @@ func readFileDone(src io.Reader, name, sum string, off int64) error {
 }
 
 // diskWriter marks the errors of writing an upload to disk, so they are
-// told apart from the network's.
-type diskWriter struct{ w io.Writer }
+// told apart from the network's, and counts the bytes written in n.
+type diskWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
 
 type diskErr struct{ err error }
 
@@ -400,6 +402,7 @@ func (e *diskErr) Unwrap() error { return e.err }
 
 func (d *diskWriter) Write(p []byte) (int, error) {
 	n, err := d.w.Write(p)
+	d.n.Add(int64(n))
 	if err != nil {
 		err = &diskErr{err}
 	}

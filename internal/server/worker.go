@@ -77,6 +77,7 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		return
 	case err != nil:
 		log.Error("could not start the reconstruction script", "err", err)
+		os.RemoveAll(out)
 		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not start the reconstruction script; see the server log", nil)
 		return
 	case errors.Is(context.Cause(jobCtx), errCancelled):
@@ -150,6 +151,9 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	if cerr != nil {
 		files = nil
 		os.RemoveAll(out)
+	}
+	if state == jobs.Failed {
+		files = s.failedOutputs(log, out, files)
 	}
 	s.finish(bg, log, j.ID, state, &exit, msg, files)
 }
