@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // TestHostileControlMessages feeds ReadMessage and Decode the control
@@ -46,7 +48,7 @@ func TestHostileControlMessages(t *testing.T) {
 		{"type is a number", `{"type":5}`, "cannot unmarshal"},
 		{"type is an object", `{"type":{"a":1}}`, "cannot unmarshal"},
 		{"body is a string", `{"type":"status","body":"x"}`, ""}, // refused by Decode, below
-		{"invalid UTF-8 in a key", "{\"type\":\"status\",\"\xff\":1}", "unknown field"},
+		{"invalid UTF-8 in a key", "{\"type\":\"status\",\"\xff\":1}", "not valid UTF-8"},
 		{"huge number in the envelope", `{"type":"status","x":1e999999}`, "unknown field"},
 		{"NaN", `{"type":"status","body":NaN}`, "invalid character"},
 		{"comment", `{"type":"status"/*x*/}`, "invalid character"},
@@ -70,6 +72,68 @@ func TestHostileControlMessages(t *testing.T) {
 			}
 			if !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("ReadMessage = %v, want ErrBadMessage containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestStringsMustBeUnicode checks that a string of the message that is
+// not valid Unicode - raw bytes that are not UTF-8, or a \u escape of a
+// UTF-16 surrogate without its other half - is refused before decoding:
+// encoding/json would turn it into U+FFFD, and a file name so changed
+// would be stored under a name the client never sent.
+func TestStringsMustBeUnicode(t *testing.T) {
+	t.Parallel()
+	submit := func(name string) string {
+		return `{"type":"submit","body":{"files":[{"name":"` + name + `","size":1}]}}`
+	}
+	const notUTF8, lone = "is not valid UTF-8", "surrogate pair without its other half"
+	tests := []struct {
+		name, payload string
+		want          string // in the error; "" = accepted
+	}{
+		{"raw byte", submit("a\xffb.7"), notUTF8},
+		{"raw bytes of Latin-1", submit("caf\xe9.7"), notUTF8},
+		{"truncated sequence", submit("a\xc3"), notUTF8},
+		{"overlong encoding", submit("a\xc0\xaf"), notUTF8},
+		{"surrogate encoded in UTF-8", submit("a\xed\xa0\x80"), notUTF8},
+		{"lone low surrogate", submit(`\udc80.7`), lone},
+		{"lone high surrogate", submit(`a\ud800b.7`), lone},
+		{"high surrogate at the end", submit(`a\ud83d`), lone},
+		{"high surrogate then a letter escape", submit(`\ud83d\u0041.7`), lone},
+		{"two high surrogates", submit(`\ud83d\ud83d.7`), lone},
+		{"reversed pair", submit(`\ude00\ud83d.7`), lone},
+		{"high surrogate then a literal emoji", submit("\\ud83d\U0001F600.7"), lone},
+		{"upper-case hex", submit(`\uDC80.7`), lone},
+		{"in an option value", "{\"type\":\"submit\",\"body\":{\"files\":[{\"name\":\"a\",\"size\":1}],\"options\":{\"k\":\"\xff\"}}}", notUTF8},
+		{"in an option key", `{"type":"submit","body":{"files":[{"name":"a","size":1}],"options":{"\udc80":"v"}}}`, lone},
+		{"in the type", "{\"type\":\"stat\xffus\"}", notUTF8},
+		{"valid pair", submit(`\ud83d\ude00.7`), ""},
+		{"valid pair, upper case", submit(`\uD83D\uDE00.7`), ""},
+		{"literal emoji", submit("\U0001F600.7"), ""},
+		{"escaped replacement character", submit(`\ufffd.7`), ""},
+		{"literal replacement character", submit("\ufffd.7"), ""},
+		{"escaped backslash before u", submit(`a\\udc80.7`), ""},
+		{"accents", submit("caf\u00e9 \\u00e9.7"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ReadMessage(bytes.NewReader(frame(tt.payload)))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ReadMessage(%q) = %v, want it read", tt.payload, err)
+				}
+				var sub Submit
+				if err := m.Decode(TypeSubmit, &sub); err != nil {
+					t.Fatalf("Decode(%q) = %v", tt.payload, err)
+				}
+				if name := sub.Files[0].Name; !utf8.ValidString(name) || strings.ContainsRune(name, utf8.RuneError) != strings.Contains(tt.name, "replacement") {
+					t.Errorf("name decoded as %q", name)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ReadMessage(%q) = %v, want ErrBadMessage containing %q", tt.payload, err, tt.want)
 			}
 		})
 	}
@@ -228,6 +292,7 @@ func refCheckJSON(b []byte) error {
 		}
 	}
 	for {
+		prev := dec.InputOffset()
 		tok, err := dec.Token()
 		if err != nil {
 			return nil
@@ -249,6 +314,13 @@ func refCheckJSON(b []byte) error {
 			}
 			continue
 		}
+		if _, ok := tok.(string); ok {
+			raw := b[prev:dec.InputOffset()]
+			raw = raw[bytes.IndexByte(raw, '"')+1 : bytes.LastIndexByte(raw, '"')]
+			if !refUnicode(raw) {
+				return errors.New("not Unicode")
+			}
+		}
 		if n := len(stack); n > 0 && stack[n-1].expectKey {
 			f := foldKey(tok.(string))
 			if stack[n-1].keys[f] {
@@ -260,6 +332,46 @@ func refCheckJSON(b []byte) error {
 		}
 		valueDone()
 	}
+}
+
+// refUnicode reports whether the text of a valid JSON string is valid
+// Unicode: it spells the string as UTF-16 code units (each \u escape one
+// unit, each other character its units) and checks that every surrogate
+// unit is half of a pair, high then low.
+func refUnicode(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	var units []uint16
+	for i := 0; i < len(raw); {
+		if raw[i] == '\\' && raw[i+1] == 'u' {
+			var u uint16
+			fmt.Sscanf(string(raw[i+2:i+6]), "%04x", &u)
+			units = append(units, u)
+			i += 6
+			continue
+		}
+		if raw[i] == '\\' {
+			units = append(units, uint16(raw[i+1]))
+			i += 2
+			continue
+		}
+		r, n := utf8.DecodeRune(raw[i:])
+		units = utf16.AppendRune(units, r)
+		i += n
+	}
+	for i := 0; i < len(units); i++ {
+		switch u := rune(units[i]); {
+		case 0xd800 <= u && u < 0xdc00:
+			if i+1 == len(units) || units[i+1] < 0xdc00 || units[i+1] > 0xdfff {
+				return false
+			}
+			i++
+		case 0xdc00 <= u && u <= 0xdfff:
+			return false
+		}
+	}
+	return true
 }
 
 // FuzzCheckJSON compares checkJSON with the reference on valid JSON: the
@@ -275,6 +387,9 @@ func FuzzCheckJSON(f *testing.F) {
 		`{"k":"x","ſ":1,"S":2}`,
 		`{"a":[1,{"b":[]},"c"],"d":{"e":{"f":null}}}`,
 		strings.Repeat("[", 20) + strings.Repeat("]", 20),
+		"{\"a\xff\":\"b\"}",
+		`["\udc80","\ud800","\ude00\ud83d","\ud83d\ude00","\\udc80"]`,
+		`{"\uD83D\uDE00":"\ud83d\u0041"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -418,6 +419,9 @@ func checkJSON(b []byte) error {
 			if end >= len(b) {
 				return nil
 			}
+			if err := checkString(b[i+1:end], escaped); err != nil {
+				return err
+			}
 			if expectKey && len(stack) > 0 {
 				key := string(b[i+1 : end])
 				if escaped {
@@ -451,6 +455,69 @@ func checkJSON(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// checkString refuses the text of a JSON string (between its quotes) that
+// encoding/json would quietly change: bytes that are not valid UTF-8, and
+// \u escapes of a UTF-16 surrogate that is not half of a valid pair
+// (high then low). It decodes both to U+FFFD, so a file name of raw
+// bytes would be stored as "\ufffd" instead of refused. A malformed escape
+// is left to the decoder, which refuses it.
+func checkString(s []byte, escaped bool) error {
+	if !utf8.Valid(s) {
+		return fmt.Errorf("string %q is not valid UTF-8", truncate(string(s), 40))
+	}
+	if !escaped {
+		return nil
+	}
+	for j := 0; j < len(s); j++ {
+		if s[j] != '\\' {
+			continue
+		}
+		j++
+		if j >= len(s) || s[j] != 'u' {
+			continue
+		}
+		r := hex4(s[j+1:])
+		if r < 0 {
+			return nil
+		}
+		j += 4
+		if !utf16.IsSurrogate(rune(r)) {
+			continue
+		}
+		// A high surrogate must be followed at once by a low one.
+		if r < 0xdc00 && j+6 < len(s) && s[j+1] == '\\' && s[j+2] == 'u' {
+			if lo := hex4(s[j+3:]); 0xdc00 <= lo && lo <= 0xdfff {
+				j += 6
+				continue
+			}
+		}
+		return fmt.Errorf("string \"%s\" holds \\u%04x, half of a UTF-16 surrogate pair without its other half: it is not a character", truncate(string(s), 40), r)
+	}
+	return nil
+}
+
+// hex4 returns the value of the 4 hex digits that start b, or -1.
+func hex4(b []byte) int {
+	if len(b) < 4 {
+		return -1
+	}
+	v := 0
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		v = v<<4 | int(c)
+	}
+	return v
 }
 
 // foldKey folds a key the way encoding/json matches field names: ASCII
@@ -531,7 +598,7 @@ var optionKeyRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 
 // ValidateOptions checks job options: at most MaxOptions, keys matching
 // [A-Za-z0-9_]{1,64} and distinct when upper-cased (they become environment
-// variable names), values at most MaxOptionValue bytes without NUL.
+// variable names), values at most MaxOptionValue bytes of UTF-8 without NUL.
 func ValidateOptions(opts map[string]string) error {
 	if len(opts) > MaxOptions {
 		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
@@ -553,6 +620,11 @@ func ValidateOptions(opts map[string]string) error {
 		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return fmt.Errorf("option %s: value contains a NUL byte", k)
+		}
+		if !utf8.ValidString(v) {
+			// JSON would carry it as U+FFFD, and the server refuses
+			// strings that are not UTF-8 (checkString).
+			return fmt.Errorf("option %s: value is not valid UTF-8", k)
 		}
 	}
 	if total > MaxOptionsTotal {

@@ -135,6 +135,8 @@ func TestValidateOptions(t *testing.T) {
 		{map[string]string{"method": "a", "METHOD": "b"}, "differ only in case"},
 		{map[string]string{"m": strings.Repeat("v", MaxOptionValue+1)}, "at most"},
 		{map[string]string{"m": "a\x00b"}, "NUL"},
+		{map[string]string{"m": "caf\xe9"}, "not valid UTF-8"},
+		{map[string]string{"m": "caf\u00e9 \ufffd"}, ""},
 		{many, "too many options"},
 		{bigOpts(9, MaxOptionValue), "add up to"},
 		{bigOpts(7, MaxOptionValue), ""},
@@ -193,6 +195,9 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"a","size":1}],"FILES":[]}}`))
 	f.Add(frame(`{"type":"submit","body":{"files":[],"options":{"k":"1","k":"2"}}}`))
 	f.Add(frame(`{"type":"status","body":[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]}`))
+	f.Add(frame("{\"type\":\"submit\",\"body\":{\"files\":[{\"name\":\"a\xff.7\",\"size\":1}]}}"))
+	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"\udc80.7","size":1},{"name":"\ud83d\ude00","size":1}]}}`))
+	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"\ude00\ud83d","size":1}],"options":{"k":"\ud800"}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ReadMessage(bytes.NewReader(b))
 		if err != nil {
