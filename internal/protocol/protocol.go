@@ -310,30 +310,46 @@ func WriteError(w io.Writer, e *Error) error {
 type Message struct {
 	Type Type
 	Body json.RawMessage
+	hold *hold // its share of a Budget, if read under one
 }
 
 // ReadMessage reads one control message. The length is checked before
 // anything is allocated, and the buffer grows only as bytes arrive, so a
 // peer that announces a large message and sends little costs little.
+// A server reads under a Budget instead (Budget.ReadMessage).
 func ReadMessage(r io.Reader) (Message, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	n, err := readLength(r)
+	if err != nil {
 		return Message{}, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 {
-		return Message{}, fmt.Errorf("%w: zero length", ErrBadMessage)
-	}
-	if n > MaxMessageSize {
-		return Message{}, fmt.Errorf("%w (%d bytes, at most %d)", ErrMessageTooLarge, n, MaxMessageSize)
-	}
-	b, err := readN(r, int(n))
+	b, err := readN(r, n)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return Message{}, err
 	}
+	return parseMessage(b)
+}
+
+// readLength reads and checks a control message's length.
+func readLength(r io.Reader) (int, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 {
+		return 0, fmt.Errorf("%w: zero length", ErrBadMessage)
+	}
+	if n > MaxMessageSize {
+		return 0, fmt.Errorf("%w (%d bytes, at most %d)", ErrMessageTooLarge, n, MaxMessageSize)
+	}
+	return int(n), nil
+}
+
+// parseMessage checks a control message's JSON and splits its envelope.
+func parseMessage(b []byte) (Message, error) {
 	if err := checkJSON(b); err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
@@ -553,7 +569,11 @@ func foldKey(s string) string {
 // an *Error returned as the error, so callers can write
 //
 //	if err := m.Decode(TypeJob, &job); err != nil { ... }
+//
+// It releases the message's share of its budget, if any: the raw message
+// is not needed any more.
 func (m Message) Decode(want Type, v any) error {
+	defer m.Release()
 	if m.Type == TypeError {
 		var e Error
 		if err := decodeStrict(m.Body, &e); err != nil {
