@@ -25,14 +25,14 @@ func TestHostileControlMessages(t *testing.T) {
 		payload string
 		want    string // in the error
 	}{
-		{"malformed JSON", `{"type":"status","body":{`, "unexpected EOF"},
+		{"malformed JSON", `{"type":"status","body":{`, "unexpected end of JSON input"},
 		{"not an object", `"status"`, "cannot unmarshal"},
 		{"null", `null`, "no type"},
 		{"empty object", `{}`, "no type"},
 		{"unknown envelope field", `{"type":"status","admin":true}`, "unknown field"},
 		{"duplicate type", `{"type":"status","type":"submit"}`, "duplicate key"},
 		{"duplicate type in another case", `{"type":"status","TYPE":"submit"}`, "duplicate key"},
-		{"duplicate type with a folding rune", `{"type":"status","ſtatus":1,"tyPe":"x"}`, "duplicate key"},
+		{"duplicate field with a folding rune", `{"type":"status","body":{"ſtatus":1,"STATUS":2}}`, "duplicate key"},
 		{"duplicate body", `{"type":"submit","body":{},"body":{"files":[]}}`, "duplicate key"},
 		{"duplicate field in the body", `{"type":"job_status","body":{"job_id":"a","job_id":"b"}}`, "duplicate key"},
 		{"duplicate field escaped", `{"type":"job_status","body":{"job_id":"a","job\u005fid":"b"}}`, "duplicate key"},
@@ -42,9 +42,9 @@ func TestHostileControlMessages(t *testing.T) {
 		{"deep nesting in the body", `{"type":"status","body":{"a":` + deep + `}}`, "nested more than"},
 		{"deep nesting at the top", deep, "nested more than"},
 		{"17 levels", `{"type":"x","body":` + strings.Repeat(`{"a":`, 16) + `1` + strings.Repeat("}", 16) + `}`, "nested more than"},
-		{"trailing object", `{"type":"status"}{"type":"submit"}`, "trailing data"},
-		{"trailing garbage", `{"type":"status"} x`, "trailing data"},
-		{"trailing NUL", "{\"type\":\"status\"}\x00", "trailing data"},
+		{"trailing object", `{"type":"status"}{"type":"submit"}`, "after top-level value"},
+		{"trailing garbage", `{"type":"status"} x`, "after top-level value"},
+		{"trailing NUL", "{\"type\":\"status\"}\x00", "after top-level value"},
 		{"type is a number", `{"type":5}`, "cannot unmarshal"},
 		{"type is an object", `{"type":{"a":1}}`, "cannot unmarshal"},
 		{"body is a string", `{"type":"status","body":"x"}`, ""}, // refused by Decode, below
@@ -136,6 +136,44 @@ func TestStringsMustBeUnicode(t *testing.T) {
 				t.Fatalf("ReadMessage(%q) = %v, want ErrBadMessage containing %q", tt.payload, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestShapeCaps checks the caps on arrays and objects: a message at each
+// cap is read, one element or key more is refused before decoding, since
+// its decoded value could take several times the message's size.
+func TestShapeCaps(t *testing.T) {
+	t.Parallel()
+	array := func(n int) string {
+		return `{"type":"status","body":{"a":[` + strings.TrimSuffix(strings.Repeat("0,", n), ",") + `]}}`
+	}
+	object := func(n int) string {
+		var b strings.Builder
+		b.WriteString(`{"type":"status","body":{"o":{`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"k%d":0`, i)
+		}
+		b.WriteString(`}}}`)
+		return b.String()
+	}
+	for _, tt := range []struct {
+		name, payload, want string
+	}{
+		{"array at the cap", array(MaxJSONElements), ""},
+		{"array over the cap", array(MaxJSONElements + 1), "an array of more than"},
+		{"object at the cap", object(MaxJSONKeys), ""},
+		{"object over the cap", object(MaxJSONKeys + 1), "an object of more than"},
+	} {
+		_, err := ReadMessage(bytes.NewReader(frame(tt.payload)))
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: ReadMessage = %v, want it read", tt.name, err)
+		case tt.want != "" && (!errors.Is(err, ErrBadMessage) || !strings.Contains(fmt.Sprint(err), tt.want)):
+			t.Errorf("%s: ReadMessage = %v, want ErrBadMessage containing %q", tt.name, err, tt.want)
+		}
 	}
 }
 
@@ -284,8 +322,18 @@ func refCheckJSON(b []byte) error {
 	type level struct {
 		keys      map[string]bool
 		expectKey bool
+		elems     int
 	}
 	var stack []level
+	// element counts a value that starts in the current array.
+	element := func() error {
+		if n := len(stack); n > 0 && stack[n-1].keys == nil {
+			if stack[n-1].elems++; stack[n-1].elems > MaxJSONElements {
+				return errors.New("too many elements")
+			}
+		}
+		return nil
+	}
 	valueDone := func() {
 		if n := len(stack); n > 0 && stack[n-1].keys != nil {
 			stack[n-1].expectKey = true
@@ -300,6 +348,9 @@ func refCheckJSON(b []byte) error {
 		if d, ok := tok.(json.Delim); ok {
 			switch d {
 			case '{', '[':
+				if err := element(); err != nil {
+					return err
+				}
 				if len(stack) >= MaxJSONDepth {
 					return errors.New("too deep")
 				}
@@ -327,8 +378,14 @@ func refCheckJSON(b []byte) error {
 				return errors.New("duplicate")
 			}
 			stack[n-1].keys[f] = true
+			if len(stack[n-1].keys) > MaxJSONKeys {
+				return errors.New("too many keys")
+			}
 			stack[n-1].expectKey = false
 			continue
+		}
+		if err := element(); err != nil {
+			return err
 		}
 		valueDone()
 	}
@@ -390,6 +447,7 @@ func FuzzCheckJSON(f *testing.F) {
 		"{\"a\xff\":\"b\"}",
 		`["\udc80","\ud800","\ude00\ud83d","\ud83d\ude00","\\udc80"]`,
 		`{"\uD83D\uDE00":"\ud83d\u0041"}`,
+		`[[0,0],{"a":[0]}]`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -349,18 +349,33 @@ func readLength(r io.Reader) (int, error) {
 }
 
 // parseMessage checks a control message's JSON and splits its envelope.
+// The body is a slice of b, not a copy.
 func parseMessage(b []byte) (Message, error) {
-	if err := checkJSON(b); err != nil {
+	// checkJSON refuses keys of the envelope other than its two, which
+	// json.Unmarshal would ignore.
+	if err := checkJSON(b, "TYPE", "BODY"); err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
-	var env envelope
-	if err := decodeStrict(b, &env); err != nil {
+	var env struct {
+		Type Type    `json:"type"`
+		Body rawBody `json:"body"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	if env.Type == "" {
 		return Message{}, fmt.Errorf("%w: no type", ErrBadMessage)
 	}
-	return Message{Type: env.Type, Body: env.Body}, nil
+	return Message{Type: env.Type, Body: json.RawMessage(env.Body)}, nil
+}
+
+// rawBody is a JSON value kept as the slice of the message it was read
+// from: json.RawMessage would copy it.
+type rawBody []byte
+
+func (r *rawBody) UnmarshalJSON(b []byte) error {
+	*r = b // a slice of parseMessage's buffer, which nothing changes
+	return nil
 }
 
 // readChunk is how much readN allocates ahead of the bytes it has read.
@@ -390,29 +405,45 @@ func readN(r io.Reader, n int) ([]byte, error) {
 // checkJSON walks one JSON document and refuses what encoding/json would
 // let through: an object with two keys that name the same field (it keeps
 // the last, and matches names without regard to case, so "files" and
-// "FILES" are the same key), and nesting deeper than MaxJSONDepth.
-// Anything else malformed is left to decodeStrict, which reports it: on
-// bytes that are not JSON, checkJSON stops and returns nil.
-func checkJSON(b []byte) error {
-	type level struct {
-		object bool
-		keys   []string        // folded keys so far, while few
-		set    map[string]bool // folded keys, once many
-	}
-	var stack []level
+// "FILES" are the same key), nesting deeper than MaxJSONDepth, an object
+// of more than MaxJSONKeys keys or an array of more than MaxJSONElements
+// elements (the decoded value could take several times the message's
+// size), and strings that are not valid Unicode (checkString). With top
+// set, the top-level object may only have those keys (folded as by
+// foldKey). Anything else malformed is left to the decoder, which reports
+// it: on bytes that are not JSON, checkJSON stops and returns nil.
+//
+// It allocates little, whatever the message: the keys of each open
+// object are kept folded in a buffer reused from one object to the next.
+func checkJSON(b []byte, top ...string) error {
+	var stack []jsonLevel
+	var folded []byte  // the current key, folded
 	expectKey := false // the next string in the current object is a key
 	for i := 0; i < len(b); {
 		switch c := b[i]; c {
-		case ' ', '\t', '\n', '\r', ',', ':':
-			if c == ',' && len(stack) > 0 && stack[len(stack)-1].object {
-				expectKey = true
+		case ' ', '\t', '\n', '\r', ':':
+			i++
+		case ',':
+			if len(stack) > 0 {
+				l := &stack[len(stack)-1]
+				expectKey = l.object
+				if !l.object {
+					if l.n++; l.n >= MaxJSONElements {
+						return fmt.Errorf("an array of more than %d elements", MaxJSONElements)
+					}
+				}
 			}
 			i++
 		case '{', '[':
 			if len(stack) >= MaxJSONDepth {
 				return fmt.Errorf("nested more than %d levels deep", MaxJSONDepth)
 			}
-			stack = append(stack, level{object: c == '{'})
+			if len(stack) < cap(stack) {
+				stack = stack[:len(stack)+1]
+			} else {
+				stack = append(stack, jsonLevel{})
+			}
+			stack[len(stack)-1].reset(c == '{')
 			expectKey = c == '{'
 			i++
 		case '}', ']':
@@ -439,29 +470,23 @@ func checkJSON(b []byte) error {
 				return err
 			}
 			if expectKey && len(stack) > 0 {
-				key := string(b[i+1 : end])
+				raw := b[i+1 : end]
+				key := ""
 				if escaped {
 					if json.Unmarshal(b[i:end+1], &key) != nil {
 						return nil
 					}
+					raw = []byte(key)
 				}
-				l := &stack[len(stack)-1]
-				f := foldKey(key)
-				dup := l.set[f]
-				if l.set == nil {
-					dup = slices.Contains(l.keys, f)
-					l.keys = append(l.keys, f)
-					if len(l.keys) > 16 {
-						l.set = make(map[string]bool, 2*len(l.keys))
-						for _, k := range l.keys {
-							l.set[k] = true
-						}
+				folded = appendFoldKey(folded[:0], raw)
+				if top != nil && len(stack) == 1 && !slices.Contains(top, string(folded)) {
+					return fmt.Errorf("unknown field %q", truncate(string(raw), 40))
+				}
+				if err := stack[len(stack)-1].add(folded); err != nil {
+					if errors.Is(err, errDuplicateKey) {
+						return fmt.Errorf("%w %q", err, truncate(string(raw), 40))
 					}
-				} else {
-					l.set[f] = true
-				}
-				if dup {
-					return fmt.Errorf("duplicate key %q", truncate(key, 40))
+					return err
 				}
 				expectKey = false
 			}
@@ -471,6 +496,85 @@ func checkJSON(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// Caps checkJSON sets on the shape of a control message. No message of
+// recon's comes near them: its largest array is a file list
+// (MaxFilesAbsolute entries), its largest object the server's config in
+// an admin status.
+const (
+	MaxJSONElements = MaxFilesAbsolute // in one array
+	MaxJSONKeys     = 1024             // in one object
+)
+
+// jsonLevel is an open object or array of checkJSON's walk.
+type jsonLevel struct {
+	object bool
+	n      int             // keys, or commas of an array, so far
+	keys   []byte          // the folded keys so far, end to end, while few
+	ends   []int           // where each key ends in keys
+	set    map[string]bool // the folded keys, once many
+	many   bool            // set is in use
+}
+
+// reset makes l a new, empty object or array, keeping its buffers.
+func (l *jsonLevel) reset(object bool) {
+	l.object, l.n, l.keys, l.ends, l.many = object, 0, l.keys[:0], l.ends[:0], false
+	clear(l.set)
+}
+
+var errDuplicateKey = errors.New("duplicate key")
+
+// add records a folded key of the object; a key seen before is an error.
+func (l *jsonLevel) add(folded []byte) error {
+	if l.n++; l.n > MaxJSONKeys {
+		return fmt.Errorf("an object of more than %d keys", MaxJSONKeys)
+	}
+	if l.many {
+		if l.set[string(folded)] {
+			return errDuplicateKey
+		}
+		l.set[string(folded)] = true
+		return nil
+	}
+	start := 0
+	for _, e := range l.ends {
+		if bytes.Equal(l.keys[start:e], folded) {
+			return errDuplicateKey
+		}
+		start = e
+	}
+	l.keys = append(l.keys, folded...)
+	l.ends = append(l.ends, len(l.keys))
+	if len(l.ends) > 16 {
+		if l.set == nil {
+			l.set = make(map[string]bool, 64)
+		}
+		start = 0
+		for _, e := range l.ends {
+			l.set[string(l.keys[start:e])] = true
+			start = e
+		}
+		l.many = true
+	}
+	return nil
+}
+
+// appendFoldKey appends key folded by foldKey to dst, without allocating
+// for an ASCII key.
+func appendFoldKey(dst, key []byte) []byte {
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			return append(dst, foldKey(string(key))...)
+		}
+	}
+	for _, c := range key {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // checkString refuses the text of a JSON string (between its quotes) that
@@ -596,20 +700,6 @@ func (m Message) Decode(want Type, v any) error {
 	}
 	if err := decodeStrict(body, v); err != nil {
 		return fmt.Errorf("bad %s message: %w", m.Type, err)
-	}
-	return nil
-}
-
-// decodeStrict decodes one JSON value: unknown fields and trailing data are
-// errors.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after JSON value")
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func TestReadMessageRejects(t *testing.T) {
 		{"not json", frame(`hello`), "bad control message"},
 		{"no type", frame(`{"body":{}}`), "no type"},
 		{"unknown envelope field", frame(`{"type":"status","x":1}`), "unknown field"},
-		{"trailing data", frame(`{"type":"status"} {}`), "trailing data"},
+		{"trailing data", frame(`{"type":"status"} {}`), "after top-level value"},
 		{"array", frame(`[1,2]`), "bad control message"},
 		{"wrong type", frame(`{"type":5}`), "bad control message"},
 	}
@@ -89,7 +89,10 @@ func TestDecodeStrict(t *testing.T) {
 		{`{"files":[{"name":"a","size":"1"}]}`, "cannot unmarshal"},
 		{`{"files":[{"name":"a","size":1e400}]}`, "cannot unmarshal"},
 		{`{"files":[{"name":"a","size":99999999999999999999}]}`, "cannot unmarshal"},
-		{`{"files":[]} x`, "trailing data"},
+		{`{"files":[]} x`, "after top-level value"},
+		{`{"files":[{"name":"a","size":1,"mode":1}]}`, "unknown field \"mode\""},
+		{`{"files":[],"options":{"a":"b"},"option\u0073s":{}}`, "unknown field \"optionss\""},
+		{`{"files":[{"name":"a","size":1},{"name":"b","size":1,"sha256":"x"}]}`, "unknown field \"sha256\""},
 		{`{"options":{"a":1}}`, "cannot unmarshal"},
 	}
 	for _, tt := range tests {
@@ -98,6 +101,19 @@ func TestDecodeStrict(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Decode(%s) = %v, want error containing %q", tt.body, err, tt.want)
 		}
+	}
+	// Keys match fields as encoding/json matches them: escaped, in
+	// another case, with a rune that folds to a letter.
+	var sub Submit
+	m := Message{Type: TypeSubmit, Body: []byte(`{"FILES":[{"NaMe":"a","\u017fize":1}],"submission_id":"x","Options":{"Unknown_Key":"v"}}`)}
+	if err := m.Decode(TypeSubmit, &sub); err != nil || len(sub.Files) != 1 || sub.Files[0].Size != 1 || sub.Options["Unknown_Key"] != "v" {
+		t.Errorf("Decode of folded keys = %v, %+v", err, sub)
+	}
+	// Fields of an embedded struct are known.
+	var st AdminStatus
+	m = Message{Type: TypeAdminStatusReply, Body: []byte(`{"version":"v","protocol":1,"workers":{"max_jobs":1,"workers":[]},"disks":[],"config":{}}`)}
+	if err := m.Decode(TypeAdminStatusReply, &st); err != nil || st.Version != "v" {
+		t.Errorf("Decode of an embedded struct's fields = %v, %+v", err, st)
 	}
 	if err := (Message{Type: TypeStatus}).Decode(TypeJob, &JobInfo{}); err == nil || !strings.Contains(err.Error(), "unexpected") {
 		t.Errorf("Decode of the wrong type = %v, want an unexpected-message error", err)
