@@ -10,13 +10,21 @@ import (
 	"time"
 )
 
-// MessageBudget is the default size of a Budget: the bytes of control
-// messages a server, or a relay, holds at once while it reads and decodes
-// them, whichever sessions they come from. It is eight messages of the
-// largest size; messages of the usual size (under a kilobyte) never wait.
-// Memory follows at about DESIGN-NOTES.md's factor per byte (the message,
-// its decoder's buffer and the decoded value).
+// MessageBudget is the default size of a Budget: the bytes of large
+// control messages (over MaxUnbudgetedMessage) a server, or a relay, holds
+// at once while it reads and decodes them, whichever sessions they come
+// from: eight messages of the largest size. A message is decoded in
+// place, so it costs its size plus its decoded value (at most a few times
+// its size: see checkJSON's caps).
 const MessageBudget = 8 * MaxMessageSize
+
+// MaxUnbudgetedMessage is the size up to which a message is read without
+// taking from a Budget: every request but a submission of many files is
+// smaller, so sessions that hold the budget (sending large messages
+// slowly) cannot stop status requests, waits, fetches and small
+// submissions. What such messages hold together is bounded by the
+// connection caps (listen.MaxConns of them at a time).
+const MaxUnbudgetedMessage = 64 << 10
 
 // ErrBusy is returned by Budget.ReadMessage when the budget stayed spent
 // by other sessions' messages for as long as the budget waits. The
@@ -25,8 +33,8 @@ const MessageBudget = 8 * MaxMessageSize
 var ErrBusy = errors.New("too many large control messages are being read at once")
 
 // Budget bounds the memory that control messages hold together: each
-// message takes its announced length from the budget before its body is
-// read, and gives it back once it is decoded (Message.Decode) or dropped
+// large message takes its announced length from the budget before its
+// body is read, and gives it back once it is decoded (Message.Decode) or dropped
 // (Message.Release). A message that does not fit waits, first come first
 // served, up to the budget's wait; then ReadMessage fails with ErrBusy.
 // It is safe for concurrent use.
@@ -133,8 +141,8 @@ func (h *hold) release() {
 }
 
 // ReadMessage reads one control message as the package's ReadMessage does,
-// under the budget: once the length is read and checked, it takes that
-// many bytes from the budget (waiting as long as the budget's wait, or
+// under the budget: once the length is read and checked, a message over
+// MaxUnbudgetedMessage takes that many bytes from the budget (waiting as long as the budget's wait, or
 // until ctx ends, for room), and reads the body into one buffer of exactly
 // that size. The message holds its share until Decode or Release is
 // called; on error nothing is held. A nil budget reads without one.
@@ -145,6 +153,16 @@ func (b *Budget) ReadMessage(ctx context.Context, r io.Reader) (Message, error) 
 	n, err := readLength(r)
 	if err != nil {
 		return Message{}, err
+	}
+	if n <= MaxUnbudgetedMessage {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return Message{}, err
+		}
+		return parseMessage(body)
 	}
 	wctx, cancel := context.WithTimeout(ctx, b.wait)
 	err = b.acquire(wctx, int64(n))

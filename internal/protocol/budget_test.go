@@ -22,6 +22,12 @@ func maxFrame(t *testing.T) []byte {
 	return f
 }
 
+// midFrame is a frame of a status message just over MaxUnbudgetedMessage:
+// the smallest that takes from a budget.
+func midFrame() []byte {
+	return frame(`{"type":"status"}` + strings.Repeat(" ", MaxUnbudgetedMessage))
+}
+
 // waitWaiters waits until n readers wait for room in b.
 func waitWaiters(t *testing.T, b *Budget, n int) {
 	t.Helper()
@@ -113,8 +119,9 @@ func TestBudgetHoldsUntilDecoded(t *testing.T) {
 }
 
 // TestBudgetGivesBackOnError checks that a message that fails to arrive or
-// is refused holds nothing, and that a reader whose context ends while it
-// waits gets the context's error and lets the next waiter in.
+// is refused holds nothing, that a small message is read without taking
+// from the budget, and that a reader whose context ends while it waits
+// gets the context's error and lets the next waiter in.
 func TestBudgetGivesBackOnError(t *testing.T) {
 	t.Parallel()
 	b := NewBudget(MaxMessageSize, time.Minute)
@@ -133,13 +140,19 @@ func TestBudgetGivesBackOnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A small message does not take from the budget: it is read even now.
+	m, err := b.ReadMessage(t.Context(), bytes.NewReader(frame(`{"type":"status"}`)))
+	if err != nil {
+		t.Fatalf("a small message with the budget spent: %v", err)
+	}
+	m.Release()
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := b.ReadMessage(ctx, bytes.NewReader(frame(`{"type":"status"}`))); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := b.ReadMessage(ctx, bytes.NewReader(midFrame())); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting reader whose context ends: %v", err)
 	}
 	h.Release()
-	m, err := b.ReadMessage(t.Context(), bytes.NewReader(frame(`{"type":"status"}`)))
+	m, err = b.ReadMessage(t.Context(), bytes.NewReader(midFrame()))
 	if err != nil {
 		t.Fatalf("after the waiter left: %v", err)
 	}
@@ -150,11 +163,12 @@ func TestBudgetGivesBackOnError(t *testing.T) {
 }
 
 // TestBudgetFirstComeFirstServed checks that a large waiter is not
-// overtaken by small messages that would fit: they queue behind it.
+// overtaken by smaller budgeted messages that would fit: they queue
+// behind it.
 func TestBudgetFirstComeFirstServed(t *testing.T) {
 	t.Parallel()
 	b := NewBudget(MaxMessageSize, time.Minute)
-	small := frame(`{"type":"status"}`)
+	small := midFrame()
 	h, err := b.ReadMessage(t.Context(), bytes.NewReader(small))
 	if err != nil {
 		t.Fatal(err)

@@ -15,9 +15,10 @@ import (
 // TestControlMessageBudgetFull fills the server's budget for control
 // messages with sessions that announce maximal messages and send them a
 // byte at a time (each byte within the idle timeout): another session's
-// request waits as long as the idle timeout, then gets a retryable
-// unavailable naming the cause, and its session ends. Once the budget is
-// free again requests are served.
+// large request (over protocol.MaxUnbudgetedMessage) waits as long as the
+// idle timeout, then gets a retryable unavailable naming the cause, and
+// its session ends. Small requests are served throughout, and large ones
+// again once the budget is free.
 func TestControlMessageBudgetFull(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -53,13 +54,20 @@ func TestControlMessageBudgetFull(t *testing.T) {
 		})
 	}
 
+	// A status request padded with white space to be over the size that
+	// is read without a budget.
+	largeStatus := rawFrame(`{"type":"status"}` + strings.Repeat(" ", protocol.MaxUnbudgetedMessage))
+
 	// The holders take the whole budget as soon as the server has read
 	// their lengths; until then a request may still be served.
 	var busy error
 	servertest.Eventually(t, pollTimeout, "a request is refused for want of budget", func() bool {
 		rc := rawClient(t, ctx, s)
 		start := time.Now()
-		m, err := request(rc, protocol.TypeStatus, protocol.Empty{})
+		if _, err := rc.Write(largeStatus); err != nil {
+			t.Fatal(err)
+		}
+		m, err := protocol.ReadMessage(rc)
 		if err != nil {
 			t.Fatalf("status: %v", err)
 		}
@@ -76,6 +84,9 @@ func TestControlMessageBudgetFull(t *testing.T) {
 	})
 	if !protocol.IsCode(busy, protocol.CodeUnavailable) || !strings.Contains(busy.Error(), "busy") || !strings.Contains(busy.Error(), "try again") {
 		t.Errorf("refusal %v, want unavailable: server busy ... try again", busy)
+	}
+	if _, err := rawStatus(rawClient(t, ctx, s)); err != nil {
+		t.Errorf("a small request with the budget spent: %v", err)
 	}
 
 	release()
