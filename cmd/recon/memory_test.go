@@ -26,10 +26,10 @@ const maxMessageSessions = 64
 
 // maxMessagePeakRSS is the bound the test asserts on the server's peak
 // resident memory while maxMessageSessions maximal messages arrive at
-// once. The budget lets 8 messages (128 MiB) be read and decoded at a
-// time; each costs about three times its size at the peak (see
-// BenchmarkControlMessageMemory and docs/PERFORMANCE.md). Without the
-// budget the same load took several GB.
+// once: about twice what was measured. The budget lets 8 maximal messages
+// (128 MiB) be read and decoded at a time, each decoded in place; the
+// server peaked at 453 to 496 MiB (BenchmarkControlMessageMemory,
+// docs/PERFORMANCE.md), where it took 5.5 GB before.
 const maxMessagePeakRSS = 1 << 30
 
 // maximalMessage is a submit message of MaxMessageSize bytes that is read
