@@ -30,10 +30,23 @@ import (
 	"github.com/recon-mri/recon/internal/secure"
 )
 
-// Job describes a job as the server reports it: job_id, state
-// (queued, running, succeeded, failed, cancelled), queue position, input
-// files, options, times, exit code, error and result manifest.
+// Job describes a job as the server reports it: job_id, state, queue
+// position, input files, options, times, exit code, error and result
+// manifest.
 type Job = protocol.JobInfo
+
+// JobState is a job's state: queued, running, then one of the terminal
+// states succeeded, failed and cancelled.
+type JobState = protocol.JobState
+
+// The states of a job.
+const (
+	StateQueued    = protocol.StateQueued
+	StateRunning   = protocol.StateRunning
+	StateSucceeded = protocol.StateSucceeded
+	StateFailed    = protocol.StateFailed
+	StateCancelled = protocol.StateCancelled
+)
 
 // FileSum is a file's name, size and SHA-256 (lower-case hex).
 type FileSum = protocol.FileSum

@@ -205,10 +205,37 @@ type JobRef struct {
 // Empty is the body of requests without arguments.
 type Empty struct{}
 
+// JobState is the state of a job on the wire.
+type JobState string
+
+// The states of a job. Queued and running jobs have not ended; the others
+// are terminal. They are the server's store states (jobs.State), spelled
+// the same: the server converts one to the other and a test of the server
+// pins them together (this package does not import the store).
+const (
+	StateQueued    JobState = "queued"
+	StateRunning   JobState = "running"
+	StateSucceeded JobState = "succeeded"
+	StateFailed    JobState = "failed"
+	StateCancelled JobState = "cancelled"
+)
+
+// JobStates returns the states of a job, in the order a job goes through
+// them.
+func JobStates() []JobState {
+	return []JobState{StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+}
+
+// Terminal reports whether s is a final state (succeeded, failed or
+// cancelled).
+func (s JobState) Terminal() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCancelled
+}
+
 // JobInfo is a job as clients see it.
 type JobInfo struct {
 	JobID        string            `json:"job_id"`
-	State        string            `json:"state"`
+	State        JobState          `json:"state"`
 	Position     int               `json:"position,omitempty"` // in the queue, 1-based, when queued
 	SubmittedAt  time.Time         `json:"submitted_at"`
 	StartedAt    *time.Time        `json:"started_at,omitempty"`
@@ -228,13 +255,7 @@ type JobInfo struct {
 }
 
 // Terminal reports whether the job has ended.
-func (j *JobInfo) Terminal() bool {
-	switch j.State {
-	case "succeeded", "failed", "cancelled":
-		return true
-	}
-	return false
-}
+func (j *JobInfo) Terminal() bool { return j.State.Terminal() }
 
 // Event is a job state change sent to a waiting client.
 type Event struct {
@@ -243,12 +264,12 @@ type Event struct {
 
 // StatusReply describes the server.
 type StatusReply struct {
-	Version       string         `json:"version"`
-	Protocol      int            `json:"protocol"`
-	UptimeSeconds float64        `json:"uptime_seconds"`
-	StartedAt     time.Time      `json:"started_at"`
-	Jobs          map[string]int `json:"jobs"`
-	MaxWorkers    int            `json:"max_workers"`
+	Version       string           `json:"version"`
+	Protocol      int              `json:"protocol"`
+	UptimeSeconds float64          `json:"uptime_seconds"`
+	StartedAt     time.Time        `json:"started_at"`
+	Jobs          map[JobState]int `json:"jobs"` // by state
+	MaxWorkers    int              `json:"max_workers"`
 }
 
 // QueueReply lists jobs.
@@ -794,12 +815,23 @@ const (
 	MaxWorkers      = 1024
 )
 
+// WorkerState is the state of a worker of the pool.
+type WorkerState string
+
+// The states of a worker.
+const (
+	WorkerIdle     WorkerState = "idle"     // waiting for a job
+	WorkerBusy     WorkerState = "busy"     // running a job
+	WorkerPaused   WorkerState = "paused"   // held back by the resource gate
+	WorkerStopping WorkerState = "stopping" // leaving the pool, after its job if it has one
+)
+
 // WorkerInfo is one worker of the pool.
 type WorkerInfo struct {
-	ID    int       `json:"id"`
-	State string    `json:"state"` // idle, busy, paused, stopping
-	JobID string    `json:"job_id,omitempty"`
-	Since time.Time `json:"since"`
+	ID    int         `json:"id"`
+	State WorkerState `json:"state"`
+	JobID string      `json:"job_id,omitempty"`
+	Since time.Time   `json:"since"`
 }
 
 // WorkersReply describes the worker pool.
@@ -866,16 +898,25 @@ type SpaceUse struct {
 	KeepFailedOutputs           bool  `json:"keep_failed_outputs"`
 }
 
-// KeptUpload is an upload that may be resumed: being received
-// ("receiving") or broken and kept until Expires ("waiting").
+// UploadState is the state of an upload that may be resumed.
+type UploadState string
+
+// The states of a resumable upload.
+const (
+	UploadReceiving UploadState = "receiving" // its client is sending it
+	UploadWaiting   UploadState = "waiting"   // broken, kept for its client until it expires
+)
+
+// KeptUpload is an upload that may be resumed: being received or broken
+// and kept until Expires.
 type KeptUpload struct {
-	SubmissionID string     `json:"submission_id"`
-	Client       string     `json:"client,omitempty"` // the address it counts for
-	State        string     `json:"state"`
-	Files        int        `json:"files"`
-	Bytes        int64      `json:"bytes"`      // announced
-	BytesKept    int64      `json:"bytes_kept"` // on disk
-	Expires      *time.Time `json:"expires,omitempty"`
+	SubmissionID string      `json:"submission_id"`
+	Client       string      `json:"client,omitempty"` // the address it counts for
+	State        UploadState `json:"state"`
+	Files        int         `json:"files"`
+	Bytes        int64       `json:"bytes"`      // announced
+	BytesKept    int64       `json:"bytes_kept"` // on disk
+	Expires      *time.Time  `json:"expires,omitempty"`
 }
 
 // LogsRequest asks for the last Lines log records, of one job if JobID is
@@ -893,9 +934,9 @@ type LogsReply struct {
 
 // CancelReply reports a cancellation.
 type CancelReply struct {
-	JobID         string `json:"job_id"`
-	PreviousState string `json:"previous_state"`
-	State         string `json:"state"`
+	JobID         string   `json:"job_id"`
+	PreviousState JobState `json:"previous_state"`
+	State         JobState `json:"state"`
 }
 
 // SetMaxJobs changes the number of workers.
