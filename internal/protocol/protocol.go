@@ -20,13 +20,14 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/recon-mri/recon/internal/options"
 )
 
 // Version is the protocol version spoken inside the channel.
@@ -47,15 +48,18 @@ const (
 	// MaxJSONDepth caps the nesting of arrays and objects in a control
 	// message; recon's messages nest at most five levels.
 	MaxJSONDepth     = 16
-	MaxOptions       = 64 // options per job
-	MaxOptionKeyLen  = 64
-	MaxOptionValue   = 4 << 10  // bytes
-	MaxOptionsTotal  = 32 << 10 // bytes of all keys and values together (they become environment variables)
-	MaxNameLen       = 255      // bytes, one path element
-	MaxResultNameLen = 1024     // bytes, a result path with '/' separators
-	MaxFilesAbsolute = 100_000  // hard cap on files in one message, whatever the config says
+	MaxNameLen       = 255     // bytes, one path element
+	MaxResultNameLen = 1024    // bytes, a result path with '/' separators
+	MaxFilesAbsolute = 100_000 // hard cap on files in one message, whatever the config says
 	SHA256HexLen     = 64
 	MaxSubmissionID  = 128
+
+	// The limits of a job's options are those of package options, which
+	// the runner enforces too; the protocol adds a cap on their total.
+	MaxOptions      = options.MaxCount
+	MaxOptionKeyLen = options.MaxKeyLen
+	MaxOptionValue  = options.MaxValueBytes // bytes
+	MaxOptionsTotal = 32 << 10              // bytes of all keys and values together (they become environment variables)
 )
 
 // Type names a control message.
@@ -729,33 +733,17 @@ func (m Message) Decode(want Type, v any) error {
 	return nil
 }
 
-var optionKeyRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
-
-// ValidateOptions checks job options: at most MaxOptions, keys matching
-// [A-Za-z0-9_]{1,64} and distinct when upper-cased (they become environment
-// variable names), values at most MaxOptionValue bytes of UTF-8 without NUL.
+// ValidateOptions checks job options: each as options.Check does (at most
+// MaxOptions, keys of [A-Za-z0-9_]{1,64} distinct when upper-cased, values
+// of at most MaxOptionValue bytes without NUL), values of UTF-8, and all
+// together at most MaxOptionsTotal bytes.
 func ValidateOptions(opts map[string]string) error {
-	if len(opts) > MaxOptions {
-		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
+	if err := options.Check(opts); err != nil {
+		return err
 	}
-	seen := make(map[string]string, len(opts))
 	total := 0
 	for k, v := range opts {
 		total += len(k) + len(v)
-		if !optionKeyRE.MatchString(k) {
-			return fmt.Errorf("option key %q is not valid: use 1 to 64 letters, digits or _", truncate(k, 80))
-		}
-		up := strings.ToUpper(k)
-		if other, dup := seen[up]; dup {
-			return fmt.Errorf("option keys %q and %q differ only in case", other, k)
-		}
-		seen[up] = k
-		if len(v) > MaxOptionValue {
-			return fmt.Errorf("option %s: value is %d bytes, at most %d", k, len(v), MaxOptionValue)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return fmt.Errorf("option %s: value contains a NUL byte", k)
-		}
 		if !utf8.ValidString(v) {
 			// JSON would carry it as U+FFFD, and the server refuses
 			// strings that are not UTF-8 (checkString).
