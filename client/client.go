@@ -90,7 +90,8 @@ type Config struct {
 	// Key is the shared key (SHARED_KEY, or the relay's
 	// SHARED_KEY_RELAY_TO_CLIENTS) in its text form.
 	Key string
-	// DialTimeout bounds connecting and the handshake (default 15 s).
+	// DialTimeout bounds connecting and the handshake (default
+	// DefaultDialTimeout).
 	DialTimeout time.Duration
 	// IdleTimeout ends the session when the server sends nothing for this
 	// long while an answer is awaited (default DefaultIdleTimeout): a
@@ -100,8 +101,14 @@ type Config struct {
 	IdleTimeout time.Duration
 }
 
-// DefaultIdleTimeout is the default of Config.IdleTimeout.
-const DefaultIdleTimeout = 5 * time.Minute
+// Defaults of Config.
+const (
+	// DefaultDialTimeout is the default of Config.DialTimeout. The recon
+	// command bounds its admin connections by it too.
+	DefaultDialTimeout = 15 * time.Second
+	// DefaultIdleTimeout is the default of Config.IdleTimeout.
+	DefaultIdleTimeout = 5 * time.Minute
+)
 
 // LoadConfig reads the client settings (SERVER_HOSTNAME, SERVER_PORT,
 // SHARED_KEY) of a recon.opts file.
@@ -150,7 +157,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 func (c *Client) dial(ctx context.Context) (*secure.Conn, error) {
 	timeout := c.cfg.DialTimeout
 	if timeout == 0 {
-		timeout = 15 * time.Second
+		timeout = DefaultDialTimeout
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
@@ -26,7 +27,7 @@ func dialAdmin(ctx context.Context, e *env, opts string) (*adminSession, error) 
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, client.DefaultDialTimeout)
 	defer cancel()
 	conn, err := secure.Dial(dctx, cfg.Addr(), secure.Config{Key: cfg.SharedKey, Role: secure.RoleAdmin})
 	if err != nil {
