@@ -31,7 +31,10 @@ func Check(opts map[string]string) error {
 	seen := make(map[string]string, len(opts))
 	for k, v := range opts {
 		if !validKey(k) {
-			return fmt.Errorf("option key %q is not valid: use 1 to %d letters, digits or _", truncate(k, 80), MaxKeyLen)
+			if len(k) > 80 { // a key may be as long as a message: quote its start
+				k = k[:80] + "…"
+			}
+			return fmt.Errorf("option key %q is not valid: use 1 to %d letters, digits or _", k, MaxKeyLen)
 		}
 		up := strings.ToUpper(k)
 		if other, dup := seen[up]; dup {
@@ -61,12 +64,4 @@ func validKey(k string) bool {
 		}
 	}
 	return true
-}
-
-// truncate shortens s to n bytes and an ellipsis, for error messages.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
