@@ -30,10 +30,23 @@ import (
 	"github.com/recon-mri/recon/internal/secure"
 )
 
-// Job describes a job as the server reports it: job_id, state
-// (queued, running, succeeded, failed, cancelled), queue position, input
-// files, options, times, exit code, error and result manifest.
+// Job describes a job as the server reports it: job_id, state, queue
+// position, input files, options, times, exit code, error and result
+// manifest.
 type Job = protocol.JobInfo
+
+// JobState is a job's state: queued, running, then one of the terminal
+// states succeeded, failed and cancelled.
+type JobState = protocol.JobState
+
+// The states of a job.
+const (
+	StateQueued    = protocol.StateQueued
+	StateRunning   = protocol.StateRunning
+	StateSucceeded = protocol.StateSucceeded
+	StateFailed    = protocol.StateFailed
+	StateCancelled = protocol.StateCancelled
+)
 
 // FileSum is a file's name, size and SHA-256 (lower-case hex).
 type FileSum = protocol.FileSum
@@ -77,7 +90,8 @@ type Config struct {
 	// Key is the shared key (SHARED_KEY, or the relay's
 	// SHARED_KEY_RELAY_TO_CLIENTS) in its text form.
 	Key string
-	// DialTimeout bounds connecting and the handshake (default 15 s).
+	// DialTimeout bounds connecting and the handshake (default
+	// DefaultDialTimeout).
 	DialTimeout time.Duration
 	// IdleTimeout ends the session when the server sends nothing for this
 	// long while an answer is awaited (default DefaultIdleTimeout): a
@@ -87,8 +101,14 @@ type Config struct {
 	IdleTimeout time.Duration
 }
 
-// DefaultIdleTimeout is the default of Config.IdleTimeout.
-const DefaultIdleTimeout = 5 * time.Minute
+// Defaults of Config.
+const (
+	// DefaultDialTimeout is the default of Config.DialTimeout. The recon
+	// command bounds its admin connections by it too.
+	DefaultDialTimeout = 15 * time.Second
+	// DefaultIdleTimeout is the default of Config.IdleTimeout.
+	DefaultIdleTimeout = 5 * time.Minute
+)
 
 // LoadConfig reads the client settings (SERVER_HOSTNAME, SERVER_PORT,
 // SHARED_KEY) of a recon.opts file.
@@ -137,7 +157,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 func (c *Client) dial(ctx context.Context) (*secure.Conn, error) {
 	timeout := c.cfg.DialTimeout
 	if timeout == 0 {
-		timeout = 15 * time.Second
+		timeout = DefaultDialTimeout
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -191,7 +191,7 @@ func ExampleClient_Wait() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	var states []string
+	var states []client.JobState
 	job, err = c.Wait(ctx, job.JobID, func(j client.Job) {
 		// A progress display would update here: j.State, and j.Position
 		// while the job is queued.

@@ -106,7 +106,7 @@ func job(ctx context.Context, c *client.Client, path, out string) error {
 	if j, err = c.Wait(ctx, j.JobID, nil); err != nil {
 		return fmt.Errorf("wait: %w", err)
 	}
-	if j.State != "succeeded" {
+	if j.State != client.StateSucceeded {
 		return fmt.Errorf("job %s %s: %s", j.JobID, j.State, j.Error)
 	}
 	if len(j.Results) > 0 {
@@ -413,7 +413,7 @@ func startAndTime(recon, opts string, cfg client.Config, timeout time.Duration) 
 				if st.StartedAt.Before(start.Add(-time.Second)) {
 					return 0, 0, fmt.Errorf("another server, started at %s, answers on %s", st.StartedAt, cfg.Address)
 				}
-				return time.Since(start), st.Jobs["queued"], nil
+				return time.Since(start), st.Jobs[client.StateQueued], nil
 			}
 			err = serr
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
@@ -26,7 +27,7 @@ func dialAdmin(ctx context.Context, e *env, opts string) (*adminSession, error) 
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, client.DefaultDialTimeout)
 	defer cancel()
 	conn, err := secure.Dial(dctx, cfg.Addr(), secure.Config{Key: cfg.SharedKey, Role: secure.RoleAdmin})
 	if err != nil {
@@ -126,7 +127,7 @@ func newAdminCmd(e *env) *cobra.Command {
 				for _, f := range j.Files {
 					bytes += f.Size
 				}
-				rows = append(rows, []string{j.JobID, j.State, pos, j.SubmittedAt.Local().Format(time.DateTime), started,
+				rows = append(rows, []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime), started,
 					strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
 			}
 			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
@@ -264,7 +265,7 @@ func printWorkers(w io.Writer, ws *protocol.WorkersReply) {
 	fmt.Fprintf(w, "max jobs  %d\npool      %s\n\n", ws.MaxJobs, state)
 	var rows [][]string
 	for _, x := range ws.Workers {
-		rows = append(rows, []string{strconv.Itoa(x.ID), x.State, x.JobID, x.Since.Local().Format(time.DateTime)})
+		rows = append(rows, []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Since.Local().Format(time.DateTime)})
 	}
 	table(w, []string{"WORKER", "STATE", "JOB ID", "SINCE"}, rows)
 }
@@ -276,9 +277,9 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 	busy, idle, paused := 0, 0, 0
 	for _, x := range st.Workers.Workers {
 		switch x.State {
-		case "busy", "stopping":
+		case protocol.WorkerBusy, protocol.WorkerStopping:
 			busy++
-		case "paused":
+		case protocol.WorkerPaused:
 			paused++
 		default:
 			idle++
@@ -308,7 +309,7 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 		for _, k := range st.KeptUploads {
 			kept += k.BytesKept
 			total += k.Bytes
-			if k.State == "waiting" {
+			if k.State == protocol.UploadWaiting {
 				waiting++
 			}
 		}

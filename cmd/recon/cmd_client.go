@@ -18,6 +18,7 @@ import (
 
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/protocol"
 )
 
 // clientFlags are the flags every client command shares.
@@ -113,9 +114,9 @@ and 2 s).`,
 	return cmd
 }
 
-func countsLine(m map[string]int) string {
+func countsLine(m map[protocol.JobState]int) string {
 	var parts []string
-	for _, s := range []string{"queued", "running", "succeeded", "failed", "cancelled"} {
+	for _, s := range protocol.JobStates() {
 		parts = append(parts, fmt.Sprintf("%s %d", s, m[s]))
 	}
 	return strings.Join(parts, ", ")
@@ -126,7 +127,7 @@ func printJob(w io.Writer, j *client.Job) {
 	if j.Backend != "" {
 		fmt.Fprintf(w, "backend    %s\n", j.Backend)
 	}
-	state := j.State
+	state := string(j.State)
 	if j.Position > 0 {
 		state += fmt.Sprintf(" (position %d)", j.Position)
 	}
@@ -222,7 +223,7 @@ tried twice more (after 1 s and 2 s).`,
 				for _, f := range j.Files {
 					bytes += f.Size
 				}
-				row := []string{j.JobID, j.State, pos, j.SubmittedAt.Local().Format(time.DateTime),
+				row := []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime),
 					strconv.Itoa(len(j.Files)), humanBytes(bytes)}
 				if withBackend {
 					row = append(row, j.Backend)
@@ -292,8 +293,8 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 	if !job.Terminal() {
 		var lastState string
 		j, err := fl.c.WaitRetrying(ctx, job.JobID, func(j client.Job) {
-			line := j.State
-			if j.State == "queued" && j.Position > 0 {
+			line := string(j.State)
+			if j.State == client.StateQueued && j.Position > 0 {
 				line = fmt.Sprintf("queued (position %d)", j.Position)
 			}
 			if line != lastState && (!fl.json || term) {
@@ -359,7 +360,7 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 			fmt.Fprintln(fl.e.stdout, "results    already delivered or expired; nothing downloaded")
 		}
 	}
-	if job.State != "succeeded" {
+	if job.State != client.StateSucceeded {
 		return &codeError{code: exitJobFailed, err: fmt.Errorf("job %s %s", job.JobID, job.State)}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/relay"
 )
@@ -225,7 +226,7 @@ func (f *relayAdminFlags) dial(ctx context.Context, e *env) (*relay.AdminClient,
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, client.DefaultDialTimeout)
 	defer cancel()
 	return relay.DialAdmin(dctx, cfg.Addr(), cfg.SharedKey)
 }

@@ -122,7 +122,7 @@ func TestRelayBackendKilled(t *testing.T) {
 	}
 	victim := addrs[0]
 	running, queued := on[victim][0], on[victim][1]
-	state := func(id string) string {
+	state := func(id string) client.JobState {
 		j, err := c.Job(ctx, id)
 		if err != nil {
 			t.Fatalf("status of %s: %v", id, err)

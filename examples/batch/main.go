@@ -244,14 +244,14 @@ func (w *worker) submitWaitFetch(ctx context.Context, file string, r *outcome) e
 	if err != nil {
 		return fmt.Errorf("wait: %w", err)
 	}
-	r.state, r.results = job.State, len(job.Results)
+	r.state, r.results = string(job.State), len(job.Results)
 	if len(job.Results) > 0 {
 		if _, _, err := w.c.Fetch(ctx, job.JobID, filepath.Join(w.opts.output, job.JobID), nil); err != nil {
 			r.state = "error"
 			return fmt.Errorf("fetch: %w", err)
 		}
 	}
-	if job.State != "succeeded" && job.Error != "" {
+	if job.State != client.StateSucceeded && job.Error != "" {
 		return errors.New(job.Error)
 	}
 	return nil

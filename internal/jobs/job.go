@@ -38,6 +38,11 @@ const (
 	Cancelled State = "cancelled"
 )
 
+// States returns the five states, in the order a job goes through them.
+func States() []State {
+	return []State{Queued, Running, Succeeded, Failed, Cancelled}
+}
+
 // Valid reports whether s is one of the five known states.
 func (s State) Valid() bool {
 	switch s {

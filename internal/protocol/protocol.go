@@ -20,13 +20,14 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/recon-mri/recon/internal/options"
 )
 
 // Version is the protocol version spoken inside the channel.
@@ -47,15 +48,18 @@ const (
 	// MaxJSONDepth caps the nesting of arrays and objects in a control
 	// message; recon's messages nest at most five levels.
 	MaxJSONDepth     = 16
-	MaxOptions       = 64 // options per job
-	MaxOptionKeyLen  = 64
-	MaxOptionValue   = 4 << 10  // bytes
-	MaxOptionsTotal  = 32 << 10 // bytes of all keys and values together (they become environment variables)
-	MaxNameLen       = 255      // bytes, one path element
-	MaxResultNameLen = 1024     // bytes, a result path with '/' separators
-	MaxFilesAbsolute = 100_000  // hard cap on files in one message, whatever the config says
+	MaxNameLen       = 255     // bytes, one path element
+	MaxResultNameLen = 1024    // bytes, a result path with '/' separators
+	MaxFilesAbsolute = 100_000 // hard cap on files in one message, whatever the config says
 	SHA256HexLen     = 64
 	MaxSubmissionID  = 128
+
+	// The limits of a job's options are those of package options, which
+	// the runner enforces too; the protocol adds a cap on their total.
+	MaxOptions      = options.MaxCount
+	MaxOptionKeyLen = options.MaxKeyLen
+	MaxOptionValue  = options.MaxValueBytes // bytes
+	MaxOptionsTotal = 32 << 10              // bytes of all keys and values together (they become environment variables)
 )
 
 // Type names a control message.
@@ -205,10 +209,37 @@ type JobRef struct {
 // Empty is the body of requests without arguments.
 type Empty struct{}
 
+// JobState is the state of a job on the wire.
+type JobState string
+
+// The states of a job. Queued and running jobs have not ended; the others
+// are terminal. They are the server's store states (jobs.State), spelled
+// the same: the server converts one to the other and a test of the server
+// pins them together (this package does not import the store).
+const (
+	StateQueued    JobState = "queued"
+	StateRunning   JobState = "running"
+	StateSucceeded JobState = "succeeded"
+	StateFailed    JobState = "failed"
+	StateCancelled JobState = "cancelled"
+)
+
+// JobStates returns the states of a job, in the order a job goes through
+// them.
+func JobStates() []JobState {
+	return []JobState{StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+}
+
+// Terminal reports whether s is a final state (succeeded, failed or
+// cancelled).
+func (s JobState) Terminal() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCancelled
+}
+
 // JobInfo is a job as clients see it.
 type JobInfo struct {
 	JobID        string            `json:"job_id"`
-	State        string            `json:"state"`
+	State        JobState          `json:"state"`
 	Position     int               `json:"position,omitempty"` // in the queue, 1-based, when queued
 	SubmittedAt  time.Time         `json:"submitted_at"`
 	StartedAt    *time.Time        `json:"started_at,omitempty"`
@@ -228,13 +259,7 @@ type JobInfo struct {
 }
 
 // Terminal reports whether the job has ended.
-func (j *JobInfo) Terminal() bool {
-	switch j.State {
-	case "succeeded", "failed", "cancelled":
-		return true
-	}
-	return false
-}
+func (j *JobInfo) Terminal() bool { return j.State.Terminal() }
 
 // Event is a job state change sent to a waiting client.
 type Event struct {
@@ -243,12 +268,12 @@ type Event struct {
 
 // StatusReply describes the server.
 type StatusReply struct {
-	Version       string         `json:"version"`
-	Protocol      int            `json:"protocol"`
-	UptimeSeconds float64        `json:"uptime_seconds"`
-	StartedAt     time.Time      `json:"started_at"`
-	Jobs          map[string]int `json:"jobs"`
-	MaxWorkers    int            `json:"max_workers"`
+	Version       string           `json:"version"`
+	Protocol      int              `json:"protocol"`
+	UptimeSeconds float64          `json:"uptime_seconds"`
+	StartedAt     time.Time        `json:"started_at"`
+	Jobs          map[JobState]int `json:"jobs"` // by state
+	MaxWorkers    int              `json:"max_workers"`
 }
 
 // QueueReply lists jobs.
@@ -708,33 +733,17 @@ func (m Message) Decode(want Type, v any) error {
 	return nil
 }
 
-var optionKeyRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
-
-// ValidateOptions checks job options: at most MaxOptions, keys matching
-// [A-Za-z0-9_]{1,64} and distinct when upper-cased (they become environment
-// variable names), values at most MaxOptionValue bytes of UTF-8 without NUL.
+// ValidateOptions checks job options: each as options.Check does (at most
+// MaxOptions, keys of [A-Za-z0-9_]{1,64} distinct when upper-cased, values
+// of at most MaxOptionValue bytes without NUL), values of UTF-8, and all
+// together at most MaxOptionsTotal bytes.
 func ValidateOptions(opts map[string]string) error {
-	if len(opts) > MaxOptions {
-		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
+	if err := options.Check(opts); err != nil {
+		return err
 	}
-	seen := make(map[string]string, len(opts))
 	total := 0
 	for k, v := range opts {
 		total += len(k) + len(v)
-		if !optionKeyRE.MatchString(k) {
-			return fmt.Errorf("option key %q is not valid: use 1 to 64 letters, digits or _", truncate(k, 80))
-		}
-		up := strings.ToUpper(k)
-		if other, dup := seen[up]; dup {
-			return fmt.Errorf("option keys %q and %q differ only in case", other, k)
-		}
-		seen[up] = k
-		if len(v) > MaxOptionValue {
-			return fmt.Errorf("option %s: value is %d bytes, at most %d", k, len(v), MaxOptionValue)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return fmt.Errorf("option %s: value contains a NUL byte", k)
-		}
 		if !utf8.ValidString(v) {
 			// JSON would carry it as U+FFFD, and the server refuses
 			// strings that are not UTF-8 (checkString).
@@ -794,12 +803,23 @@ const (
 	MaxWorkers      = 1024
 )
 
+// WorkerState is the state of a worker of the pool.
+type WorkerState string
+
+// The states of a worker.
+const (
+	WorkerIdle     WorkerState = "idle"     // waiting for a job
+	WorkerBusy     WorkerState = "busy"     // running a job
+	WorkerPaused   WorkerState = "paused"   // held back by the resource gate
+	WorkerStopping WorkerState = "stopping" // leaving the pool, after its job if it has one
+)
+
 // WorkerInfo is one worker of the pool.
 type WorkerInfo struct {
-	ID    int       `json:"id"`
-	State string    `json:"state"` // idle, busy, paused, stopping
-	JobID string    `json:"job_id,omitempty"`
-	Since time.Time `json:"since"`
+	ID    int         `json:"id"`
+	State WorkerState `json:"state"`
+	JobID string      `json:"job_id,omitempty"`
+	Since time.Time   `json:"since"`
 }
 
 // WorkersReply describes the worker pool.
@@ -866,16 +886,25 @@ type SpaceUse struct {
 	KeepFailedOutputs           bool  `json:"keep_failed_outputs"`
 }
 
-// KeptUpload is an upload that may be resumed: being received
-// ("receiving") or broken and kept until Expires ("waiting").
+// UploadState is the state of an upload that may be resumed.
+type UploadState string
+
+// The states of a resumable upload.
+const (
+	UploadReceiving UploadState = "receiving" // its client is sending it
+	UploadWaiting   UploadState = "waiting"   // broken, kept for its client until it expires
+)
+
+// KeptUpload is an upload that may be resumed: being received or broken
+// and kept until Expires.
 type KeptUpload struct {
-	SubmissionID string     `json:"submission_id"`
-	Client       string     `json:"client,omitempty"` // the address it counts for
-	State        string     `json:"state"`
-	Files        int        `json:"files"`
-	Bytes        int64      `json:"bytes"`      // announced
-	BytesKept    int64      `json:"bytes_kept"` // on disk
-	Expires      *time.Time `json:"expires,omitempty"`
+	SubmissionID string      `json:"submission_id"`
+	Client       string      `json:"client,omitempty"` // the address it counts for
+	State        UploadState `json:"state"`
+	Files        int         `json:"files"`
+	Bytes        int64       `json:"bytes"`      // announced
+	BytesKept    int64       `json:"bytes_kept"` // on disk
+	Expires      *time.Time  `json:"expires,omitempty"`
 }
 
 // LogsRequest asks for the last Lines log records, of one job if JobID is
@@ -893,9 +922,9 @@ type LogsReply struct {
 
 // CancelReply reports a cancellation.
 type CancelReply struct {
-	JobID         string `json:"job_id"`
-	PreviousState string `json:"previous_state"`
-	State         string `json:"state"`
+	JobID         string   `json:"job_id"`
+	PreviousState JobState `json:"previous_state"`
+	State         JobState `json:"state"`
 }
 
 // SetMaxJobs changes the number of workers.

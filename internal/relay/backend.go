@@ -181,8 +181,8 @@ func (p *pool) markUp(b *backend, st *protocol.StatusReply, started time.Time) {
 	b.lastCheck = time.Now()
 	b.latency = latency
 	b.version = st.Version
-	b.queued = st.Jobs["queued"]
-	b.running = st.Jobs["running"]
+	b.queued = st.Jobs[protocol.StateQueued]
+	b.running = st.Jobs[protocol.StateRunning]
 }
 
 func (p *pool) checkFailed(b *backend, err error) {

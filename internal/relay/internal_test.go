@@ -61,7 +61,7 @@ func TestCandidatesLeastLoadedThenInTurn(t *testing.T) {
 	if c := p.byAddr["c:1"]; c.load() != 2 || c.placed != 2 || c.uploading != 0 {
 		t.Errorf("after two placements: load %d, placed %d, uploading %d", c.load(), c.placed, c.uploading)
 	}
-	p.markUp(p.byAddr["c:1"], &protocol.StatusReply{Jobs: map[string]int{"queued": 0, "running": 1}}, time.Now())
+	p.markUp(p.byAddr["c:1"], &protocol.StatusReply{Jobs: map[protocol.JobState]int{"queued": 0, "running": 1}}, time.Now())
 	if c := p.byAddr["c:1"]; c.load() != 1 {
 		t.Errorf("after a check: load %d, want 1", c.load())
 	}

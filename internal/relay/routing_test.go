@@ -185,7 +185,7 @@ func TestRefusingBackendSkipped(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return j.State == want
+			return string(j.State) == want
 		})
 	}
 

@@ -164,7 +164,7 @@ func (r *Relay) status(ctx context.Context) *protocol.StatusReply {
 		Protocol:      protocol.Version,
 		UptimeSeconds: time.Since(r.started).Seconds(),
 		StartedAt:     r.started.UTC(),
-		Jobs:          map[string]int{},
+		Jobs:          map[protocol.JobState]int{},
 	}
 	up, _ := r.pool.split()
 	replies := make([]*protocol.StatusReply, len(up))
@@ -400,11 +400,11 @@ func (r *Relay) queue(ctx context.Context) (*protocol.QueueReply, error) {
 	return reply, nil
 }
 
-func stateRank(s string) int {
+func stateRank(s protocol.JobState) int {
 	switch s {
-	case "running":
+	case protocol.StateRunning:
 		return 0
-	case "queued":
+	case protocol.StateQueued:
 		return 1
 	}
 	return 2

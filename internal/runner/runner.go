@@ -40,13 +40,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/recon-mri/recon/internal/options"
 	"github.com/recon-mri/recon/internal/reap"
 )
 
@@ -65,11 +65,12 @@ const (
 	// StderrTailBytes caps Result.StderrTail.
 	StderrTailBytes = 2 << 10
 
-	// MaxOptions, MaxOptionKeyLen and MaxOptionValueBytes bound Spec.Options
-	// (the protocol enforces the same limits before a job is queued).
-	MaxOptions          = 64
-	MaxOptionKeyLen     = 64
-	MaxOptionValueBytes = 4 << 10
+	// MaxOptions, MaxOptionKeyLen and MaxOptionValueBytes bound Spec.Options:
+	// the limits of package options, which the protocol enforces too
+	// before a job is queued.
+	MaxOptions          = options.MaxCount
+	MaxOptionKeyLen     = options.MaxKeyLen
+	MaxOptionValueBytes = options.MaxValueBytes
 	// MaxEnvStringBytes is Linux's MAX_ARG_STRLEN: execve fails (E2BIG)
 	// when one "NAME=value" string of the environment, with its
 	// terminating NUL, is longer. OptionsEnv refuses options that would
@@ -102,8 +103,6 @@ const (
 // in the server's environment never reach a script. PATH is DefaultPATH when
 // the server has none.
 var EnvAllowList = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
-
-var optionKeyRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 
 // Spec describes one run of the reconstruction script.
 type Spec struct {
@@ -384,32 +383,7 @@ func (s Spec) check() error {
 	case strings.ContainsAny(s.Instance, ".\x00"):
 		return fmt.Errorf("instance %q contains '.' or a NUL byte", s.Instance)
 	}
-	return checkOptions(s.Options)
-}
-
-// checkOptions checks the keys and values of options (see Spec.Options).
-func checkOptions(opts map[string]string) error {
-	if len(opts) > MaxOptions {
-		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
-	}
-	seen := make(map[string]string, len(opts))
-	for k, v := range opts {
-		if !optionKeyRE.MatchString(k) {
-			return fmt.Errorf("option key %q is not valid: use 1 to %d letters, digits or _", k, MaxOptionKeyLen)
-		}
-		up := strings.ToUpper(k)
-		if other, dup := seen[up]; dup {
-			return fmt.Errorf("option keys %q and %q differ only in case", other, k)
-		}
-		seen[up] = k
-		if len(v) > MaxOptionValueBytes {
-			return fmt.Errorf("option %s: value is %d bytes, at most %d", k, len(v), MaxOptionValueBytes)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return fmt.Errorf("option %s: value contains a NUL byte", k)
-		}
-	}
-	return nil
+	return options.Check(s.Options)
 }
 
 // buildEnv returns the script's environment: the allow-listed variables of
@@ -447,13 +421,13 @@ func buildEnv(s Spec, inputDir, outputDir, marker string) ([]string, error) {
 // within the protocol's caps can still be too long. A server calls it
 // before it accepts a job, so that every job it queues can start.
 func OptionsEnv(opts map[string]string) ([]string, error) {
-	if err := checkOptions(opts); err != nil {
+	if err := options.Check(opts); err != nil {
 		return nil, err
 	}
 	return optionsEnv(opts)
 }
 
-// optionsEnv is OptionsEnv for options that passed checkOptions.
+// optionsEnv is OptionsEnv for options that passed options.Check.
 func optionsEnv(opts map[string]string) ([]string, error) {
 	if opts == nil {
 		opts = map[string]string{}

@@ -175,13 +175,13 @@ func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelRe
 			return nil, internalError(err)
 		}
 		if j.State.Terminal() {
-			return &protocol.CancelReply{JobID: id, PreviousState: string(prev), State: string(j.State)}, nil
+			return &protocol.CancelReply{JobID: id, PreviousState: wireState(prev), State: wireState(j.State)}, nil
 		}
 		select {
 		case <-wake:
 			wake = s.changed.Wait()
 		case <-deadline.C:
-			return &protocol.CancelReply{JobID: id, PreviousState: string(prev), State: string(j.State)}, nil
+			return &protocol.CancelReply{JobID: id, PreviousState: wireState(prev), State: wireState(j.State)}, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -77,7 +77,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if counts, err := c.s.store.Counts(ctx); err == nil {
-		for _, st := range []jobs.State{jobs.Queued, jobs.Running, jobs.Succeeded, jobs.Failed, jobs.Cancelled} {
+		for _, st := range jobs.States() {
 			ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(counts[st]), string(st))
 		}
 		ch <- prometheus.MustNewConstMetric(descQueueDepth, prometheus.GaugeValue, float64(counts[jobs.Queued]))

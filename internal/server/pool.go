@@ -17,10 +17,10 @@ const idlePoll = 5 * time.Second
 
 // Worker states, as reported by admin workers.
 const (
-	workerIdle     = "idle"
-	workerBusy     = "busy"
-	workerPaused   = "paused"
-	workerStopping = "stopping"
+	workerIdle     = protocol.WorkerIdle
+	workerBusy     = protocol.WorkerBusy
+	workerPaused   = protocol.WorkerPaused
+	workerStopping = protocol.WorkerStopping
 )
 
 // pool runs jobs on a set of workers whose number can change at run time
@@ -40,7 +40,7 @@ type pool struct {
 
 type worker struct {
 	id    int
-	state string
+	state protocol.WorkerState
 	jobID string
 	since time.Time
 	stop  chan struct{} // closed to ask an idle worker to leave
@@ -125,7 +125,7 @@ func (p *pool) adjustLocked() {
 	}
 }
 
-func (p *pool) set(w *worker, state, jobID string) {
+func (p *pool) set(w *worker, state protocol.WorkerState, jobID string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w.quit && state != workerBusy {

@@ -20,20 +20,21 @@ import (
 // sendResults runs the fetch request: announce a finished job's result
 // files, stream each, and on the client's acknowledgement remove them.
 func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log *slog.Logger) error {
-	info, err := s.job(ctx, id)
+	j, _, err := s.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
-	if !info.Terminal() {
-		return protocol.Errorf(protocol.CodeNotFinished, "job %s is %s; wait for it to finish", id, info.State)
+	if !j.State.Terminal() {
+		return protocol.Errorf(protocol.CodeNotFinished, "job %s is %s; wait for it to finish", id, j.State)
 	}
-	if info.ResultsGone && info.State == string(jobs.Failed) {
-		if len(info.Results) == 0 {
+	removed := !j.ResultsRemovedAt.IsZero()
+	if removed && j.State == jobs.Failed {
+		if len(j.Results) == 0 {
 			return protocol.Errorf(protocol.CodeGone, "job %s failed and has no results: a failed job's outputs are removed when it fails (unless the server sets KEEP_FAILED_OUTPUTS = true)", id)
 		}
 		return protocol.Errorf(protocol.CodeGone, "the outputs of failed job %s were already delivered, have expired, or were removed to make room for new submissions", id)
 	}
-	if info.ResultsGone {
+	if removed {
 		return protocol.Errorf(protocol.CodeGone, "the results of job %s were already delivered or have expired", id)
 	}
 	if _, err := os.Lstat(s.outputDir(id)); errors.Is(err, os.ErrNotExist) {
@@ -42,10 +43,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 		return protocol.Errorf(protocol.CodeGone, "the results of job %s are no longer on the server", id)
 	}
 	log = log.With("job_id", id)
-	files := info.Results
-	if files == nil {
-		files = []protocol.FileSum{}
-	}
+	files := j.Results
 	var root *os.Root
 	if len(files) > 0 {
 		root, err = os.OpenRoot(s.outputDir(id))
@@ -63,7 +61,11 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 			return protocol.Errorf(protocol.CodeGone, "result %q of job %s is no longer on the server as it was collected", f.Name, id)
 		}
 	}
-	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *info, Files: files}); err != nil {
+	manifest := wireFiles(files)
+	if manifest == nil {
+		manifest = []protocol.FileSum{}
+	}
+	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *jobInfo(j), Files: manifest}); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -123,7 +125,7 @@ const deliveredPrefix = ".delivered-"
 // still be a regular file at least the size that was hashed: a file that
 // grew (a leftover process still appending) is sent as it was collected,
 // and the client's hash check catches one changed in place.
-func sendFile(w io.Writer, root *os.Root, f protocol.FileSum) error {
+func sendFile(w io.Writer, root *os.Root, f jobs.File) error {
 	fh, err := root.OpenFile(f.Name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err

@@ -297,9 +297,9 @@ func (ps *partials) list() []protocol.KeptUpload {
 	kept := make([]*partial, 0, len(ps.m))
 	var out []protocol.KeptUpload
 	for _, p := range ps.m {
-		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, Client: p.Client, State: "receiving", Files: len(p.Files)}
+		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, Client: p.Client, State: protocol.UploadReceiving, Files: len(p.Files)}
 		if !p.busy {
-			k.State = "waiting"
+			k.State = protocol.UploadWaiting
 			exp := p.expires
 			k.Expires = &exp
 		}

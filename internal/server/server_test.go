@@ -572,7 +572,7 @@ func TestEventsInOrder(t *testing.T) {
 	waitJob(t, ctx, c, a, "running", func(j *client.Job) bool { return j.State == "running" })
 
 	type ev struct {
-		State    string
+		State    client.JobState
 		Position int
 	}
 	events := make(chan ev, 16)

@@ -177,9 +177,9 @@ func (s *Server) status(ctx context.Context) (*protocol.StatusReply, error) {
 	if err != nil {
 		return nil, internalError(err)
 	}
-	byState := map[string]int{}
+	byState := map[protocol.JobState]int{}
 	for st, n := range counts {
-		byState[string(st)] = n
+		byState[wireState(st)] = n
 	}
 	return &protocol.StatusReply{
 		Version:       s.version,
@@ -191,30 +191,43 @@ func (s *Server) status(ctx context.Context) (*protocol.StatusReply, error) {
 	}, nil
 }
 
-// job looks up one job for a client.
+// job looks up one job for a client, as it travels.
 func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) {
+	j, pos, err := s.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	info := jobInfo(j)
+	info.Position = pos
+	return info, nil
+}
+
+// lookup reads one job a client asks for, with its queue position (1-based
+// when it is queued, else 0). A job id that is not valid or not known is
+// a not_found error.
+func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) {
 	if !jobs.ValidID(id) {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(id, 64))
+		return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(id, 64))
 	}
 	// The job and its queue position are two reads: a job claimed between
 	// them would show as queued at position 0, so read it again then.
 	for try := 0; ; try++ {
 		j, err := s.store.Get(ctx, id)
 		if errors.Is(err, jobs.ErrNotFound) {
-			return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)
+			return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)
 		}
 		if err != nil {
-			return nil, internalError(err)
+			return nil, 0, internalError(err)
 		}
-		info := jobInfo(j)
 		if j.State != jobs.Queued {
-			return info, nil
+			return j, 0, nil
 		}
-		if info.Position, err = s.store.QueuePosition(ctx, id); err != nil {
-			return nil, internalError(err)
+		pos, err := s.store.QueuePosition(ctx, id)
+		if err != nil {
+			return nil, 0, internalError(err)
 		}
-		if info.Position > 0 || try == 2 {
-			return info, nil
+		if pos > 0 || try == 2 {
+			return j, pos, nil
 		}
 	}
 }
@@ -242,30 +255,33 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 
 // sendEvents streams the job's state to the client until it ends.
 func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) error {
-	var last protocol.JobInfo
+	var lastState jobs.State
+	lastPos := 0
 	first := true
 	for {
 		wake, seen := s.changed.mark() // before reading, so no change is missed
-		info, err := s.job(ctx, id)
+		j, pos, err := s.lookup(ctx, id)
 		if err != nil {
 			return err
 		}
-		if first || info.State != last.State || info.Position != last.Position {
+		if first || j.State != lastState || pos != lastPos {
+			info := jobInfo(j)
+			info.Position = pos
 			s.armWrite(c)
 			if err := protocol.WriteMessage(c, protocol.TypeEvent, protocol.Event{Job: *info}); err != nil {
 				return err
 			}
 			first = false
-			last = *info
+			lastState, lastPos = j.State, pos
 		}
-		if info.Terminal() {
+		if j.State.Terminal() {
 			return nil
 		}
 		// Read the job again at once when a change may concern it, and
 		// when jobs left the queue (so a queued one moved forward) after
 		// positionSettle, which gathers the moves of a busy queue into one
 		// reading.
-		queued := info.State == string(jobs.Queued)
+		queued := j.State == jobs.Queued
 		t := time.NewTimer(eventKeepalive)
 		var settle <-chan time.Time
 		for again := false; !again; {
@@ -308,41 +324,3 @@ type internalErr struct{ err error }
 
 func (e *internalErr) Error() string { return e.err.Error() }
 func (e *internalErr) Unwrap() error { return e.err }
-
-func jobInfo(j *jobs.Job) *protocol.JobInfo {
-	info := &protocol.JobInfo{
-		JobID:        j.ID,
-		State:        string(j.State),
-		SubmittedAt:  j.SubmittedAt.UTC(),
-		Files:        fileSums(j.Files),
-		Options:      j.Options,
-		Attempts:     j.Attempts,
-		ExitCode:     j.ExitCode,
-		Error:        j.Error,
-		Results:      fileSums(j.Results),
-		Delivered:    !j.DeliveredAt.IsZero(),
-		ResultsGone:  !j.ResultsRemovedAt.IsZero(),
-		ClientAddr:   j.ClientAddr,
-		SubmissionID: j.SubmissionID,
-	}
-	if !j.StartedAt.IsZero() {
-		t := j.StartedAt.UTC()
-		info.StartedAt = &t
-	}
-	if !j.FinishedAt.IsZero() {
-		t := j.FinishedAt.UTC()
-		info.FinishedAt = &t
-	}
-	return info
-}
-
-func fileSums(fs []jobs.File) []protocol.FileSum {
-	if len(fs) == 0 {
-		return nil
-	}
-	out := make([]protocol.FileSum, len(fs))
-	for i, f := range fs {
-		out[i] = protocol.FileSum{Name: f.Name, Size: f.Size, SHA256: f.SHA256}
-	}
-	return out
-}

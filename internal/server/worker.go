@@ -120,16 +120,14 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		log.Warn("result not returned", "file", sk.Name, "reason", sk.Reason)
 	}
 	var files []jobs.File
-	list := make([]protocol.FileSum, 0, len(results))
 	for _, r := range results {
-		files = append(files, jobs.File{Name: r.Name, Size: r.Size, SHA256: r.SHA256})
-		list = append(list, protocol.FileSum{Name: r.Name, Size: r.Size, SHA256: r.SHA256})
+		files = append(files, jobs.File(r))
 	}
 	// The manifest travels in one message: a list too long for it would
 	// make the job impossible to describe or fetch.
-	if size := protocol.FileListSize(list); cerr == nil && size > protocol.MaxFileListBytes {
+	if size := protocol.FileListSize(wireFiles(files)); cerr == nil && size > protocol.MaxFileListBytes {
 		cerr = fmt.Errorf("the list of %d result files takes %d bytes, at most %d: write fewer files, or shorter names: %w",
-			len(list), size, protocol.MaxFileListBytes, runner.ErrLimit)
+			len(files), size, protocol.MaxFileListBytes, runner.ErrLimit)
 	}
 	state, msg := jobs.Succeeded, ""
 	switch {

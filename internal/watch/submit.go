@@ -305,7 +305,7 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 	if w.hooks.afterSubmit != nil && w.hooks.afterSubmit(g) {
 		return errCrash
 	}
-	if err := w.state.submitted(ctx, g.ID, job.JobID, job.State, time.Now()); err != nil {
+	if err := w.state.submitted(ctx, g.ID, job.JobID, string(job.State), time.Now()); err != nil {
 		return err
 	}
 	// The server hashed what it received; it must be what was hashed here.
@@ -425,7 +425,7 @@ func (w *Watcher) collect(ctx context.Context, c *conn, g *Group) error {
 	wctx, alive, stop := watchdog(ctx, waitSilence)
 	job, err := cl.Wait(wctx, g.JobID, func(j client.Job) {
 		alive()
-		if j.State != g.JobState {
+		if string(j.State) != g.JobState {
 			log.Debug("job state", "state", j.State, "position", j.Position)
 		}
 	})
@@ -438,7 +438,7 @@ func (w *Watcher) collect(ctx context.Context, c *conn, g *Group) error {
 		}
 		return err
 	}
-	if job.State == "failed" && g.Attempt < w.cfg.MaxAttempts {
+	if job.State == client.StateFailed && g.Attempt < w.cfg.MaxAttempts {
 		log.Error("job failed; submitting the group again", "state", job.State, "err", job.Error,
 			"exit_code", job.ExitCode, "attempt", g.Attempt, "max_attempts", w.cfg.MaxAttempts)
 		if err := w.state.retry(ctx, g.ID, job.Error); err != nil {
@@ -495,8 +495,8 @@ func (w *Watcher) collect(ctx context.Context, c *conn, g *Group) error {
 	}
 	status, msg := StatusDone, ""
 	switch {
-	case job.State != "succeeded":
-		status, msg = StatusFailed, "job "+job.State
+	case job.State != client.StateSucceeded:
+		status, msg = StatusFailed, "job "+string(job.State)
 		if job.Error != "" {
 			msg += ": " + job.Error
 		}
@@ -515,7 +515,7 @@ func (w *Watcher) end(ctx context.Context, g *Group, job *client.Job, status, ms
 	now := time.Now()
 	jobState := g.JobState
 	if job != nil {
-		jobState = job.State
+		jobState = string(job.State)
 	}
 	g.Status, g.JobState, g.Error, g.FinishedAt = status, jobState, msg, now
 	if err := w.writeSummary(g, job); err != nil {
