@@ -79,19 +79,16 @@ func TestRoutesFromOlderRelay(t *testing.T) {
 	}
 }
 
-// TestRoutesDurable: the route store's connection commits with
-// synchronous=FULL in WAL mode, read back from SQLite.
+// TestRoutesDurable: the route store's connection has the opener's
+// settings (WAL, synchronous=FULL), read back from SQLite.
 func TestRoutesDurable(t *testing.T) {
 	s, err := openRoutes(filepath.Join(t.TempDir(), "routes.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for p, want := range map[string]string{"journal_mode": "wal", "synchronous": "2"} {
-		var got string
-		if err := s.db.QueryRow("PRAGMA " + p).Scan(&got); err != nil || got != want {
-			t.Errorf("%s = %q, %v; want %q", p, got, err, want)
-		}
+	if err := sqlitedb.Verify(t.Context(), s.db); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -131,6 +131,13 @@ func OpenReaders(ctx context.Context, path string, n int) (*sql.DB, error) {
 	return db, nil
 }
 
+// Verify reads back, on a connection of db, the settings Open and
+// OpenReaders give every connection (WAL, synchronous=FULL, the busy
+// timeout, foreign keys), and fails unless it has them all.
+func Verify(ctx context.Context, db *sql.DB) error {
+	return verify(ctx, db, common())
+}
+
 // dsn returns the connection string for the database file at the absolute
 // path: a file: URI with the path escaped, so that no character of the path
 // is taken for part of the query, and the settings common to every

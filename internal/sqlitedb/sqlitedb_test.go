@@ -133,8 +133,8 @@ func TestVerifyReadsBack(t *testing.T) {
 	if _, err := db.Exec("PRAGMA synchronous = FULL"); err != nil {
 		t.Fatal(err)
 	}
-	if err := verify(t.Context(), db, common()); err != nil {
-		t.Errorf("verify of a connection with every setting: %v", err)
+	if err := Verify(t.Context(), db); err != nil {
+		t.Errorf("Verify of a connection with every setting: %v", err)
 	}
 	err = verify(t.Context(), db, common(pragma{"query_only", "1"}))
 	if err == nil || !strings.Contains(err.Error(), "query_only") {

@@ -97,11 +97,8 @@ func TestStateFromOlderDaemon(t *testing.T) {
 	if known, err := s.known(ctx, "/data/scan.dat", 3, mtime); err != nil || !known {
 		t.Errorf("known = %v, %v; want true", known, err)
 	}
-	for p, want := range map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1"} {
-		var got string
-		if err := s.db.QueryRow("PRAGMA " + p).Scan(&got); err != nil || got != want {
-			t.Errorf("%s = %q, %v; want %q", p, got, err, want)
-		}
+	if err := sqlitedb.Verify(ctx, s.db); err != nil {
+		t.Error(err)
 	}
 }
 
