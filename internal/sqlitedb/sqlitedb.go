@@ -107,8 +107,8 @@ func open(ctx context.Context, path string, migrations []string, sync func(dir s
 	return db, nil
 }
 
-// OpenReaders opens a pool of at most n query-only connections to the
-// database at path, which Open has opened: reads on them run beside the
+// OpenReaders opens a pool of at most n (at least 1) query-only
+// connections to the database at path, which Open has opened: reads on them run beside the
 // writer's transactions and see every change committed before they start.
 // They have the settings Open gives the writer (the last connection to
 // close checkpoints the log, so it must sync fully too). The caller must
@@ -118,10 +118,12 @@ func OpenReaders(ctx context.Context, path string, n int) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", dsn(abs, url.Values{"_query_only": {"1"}}))
+	// mode=rw: a reader never creates the file.
+	db, err := sql.Open("sqlite", dsn(abs, url.Values{"_query_only": {"1"}, "mode": {"rw"}}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", abs, err)
 	}
+	n = max(n, 1)
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	if err := verify(ctx, db, common(pragma{"query_only", "1"})); err != nil {

@@ -304,6 +304,14 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("Open(%q) succeeded, want an error", path)
 		}
 	}
+	missing := filepath.Join(dir, "missing.db")
+	if db, err := OpenReaders(t.Context(), missing, 1); err == nil {
+		db.Close()
+		t.Error("OpenReaders of a missing database succeeded")
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("OpenReaders created the database file")
+	}
 }
 
 // TestDirectorySync: Open syncs the directory of the file, every time, and
