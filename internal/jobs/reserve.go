@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/recon-mri/recon/internal/sqlitedb"
 )
 
 // ReserveBytes is the size of the reserve file the store keeps beside its
@@ -99,7 +101,7 @@ func (r *reserve) restore() error {
 		os.Remove(tmp)
 		return fmt.Errorf("restore store reserve: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := sqlitedb.SyncDir(dir); err != nil {
 		return fmt.Errorf("restore store reserve: %w", err)
 	}
 	r.held = true

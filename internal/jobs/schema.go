@@ -1,14 +1,8 @@
 package jobs
 
-import (
-	"context"
-	"database/sql"
-	"fmt"
-)
-
-// migrations[i] brings the schema from version i to version i+1. The
-// version is kept in PRAGMA user_version. Append, never edit: a database
-// in the field has run every migration up to its version.
+// migrations[i] brings the schema from version i to version i+1 (see
+// sqlitedb.Open). Append, never edit: a database in the field has run
+// every migration up to its version.
 var migrations = [...]string{
 	// 0 → 1: the jobs table.
 	//
@@ -41,38 +35,4 @@ var migrations = [...]string{
 	CREATE INDEX jobs_state_seq ON jobs (state, seq);
 	-- List (finished since) and ResultsToExpire.
 	CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;`,
-}
-
-// schemaVersion is the version this code writes and understands.
-const schemaVersion = len(migrations)
-
-// migrate brings the database to schemaVersion in one transaction. It
-// refuses a database written by a newer recon.
-func migrate(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-
-	var v int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	switch {
-	case v == schemaVersion:
-		return nil
-	case v > schemaVersion || v < 0:
-		return fmt.Errorf("database schema version %d is newer than this recon understands (%d): upgrade recon", v, schemaVersion)
-	}
-	for i := v; i < schemaVersion; i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			return fmt.Errorf("migrate schema from version %d to %d: %w", i, i+1, err)
-		}
-	}
-	// PRAGMA takes no bound parameters; the value is our own constant.
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
-		return fmt.Errorf("set schema version: %w", err)
-	}
-	return tx.Commit()
 }

@@ -6,26 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"net/url"
-	"os"
 	"path/filepath"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"github.com/recon-mri/recon/internal/sqlitedb"
 )
 
 // DefaultListLimit is the number of jobs List returns when
 // ListOptions.Limit is zero or negative.
 const DefaultListLimit = 1000
 
-// busyTimeout is how long a statement waits for a lock held by another
-// connection (another process on the same file) before it fails.
-const busyTimeout = 10 * time.Second
-
-// maxWALBytes bounds the size the write-ahead log is truncated back to
-// after a checkpoint.
-const maxWALBytes = 64 << 20
+// maxReaders is how many connections the store reads on at once.
+const maxReaders = 4
 
 // Store is the durable job store: one SQLite database file in WAL mode with
 // synchronous=FULL, so that every method that changes a job has committed
@@ -69,131 +61,23 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
-	if err := createFile(abs); err != nil {
-		return nil, fmt.Errorf("open job store: %w", err)
-	}
-
-	// Both pools: wait for locks held by other processes; sync fully on
-	// the readers too, as the last connection to close checkpoints.
-	q := url.Values{}
-	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
-	q.Set("_foreign_keys", "1")
-	q.Set("_synchronous", "FULL")
-	// A file: URI with the path escaped, so that no character of the
-	// path is taken for part of the query.
-	dsn := func(extra url.Values) string {
-		all := url.Values{}
-		for _, vs := range []url.Values{q, extra} {
-			for k, v := range vs {
-				all[k] = append(all[k], v...)
-			}
-		}
-		u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: all.Encode()}
-		return u.String()
-	}
-	writer := url.Values{
-		"_journal_mode": {"WAL"},
-		"_txlock":       {"immediate"},
-		"_pragma":       {fmt.Sprintf("journal_size_limit(%d)", maxWALBytes)},
-	}
-	reader := url.Values{"_query_only": {"1"}}
-
 	s := &Store{now: time.Now, reserve: openReserve(abs+ReserveSuffix, ReserveBytes)}
 	s.reserve.releaseIfTight()
-	if s.w, err = sql.Open("sqlite", dsn(writer)); err != nil {
+	ctx := context.Background()
+	s.w, err = sqlitedb.Open(ctx, abs, migrations[:])
+	if diskFull(err) {
+		s.reserve.release()
+		s.w, err = sqlitedb.Open(ctx, abs, migrations[:])
+	}
+	if err != nil {
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
-	s.w.SetMaxOpenConns(1)
-	s.w.SetMaxIdleConns(1)
-	s.w.SetConnMaxLifetime(0)
-	s.w.SetConnMaxIdleTime(0)
-	if s.r, err = sql.Open("sqlite", dsn(reader)); err != nil {
+	if s.r, err = sqlitedb.OpenReaders(ctx, abs, maxReaders); err != nil {
 		s.w.Close()
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
-	s.r.SetMaxOpenConns(4)
-	s.r.SetMaxIdleConns(4)
-
-	ctx := context.Background()
-	err = s.init(ctx)
-	if diskFull(err) {
-		s.reserve.release()
-		err = s.init(ctx)
-	}
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open job store %s: %w", abs, err)
-	}
 	s.reserve.restore() // a store without its reserve still works
 	return s, nil
-}
-
-// createFile creates the database file (mode 0600) and its missing parent
-// directories (mode 0700) unless it exists, and syncs the directories it
-// changed so that the new entries survive a power loss. Creating the file
-// here rather than in SQLite makes it, and the -wal and -shm files SQLite
-// creates with the same mode, private to the user.
-func createFile(path string) error {
-	var created []string // directories MkdirAll will create, deepest first
-	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
-			break
-		}
-		created = append(created, d)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return err
-	}
-	for _, d := range created {
-		if err := syncDir(filepath.Dir(d)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-// init checks the connection settings and migrates the schema.
-func (s *Store) init(ctx context.Context) error {
-	var mode string
-	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return err
-	}
-	if mode != "wal" {
-		return fmt.Errorf("journal mode is %q, want wal", mode)
-	}
-	var sync int
-	if err := s.w.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
-		return err
-	}
-	if sync != 2 { // FULL
-		return fmt.Errorf("synchronous is %d, want 2 (FULL)", sync)
-	}
-	return migrate(ctx, s.w)
 }
 
 // Close closes the store. Methods called after Close fail.

@@ -5,20 +5,17 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"github.com/recon-mri/recon/internal/sqlitedb"
 )
 
 // errNoRoute is returned by the route store for a job or submission it does
 // not know.
 var errNoRoute = errors.New("no route")
 
-// routeMigrations[i] brings the schema from version i to i+1 (PRAGMA
-// user_version). Append, never edit.
+// routeMigrations[i] brings the schema from version i to i+1 (see
+// sqlitedb.Open). Append, never edit.
 var routeMigrations = [...]string{
 	// 0 → 1: which backend holds which job, and which backend a submission
 	// id was last sent to (so a retried submission reaches the same one).
@@ -47,68 +44,11 @@ type routeStore struct {
 }
 
 func openRoutes(path string) (*routeStore, error) {
-	abs, err := filepath.Abs(path)
+	db, err := sqlitedb.Open(context.Background(), path, routeMigrations[:])
 	if err != nil {
 		return nil, err
-	}
-	// Create the file first, private to the user; SQLite gives its -wal
-	// and -shm files the same mode.
-	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	f.Close()
-	q := url.Values{
-		"_busy_timeout": {"10000"},
-		"_journal_mode": {"WAL"},
-		"_synchronous":  {"FULL"},
-		"_txlock":       {"immediate"},
-	}
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
-	db, err := sql.Open("sqlite", u.String())
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	if err := migrateRoutes(context.Background(), db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("%s: %w", abs, err)
 	}
 	return &routeStore{db: db}, nil
-}
-
-func migrateRoutes(ctx context.Context, db *sql.DB) error {
-	var mode string
-	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return err
-	}
-	if mode != "wal" {
-		return fmt.Errorf("journal mode is %q, want wal", mode)
-	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if v > len(routeMigrations) {
-		return fmt.Errorf("route database has schema version %d; this relay knows up to %d (was it written by a newer recon?)", v, len(routeMigrations))
-	}
-	for ; v < len(routeMigrations); v++ {
-		if _, err := tx.ExecContext(ctx, routeMigrations[v]); err != nil {
-			return fmt.Errorf("migrate route database to version %d: %w", v+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
-		return err
-	}
-	return tx.Commit()
 }
 
 func (s *routeStore) Close() error { return s.db.Close() }

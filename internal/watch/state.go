@@ -5,13 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"github.com/recon-mri/recon/internal/sqlitedb"
 )
 
 // Group statuses, in the order a group goes through them.
@@ -54,11 +53,10 @@ type File struct {
 const (
 	stateFileName = "watch.db"
 	lockFileName  = "watch.lock"
-	busyTimeout   = 10 * time.Second
 )
 
-// migrations[i] brings the schema from version i to i+1 (PRAGMA
-// user_version). Append, never edit.
+// migrations[i] brings the schema from version i to i+1 (see
+// sqlitedb.Open). Append, never edit.
 var migrations = [...]string{
 	// Times are Unix nanoseconds, NULL while not yet. A file (path, size,
 	// mtime) belongs to at most one group: that is what "already handled"
@@ -107,68 +105,12 @@ func openState(dir string) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, stateFileName)
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("state database: %w", err)
-	} else {
-		f.Close()
-	}
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
-	db, err := sql.Open("sqlite", u.String())
+	db, err := sqlitedb.Open(context.Background(), filepath.Join(dir, stateFileName), migrations[:])
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("state database: %w", err)
 	}
-	// One connection: every statement and transaction runs in turn, which
-	// is plenty for a daemon that changes a row now and then.
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	s := &state{db: db, lock: lock}
-	if err := s.init(context.Background()); err != nil {
-		s.close()
-		return nil, fmt.Errorf("state database %s: %w", path, err)
-	}
-	return s, nil
-}
-
-func (s *state) init(ctx context.Context) error {
-	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return err
-	}
-	if mode != "wal" {
-		return fmt.Errorf("journal mode is %q, want wal", mode)
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return err
-	}
-	if v > len(migrations) || v < 0 {
-		return fmt.Errorf("schema version %d is newer than this recon understands (%d): upgrade recon", v, len(migrations))
-	}
-	for i := v; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			return fmt.Errorf("migrate schema from version %d: %w", i, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return &state{db: db, lock: lock}, nil
 }
 
 func (s *state) close() error {
