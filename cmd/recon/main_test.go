@@ -101,7 +101,7 @@ var startedRE = regexp.MustCompile(`clients on (\S+), admin on (\S+),`)
 
 // startServer runs `recon server --opts opts` in dir and waits until it
 // says where it listens. The process is stopped when the test ends.
-func startServer(t *testing.T, dir, opts string) *serverProc {
+func startServer(t testing.TB, dir, opts string) *serverProc {
 	t.Helper()
 	cmd := exec.Command(reconBin, "server", "--opts", opts)
 	cmd.Dir = dir
@@ -141,7 +141,7 @@ func startServer(t *testing.T, dir, opts string) *serverProc {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *serverProc) stop(t *testing.T) {
+func (p *serverProc) stop(t testing.TB) {
 	if p.cmd.ProcessState != nil {
 		return
 	}
@@ -166,7 +166,7 @@ func (p *serverProc) kill9(t *testing.T) {
 	p.done <- nil
 }
 
-func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+func writeFile(t testing.TB, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 
 // serverOpts writes a server config on free loopback ports and returns its
 // shared key.
-func serverOpts(t *testing.T, dir string, script string, extra ...string) string {
+func serverOpts(t testing.TB, dir string, script string, extra ...string) string {
 	t.Helper()
 	key := keys.MustGenerate().Encode()
 	lines := []string{

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -313,41 +314,72 @@ func WriteError(w io.Writer, e *Error) error {
 type Message struct {
 	Type Type
 	Body json.RawMessage
+	hold *hold // its share of a Budget, if read under one
 }
 
 // ReadMessage reads one control message. The length is checked before
 // anything is allocated, and the buffer grows only as bytes arrive, so a
 // peer that announces a large message and sends little costs little.
+// A server reads under a Budget instead (Budget.ReadMessage).
 func ReadMessage(r io.Reader) (Message, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	n, err := readLength(r)
+	if err != nil {
 		return Message{}, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 {
-		return Message{}, fmt.Errorf("%w: zero length", ErrBadMessage)
-	}
-	if n > MaxMessageSize {
-		return Message{}, fmt.Errorf("%w (%d bytes, at most %d)", ErrMessageTooLarge, n, MaxMessageSize)
-	}
-	b, err := readN(r, int(n))
+	b, err := readN(r, n)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return Message{}, err
 	}
-	if err := checkJSON(b); err != nil {
+	return parseMessage(b)
+}
+
+// readLength reads and checks a control message's length.
+func readLength(r io.Reader) (int, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 {
+		return 0, fmt.Errorf("%w: zero length", ErrBadMessage)
+	}
+	if n > MaxMessageSize {
+		return 0, fmt.Errorf("%w (%d bytes, at most %d)", ErrMessageTooLarge, n, MaxMessageSize)
+	}
+	return int(n), nil
+}
+
+// parseMessage checks a control message's JSON and splits its envelope.
+// The body is a slice of b, not a copy.
+func parseMessage(b []byte) (Message, error) {
+	// checkJSON refuses keys of the envelope other than its two, which
+	// json.Unmarshal would ignore.
+	if err := checkJSON(b, "TYPE", "BODY"); err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
-	var env envelope
-	if err := decodeStrict(b, &env); err != nil {
+	var env struct {
+		Type Type    `json:"type"`
+		Body rawBody `json:"body"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
 		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
 	if env.Type == "" {
 		return Message{}, fmt.Errorf("%w: no type", ErrBadMessage)
 	}
-	return Message{Type: env.Type, Body: env.Body}, nil
+	return Message{Type: env.Type, Body: json.RawMessage(env.Body)}, nil
+}
+
+// rawBody is a JSON value kept as the slice of the message it was read
+// from: json.RawMessage would copy it.
+type rawBody []byte
+
+func (r *rawBody) UnmarshalJSON(b []byte) error {
+	*r = b // a slice of parseMessage's buffer, which nothing changes
+	return nil
 }
 
 // readChunk is how much readN allocates ahead of the bytes it has read.
@@ -377,29 +409,45 @@ func readN(r io.Reader, n int) ([]byte, error) {
 // checkJSON walks one JSON document and refuses what encoding/json would
 // let through: an object with two keys that name the same field (it keeps
 // the last, and matches names without regard to case, so "files" and
-// "FILES" are the same key), and nesting deeper than MaxJSONDepth.
-// Anything else malformed is left to decodeStrict, which reports it: on
-// bytes that are not JSON, checkJSON stops and returns nil.
-func checkJSON(b []byte) error {
-	type level struct {
-		object bool
-		keys   []string        // folded keys so far, while few
-		set    map[string]bool // folded keys, once many
-	}
-	var stack []level
+// "FILES" are the same key), nesting deeper than MaxJSONDepth, an object
+// of more than MaxJSONKeys keys or an array of more than MaxJSONElements
+// elements (the decoded value could take several times the message's
+// size), and strings that are not valid Unicode (checkString). With top
+// set, the top-level object may only have those keys (folded as by
+// foldKey). Anything else malformed is left to the decoder, which reports
+// it: on bytes that are not JSON, checkJSON stops and returns nil.
+//
+// It allocates little, whatever the message: the keys of each open
+// object are kept folded in a buffer reused from one object to the next.
+func checkJSON(b []byte, top ...string) error {
+	var stack []jsonLevel
+	var folded []byte  // the current key, folded
 	expectKey := false // the next string in the current object is a key
 	for i := 0; i < len(b); {
 		switch c := b[i]; c {
-		case ' ', '\t', '\n', '\r', ',', ':':
-			if c == ',' && len(stack) > 0 && stack[len(stack)-1].object {
-				expectKey = true
+		case ' ', '\t', '\n', '\r', ':':
+			i++
+		case ',':
+			if len(stack) > 0 {
+				l := &stack[len(stack)-1]
+				expectKey = l.object
+				if !l.object {
+					if l.n++; l.n >= MaxJSONElements {
+						return fmt.Errorf("an array of more than %d elements", MaxJSONElements)
+					}
+				}
 			}
 			i++
 		case '{', '[':
 			if len(stack) >= MaxJSONDepth {
 				return fmt.Errorf("nested more than %d levels deep", MaxJSONDepth)
 			}
-			stack = append(stack, level{object: c == '{'})
+			if len(stack) < cap(stack) {
+				stack = stack[:len(stack)+1]
+			} else {
+				stack = append(stack, jsonLevel{})
+			}
+			stack[len(stack)-1].reset(c == '{')
 			expectKey = c == '{'
 			i++
 		case '}', ']':
@@ -422,30 +470,27 @@ func checkJSON(b []byte) error {
 			if end >= len(b) {
 				return nil
 			}
+			if err := checkString(b[i+1:end], escaped); err != nil {
+				return err
+			}
 			if expectKey && len(stack) > 0 {
-				key := string(b[i+1 : end])
+				raw := b[i+1 : end]
+				key := ""
 				if escaped {
 					if json.Unmarshal(b[i:end+1], &key) != nil {
 						return nil
 					}
+					raw = []byte(key)
 				}
-				l := &stack[len(stack)-1]
-				f := foldKey(key)
-				dup := l.set[f]
-				if l.set == nil {
-					dup = slices.Contains(l.keys, f)
-					l.keys = append(l.keys, f)
-					if len(l.keys) > 16 {
-						l.set = make(map[string]bool, 2*len(l.keys))
-						for _, k := range l.keys {
-							l.set[k] = true
-						}
+				folded = appendFoldKey(folded[:0], raw)
+				if top != nil && len(stack) == 1 && !slices.Contains(top, string(folded)) {
+					return fmt.Errorf("unknown field %q", truncate(string(raw), 40))
+				}
+				if err := stack[len(stack)-1].add(folded); err != nil {
+					if errors.Is(err, errDuplicateKey) {
+						return fmt.Errorf("%w %q", err, truncate(string(raw), 40))
 					}
-				} else {
-					l.set[f] = true
-				}
-				if dup {
-					return fmt.Errorf("duplicate key %q", truncate(key, 40))
+					return err
 				}
 				expectKey = false
 			}
@@ -455,6 +500,148 @@ func checkJSON(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// Caps checkJSON sets on the shape of a control message. No message of
+// recon's comes near them: its largest array is a file list
+// (MaxFilesAbsolute entries), its largest object the server's config in
+// an admin status.
+const (
+	MaxJSONElements = MaxFilesAbsolute // in one array
+	MaxJSONKeys     = 1024             // in one object
+)
+
+// jsonLevel is an open object or array of checkJSON's walk.
+type jsonLevel struct {
+	object bool
+	n      int             // keys, or commas of an array, so far
+	keys   []byte          // the folded keys so far, end to end, while few
+	ends   []int           // where each key ends in keys
+	set    map[string]bool // the folded keys, once many
+	many   bool            // set is in use
+}
+
+// reset makes l a new, empty object or array, keeping its buffers.
+func (l *jsonLevel) reset(object bool) {
+	l.object, l.n, l.keys, l.ends, l.many = object, 0, l.keys[:0], l.ends[:0], false
+	clear(l.set)
+}
+
+var errDuplicateKey = errors.New("duplicate key")
+
+// add records a folded key of the object; a key seen before is an error.
+func (l *jsonLevel) add(folded []byte) error {
+	if l.n++; l.n > MaxJSONKeys {
+		return fmt.Errorf("an object of more than %d keys", MaxJSONKeys)
+	}
+	if l.many {
+		if l.set[string(folded)] {
+			return errDuplicateKey
+		}
+		l.set[string(folded)] = true
+		return nil
+	}
+	start := 0
+	for _, e := range l.ends {
+		if bytes.Equal(l.keys[start:e], folded) {
+			return errDuplicateKey
+		}
+		start = e
+	}
+	l.keys = append(l.keys, folded...)
+	l.ends = append(l.ends, len(l.keys))
+	if len(l.ends) > 16 {
+		if l.set == nil {
+			l.set = make(map[string]bool, 64)
+		}
+		start = 0
+		for _, e := range l.ends {
+			l.set[string(l.keys[start:e])] = true
+			start = e
+		}
+		l.many = true
+	}
+	return nil
+}
+
+// appendFoldKey appends key folded by foldKey to dst, without allocating
+// for an ASCII key.
+func appendFoldKey(dst, key []byte) []byte {
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			return append(dst, foldKey(string(key))...)
+		}
+	}
+	for _, c := range key {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// checkString refuses the text of a JSON string (between its quotes) that
+// encoding/json would quietly change: bytes that are not valid UTF-8, and
+// \u escapes of a UTF-16 surrogate that is not half of a valid pair
+// (high then low). It decodes both to U+FFFD, so a file name of raw
+// bytes would be stored as "\ufffd" instead of refused. A malformed escape
+// is left to the decoder, which refuses it.
+func checkString(s []byte, escaped bool) error {
+	if !utf8.Valid(s) {
+		return fmt.Errorf("string %q is not valid UTF-8", truncate(string(s), 40))
+	}
+	if !escaped {
+		return nil
+	}
+	for j := 0; j < len(s); j++ {
+		if s[j] != '\\' {
+			continue
+		}
+		j++
+		if j >= len(s) || s[j] != 'u' {
+			continue
+		}
+		r := hex4(s[j+1:])
+		if r < 0 {
+			return nil
+		}
+		j += 4
+		if !utf16.IsSurrogate(rune(r)) {
+			continue
+		}
+		// A high surrogate must be followed at once by a low one.
+		if r < 0xdc00 && j+6 < len(s) && s[j+1] == '\\' && s[j+2] == 'u' {
+			if lo := hex4(s[j+3:]); 0xdc00 <= lo && lo <= 0xdfff {
+				j += 6
+				continue
+			}
+		}
+		return fmt.Errorf("string \"%s\" holds \\u%04x, half of a UTF-16 surrogate pair without its other half: it is not a character", truncate(string(s), 40), r)
+	}
+	return nil
+}
+
+// hex4 returns the value of the 4 hex digits that start b, or -1.
+func hex4(b []byte) int {
+	if len(b) < 4 {
+		return -1
+	}
+	v := 0
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		v = v<<4 | int(c)
+	}
+	return v
 }
 
 // foldKey folds a key the way encoding/json matches field names: ASCII
@@ -490,7 +677,11 @@ func foldKey(s string) string {
 // an *Error returned as the error, so callers can write
 //
 //	if err := m.Decode(TypeJob, &job); err != nil { ... }
+//
+// It releases the message's share of its budget, if any: the raw message
+// is not needed any more.
 func (m Message) Decode(want Type, v any) error {
+	defer m.Release()
 	if m.Type == TypeError {
 		var e Error
 		if err := decodeStrict(m.Body, &e); err != nil {
@@ -517,25 +708,11 @@ func (m Message) Decode(want Type, v any) error {
 	return nil
 }
 
-// decodeStrict decodes one JSON value: unknown fields and trailing data are
-// errors.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after JSON value")
-	}
-	return nil
-}
-
 var optionKeyRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 
 // ValidateOptions checks job options: at most MaxOptions, keys matching
 // [A-Za-z0-9_]{1,64} and distinct when upper-cased (they become environment
-// variable names), values at most MaxOptionValue bytes without NUL.
+// variable names), values at most MaxOptionValue bytes of UTF-8 without NUL.
 func ValidateOptions(opts map[string]string) error {
 	if len(opts) > MaxOptions {
 		return fmt.Errorf("too many options: %d, at most %d", len(opts), MaxOptions)
@@ -557,6 +734,11 @@ func ValidateOptions(opts map[string]string) error {
 		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return fmt.Errorf("option %s: value contains a NUL byte", k)
+		}
+		if !utf8.ValidString(v) {
+			// JSON would carry it as U+FFFD, and the server refuses
+			// strings that are not UTF-8 (checkString).
+			return fmt.Errorf("option %s: value is not valid UTF-8", k)
 		}
 	}
 	if total > MaxOptionsTotal {

@@ -68,7 +68,7 @@ func TestReadMessageRejects(t *testing.T) {
 		{"not json", frame(`hello`), "bad control message"},
 		{"no type", frame(`{"body":{}}`), "no type"},
 		{"unknown envelope field", frame(`{"type":"status","x":1}`), "unknown field"},
-		{"trailing data", frame(`{"type":"status"} {}`), "trailing data"},
+		{"trailing data", frame(`{"type":"status"} {}`), "after top-level value"},
 		{"array", frame(`[1,2]`), "bad control message"},
 		{"wrong type", frame(`{"type":5}`), "bad control message"},
 	}
@@ -89,7 +89,10 @@ func TestDecodeStrict(t *testing.T) {
 		{`{"files":[{"name":"a","size":"1"}]}`, "cannot unmarshal"},
 		{`{"files":[{"name":"a","size":1e400}]}`, "cannot unmarshal"},
 		{`{"files":[{"name":"a","size":99999999999999999999}]}`, "cannot unmarshal"},
-		{`{"files":[]} x`, "trailing data"},
+		{`{"files":[]} x`, "after top-level value"},
+		{`{"files":[{"name":"a","size":1,"mode":1}]}`, "unknown field \"mode\""},
+		{`{"files":[],"options":{"a":"b"},"option\u0073s":{}}`, "unknown field \"optionss\""},
+		{`{"files":[{"name":"a","size":1},{"name":"b","size":1,"sha256":"x"}]}`, "unknown field \"sha256\""},
 		{`{"options":{"a":1}}`, "cannot unmarshal"},
 	}
 	for _, tt := range tests {
@@ -98,6 +101,19 @@ func TestDecodeStrict(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Decode(%s) = %v, want error containing %q", tt.body, err, tt.want)
 		}
+	}
+	// Keys match fields as encoding/json matches them: escaped, in
+	// another case, with a rune that folds to a letter.
+	var sub Submit
+	m := Message{Type: TypeSubmit, Body: []byte(`{"FILES":[{"NaMe":"a","\u017fize":1}],"submission_id":"x","Options":{"Unknown_Key":"v"}}`)}
+	if err := m.Decode(TypeSubmit, &sub); err != nil || len(sub.Files) != 1 || sub.Files[0].Size != 1 || sub.Options["Unknown_Key"] != "v" {
+		t.Errorf("Decode of folded keys = %v, %+v", err, sub)
+	}
+	// Fields of an embedded struct are known.
+	var st AdminStatus
+	m = Message{Type: TypeAdminStatusReply, Body: []byte(`{"version":"v","protocol":1,"workers":{"max_jobs":1,"workers":[]},"disks":[],"config":{}}`)}
+	if err := m.Decode(TypeAdminStatusReply, &st); err != nil || st.Version != "v" {
+		t.Errorf("Decode of an embedded struct's fields = %v, %+v", err, st)
 	}
 	if err := (Message{Type: TypeStatus}).Decode(TypeJob, &JobInfo{}); err == nil || !strings.Contains(err.Error(), "unexpected") {
 		t.Errorf("Decode of the wrong type = %v, want an unexpected-message error", err)
@@ -135,6 +151,8 @@ func TestValidateOptions(t *testing.T) {
 		{map[string]string{"method": "a", "METHOD": "b"}, "differ only in case"},
 		{map[string]string{"m": strings.Repeat("v", MaxOptionValue+1)}, "at most"},
 		{map[string]string{"m": "a\x00b"}, "NUL"},
+		{map[string]string{"m": "caf\xe9"}, "not valid UTF-8"},
+		{map[string]string{"m": "caf\u00e9 \ufffd"}, ""},
 		{many, "too many options"},
 		{bigOpts(9, MaxOptionValue), "add up to"},
 		{bigOpts(7, MaxOptionValue), ""},
@@ -193,6 +211,9 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"a","size":1}],"FILES":[]}}`))
 	f.Add(frame(`{"type":"submit","body":{"files":[],"options":{"k":"1","k":"2"}}}`))
 	f.Add(frame(`{"type":"status","body":[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]}`))
+	f.Add(frame("{\"type\":\"submit\",\"body\":{\"files\":[{\"name\":\"a\xff.7\",\"size\":1}]}}"))
+	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"\udc80.7","size":1},{"name":"\ud83d\ude00","size":1}]}}`))
+	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"\ude00\ud83d","size":1}],"options":{"k":"\ud800"}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ReadMessage(bytes.NewReader(b))
 		if err != nil {

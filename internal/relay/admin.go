@@ -14,7 +14,7 @@ import (
 // serveAdmin answers a relay administrator's requests in sequence.
 func (r *Relay) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
 	for {
-		m, err := protocol.ReadMessage(c)
+		m, err := r.msgs.ReadMessage(ctx, c)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Info("admin session ended", "err", err)

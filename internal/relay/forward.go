@@ -232,7 +232,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if werr != nil {
 			return false, r.uploadFailed(ctx, b, bc, handedOver, werr, log)
 		}
-		m, err := protocol.ReadMessage(c)
+		m, err := r.msgs.ReadMessage(ctx, c)
 		if err != nil {
 			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", err)
 			return false, errSessionOver
@@ -368,7 +368,7 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 			return errSessionOver
 		}
 	}
-	m, err := protocol.ReadMessage(c)
+	m, err := r.msgs.ReadMessage(ctx, c)
 	if err != nil {
 		return errSessionOver
 	}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/listen"
+	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/statelock"
 )
@@ -69,6 +70,10 @@ type Relay struct {
 	done     chan struct{}
 	stopOnce sync.Once
 	stopErr  error
+
+	// msgs bounds the memory of the control messages read from clients
+	// (the backends' replies come from the site's own servers).
+	msgs *protocol.Budget
 }
 
 // Options are optional settings for New.
@@ -142,6 +147,9 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 		started: time.Now(),
 		clients: clientTable{m: map[string]*clientSession{}},
 		done:    make(chan struct{}),
+		// A message waits for room as long as a session may wait for a
+		// byte.
+		msgs: protocol.NewBudget(protocol.MessageBudget, opts.IdleTimeout),
 	}, nil
 }
 

@@ -40,7 +40,7 @@ func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logge
 	cs := r.clients.add(listen.NewConnID(), c.RemoteAddr().String())
 	defer r.clients.remove(cs)
 	for {
-		m, err := protocol.ReadMessage(c)
+		m, err := r.msgs.ReadMessage(ctx, c)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Info("session ended", "err", err)
@@ -54,6 +54,7 @@ func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logge
 		r.armWrite(c)
 		cs.begin(string(m.Type))
 		err = r.handleClient(ctx, c, cs, m, log)
+		m.Release() // if the handler did not decode it
 		cs.end()
 		if err == nil {
 			continue
@@ -138,6 +139,8 @@ func messageError(err error) *protocol.Error {
 		return protocol.Errorf(protocol.CodeTooLarge, "%v", err)
 	case errors.Is(err, protocol.ErrBadMessage):
 		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	case errors.Is(err, protocol.ErrBusy):
+		return protocol.Errorf(protocol.CodeUnavailable, "relay busy: %v; try again", err)
 	}
 	return nil
 }

@@ -80,7 +80,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 		}
 		total += f.Size
 	}
-	m, err := protocol.ReadMessage(c)
+	m, err := s.msgs.ReadMessage(ctx, c)
 	if err != nil {
 		return err
 	}

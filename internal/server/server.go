@@ -24,6 +24,7 @@ import (
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/listen"
+	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/statelock"
 )
@@ -55,6 +56,9 @@ type Server struct {
 	pool      *pool
 	metrics   *metrics
 	metricsLn net.Listener
+
+	// msgs bounds the memory of the control messages being read.
+	msgs *protocol.Budget
 }
 
 // Options are optional settings for New.
@@ -130,6 +134,8 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	if s.opts.KillGrace == 0 {
 		s.opts.KillGrace = cfg.KillGrace // KILL_GRACE_SECONDS
 	}
+	// A message waits for room as long as a session may wait for a byte.
+	s.msgs = protocol.NewBudget(protocol.MessageBudget, s.opts.IdleTimeout)
 	sampler := s.opts.Sampler
 	if sampler == nil {
 		sampler = &systemSampler{}

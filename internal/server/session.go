@@ -38,6 +38,8 @@ func messageError(err error) *protocol.Error {
 		return protocol.Errorf(protocol.CodeTooLarge, "%v", err)
 	case errors.Is(err, protocol.ErrBadMessage):
 		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	case errors.Is(err, protocol.ErrBusy):
+		return protocol.Errorf(protocol.CodeUnavailable, "server busy: %v; try again", err)
 	}
 	return nil
 }
@@ -56,7 +58,7 @@ func (s *Server) armWrite(c *secure.Conn) {
 func (s *Server) serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
 	handle func(context.Context, *secure.Conn, protocol.Message, *slog.Logger) error) {
 	for {
-		m, err := protocol.ReadMessage(c)
+		m, err := s.msgs.ReadMessage(ctx, c)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Warn("session ended", "err", err)
@@ -73,6 +75,7 @@ func (s *Server) serveRequests(ctx context.Context, c *secure.Conn, log *slog.Lo
 		// run longer (uploads, events, results) re-arm it.
 		s.armWrite(c)
 		err = handle(ctx, c, m, log)
+		m.Release() // if the handler did not decode it
 		if err == nil {
 			continue
 		}

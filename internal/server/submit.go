@@ -214,7 +214,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		sums = p.sums
 	}
 	receiving = true
-	files, err := receiveFiles(c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout, &res.written)
+	files, err := receiveFiles(ctx, s.msgs, c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout, &res.written)
 	if err != nil {
 		log.Warn("upload failed", "err", err)
 		s.armWrite(c) // for the error reply
@@ -282,7 +282,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 // the hash of each file verified whole.
 //
 // written counts the bytes written to disk.
-func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration, written *atomic.Int64) ([]jobs.File, error) {
+func receiveFiles(ctx context.Context, msgs *protocol.Budget, c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration, written *atomic.Int64) ([]jobs.File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, internalError(err)
@@ -306,11 +306,11 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, off
 				}
 			}
 			pace.restart()
-			if err := readFileDone(src, fi.Name, sum, off); err != nil {
+			if err := readFileDone(ctx, msgs, src, fi.Name, sum, off); err != nil {
 				return nil, err
 			}
 		} else {
-			sum, err = receiveFile(root, src, pace, i, fi, off, written)
+			sum, err = receiveFile(ctx, msgs, root, src, pace, i, fi, off, written)
 			if err != nil {
 				return nil, err
 			}
@@ -325,7 +325,7 @@ func receiveFiles(c *secure.Conn, dir string, announced []protocol.FileInfo, off
 
 // receiveFile receives file i into its part (after the off bytes the part
 // holds), checks it and renames it to its name.
-func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.FileInfo, off int64, written *atomic.Int64) (string, error) {
+func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.FileInfo, off int64, written *atomic.Int64) (string, error) {
 	part := partName(i)
 	flag := os.O_RDWR | os.O_CREATE
 	if off == 0 {
@@ -349,7 +349,7 @@ func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.F
 		return "", uploadError(fi.Name, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if err := readFileDone(src, fi.Name, sum, off); err != nil {
+	if err := readFileDone(ctx, msgs, src, fi.Name, sum, off); err != nil {
 		return "", err
 	}
 	if err := xfer.Sync(f); err != nil {
@@ -367,8 +367,8 @@ func receiveFile(root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.F
 // readFileDone reads the FileDone that ends a file and checks its hash
 // against sum, the server's of the whole file (off bytes of which it had
 // kept from an earlier attempt).
-func readFileDone(src io.Reader, name, sum string, off int64) error {
-	m, err := protocol.ReadMessage(src)
+func readFileDone(ctx context.Context, msgs *protocol.Budget, src io.Reader, name, sum string, off int64) error {
+	m, err := msgs.ReadMessage(ctx, src)
 	if err != nil {
 		if pe := messageError(err); pe != nil {
 			return pe
