@@ -51,9 +51,9 @@ func (e *localExecutor) promoteAttempt(id, dir string) error {
 }
 
 // recover kills what the runs of an earlier server process on this state
-// left alive (a script dies with the server; what it started need
-// not), then removes their attempt directories. It runs before any job
-// does. Processes that cannot be killed are logged, and the server starts
+// left alive (a script dies with the server; what it started need not),
+// then removes their attempt directories. New calls it before any job
+// runs. Processes that cannot be killed are logged, and the server starts
 // anyway (a restart must always work): their directories are gone, and the
 // next attempt of their job writes into a new one.
 func (e *localExecutor) recover(ctx context.Context) error {
