@@ -25,7 +25,9 @@ func TestRelayControlMessageBudgetFull(t *testing.T) {
 	ctx := testCtx(t)
 	key := keys.MustGenerate().Encode()
 	bs := startBackends(t, 1, key, servertest.Options{})
-	const idle = time.Second
+	// Long enough that holders writing every tenth of it are never cut by
+	// a late tick on a loaded machine.
+	const idle = 3 * time.Second
 	r := startRelayWith(t, writeRelayConfig(t, t.TempDir(), []string{bs[0].Addr().String()}, key, nil), relay.Options{IdleTimeout: idle})
 	k, err := keys.Parse(r.Key)
 	if err != nil {
@@ -69,7 +71,7 @@ func TestRelayControlMessageBudgetFull(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			tick := time.NewTicker(idle / 5)
+			tick := time.NewTicker(idle / 10)
 			defer tick.Stop()
 			for {
 				select {

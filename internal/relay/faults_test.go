@@ -29,6 +29,10 @@ import (
 // on a backend (or client) that stopped moving.
 const faultIdle = time.Second
 
+// proxyReadBuffer caps the kernel's receive buffer of each connection of a
+// freezeProxy (SO_RCVBUF, which also turns off its autotuning).
+const proxyReadBuffer = 256 << 10
+
 // freezeProxy forwards connections to a backend and can freeze them: the
 // bytes stop moving both ways and the connections stay open, as when the
 // backend process is stopped with SIGSTOP.
@@ -61,6 +65,13 @@ func startFreezeProxy(t *testing.T, target string) *freezeProxy {
 			if err != nil {
 				c.Close()
 				continue
+			}
+			// A frozen backend takes no more than a stopped process
+			// would: without a cap, loopback receive buffers grow to
+			// tcp_rmem's maximum (32 MiB here), enough for a whole
+			// test upload to pass the relay before the freeze bites.
+			for _, conn := range []net.Conn{c, s} {
+				conn.(*net.TCPConn).SetReadBuffer(proxyReadBuffer)
 			}
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
