@@ -154,7 +154,7 @@ func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelRe
 		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(id, 64))
 	}
 	wake := s.changed.Wait()
-	prev, err := s.CancelJob(ctx, id)
+	prev, err := s.pool.cancelJob(ctx, id)
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
 		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)

@@ -20,8 +20,8 @@ import (
 // directory, cannot write into the results of a later one.
 const attemptPrefix = ".attempt-"
 
-func (s *Server) attemptDir(id string, attempt int) string {
-	return filepath.Join(s.cfg.OutputBaseDir, attemptPrefix+id+"-"+strconv.Itoa(attempt))
+func (e *localExecutor) attemptDir(id string, attempt int) string {
+	return filepath.Join(e.cfg.OutputBaseDir, attemptPrefix+id+"-"+strconv.Itoa(attempt))
 }
 
 // instanceOf names the runs of the server whose state is in stateDir, in
@@ -39,8 +39,8 @@ func instanceOf(stateDir string) string {
 // promoteAttempt makes an attempt's directory, whose processes are all
 // dead, the job's output directory, in place of any older one (left by an
 // attempt that ended just before a crash).
-func (s *Server) promoteAttempt(id, dir string) error {
-	out := s.outputDir(id)
+func (e *localExecutor) promoteAttempt(id, dir string) error {
+	out := e.outputDir(id)
 	if err := os.RemoveAll(out); err != nil {
 		return fmt.Errorf("remove earlier output: %w", err)
 	}
@@ -50,25 +50,25 @@ func (s *Server) promoteAttempt(id, dir string) error {
 	return nil
 }
 
-// sweepAttempts kills what the runs of an earlier server process on this
-// state left alive (a script dies with the server; what it started need
-// not), then removes their attempt directories. It runs before any job
-// does. Processes that cannot be killed are logged, and the server starts
+// recover kills what the runs of an earlier server process on this state
+// left alive (a script dies with the server; what it started need not),
+// then removes their attempt directories. New calls it before any job
+// runs. Processes that cannot be killed are logged, and the server starts
 // anyway (a restart must always work): their directories are gone, and the
 // next attempt of their job writes into a new one.
-func (s *Server) sweepAttempts(ctx context.Context) error {
-	if err := runner.KillStale(ctx, s.instance, s.log); err != nil {
-		s.log.Error("processes of an earlier run could not be killed", "err", err)
+func (e *localExecutor) recover(ctx context.Context) error {
+	if err := runner.KillStale(ctx, e.instance, e.log); err != nil {
+		e.log.Error("processes of an earlier run could not be killed", "err", err)
 	}
-	entries, err := os.ReadDir(s.cfg.OutputBaseDir)
+	entries, err := os.ReadDir(e.cfg.OutputBaseDir)
 	if err != nil {
 		return fmt.Errorf("read RECON_JOB_OUTPUT_BASE_DIR: %w", err)
 	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), attemptPrefix) {
-			s.log.Info("removing the output of an interrupted attempt", "dir", e.Name())
-			if err := os.RemoveAll(filepath.Join(s.cfg.OutputBaseDir, e.Name())); err != nil {
-				s.log.Warn("remove the output of an interrupted attempt", "dir", e.Name(), "err", err)
+	for _, ent := range entries {
+		if strings.HasPrefix(ent.Name(), attemptPrefix) {
+			e.log.Info("removing the output of an interrupted attempt", "dir", ent.Name())
+			if err := os.RemoveAll(filepath.Join(e.cfg.OutputBaseDir, ent.Name())); err != nil {
+				e.log.Warn("remove the output of an interrupted attempt", "dir", ent.Name(), "err", err)
 			}
 		}
 	}

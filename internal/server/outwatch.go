@@ -65,8 +65,8 @@ func (g *outputGuard) check(running bool) *outputStop {
 // watcher, waits for it, and returns why the job was stopped or, measured
 // once more after a script that ended by itself, must fail; nil when the
 // output is fine.
-func (s *Server) watchOutput(jobCtx context.Context, stop context.CancelCauseFunc, dir string) func() *outputStop {
-	g := &outputGuard{dir: dir, maxBytes: s.cfg.MaxResultBytes, floor: s.cfg.MinFreeDiskBytes}
+func (e *localExecutor) watchOutput(jobCtx context.Context, stop context.CancelCauseFunc, dir string) func() *outputStop {
+	g := &outputGuard{dir: dir, maxBytes: e.cfg.MaxResultBytes, floor: e.cfg.MinFreeDiskBytes}
 	ctx, cancel := context.WithCancel(jobCtx)
 	var wg sync.WaitGroup
 	wg.Go(func() {

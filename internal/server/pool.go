@@ -3,10 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 )
@@ -25,9 +29,10 @@ const (
 
 // pool runs jobs on a set of workers whose number can change at run time
 // (setmaxjobs): new workers start at once, surplus ones stop after their
-// current job.
+// current job. It owns job execution: each worker claims a job from the
+// store, has the executor run it, and records its end (worker.go).
 type pool struct {
-	s    *Server
+	poolDeps
 	gate *gate
 
 	mu      sync.Mutex
@@ -36,6 +41,21 @@ type pool struct {
 	workers map[int]*worker
 	wg      sync.WaitGroup
 	ctx     context.Context // the pool's run context, set by run
+	// running holds the cancel of each running job's attempt, by job id.
+	running map[string]context.CancelCauseFunc
+	// cancelReq holds running jobs an admin cancelled before their worker
+	// had registered them in running.
+	cancelReq map[string]bool
+}
+
+// poolDeps is what the pool runs jobs with.
+type poolDeps struct {
+	cfg       *config.Server
+	log       *slog.Logger
+	store     *jobs.Store
+	exec      executor
+	changed   *notifier                // told of every job the pool claims or ends
+	durations *prometheus.HistogramVec // run time of jobs, by final state
 }
 
 type worker struct {
@@ -50,8 +70,9 @@ type worker struct {
 	claiming bool
 }
 
-func newPool(s *Server, n int, g *gate) *pool {
-	return &pool{s: s, gate: g, target: n, workers: map[int]*worker{}}
+func newPool(d poolDeps, n int, g *gate) *pool {
+	return &pool{poolDeps: d, gate: g, target: n, workers: map[int]*worker{},
+		running: map[string]context.CancelCauseFunc{}, cancelReq: map[string]bool{}}
 }
 
 // size is the number of workers the pool aims for.
@@ -148,11 +169,10 @@ func (p *pool) leaving(w *worker) bool {
 }
 
 func (p *pool) work(ctx context.Context, w *worker) {
-	s := p.s
 	for ctx.Err() == nil && !p.leaving(w) {
-		wake := s.changed.Wait()
+		wake := p.changed.Wait()
 		// Nothing to do: sleep until something changes.
-		n, err := s.store.QueuedCount(ctx)
+		n, err := p.store.QueuedCount(ctx)
 		if err == nil && n == 0 {
 			p.set(w, workerIdle, "")
 			p.sleep(ctx, w, wake, idlePoll)
@@ -172,12 +192,12 @@ func (p *pool) work(ctx context.Context, w *worker) {
 			continue
 		case err != nil:
 			if ctx.Err() == nil {
-				s.log.Error("claim job", "worker", w.id, "err", err)
+				p.log.Error("claim job", "worker", w.id, "err", err)
 				p.sleep(ctx, w, nil, time.Second)
 			}
 			continue
 		}
-		s.runJob(ctx, j, w.id)
+		p.runJob(ctx, j, w.id)
 		p.set(w, workerIdle, "")
 	}
 	p.mu.Lock()
@@ -201,7 +221,7 @@ func (p *pool) claim(ctx context.Context, w *worker) (j *jobs.Job, leave bool, e
 	w.claiming = true
 	p.mu.Unlock()
 
-	j, err = p.s.store.Claim(ctx)
+	j, err = p.store.Claim(ctx)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -22,8 +22,7 @@ func claimPool(t *testing.T) (*pool, *jobs.Store, string, [2]*worker) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{store: st}
-	p := newPool(s, 2, newGate(&fakeSampler{}, 100, 0, 0, slog.New(slog.DiscardHandler)))
+	p := newPool(poolDeps{store: st}, 2, newGate(&fakeSampler{}, 100, 0, 0, slog.New(slog.DiscardHandler)))
 	var ws [2]*worker
 	for i := range ws {
 		ws[i] = &worker{id: i + 1, state: workerIdle, stop: make(chan struct{})}

@@ -49,21 +49,13 @@ type Server struct {
 	clientLn net.Listener
 	adminLn  net.Listener
 	cancel   context.CancelFunc
-	running  map[string]context.CancelCauseFunc // job id → cancel of its script
-	// cancelReq holds running jobs an admin cancelled before their worker
-	// had registered them in running.
-	cancelReq map[string]bool
-	done      chan struct{}
-	stopOnce  sync.Once
-	stopErr   error
+	done     chan struct{}
+	stopOnce sync.Once
+	stopErr  error
 
 	pool      *pool
 	metrics   *metrics
 	metricsLn net.Listener
-
-	// instance names this server's runs in their processes' marker (see
-	// instanceOf).
-	instance string
 
 	// msgs bounds the memory of the control messages being read.
 	msgs *protocol.Budget
@@ -115,20 +107,17 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		version:   opts.Version,
-		opts:      opts,
-		store:     store,
-		lock:      lock,
-		instance:  instanceOf(cfg.StateDir),
-		started:   time.Now(),
-		changed:   newNotifier(),
-		uploads:   newReservations(),
-		partials:  &partials{m: map[string]*partial{}},
-		running:   map[string]context.CancelCauseFunc{},
-		cancelReq: map[string]bool{},
-		done:      make(chan struct{}),
+		cfg:      cfg,
+		log:      log,
+		version:  opts.Version,
+		opts:     opts,
+		store:    store,
+		lock:     lock,
+		started:  time.Now(),
+		changed:  newNotifier(),
+		uploads:  newReservations(),
+		partials: &partials{m: map[string]*partial{}},
+		done:     make(chan struct{}),
 	}
 	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
@@ -159,8 +148,10 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	log.Info("disk space caps", "max_reserved_bytes_per_client", s.caps.reservedPerClient,
 		"max_kept_upload_bytes_per_client", s.caps.keptPerClient, "max_kept_upload_bytes", s.caps.keptTotal)
 	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
-	s.pool = newPool(s, cfg.MaxConcurrentJobs, g)
+	exec := newLocalExecutor(cfg, log, s.opts.KillGrace)
 	s.metrics = newMetrics(s)
+	s.pool = newPool(poolDeps{cfg: cfg, log: log, store: store, exec: exec, changed: s.changed, durations: s.metrics.jobDuration},
+		cfg.MaxConcurrentJobs, g)
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
 	if err != nil {
@@ -177,7 +168,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		s.removeOutput(ctx, id) // what the cut-short attempt wrote
 	}
 	// Before any job runs again: what its earlier attempt left must die.
-	if err := s.sweepAttempts(ctx); err != nil {
+	if err := exec.recover(ctx); err != nil {
 		store.Close()
 		lock.Close()
 		return nil, err
@@ -444,11 +435,7 @@ func (s *Server) liveJobs(ctx context.Context) (map[string]bool, error) {
 func (s *Server) inputDir(id string) string  { return filepath.Join(s.cfg.InputBaseDir, id) }
 func (s *Server) outputDir(id string) string { return filepath.Join(s.cfg.OutputBaseDir, id) }
 
-func (s *Server) removeInput(id string) {
-	if err := os.RemoveAll(s.inputDir(id)); err != nil {
-		s.log.Warn("remove input dir", "job_id", id, "err", err)
-	}
-}
+func (s *Server) removeInput(id string) { s.pool.removeInput(id) }
 
 // notifier is a broadcast: Wait returns a channel closed at the next
 // Broadcast or JobChanged. It also keeps the last few changes, so that a

@@ -369,8 +369,8 @@ const evictedNote = "the part of this upload the server had kept for resuming wa
 // results collected from it: removed at once, unless KEEP_FAILED_OUTPUTS
 // keeps results for fetching. An output without results is always
 // removed. It returns the results the job keeps.
-func (s *Server) failedOutputs(log *slog.Logger, out string, files []jobs.File) []jobs.File {
-	if s.cfg.KeepFailedOutputs && len(files) > 0 {
+func (p *pool) failedOutputs(log *slog.Logger, out string, files []jobs.File) []jobs.File {
+	if p.cfg.KeepFailedOutputs && len(files) > 0 {
 		log.Info("failed job's outputs kept for fetching (KEEP_FAILED_OUTPUTS)", "results", len(files))
 		return files
 	}

@@ -84,25 +84,22 @@ var zeroSHA256 = strings.Repeat("0", protocol.SHA256HexLen)
 
 // receiveSubmission runs the submit request: validate, stream every file to
 // disk with its hash checked, then commit the job. An upload with a
-// submission id that breaks is kept for resuming (see resume.go).
+// submission id that breaks is kept for resuming (see upload and
+// resume.go).
 func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *protocol.Submit, log *slog.Logger) (err error) {
 	total, err := s.validateSubmission(sub)
 	if err != nil {
 		return err
 	}
-	var p *partial
-	if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
-		if p, err = s.partials.claim(ctx, sub, func() { c.Close() }); err != nil {
-			return err
-		}
+	u, err := s.claimUpload(ctx, c, sub, log)
+	if err != nil {
+		return err
 	}
+	defer func() { u.end(err) }()
 	if sub.SubmissionID != "" {
 		j, err := s.store.GetBySubmission(ctx, sub.SubmissionID)
 		if err == nil {
-			if p != nil { // cannot happen: a committed upload is dropped
-				os.RemoveAll(p.dir)
-				s.partials.drop(p)
-			}
+			u.abandon() // holds nothing: a committed upload is dropped
 			info, err := s.job(ctx, j.ID)
 			if err != nil {
 				return err
@@ -111,130 +108,26 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 			return protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Existing: true, Job: info})
 		}
 		if !errors.Is(err, jobs.ErrNotFound) {
-			if p != nil {
-				s.partials.park(p, time.Now().Add(s.cfg.UploadResume))
-			}
 			return internalError(err)
 		}
 	}
-	var offs []int64
-	whole := 0
-	if p != nil {
-		if offs, whole, err = p.offsets(); err != nil {
-			log.Warn("broken upload unusable; starting over", "submission_id", sub.SubmissionID, "err", err)
-			os.RemoveAll(p.dir)
-			s.partials.drop(p)
-			p, offs, whole = nil, nil, 0
-		}
-	}
-	var have int64
-	for _, o := range offs {
-		have += o
-	}
-
-	// From here on p is busy for this session: it is parked for resuming
-	// or dropped on the way out.
-	var id, incoming string
-	receiving, renamed := false, false
-	defer func() {
-		switch {
-		case p == nil:
-		case renamed:
-			s.partials.drop(p)
-		case !receiving || keepable(err):
-			// Refused before a byte was received (queue full, no space),
-			// or broken while receiving: keep what there is.
-			os.Chtimes(filepath.Join(p.dir, manifestName), time.Now(), time.Now())
-			s.partials.park(p, time.Now().Add(s.cfg.UploadResume))
-			defer s.capKeptUploads()
-			msg := "upload broken; kept for resuming"
-			if !receiving {
-				msg = "upload not resumed now; still kept for resuming"
-			}
-			log.Info(msg, "submission_id", sub.SubmissionID, "resume_hours", s.cfg.UploadResume.Hours(), "err", err)
-		default:
-			os.RemoveAll(p.dir)
-			s.partials.drop(p)
-		}
-	}()
-
-	client := clientOf(c.RemoteAddr())
-	res, err := s.reserveUpload(ctx, client, total-have, log)
+	ready, err := u.begin(ctx, total)
 	if err != nil {
 		return err
-	}
-	defer s.uploads.release(res)
-	ready := protocol.SubmitReady{}
-	if p == nil && sub.SubmissionID != "" && s.partials.takeEvicted(sub.SubmissionID) {
-		ready.Note = evictedNote
-		log.Info("kept upload was removed; the client sends every file again", "submission_id", sub.SubmissionID)
-	}
-
-	if p != nil {
-		id, incoming = p.JobID, p.dir
-		log.Info("upload resumed", "job_id", id, "submission_id", sub.SubmissionID, "bytes_kept", have, "bytes", total)
-	} else {
-		id = jobs.NewID()
-		incoming = filepath.Join(s.cfg.InputBaseDir, incomingPrefix+id)
-		if err := os.Mkdir(incoming, 0o700); err != nil {
-			return internalError(fmt.Errorf("create upload dir: %w", err))
-		}
-		if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
-			np := &partial{
-				manifest: manifest{SubmissionID: sub.SubmissionID, JobID: id, Files: sub.Files, Options: sub.Options, Client: client},
-				dir:      incoming, sums: make([]string, len(sub.Files)),
-			}
-			if err := writeManifest(incoming, &np.manifest); err != nil {
-				os.RemoveAll(incoming)
-				return internalError(fmt.Errorf("write upload manifest: %w", err))
-			}
-			if err := s.partials.add(np, func() { c.Close() }); err != nil {
-				os.RemoveAll(incoming)
-				return err
-			}
-			p = np
-		} else {
-			defer func() {
-				if !renamed {
-					os.RemoveAll(incoming)
-				}
-			}()
-		}
-	}
-	if have > 0 || whole > 0 {
-		ready.Resume = offs
 	}
 	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, ready); err != nil {
 		return err
 	}
-	log = log.With("job_id", id)
 	start := time.Now()
-	var sums []string
-	if p != nil {
-		sums = p.sums
-	}
-	receiving = true
-	files, err := receiveFiles(ctx, s.msgs, c, incoming, sub.Files, offs, whole, sums, s.opts.IdleTimeout, &res.written)
+	files, err := u.receive(ctx)
+	log, id := u.log, u.id
 	if err != nil {
 		log.Warn("upload failed", "err", err)
 		s.armWrite(c) // for the error reply
 		return &fatalErr{err}
 	}
-	if p != nil {
-		if err := os.Remove(filepath.Join(incoming, manifestName)); err != nil {
-			return internalError(err)
-		}
-	}
-	if err := syncDir(incoming); err != nil {
-		return internalError(err)
-	}
-	if err := os.Rename(incoming, s.inputDir(id)); err != nil {
-		return internalError(fmt.Errorf("commit upload dir: %w", err))
-	}
-	renamed = true
-	if err := syncDir(s.cfg.InputBaseDir); err != nil {
-		os.RemoveAll(s.inputDir(id))
-		return internalError(err)
+	if err := u.commit(); err != nil {
+		return err
 	}
 	j, created, err := s.store.Create(ctx, &jobs.Job{
 		ID:           id,
@@ -253,7 +146,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		// A retry of the same submission won the race: keep that one.
 		os.RemoveAll(s.inputDir(id))
 	} else {
-		s.metrics.bytesIn.Add(float64(total - have))
+		s.metrics.bytesIn.Add(float64(total - u.have))
 		log.Info("job queued", "files", len(files), "bytes", total,
 			"seconds", time.Since(start).Seconds(), "submission_id", sub.SubmissionID)
 		s.changed.JobChanged(id, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/recon-mri/recon/internal/jobs"
@@ -17,101 +18,53 @@ import (
 // it.
 var errCancelled = errors.New("cancelled by an administrator")
 
-// runJob runs one claimed job to its end, or re-queues it if the server is
-// shutting down.
-func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
-	log := s.log.With("job_id", j.ID, "worker", worker)
+// runJob runs one claimed job to its end through the executor, or
+// re-queues it if the server is shutting down.
+func (p *pool) runJob(ctx context.Context, j *jobs.Job, worker int) {
+	log := p.log.With("job_id", j.ID, "worker", worker)
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	s.mu.Lock()
-	s.running[j.ID] = cancel
-	if s.cancelReq[j.ID] {
+	p.mu.Lock()
+	p.running[j.ID] = cancel
+	if p.cancelReq[j.ID] {
 		cancel(errCancelled)
 	}
-	s.mu.Unlock()
+	p.mu.Unlock()
 	defer func() {
-		s.mu.Lock()
-		delete(s.running, j.ID)
-		delete(s.cancelReq, j.ID)
-		s.mu.Unlock()
+		p.mu.Lock()
+		delete(p.running, j.ID)
+		delete(p.cancelReq, j.ID)
+		p.mu.Unlock()
 	}()
-	s.changed.JobChanged(j.ID, true) // claimed: it left the queue
+	p.changed.JobChanged(j.ID, true) // claimed: it left the queue
 	log.Info("job started", "attempt", j.Attempts)
 
+	o := p.exec.run(jobCtx, attempt{jobID: j.ID, n: j.Attempts, options: j.Options, worker: worker, log: log})
 	// Store writes must land even when the server is stopping.
 	bg := context.WithoutCancel(ctx)
-	// The script writes into a directory of this attempt's own, which
-	// becomes the job's output once every process of the attempt is dead.
-	out, work := s.outputDir(j.ID), s.attemptDir(j.ID, j.Attempts)
-	os.RemoveAll(out)
-	if err := resetDir(work); err != nil {
-		// The job's error reaches clients: the details, with server paths,
-		// go to the log only.
-		log.Error("cannot create the output directory", "err", err)
-		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not create the job's output directory; see the server log", nil)
-		return
-	}
-	watched := s.watchOutput(jobCtx, cancel, work)
-	res, err := runner.Run(jobCtx, runner.Spec{
-		Script:    s.cfg.ScriptPath,
-		InputDir:  s.inputDir(j.ID),
-		OutputDir: work,
-		JobID:     j.ID,
-		Instance:  s.instance,
-		Attempt:   j.Attempts,
-		Options:   j.Options,
-		Timeout:   s.cfg.JobTimeout,
-		KillGrace: s.opts.KillGrace,
-		// The runner adds job_id to its records itself: given log, each
-		// would carry it twice.
-		Logger: s.log.With("worker", worker),
-	})
-	over := watched()
-	if err != nil {
-		os.RemoveAll(work)
-	}
 	switch {
-	case errors.Is(err, runner.ErrSurvivors):
-		// Logged by the runner. The output could still change.
-		s.finish(bg, log, j.ID, jobs.Failed, nil, "processes the script started could not be stopped; see the server log", nil)
+	case o.end == failed:
+		p.finish(bg, log, j.ID, jobs.Failed, o.exit, o.msg, nil)
 		return
-	case err != nil:
-		log.Error("could not start the reconstruction script", "err", err)
-		os.RemoveAll(out)
-		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not start the reconstruction script; see the server log", nil)
+	case o.end == stopped && errors.Is(context.Cause(jobCtx), errCancelled):
+		p.finish(bg, log, j.ID, jobs.Cancelled, nil, "cancelled by an administrator", nil)
 		return
-	case errors.Is(context.Cause(jobCtx), errCancelled):
-		os.RemoveAll(work)
-		s.finish(bg, log, j.ID, jobs.Cancelled, nil, "cancelled by an administrator", nil)
-		return
-	case over != nil:
-		// Removed before the job's end is recorded: the store may need
-		// the space.
-		os.RemoveAll(work)
-		s.finish(bg, log, j.ID, jobs.Failed, &res.ExitCode, over.msg, nil)
-		return
-	case ctx.Err() != nil:
+	case o.end == stopped:
 		// Shutting down: the job runs again after the restart.
-		if err := s.store.Requeue(bg, j.ID, "the server stopped while the job was running"); err != nil {
+		if err := p.store.Requeue(bg, j.ID, "the server stopped while the job was running"); err != nil {
 			log.Error("re-queue job at shutdown", "err", err)
 		} else {
 			log.Info("job re-queued: server stopping")
 		}
-		os.RemoveAll(work)
 		return
 	}
-	if err := s.promoteAttempt(j.ID, work); err != nil {
-		log.Error("cannot keep the job's output", "err", err)
-		os.RemoveAll(work)
-		s.finish(bg, log, j.ID, jobs.Failed, nil, "the server could not keep the job's output; see the server log", nil)
-		return
-	}
-	exit := res.ExitCode
+	out := p.outputDir(j.ID)
+	exit := *o.exit
 	// Names a client would refuse (reserved device names, ':', ...) are
 	// skipped here: listed, they would make every fetch of the job fail.
 	results, skipped, cerr := runner.CollectResults(out, runner.Limits{
-		MaxFiles:  s.cfg.MaxResultFiles,
-		MaxBytes:  s.cfg.MaxResultBytes,
+		MaxFiles:  p.cfg.MaxResultFiles,
+		MaxBytes:  p.cfg.MaxResultBytes,
 		ValidName: protocol.ValidateResultName,
 	})
 	results, clashes := dropFoldedClashes(results)
@@ -131,8 +84,8 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	}
 	state, msg := jobs.Succeeded, ""
 	switch {
-	case res.TimedOut:
-		state, msg = jobs.Failed, fmt.Sprintf("the script timed out after %s (JOB_TIMEOUT_SECONDS)", s.cfg.JobTimeout)
+	case o.timedOut:
+		state, msg = jobs.Failed, fmt.Sprintf("the script timed out after %s (JOB_TIMEOUT_SECONDS)", p.cfg.JobTimeout)
 	case exit != 0:
 		state = jobs.Failed
 		if exit < 0 {
@@ -140,7 +93,7 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		} else {
 			msg = fmt.Sprintf("the script exited with status %d", exit)
 		}
-		if tail := strings.TrimSpace(res.StderrTail); tail != "" {
+		if tail := strings.TrimSpace(o.stderrTail); tail != "" {
 			msg += ": " + tail
 		}
 	case cerr != nil:
@@ -151,61 +104,61 @@ func (s *Server) runJob(ctx context.Context, j *jobs.Job, worker int) {
 		os.RemoveAll(out)
 	}
 	if state == jobs.Failed {
-		files = s.failedOutputs(log, out, files)
+		files = p.failedOutputs(log, out, files)
 	}
-	s.finish(bg, log, j.ID, state, &exit, msg, files)
+	p.finish(bg, log, j.ID, state, &exit, msg, files)
 }
 
-func (s *Server) finish(ctx context.Context, log *slog.Logger, id string, state jobs.State, exit *int, msg string, results []jobs.File) {
-	if err := s.store.Finish(ctx, id, state, exit, msg, results); err != nil {
+func (p *pool) finish(ctx context.Context, log *slog.Logger, id string, state jobs.State, exit *int, msg string, results []jobs.File) {
+	if err := p.store.Finish(ctx, id, state, exit, msg, results); err != nil {
 		log.Error("record job end", "err", err)
 		return
 	}
-	if j, err := s.store.Get(ctx, id); err == nil && !j.StartedAt.IsZero() {
-		s.metrics.jobDuration.WithLabelValues(string(state)).Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
+	if j, err := p.store.Get(ctx, id); err == nil && !j.StartedAt.IsZero() {
+		p.durations.WithLabelValues(string(state)).Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
 	}
-	s.removeInput(id)
+	p.removeInput(id)
 	// A job that left no output dir has no results to fetch: record that
 	// before anyone hears that the job ended, so a fetch gets "gone".
-	if _, err := os.Lstat(s.outputDir(id)); errors.Is(err, os.ErrNotExist) {
-		if err := s.store.MarkResultsRemoved(ctx, id); err != nil {
+	if _, err := os.Lstat(p.outputDir(id)); errors.Is(err, os.ErrNotExist) {
+		if err := p.store.MarkResultsRemoved(ctx, id); err != nil {
 			log.Warn("record results removed", "err", err)
 		}
 	}
 	log.Info("job ended", "state", string(state), "error", msg, "results", len(results))
-	s.changed.JobChanged(id, false)
+	p.changed.JobChanged(id, false)
 }
 
-// resetDir makes dir an empty directory (a retried job starts clean).
-func resetDir(dir string) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	return os.Mkdir(dir, 0o700)
-}
-
-// CancelJob cancels a job: a queued one at once, a running one by stopping
-// its script.
-func (s *Server) CancelJob(ctx context.Context, id string) (prev jobs.State, err error) {
-	prev, err = s.store.Cancel(ctx, id)
+// cancelJob cancels a job: a queued one at once, a running one by stopping
+// its attempt (the executor ends it when its context is done).
+func (p *pool) cancelJob(ctx context.Context, id string) (prev jobs.State, err error) {
+	prev, err = p.store.Cancel(ctx, id)
 	if err != nil {
 		return prev, err
 	}
 	switch prev {
 	case jobs.Queued:
-		s.removeInput(id)
-		s.changed.JobChanged(id, true)
+		p.removeInput(id)
+		p.changed.JobChanged(id, true)
 	case jobs.Running:
-		s.mu.Lock()
-		if cancel := s.running[id]; cancel != nil {
+		p.mu.Lock()
+		if cancel := p.running[id]; cancel != nil {
 			cancel(errCancelled)
 		} else {
 			// Claimed but not started yet: runJob cancels it as it starts.
-			s.cancelReq[id] = true
+			p.cancelReq[id] = true
 		}
-		s.mu.Unlock()
+		p.mu.Unlock()
 	}
 	return prev, nil
+}
+
+func (p *pool) outputDir(id string) string { return filepath.Join(p.cfg.OutputBaseDir, id) }
+
+func (p *pool) removeInput(id string) {
+	if err := os.RemoveAll(filepath.Join(p.cfg.InputBaseDir, id)); err != nil {
+		p.log.Warn("remove input dir", "job_id", id, "err", err)
+	}
 }
 
 // dropFoldedClashes leaves out the results a client on a case-insensitive
