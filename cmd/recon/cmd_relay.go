@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -64,41 +65,22 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 		return fmt.Errorf("%s: BACKEND_SHARED_KEY is not set: set it to the SHARED_KEY of the servers in BACKEND_SERVERS (%s), then start the relay again",
 			optsPath, strings.Join(cfg.BackendServers, ", "))
 	}
-	// SIGHUP (after a log rotation) reopens the log file.
-	hup, stopHup := notifyHangup()
-	defer stopHup()
-	log, err := openDaemonLog("LOG_FILEPATH", cfg.LogFile, cfg.LogLevel, e.stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-
-	r, err := relay.New(cfg, log.Logger, relay.Options{Version: versionString()})
-	if err != nil {
-		return err
-	}
-	if err := r.Start(); err != nil {
-		r.Shutdown(context.Background())
-		return err
-	}
-	healthy := 0
-	for _, b := range r.Backends().Backends {
-		if b.Healthy {
-			healthy++
-		}
-	}
-	fmt.Fprintf(e.stderr, "recon relay %s: clients on %s, admin on %s, backends %d (%d healthy), log %s\n",
-		versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, log.name)
-	if log.waitStop(ctx, r.Done(), hup, e.stderr) {
-		fmt.Fprintln(e.stderr, "recon relay: stopping")
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := r.Shutdown(sctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, "recon relay: stopped")
-	return nil
+	return runDaemon(ctx, e, daemonSpec[*relay.Relay]{
+		name: "relay", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		open: func(log *slog.Logger) (*relay.Relay, error) {
+			return relay.New(cfg, log, relay.Options{Version: versionString()})
+		},
+		started: func(r *relay.Relay, logName string) {
+			healthy := 0
+			for _, b := range r.Backends().Backends {
+				if b.Healthy {
+					healthy++
+				}
+			}
+			fmt.Fprintf(e.stderr, "recon relay %s: clients on %s, admin on %s, backends %d (%d healthy), log %s\n",
+				versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, logName)
+		},
+	})
 }
 
 // relayAdminFlags are the flags of every relay-admin command.

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,9 +15,6 @@ import (
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/server"
 )
-
-// shutdownTimeout bounds a clean stop after SIGINT/SIGTERM.
-const shutdownTimeout = 30 * time.Second
 
 const defaultScriptName = "default_recon_script.sh"
 
@@ -52,41 +49,21 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 	if err != nil {
 		return err
 	}
-	// SIGHUP (after a log rotation) reopens the log file; it must not end
-	// the server, also before the log is open.
-	hup, stopHup := notifyHangup()
-	defer stopHup()
-	log, err := openDaemonLog("LOG_FILEPATH", cfg.LogFile, cfg.LogLevel, e.stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-
-	srv, err := server.New(cfg, log.Logger, server.Options{Version: versionString()})
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		srv.Shutdown(context.Background())
-		return err
-	}
-	// The metrics line comes first: once the "clients on" line is out,
-	// everything the server says about its listeners is.
-	if m := srv.MetricsAddr(); m != nil {
-		fmt.Fprintf(e.stderr, "recon server: metrics on http://%s/metrics\n", m)
-	}
-	fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
-		versionString(), srv.Addr(), srv.AdminAddr(), log.name)
-	if log.waitStop(ctx, srv.Done(), hup, e.stderr) {
-		fmt.Fprintln(e.stderr, "recon server: stopping")
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, "recon server: stopped")
-	return nil
+	return runDaemon(ctx, e, daemonSpec[*server.Server]{
+		name: "server", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		open: func(log *slog.Logger) (*server.Server, error) {
+			return server.New(cfg, log, server.Options{Version: versionString()})
+		},
+		started: func(srv *server.Server, logName string) {
+			// The metrics line comes first: once the "clients on" line is
+			// out, everything the server says about its listeners is.
+			if m := srv.MetricsAddr(); m != nil {
+				fmt.Fprintf(e.stderr, "recon server: metrics on http://%s/metrics\n", m)
+			}
+			fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
+				versionString(), srv.Addr(), srv.AdminAddr(), logName)
+		},
+	})
 }
 
 // ensureServerConfig writes a default config with fresh keys, and the
