@@ -19,8 +19,7 @@ import (
 )
 
 func newRelayCmd(e *env) *cobra.Command {
-	var opts string
-	cmd := &cobra.Command{
+	return daemonCmd(e, &cobra.Command{
 		Use:   "relay",
 		Short: "Run a relay in front of several reconstruction servers",
 		Long: `Run a relay: one address (RELAY_HOSTNAME:RELAY_PORT, key SHARED_KEY_RELAY_TO_CLIENTS)
@@ -36,13 +35,7 @@ When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600); the relay then still needs BACKEND_SHARED_KEY set
 to the backends' SHARED_KEY before it starts. SIGINT or SIGTERM stop it
 cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
-		Args: argsRange(0, 0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRelay(cmd.Context(), e, opts)
-		},
-	}
-	cmd.Flags().StringVar(&opts, "opts", "relay.opts", "config `file` (created with fresh keys when missing)")
-	return cmd
+	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay)
 }
 
 func runRelay(ctx context.Context, e *env, optsPath string) error {

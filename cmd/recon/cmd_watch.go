@@ -12,8 +12,7 @@ import (
 )
 
 func newWatchCmd(e *env) *cobra.Command {
-	var opts string
-	cmd := &cobra.Command{
+	return daemonCmd(e, &cobra.Command{
 		Use:   "watch",
 		Short: "Submit new raw-data files from a directory automatically",
 		Long: `Watch CLIENT_WATCH_DIRECTORY for files matching CLIENT_WATCH_PATTERN. A file is
@@ -30,13 +29,7 @@ growing delays and keeps finding files. Files in the watched directory are
 only read, never changed or deleted. JSON logs go to CLIENT_DAEMON_LOG_FILEPATH
 (standard error when empty); SIGHUP reopens that file after a log rotation.
 SIGINT or SIGTERM stop it cleanly.`,
-		Args: argsRange(0, 0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runWatch(cmd.Context(), e, opts)
-		},
-	}
-	cmd.Flags().StringVar(&opts, "opts", "recon.opts", "config `file` with the client keys and CLIENT_WATCH_DIRECTORY")
-	return cmd
+	}, "recon.opts", "config `file` with the client keys and CLIENT_WATCH_DIRECTORY", runWatch)
 }
 
 func runWatch(ctx context.Context, e *env, optsPath string) error {

@@ -6,12 +6,24 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/recon-mri/recon/internal/daemon"
 	"github.com/recon-mri/recon/internal/watch"
 )
 
 // shutdownTimeout bounds a clean stop after SIGINT/SIGTERM.
 const shutdownTimeout = 30 * time.Second
+
+// daemonCmd completes the command of a daemon: no arguments, and a config
+// file in --opts (default defOpts, described by optsUsage) given to run.
+func daemonCmd(e *env, cmd *cobra.Command, defOpts, optsUsage string, run func(ctx context.Context, e *env, optsPath string) error) *cobra.Command {
+	var opts string
+	cmd.Args = argsRange(0, 0)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error { return run(cmd.Context(), e, opts) }
+	cmd.Flags().StringVar(&opts, "opts", defOpts, optsUsage)
+	return cmd
+}
 
 // service is what a long-running command runs: a server, a relay, or a
 // watch (watchService).
