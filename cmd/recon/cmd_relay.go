@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,8 +20,7 @@ import (
 )
 
 func newRelayCmd(e *env) *cobra.Command {
-	var opts string
-	cmd := &cobra.Command{
+	return daemonCmd(e, &cobra.Command{
 		Use:   "relay",
 		Short: "Run a relay in front of several reconstruction servers",
 		Long: `Run a relay: one address (RELAY_HOSTNAME:RELAY_PORT, key SHARED_KEY_RELAY_TO_CLIENTS)
@@ -36,13 +36,7 @@ When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600); the relay then still needs BACKEND_SHARED_KEY set
 to the backends' SHARED_KEY before it starts. SIGINT or SIGTERM stop it
 cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
-		Args: argsRange(0, 0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRelay(cmd.Context(), e, opts)
-		},
-	}
-	cmd.Flags().StringVar(&opts, "opts", "relay.opts", "config `file` (created with fresh keys when missing)")
-	return cmd
+	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay)
 }
 
 func runRelay(ctx context.Context, e *env, optsPath string) error {
@@ -65,41 +59,22 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 		return fmt.Errorf("%s: BACKEND_SHARED_KEY is not set: set it to the SHARED_KEY of the servers in BACKEND_SERVERS (%s), then start the relay again",
 			optsPath, strings.Join(cfg.BackendServers, ", "))
 	}
-	// SIGHUP (after a log rotation) reopens the log file.
-	hup, stopHup := notifyHangup()
-	defer stopHup()
-	log, err := openDaemonLog("LOG_FILEPATH", cfg.LogFile, cfg.LogLevel, e.stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-
-	r, err := relay.New(cfg, log.Logger, relay.Options{Version: versionString()})
-	if err != nil {
-		return err
-	}
-	if err := r.Start(); err != nil {
-		r.Shutdown(context.Background())
-		return err
-	}
-	healthy := 0
-	for _, b := range r.Backends().Backends {
-		if b.Healthy {
-			healthy++
-		}
-	}
-	fmt.Fprintf(e.stderr, "recon relay %s: clients on %s, admin on %s, backends %d (%d healthy), log %s\n",
-		versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, log.name)
-	if log.waitStop(ctx, r.Done(), hup, e.stderr) {
-		fmt.Fprintln(e.stderr, "recon relay: stopping")
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := r.Shutdown(sctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, "recon relay: stopped")
-	return nil
+	return runDaemon(ctx, e, daemonSpec[*relay.Relay]{
+		name: "relay", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		open: func(log *slog.Logger) (*relay.Relay, error) {
+			return relay.New(cfg, log, relay.Options{Version: versionString()})
+		},
+		started: func(r *relay.Relay, logName string) {
+			healthy := 0
+			for _, b := range r.Backends().Backends {
+				if b.Healthy {
+					healthy++
+				}
+			}
+			fmt.Fprintf(e.stderr, "recon relay %s: clients on %s, admin on %s, backends %d (%d healthy), log %s\n",
+				versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, logName)
+		},
+	})
 }
 
 // relayAdminFlags are the flags of every relay-admin command.

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,14 +16,10 @@ import (
 	"github.com/recon-mri/recon/internal/server"
 )
 
-// shutdownTimeout bounds a clean stop after SIGINT/SIGTERM.
-const shutdownTimeout = 30 * time.Second
-
 const defaultScriptName = "default_recon_script.sh"
 
 func newServerCmd(e *env) *cobra.Command {
-	var opts string
-	cmd := &cobra.Command{
+	return daemonCmd(e, &cobra.Command{
 		Use:   "server",
 		Short: "Run the reconstruction server",
 		Long: `Run the reconstruction server: it listens for clients on SERVER_HOSTNAME:SERVER_PORT
@@ -35,13 +31,7 @@ When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600), with default_recon_script.sh beside it.
 SIGINT or SIGTERM stop the server cleanly; a job that was running is run again
 at the next start. SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
-		Args: argsRange(0, 0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runServer(cmd.Context(), e, opts)
-		},
-	}
-	cmd.Flags().StringVar(&opts, "opts", "recon.opts", "config `file` (created with fresh keys when missing)")
-	return cmd
+	}, "recon.opts", "config `file` (created with fresh keys when missing)", runServer)
 }
 
 func runServer(ctx context.Context, e *env, optsPath string) error {
@@ -52,41 +42,21 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 	if err != nil {
 		return err
 	}
-	// SIGHUP (after a log rotation) reopens the log file; it must not end
-	// the server, also before the log is open.
-	hup, stopHup := notifyHangup()
-	defer stopHup()
-	log, err := openDaemonLog("LOG_FILEPATH", cfg.LogFile, cfg.LogLevel, e.stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-
-	srv, err := server.New(cfg, log.Logger, server.Options{Version: versionString()})
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		srv.Shutdown(context.Background())
-		return err
-	}
-	// The metrics line comes first: once the "clients on" line is out,
-	// everything the server says about its listeners is.
-	if m := srv.MetricsAddr(); m != nil {
-		fmt.Fprintf(e.stderr, "recon server: metrics on http://%s/metrics\n", m)
-	}
-	fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
-		versionString(), srv.Addr(), srv.AdminAddr(), log.name)
-	if log.waitStop(ctx, srv.Done(), hup, e.stderr) {
-		fmt.Fprintln(e.stderr, "recon server: stopping")
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, "recon server: stopped")
-	return nil
+	return runDaemon(ctx, e, daemonSpec[*server.Server]{
+		name: "server", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		open: func(log *slog.Logger) (*server.Server, error) {
+			return server.New(cfg, log, server.Options{Version: versionString()})
+		},
+		started: func(srv *server.Server, logName string) {
+			// The metrics line comes first: once the "clients on" line is
+			// out, everything the server says about its listeners is.
+			if m := srv.MetricsAddr(); m != nil {
+				fmt.Fprintf(e.stderr, "recon server: metrics on http://%s/metrics\n", m)
+			}
+			fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
+				versionString(), srv.Addr(), srv.AdminAddr(), logName)
+		},
+	})
 }
 
 // ensureServerConfig writes a default config with fresh keys, and the

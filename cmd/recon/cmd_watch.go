@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -13,8 +12,7 @@ import (
 )
 
 func newWatchCmd(e *env) *cobra.Command {
-	var opts string
-	cmd := &cobra.Command{
+	return daemonCmd(e, &cobra.Command{
 		Use:   "watch",
 		Short: "Submit new raw-data files from a directory automatically",
 		Long: `Watch CLIENT_WATCH_DIRECTORY for files matching CLIENT_WATCH_PATTERN. A file is
@@ -31,13 +29,7 @@ growing delays and keeps finding files. Files in the watched directory are
 only read, never changed or deleted. JSON logs go to CLIENT_DAEMON_LOG_FILEPATH
 (standard error when empty); SIGHUP reopens that file after a log rotation.
 SIGINT or SIGTERM stop it cleanly.`,
-		Args: argsRange(0, 0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runWatch(cmd.Context(), e, opts)
-		},
-	}
-	cmd.Flags().StringVar(&opts, "opts", "recon.opts", "config `file` with the client keys and CLIENT_WATCH_DIRECTORY")
-	return cmd
+	}, "recon.opts", "config `file` with the client keys and CLIENT_WATCH_DIRECTORY", runWatch)
 }
 
 func runWatch(ctx context.Context, e *env, optsPath string) error {
@@ -48,32 +40,18 @@ func runWatch(ctx context.Context, e *env, optsPath string) error {
 	if cfg.WatchDir == "" {
 		return fmt.Errorf("%s: CLIENT_WATCH_DIRECTORY is not set: recon watch needs the directory to watch", optsPath)
 	}
-	// SIGHUP (after a log rotation) reopens the log file.
-	hup, stopHup := notifyHangup()
-	defer stopHup()
-	log, err := openDaemonLog("CLIENT_DAEMON_LOG_FILEPATH", cfg.WatchLogFile, slog.LevelInfo, e.stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	w, err := watch.New(watch.ConfigFrom(cfg, log.Logger))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stderr, "recon watch %s: watching %s for %s, server %s, results in %s, state in %s, log %s\n",
-		versionString(), cfg.WatchDir, cfg.WatchPattern, cfg.Addr(), cfg.DownloadDir, cfg.WatchStateDir, log.name)
-	ran := make(chan struct{})
-	var reopener sync.WaitGroup
-	reopener.Go(func() { log.waitStop(ctx, ran, hup, e.stderr) })
-	runErr := w.Run(ctx)
-	close(ran)
-	reopener.Wait()
-	if err := w.Close(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("close state: %w", err)
-	}
-	if runErr != nil {
-		return runErr
-	}
-	fmt.Fprintln(e.stderr, "recon watch: stopped")
-	return nil
+	return runDaemon(ctx, e, daemonSpec[*watchService]{
+		name: "watch", logKey: "CLIENT_DAEMON_LOG_FILEPATH", logFile: cfg.WatchLogFile, logLevel: slog.LevelInfo,
+		open: func(log *slog.Logger) (*watchService, error) {
+			w, err := watch.New(watch.ConfigFrom(cfg, log))
+			if err != nil {
+				return nil, err
+			}
+			return newWatchService(w), nil
+		},
+		started: func(_ *watchService, logName string) {
+			fmt.Fprintf(e.stderr, "recon watch %s: watching %s for %s, server %s, results in %s, state in %s, log %s\n",
+				versionString(), cfg.WatchDir, cfg.WatchPattern, cfg.Addr(), cfg.DownloadDir, cfg.WatchStateDir, logName)
+		},
+	})
 }

@@ -24,9 +24,11 @@
 // is up again when a check passes. Requests for a job on a backend that is
 // down fail with CodeUnavailable and a message saying so.
 //
-// Lifecycle: New opens the state; Start listens, checks the backends once
-// and starts serving; Shutdown stops everything and returns when every
-// goroutine has ended (safe to call more than once).
+// Lifecycle (internal/daemon): New opens the state; Start listens, checks
+// the backends once and starts serving; Shutdown stops everything, waits
+// for every goroutine and closes the route store (safe to call more than
+// once; the store and the state lock are released even when its ctx ends
+// first, as soon as the goroutines have ended).
 package relay
 
 import (
@@ -37,11 +39,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/daemon"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
@@ -54,22 +56,14 @@ type Relay struct {
 	log     *slog.Logger
 	opts    Options
 	routes  *routeStore
-	lock    *os.File
 	pool    *pool
+	life    *daemon.Lifecycle // owns the goroutines, the route store and the state dir's lock
 	started time.Time
 	clients clientTable
 
 	jobsRelayed atomic.Int64
 	bytesIn     atomic.Int64
 	bytesOut    atomic.Int64
-
-	mu       sync.Mutex
-	clientLn net.Listener
-	adminLn  net.Listener
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
-	stopErr  error
 
 	// msgs bounds the memory of the control messages read from clients
 	// (the backends' replies come from the site's own servers).
@@ -122,7 +116,9 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("RELAY_STATE_DIR: %w", err)
 	}
-	lock, err := lockDir(cfg.StateDir)
+	// One relay per route store. The lock goes with the process, also on
+	// a crash.
+	lock, err := statelock.AcquireDir(cfg.StateDir, "lock", "RELAY_STATE_DIR", "recon relay")
 	if err != nil {
 		return nil, err
 	}
@@ -137,58 +133,41 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 		HandshakeTimeout: min(opts.HandshakeTimeout, BackendDialTimeout),
 		IdleTimeout:      opts.IdleTimeout,
 	}
-	return &Relay{
+	r := &Relay{
 		cfg:     cfg,
 		log:     log,
 		opts:    opts,
 		routes:  routes,
-		lock:    lock,
 		pool:    newPool(cfg.BackendServers, backendCfg, interval, log),
+		life:    daemon.New(log, "relay"),
 		started: time.Now(),
 		clients: clientTable{m: map[string]*clientSession{}},
-		done:    make(chan struct{}),
 		// A message waits for room as long as a session may wait for a
 		// byte.
 		msgs: protocol.NewBudget(protocol.MessageBudget, opts.IdleTimeout),
-	}, nil
-}
-
-// lockDir takes an exclusive lock on dir/lock, so two relays never share a
-// route store. The lock goes with the process, also on a crash.
-func lockDir(dir string) (*os.File, error) {
-	f, err := statelock.Acquire(filepath.Join(dir, "lock"))
-	if errors.Is(err, statelock.ErrInUse) {
-		return nil, fmt.Errorf("%s %s is in use by another %s", "RELAY_STATE_DIR", dir, "recon relay")
 	}
-	if err != nil {
-		return nil, fmt.Errorf("RELAY_STATE_DIR: %w", err)
-	}
-	return f, nil
+	r.life.Hold("state lock", lock)
+	r.life.Hold("route store", routes) // closed first
+	return r, nil
 }
 
 // Start listens on the client and admin addresses, checks every backend
 // once (in parallel, each bounded by the health-check timeout) and starts
-// serving and the periodic health checks.
+// serving and the periodic health checks. When it fails, Shutdown closes
+// what it opened.
 func (r *Relay) Start() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.clientLn != nil {
+	if r.life.Addr("client") != nil {
 		return errors.New("relay already started")
 	}
-	cl, err := net.Listen("tcp", r.cfg.Addr())
+	cl, err := r.life.Listen("client", r.cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen for clients on %s: %w", r.cfg.Addr(), err)
 	}
-	al, err := net.Listen("tcp", r.cfg.AdminAddr())
+	al, err := r.life.Listen("admin", r.cfg.AdminAddr())
 	if err != nil {
-		cl.Close()
 		return fmt.Errorf("listen for relay admins on %s: %w", r.cfg.AdminAddr(), err)
 	}
-	r.clientLn, r.adminLn = cl, al
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-
-	r.pool.checkAll(ctx)
+	r.pool.checkAll(r.life.Context())
 
 	clientEP := &listen.Endpoint{
 		Name: "client", Listener: cl, Allow: r.cfg.TrustedClientIPs, Handle: r.serveClient,
@@ -200,14 +179,18 @@ func (r *Relay) Start() error {
 		Name: "admin", Listener: al, Handle: r.serveAdmin,
 		Secure: secure.Config{Key: r.cfg.AdminSharedKey, Role: secure.RoleRelayAdmin, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
 	}
-	var wg sync.WaitGroup
-	wg.Add(2 + len(r.pool.backends))
-	go func() { defer wg.Done(); listen.Serve(ctx, clientEP, r.log) }()
-	go func() { defer wg.Done(); listen.Serve(ctx, adminEP, r.log) }()
-	for _, b := range r.pool.backends {
-		go func() { defer wg.Done(); r.pool.watch(ctx, b) }()
+	loops := map[string]func(context.Context){
+		"client listener": func(ctx context.Context) { listen.Serve(ctx, clientEP, r.log) },
+		"admin listener":  func(ctx context.Context) { listen.Serve(ctx, adminEP, r.log) },
 	}
-	go func() { wg.Wait(); close(r.done) }()
+	for _, b := range r.pool.backends { // each address once: the config refuses one listed twice
+		loops["health check of "+b.addr] = func(ctx context.Context) { r.pool.watch(ctx, b) }
+	}
+	for name, run := range loops {
+		if err := r.life.Go(name, run); err != nil {
+			return fmt.Errorf("start relay: %w", err) // Shutdown began meanwhile: it ends what started
+		}
+	}
 
 	up, down := r.pool.split()
 	r.log.Info("relay started", "version", r.opts.Version, "client_addr", cl.Addr().String(), "admin_addr", al.Addr().String(),
@@ -216,55 +199,20 @@ func (r *Relay) Start() error {
 }
 
 // Addr is the client listener's address (nil before Start).
-func (r *Relay) Addr() net.Addr {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.clientLn == nil {
-		return nil
-	}
-	return r.clientLn.Addr()
-}
+func (r *Relay) Addr() net.Addr { return r.life.Addr("client") }
 
 // AdminAddr is the admin listener's address (nil before Start).
-func (r *Relay) AdminAddr() net.Addr {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.adminLn == nil {
-		return nil
-	}
-	return r.adminLn.Addr()
-}
+func (r *Relay) AdminAddr() net.Addr { return r.life.Addr("admin") }
 
-// Done is closed when every goroutine started by Start has ended.
-func (r *Relay) Done() <-chan struct{} { return r.done }
+// Done is closed when Shutdown has begun and every goroutine started by
+// Start has ended.
+func (r *Relay) Done() <-chan struct{} { return r.life.Done() }
 
 // Shutdown stops accepting, ends every session (a transfer in progress is
 // cut; the client sees the connection end and the backend drops the
 // partial upload), stops the health checks and closes the route store. It
-// waits for all of that, or until ctx ends. Safe to call more than once.
-func (r *Relay) Shutdown(ctx context.Context) error {
-	r.stopOnce.Do(func() {
-		r.mu.Lock()
-		started := r.clientLn != nil
-		if started {
-			r.clientLn.Close()
-			r.adminLn.Close()
-			r.cancel()
-		}
-		r.mu.Unlock()
-		if started {
-			select {
-			case <-r.done:
-			case <-ctx.Done():
-				r.stopErr = fmt.Errorf("shutdown: %w", ctx.Err())
-				return
-			}
-		}
-		if err := r.routes.Close(); err != nil {
-			r.stopErr = fmt.Errorf("close route store: %w", err)
-		}
-		r.lock.Close()
-		r.log.Info("relay stopped")
-	})
-	return r.stopErr
-}
+// waits for all of that, or until ctx ends: then it returns ctx's error,
+// and the route store and the state lock are closed as soon as the last
+// goroutine has ended. Safe to call more than once; a later call waits
+// again.
+func (r *Relay) Shutdown(ctx context.Context) error { return r.life.Shutdown(ctx) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,10 +99,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPaused, prometheus.GaugeValue, paused)
 }
 
-// startMetrics serves /metrics on METRICS_ADDRESS (a bare :PORT means
-// loopback). It returns the listener's address. The endpoint has no key:
-// the config accepts loopback addresses only, and a listener that is not
-// on loopback all the same (localhost resolving elsewhere) is refused.
+// startMetrics opens the listener of /metrics on METRICS_ADDRESS (a bare
+// :PORT means loopback), for serveMetrics. The endpoint has no key: the
+// config accepts loopback addresses only, and a listener that is not on
+// loopback all the same (localhost resolving elsewhere) is refused.
 func (s *Server) startMetrics(ctx context.Context) (net.Listener, *http.Server, error) {
 	addr := s.cfg.MetricsAddress
 	host, port, err := net.SplitHostPort(addr)
@@ -114,7 +115,7 @@ func (s *Server) startMetrics(ctx context.Context) (net.Listener, *http.Server, 
 	if host == "" {
 		addr = net.JoinHostPort("127.0.0.1", port)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := s.life.Listen("metrics", addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -131,4 +132,26 @@ func (s *Server) startMetrics(ctx context.Context) (net.Listener, *http.Server, 
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	return ln, hs, nil
+}
+
+// metricsShutdownTimeout is how long a scrape in progress may take to end
+// at shutdown.
+const metricsShutdownTimeout = 5 * time.Second
+
+// serveMetrics serves the metrics endpoint on ln until ctx ends, then
+// shuts it down; it returns when both are done.
+func (s *Server) serveMetrics(ctx context.Context, hs *http.Server, ln net.Listener) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+		defer cancel()
+		hs.Shutdown(sctx)
+	})
+	// The lifecycle closes ln when shutdown begins, before ctx ends.
+	err := hs.Serve(ln)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		s.log.Error("metrics endpoint stopped", "err", err)
+	}
 }

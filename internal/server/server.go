@@ -3,9 +3,11 @@
 // the job store, runs the reconstruction script in a pool of workers and
 // returns the results.
 //
-// Lifecycle: New opens the store and recovers from a crash; Start listens
-// and starts the workers; Shutdown stops everything and returns when every
-// goroutine has ended (safe to call more than once).
+// Lifecycle (internal/daemon): New opens the store and recovers from a
+// crash; Start listens and starts the workers; Shutdown stops everything,
+// waits for every goroutine and closes the store (safe to call more than
+// once; the store and the state lock are released even when its ctx ends
+// first, as soon as the goroutines have ended).
 package server
 
 import (
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/daemon"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
@@ -36,8 +39,8 @@ type Server struct {
 	version string
 	opts    Options
 	store   *jobs.Store
-	lock    *os.File // flock on the state dir: one server per data set
 	started time.Time
+	life    *daemon.Lifecycle // owns the goroutines, the store and the state dir's lock
 
 	changed  *notifier // broadcast on every job state change
 	uploads  *reservations
@@ -45,17 +48,8 @@ type Server struct {
 	caps     spaceCaps  // of the space held for clients (space.go)
 	evictMu  sync.Mutex // one submission at a time makes room
 
-	mu       sync.Mutex
-	clientLn net.Listener
-	adminLn  net.Listener
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
-	stopErr  error
-
-	pool      *pool
-	metrics   *metrics
-	metricsLn net.Listener
+	pool    *pool
+	metrics *metrics
 
 	// msgs bounds the memory of the control messages being read.
 	msgs *protocol.Budget
@@ -81,7 +75,7 @@ type Options struct {
 // New prepares a server: it creates the data directories, opens the job
 // store, re-queues jobs that were running when the server last stopped and
 // removes leftovers of interrupted uploads. It does not listen yet.
-func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
+func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -97,27 +91,37 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	if err := checkScript(cfg.ScriptPath); err != nil {
 		return nil, err
 	}
-	lock, err := lockDir(cfg.StateDir)
+	// One server per data set. The lock goes with the process, also on a
+	// crash.
+	lock, err := statelock.AcquireDir(cfg.StateDir, "lock", "RECON_SERVER_STATE_DIR", "recon server")
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
 	store, err := jobs.Open(filepath.Join(cfg.StateDir, "jobs.db"))
 	if err != nil {
-		lock.Close()
 		return nil, fmt.Errorf("open job store: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			store.Close()
+		}
+	}()
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
 		version:  opts.Version,
 		opts:     opts,
 		store:    store,
-		lock:     lock,
+		life:     daemon.New(log, "server"),
 		started:  time.Now(),
 		changed:  newNotifier(),
 		uploads:  newReservations(),
 		partials: &partials{m: map[string]*partial{}},
-		done:     make(chan struct{}),
 	}
 	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
@@ -141,8 +145,6 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 		sampler = &systemSampler{}
 	}
 	if s.caps, err = newSpaceCaps(cfg); err != nil {
-		store.Close()
-		lock.Close()
 		return nil, err
 	}
 	log.Info("disk space caps", "max_reserved_bytes_per_client", s.caps.reservedPerClient,
@@ -155,8 +157,6 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
 	if err != nil {
-		store.Close()
-		lock.Close()
 		return nil, fmt.Errorf("recover jobs: %w", err)
 	}
 	for _, id := range requeued {
@@ -169,29 +169,14 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (*Server, error) {
 	}
 	// Before any job runs again: what its earlier attempt left must die.
 	if err := exec.recover(ctx); err != nil {
-		store.Close()
-		lock.Close()
 		return nil, err
 	}
 	if err := s.sweepOrphans(ctx); err != nil {
-		store.Close()
-		lock.Close()
 		return nil, err
 	}
+	s.life.Hold("state lock", lock)
+	s.life.Hold("job store", store) // closed first
 	return s, nil
-}
-
-// lockDir takes an exclusive lock on dir/lock, so two servers never run
-// jobs from the same store. The lock goes with the process, also on a crash.
-func lockDir(dir string) (*os.File, error) {
-	f, err := statelock.Acquire(filepath.Join(dir, "lock"))
-	if errors.Is(err, statelock.ErrInUse) {
-		return nil, fmt.Errorf("%s %s is in use by another %s", "RECON_SERVER_STATE_DIR", dir, "recon server")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("RECON_SERVER_STATE_DIR: %w", err)
-	}
-	return f, nil
 }
 
 func checkScript(path string) error {
@@ -209,38 +194,29 @@ func checkScript(path string) error {
 }
 
 // Start listens on the client and admin addresses and starts the workers.
-// It returns once both listeners are open.
+// It returns once both listeners are open. When it fails, Shutdown closes
+// what it opened.
 func (s *Server) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.clientLn != nil {
+	if s.life.Addr("client") != nil {
 		return errors.New("server already started")
 	}
 	clientAddr := net.JoinHostPort(s.cfg.Hostname, fmt.Sprint(s.cfg.Port))
-	cl, err := net.Listen("tcp", clientAddr)
+	cl, err := s.life.Listen("client", clientAddr)
 	if err != nil {
 		return fmt.Errorf("listen for clients on %s: %w", clientAddr, err)
 	}
 	adminAddr := net.JoinHostPort(s.cfg.AdminHostname, fmt.Sprint(s.cfg.AdminPort))
-	al, err := net.Listen("tcp", adminAddr)
+	al, err := s.life.Listen("admin", adminAddr)
 	if err != nil {
-		cl.Close()
 		return fmt.Errorf("listen for admins on %s: %w", adminAddr, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	var mln net.Listener
 	var hs *http.Server
 	if s.cfg.MetricsAddress != "" {
-		mln, hs, err = s.startMetrics(ctx)
-		if err != nil {
-			cancel()
-			cl.Close()
-			al.Close()
+		if mln, hs, err = s.startMetrics(s.life.Context()); err != nil {
 			return fmt.Errorf("METRICS_ADDRESS %s: %w", s.cfg.MetricsAddress, err)
 		}
 	}
-	s.clientLn, s.adminLn, s.metricsLn = cl, al, mln
-	s.cancel = cancel
 
 	clientEP := &listen.Endpoint{
 		Name: "client", Listener: cl, Allow: s.cfg.TrustedIPs, Handle: s.serveClient,
@@ -250,29 +226,21 @@ func (s *Server) Start() error {
 		Name: "admin", Listener: al, Allow: s.cfg.TrustedIPs, Handle: s.serveAdmin,
 		Secure: secure.Config{Key: s.cfg.AdminSharedKey, Role: secure.RoleAdmin, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
 	}
-
-	var wg sync.WaitGroup
-	wg.Add(5)
-	go func() { defer wg.Done(); s.sweepPartials(ctx) }()
-	go func() { defer wg.Done(); listen.Serve(ctx, clientEP, s.log) }()
-	go func() { defer wg.Done(); listen.Serve(ctx, adminEP, s.log) }()
-	go func() { defer wg.Done(); s.pool.run(ctx) }()
-	go func() { defer wg.Done(); s.sweepResults(ctx) }()
-	if hs != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hs.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("metrics endpoint stopped", "err", err)
-			}
-		}()
-		context.AfterFunc(ctx, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			hs.Shutdown(sctx)
-		})
+	loops := map[string]func(context.Context){
+		"client listener": func(ctx context.Context) { listen.Serve(ctx, clientEP, s.log) },
+		"admin listener":  func(ctx context.Context) { listen.Serve(ctx, adminEP, s.log) },
+		"job pool":        s.pool.run,
+		"upload expiry":   s.sweepPartials,
+		"result expiry":   s.sweepResults,
 	}
-	go func() { wg.Wait(); close(s.done) }()
+	if hs != nil {
+		loops["metrics endpoint"] = func(ctx context.Context) { s.serveMetrics(ctx, hs, mln) }
+	}
+	for name, run := range loops {
+		if err := s.life.Go(name, run); err != nil {
+			return fmt.Errorf("start server: %w", err) // Shutdown began meanwhile: it ends what started
+		}
+	}
 
 	s.log.Info("server started", "version", s.version, "client_addr", cl.Addr().String(), "admin_addr", al.Addr().String(),
 		"workers", s.cfg.MaxConcurrentJobs)
@@ -280,69 +248,26 @@ func (s *Server) Start() error {
 }
 
 // Addr is the client listener's address (nil before Start).
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.clientLn == nil {
-		return nil
-	}
-	return s.clientLn.Addr()
-}
+func (s *Server) Addr() net.Addr { return s.life.Addr("client") }
 
 // AdminAddr is the admin listener's address (nil before Start).
-func (s *Server) AdminAddr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.adminLn == nil {
-		return nil
-	}
-	return s.adminLn.Addr()
-}
+func (s *Server) AdminAddr() net.Addr { return s.life.Addr("admin") }
 
 // MetricsAddr is the metrics endpoint's address (nil when metrics are off
 // or before Start).
-func (s *Server) MetricsAddr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.metricsLn == nil {
-		return nil
-	}
-	return s.metricsLn.Addr()
-}
+func (s *Server) MetricsAddr() net.Addr { return s.life.Addr("metrics") }
 
-// Done is closed when every goroutine started by Start has ended.
-func (s *Server) Done() <-chan struct{} { return s.done }
+// Done is closed when Shutdown has begun and every goroutine started by
+// Start has ended.
+func (s *Server) Done() <-chan struct{} { return s.life.Done() }
 
 // Shutdown stops accepting, ends every session, stops the workers (a
 // running script is stopped and its job re-queued, so it runs again after
 // the restart) and closes the store. It waits for all of that, or until ctx
-// ends. Safe to call more than once.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() {
-		s.mu.Lock()
-		started := s.clientLn != nil
-		if started {
-			s.clientLn.Close()
-			s.adminLn.Close()
-			s.cancel()
-		}
-		s.mu.Unlock()
-		if started {
-			select {
-			case <-s.done:
-			case <-ctx.Done():
-				s.stopErr = fmt.Errorf("shutdown: %w", ctx.Err())
-				return
-			}
-		}
-		if err := s.store.Close(); err != nil {
-			s.stopErr = fmt.Errorf("close job store: %w", err)
-		}
-		s.lock.Close()
-		s.log.Info("server stopped")
-	})
-	return s.stopErr
-}
+// ends: then it returns ctx's error, and the store and the state lock are
+// closed as soon as the last goroutine has ended. Safe to call more than
+// once; a later call waits again.
+func (s *Server) Shutdown(ctx context.Context) error { return s.life.Shutdown(ctx) }
 
 // sweepOrphans removes what an interrupted server left behind: upload
 // directories that never became a job, and input directories of jobs that

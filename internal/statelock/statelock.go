@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -44,6 +45,20 @@ func Acquire(path string) (*os.File, error) {
 			return nil, ErrInUse
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// AcquireDir takes the lock file name in the state directory dir of a
+// what ("recon server"), which the setting key names ("RECON_SERVER_STATE_DIR"):
+// the errors say which setting to change, and that another what holds it.
+func AcquireDir(dir, name, key, what string) (*os.File, error) {
+	f, err := Acquire(filepath.Join(dir, name))
+	if errors.Is(err, ErrInUse) {
+		return nil, fmt.Errorf("%s %s is in use by another %s", key, dir, what)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return f, nil
 }

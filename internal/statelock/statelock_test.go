@@ -25,3 +25,18 @@ func TestAcquire(t *testing.T) {
 	}
 	g.Close()
 }
+
+// TestAcquireDirSaysWho: a state directory in use is refused with the
+// setting that names it and the kind of process holding it.
+func TestAcquireDirSaysWho(t *testing.T) {
+	dir := t.TempDir()
+	f, err := AcquireDir(dir, "lock", "RELAY_STATE_DIR", "recon relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = AcquireDir(dir, "lock", "RELAY_STATE_DIR", "recon relay")
+	if want := "RELAY_STATE_DIR " + dir + " is in use by another recon relay"; err == nil || err.Error() != want {
+		t.Fatalf("second AcquireDir = %v, want %q", err, want)
+	}
+}

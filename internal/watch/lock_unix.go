@@ -3,8 +3,6 @@
 package watch
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -15,14 +13,7 @@ import (
 // lockFile opens path and takes an exclusive lock on it, held until the
 // file is closed, so that two daemons never share one state.
 func lockFile(path string) (*os.File, error) {
-	f, err := statelock.Acquire(path)
-	if errors.Is(err, statelock.ErrInUse) {
-		return nil, fmt.Errorf("state directory %s is in use by another recon watch", filepath.Dir(path))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("state lock: %w", err)
-	}
-	return f, nil
+	return statelock.AcquireDir(filepath.Dir(path), filepath.Base(path), "state directory", "recon watch")
 }
 
 // openNoBlock opens a file for reading without blocking, should it have
