@@ -157,7 +157,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
 	if err != nil {
-		return nil, fmt.Errorf("recover jobs: %w", err)
+		return nil, err // "recover jobs: ..." from the store
 	}
 	for _, id := range requeued {
 		log.Info("job re-queued after restart", "job_id", id)
