@@ -72,21 +72,27 @@ func TestImportRules(t *testing.T) {
 
 	// The "Imports" table: exactly the real imports, one row per package.
 	for name, p := range pkgs {
+		got := reconImports(p)
 		want, ok := allowed[name]
 		if !ok {
-			t.Errorf("%s: package %s has no row in the Imports table (it imports %s)", architectureDoc, name, list(reconImports(p)))
+			t.Errorf("%s: package %s has no row in the Imports table; if the rules allow its imports, add\n%s", architectureDoc, name, row(name, got))
 			continue
 		}
-		got := reconImports(p)
+		bad := false
 		for _, imp := range got {
 			if !slices.Contains(want, imp) {
 				t.Errorf("%s imports %s, which its row in %s does not list", name, imp, architectureDoc)
+				bad = true
 			}
 		}
 		for _, imp := range want {
 			if !slices.Contains(got, imp) {
 				t.Errorf("%s: the row of %s lists %s, which it does not import", architectureDoc, name, imp)
+				bad = true
 			}
+		}
+		if bad {
+			t.Logf("the row of %s as the code is; if the rules allow it:\n%s", name, row(name, got))
 		}
 	}
 	for name := range allowed {
@@ -282,9 +288,10 @@ func fullName(name string) string {
 	return module + "/" + name
 }
 
-func list(names []string) string {
-	if len(names) == 0 {
-		return "nothing of recon"
+// row is the Imports table's row for package name importing imps.
+func row(name string, imps []string) string {
+	if len(imps) == 0 {
+		return "| `" + name + "` | — |"
 	}
-	return strings.Join(names, ", ")
+	return "| `" + name + "` | `" + strings.Join(imps, "`, `") + "` |"
 }
