@@ -54,15 +54,31 @@ func TestImportRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowed, err := docTable(doc, "imports")
+	listed, err := docTable(doc, "packages", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	never, err := docTable(doc, "never")
+	allowed, err := docTable(doc, "imports", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	never, err := docTable(doc, "never", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pkgs := listPackages(t)
+
+	// The "Packages" table: one row per package of the module.
+	for name := range pkgs {
+		if _, ok := listed[name]; !ok {
+			t.Errorf("%s: package %s has no row in the Packages table, which says what each package is for", architectureDoc, name)
+		}
+	}
+	for name := range listed {
+		if _, ok := pkgs[name]; !ok {
+			t.Errorf("%s: the Packages table has a row for %s, which is not a package of the module", architectureDoc, name)
+		}
+	}
 
 	for _, p := range pkgs {
 		if p.Error != nil {
@@ -181,9 +197,9 @@ func listPackages(t *testing.T) map[string]*goPackage {
 
 // docTable reads the table between <!-- name:start --> and
 // <!-- name:end --> in doc: for each row, the first code span is the
-// package, the code spans of the second column what the row lists ("—"
-// for nothing). Other columns are not read.
-func docTable(doc []byte, name string) (map[string][]string, error) {
+// package and, if lists, the code spans of the second column are what the
+// row lists ("—" for nothing). Other columns are not read.
+func docTable(doc []byte, name string, lists bool) (map[string][]string, error) {
 	start, end := "<!-- "+name+":start -->", "<!-- "+name+":end -->"
 	i, j := bytes.Index(doc, []byte(start)), bytes.Index(doc, []byte(end))
 	if i < 0 || j < i {
@@ -209,6 +225,10 @@ func docTable(doc []byte, name string) (map[string][]string, error) {
 			return nil, fmt.Errorf("%s: table %s: two rows for %s", architectureDoc, name, pkg[1])
 		}
 		entries := []string{}
+		if !lists {
+			rows[pkg[1]] = entries
+			continue
+		}
 		for _, m := range code.FindAllStringSubmatch(cells[1], -1) {
 			entries = append(entries, m[1])
 		}
