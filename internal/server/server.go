@@ -13,10 +13,13 @@
 // them. docs/ARCHITECTURE.md draws the whole path.
 //
 // Lifecycle (internal/daemon): New opens the store and recovers from a
-// crash; Start listens and starts the workers; Shutdown stops everything,
-// waits for every goroutine and closes the store (safe to call more than
-// once; the store and the state lock are released even when its ctx ends
-// first, as soon as the goroutines have ended).
+// crash (the store re-queues or fails the jobs that were running, the
+// executor ends what their attempts left running, leftover uploads are
+// swept); Start listens and starts the job pool, the expiry sweeps and the
+// metrics endpoint, each a goroutine of the lifecycle; Shutdown stops
+// everything, waits for every goroutine and closes the store (safe to call
+// more than once; the store and the state lock are released even when its
+// ctx ends first, as soon as the goroutines have ended).
 package server
 
 import (
