@@ -1,7 +1,9 @@
 package main
 
+// recon admin's commands in their human and --json forms, cancelling a
+// script that ignores SIGTERM, and the admin port's address allow-list.
+
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,43 +29,6 @@ for f in "$1"/*; do
 done
 for f in "$1"/*; do cp "$f" "$3/$(basename "$f").out"; done
 `)
-}
-
-// submitFile writes name with content into dir and submits it without
-// waiting; it returns the job id.
-func submitFile(t *testing.T, dir, opts, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	writeFile(t, p, content, 0o644)
-	r := runRecon(t, dir, "submit", "--opts", opts, "--no-wait", p)
-	if r.code != 0 {
-		t.Fatalf("submit %s: exit %d\n%s", name, r.code, r.stderr)
-	}
-	return strings.TrimSpace(r.stdout)
-}
-
-// jobState is the job's state as recon status --json reports it.
-func jobState(t *testing.T, dir, opts, id string) string {
-	t.Helper()
-	r := runRecon(t, dir, "status", "--opts", opts, "--json", id)
-	var j struct {
-		State string `json:"state"`
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &j); err != nil {
-		t.Fatalf("status --json %s: exit %d, %v\n%s%s", id, r.code, err, r.stdout, r.stderr)
-	}
-	return j.State
-}
-
-func waitState(t *testing.T, dir, opts, id, want string) {
-	t.Helper()
-	servertest.Eventually(t, 30*time.Second, "job "+id+" "+want, func() bool { return jobState(t, dir, opts, id) == want })
-}
-
-// admin runs recon admin with the test's admin.opts.
-func admin(t *testing.T, dir string, args ...string) cmdResult {
-	t.Helper()
-	return runRecon(t, dir, append([]string{"admin", "--opts", "admin.opts"}, args...)...)
 }
 
 // lineWith returns the first line of out that holds every one of subs.
@@ -415,18 +380,6 @@ while :; do sleep 0.05; done
 	}
 }
 
-// processGone reports whether pid no longer runs (no such process, or a
-// zombie not yet reaped).
-func processGone(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return os.IsNotExist(err)
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
-}
-
 // TestAdminRefusedOutsideTrustedIPs: with TRUSTED_IPS not covering
 // 127.0.0.1, recon admin is refused with a clear error, the server logs the
 // refusal and keeps running (and refusing).
@@ -456,82 +409,6 @@ func TestAdminRefusedOutsideTrustedIPs(t *testing.T) {
 			srv.done <- err
 			t.Fatalf("the server exited after a refused admin: %v\n%s", err, srv.stderr.String())
 		default:
-		}
-	}
-}
-
-// TestCompletion: recon completion prints a script for each shell, and
-// the completion recon answers lists its commands.
-func TestCompletion(t *testing.T) {
-	dir := t.TempDir()
-	for shell, marker := range map[string]string{"bash": "__start_recon", "zsh": "#compdef recon", "fish": "complete -c recon"} {
-		r := runRecon(t, dir, "completion", shell)
-		if r.code != 0 || len(r.stdout) < 200 || !strings.Contains(r.stdout, marker) || !strings.Contains(r.stdout, "__complete") {
-			t.Errorf("recon completion %s: exit %d, %d bytes, marker %q found: %v\n%s", shell, r.code, len(r.stdout), marker,
-				strings.Contains(r.stdout, marker), r.stderr)
-		}
-	}
-	// The scripts ask recon itself (recon __complete …) for the words.
-	for _, c := range []struct {
-		args []string
-		want []string
-	}{
-		{[]string{"__complete", ""}, []string{"keygen", "server", "submit", "status", "queue", "fetch", "watch", "admin", "relay", "relay-admin", "completion"}},
-		{[]string{"__complete", "admin", ""}, []string{"status", "queue", "workers", "logs", "cancel", "setmaxjobs"}},
-		{[]string{"__complete", "relay-admin", ""}, []string{"status", "backends", "clients"}},
-	} {
-		r := runRecon(t, dir, c.args...)
-		words := map[string]bool{}
-		for _, l := range strings.Split(r.stdout, "\n") {
-			w, _, _ := strings.Cut(l, "\t")
-			words[w] = true
-		}
-		for _, w := range c.want {
-			if !words[w] {
-				t.Errorf("recon %s does not offer %q:\n%s", strings.Join(c.args, " "), w, r.stdout)
-			}
-		}
-	}
-}
-
-// TestSystemdUnits: each unit under deploy/ starts recon with a command
-// line recon accepts: a subcommand that exists and flags it knows.
-func TestSystemdUnits(t *testing.T) {
-	units, err := filepath.Glob(filepath.Join("..", "..", "deploy", "*.service"))
-	if err != nil || len(units) == 0 {
-		t.Fatalf("no unit files under deploy/: %v", err)
-	}
-	dir := t.TempDir()
-	for _, u := range units {
-		b, err := os.ReadFile(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var execs []string
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "ExecStart="); ok {
-				execs = append(execs, v)
-			}
-		}
-		if len(execs) != 1 {
-			t.Errorf("%s: %d ExecStart lines, want 1", u, len(execs))
-			continue
-		}
-		argv := strings.Fields(strings.TrimLeft(execs[0], "-@:+!"))
-		if len(argv) < 2 || filepath.Base(argv[0]) != "recon" || !filepath.IsAbs(argv[0]) {
-			t.Errorf("%s: ExecStart=%s does not run an absolute path to recon with a subcommand", u, execs[0])
-			continue
-		}
-		// --help makes recon check the subcommand and flags without
-		// running it; the usage names the subcommand when it exists.
-		r := runRecon(t, dir, append(argv[1:], "--help")...)
-		if r.code != 0 || !strings.Contains(r.stdout, "Usage:\n  recon "+argv[1]+" ") {
-			t.Errorf("%s: recon %s --help: exit %d\n%s%s", u, strings.Join(argv[1:], " "), r.code, r.stdout, r.stderr)
-		}
-		// A flag recon does not know is refused the same way: the check
-		// above would catch a unit with a misspelt flag.
-		if r := runRecon(t, dir, append(argv[1:], "--no-such-flag", "--help")...); r.code == 0 {
-			t.Errorf("%s: recon %s accepted an unknown flag", u, argv[1])
 		}
 	}
 }

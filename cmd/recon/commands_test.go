@@ -1,272 +1,23 @@
 package main
 
+// The command tree as a user meets it: help, version, shell completion and
+// the systemd units recon writes.
+
 import (
 	"context"
-	"errors"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/recon-mri/recon/internal/keys"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-
-	"github.com/recon-mri/recon/internal/keys"
-	"github.com/recon-mri/recon/internal/secure"
-	"github.com/recon-mri/recon/internal/servertest"
-	"github.com/recon-mri/recon/internal/statelock"
 )
-
-// TestDidYouMeanWhenLoadingFails checks that an unknown key's hint is shown
-// also when the config cannot be loaded: a misspelt SHARED_KEY gives both
-// "SHARED_KEY is required" and "did you mean SHARED_KEY?", for a client
-// command and for the server.
-func TestDidYouMeanWhenLoadingFails(t *testing.T) {
-	key := keys.MustGenerate().Encode()
-	admin := keys.MustGenerate().Encode()
-	tests := []struct {
-		name string
-		args []string
-		opts string
-	}{
-		{"status", []string{"status"}, "SERVER_HOSTNAME = 127.0.0.1\nSERVER_PORT = 1\nSHARED_KY = " + key + "\n"},
-		{"submit", []string{"submit", "x.7"}, "SERVER_HOSTNAME = 127.0.0.1\nSERVER_PORT = 1\nSHARED_KY = " + key + "\n"},
-		{"server", []string{"server"}, "SERVER_HOSTNAME = 127.0.0.1\nSERVER_PORT = 0\nSERVER_ADMIN_PORT = 0\nSHARED_KY = " + key +
-			"\nSERVER_ADMIN_SHARED_KEY = " + admin + "\n"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			writeFile(t, filepath.Join(dir, "recon.opts"), tt.opts, 0o600)
-			r := runRecon(t, dir, append(tt.args, "--opts", "recon.opts")...)
-			if r.code == 0 {
-				t.Fatalf("recon %s with SHARED_KY instead of SHARED_KEY succeeded", tt.name)
-			}
-			for _, want := range []string{
-				"recon.opts:", "SHARED_KEY is required",
-				"unknown key SHARED_KY (did you mean SHARED_KEY?)",
-			} {
-				if !strings.Contains(r.stderr, want) {
-					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
-				}
-			}
-			// The hint comes before the error it explains.
-			if h, e := strings.Index(r.stderr, "did you mean"), strings.Index(r.stderr, "is required"); h > e {
-				t.Errorf("the hint comes after the error:\n%s", r.stderr)
-			}
-			if strings.Contains(r.stderr, key) || strings.Contains(r.stderr, admin) {
-				t.Error("stderr shows a key value")
-			}
-		})
-	}
-}
-
-// TestMissingConfigFile checks what the client-side commands say when
-// their config file does not exist: that it was not found, where they
-// looked, and what to do.
-func TestMissingConfigFile(t *testing.T) {
-	dir := t.TempDir()
-	tests := []struct {
-		args []string
-		file string   // the file looked for
-		want []string // what the message must name
-	}{
-		{[]string{"status"}, "recon.opts", []string{"SERVER_HOSTNAME", "SERVER_PORT", "SHARED_KEY", "server's recon.opts"}},
-		{[]string{"queue", "--json"}, "recon.opts", []string{"SHARED_KEY"}},
-		{[]string{"fetch", "aaaaaaaaaaaaaaaaaaaaaaaaaa"}, "recon.opts", []string{"SHARED_KEY"}},
-		{[]string{"submit", "x.7"}, "recon.opts", []string{"SHARED_KEY"}},
-		{[]string{"status", "--opts", "elsewhere/client.opts"}, filepath.Join("elsewhere", "client.opts"), []string{"SHARED_KEY"}},
-		{[]string{"watch"}, "recon.opts", []string{"SHARED_KEY", "CLIENT_WATCH_DIRECTORY"}},
-		{[]string{"admin", "status"}, "recon.opts", []string{"SERVER_ADMIN_SHARED_KEY", "server's recon.opts"}},
-		{[]string{"relay-admin", "status"}, "relay.opts", []string{"RELAY_ADMIN_SHARED_KEY", "relay's relay.opts"}},
-	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			r := runRecon(t, dir, tt.args...)
-			if r.code == 0 {
-				t.Fatalf("exit 0 without a config file")
-			}
-			want := append([]string{
-				"config file " + tt.file + " not found",
-				"looked for " + filepath.Join(dir, tt.file),
-				"--opts",
-			}, tt.want...)
-			for _, w := range want {
-				if !strings.Contains(r.stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-				}
-			}
-			if strings.Contains(r.stderr, "no such file or directory") {
-				t.Errorf("stderr is the bare system error:\n%s", r.stderr)
-			}
-		})
-	}
-	// A client command never writes a config: that is the server's job.
-	for _, f := range []string{"recon.opts", "relay.opts"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("a client command created %s", f)
-		}
-	}
-}
-
-// closedByPeer reads from c until the peer closes it, or until bound. It
-// returns the error that ended the read (EOF or a reset) and fails the test
-// if the connection is still open at the bound or sent data.
-func closedByPeer(t *testing.T, c net.Conn, bound time.Duration, what string) {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(bound))
-	n, err := c.Read(make([]byte, 512))
-	switch {
-	case n > 0:
-		t.Errorf("%s: the server answered %d bytes", what, n)
-	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		t.Errorf("%s: still open after %s", what, bound)
-	default:
-		t.Errorf("%s: read error %v, want EOF or a reset", what, err)
-	}
-}
-
-// TestGarbageAndIdlePeers opens raw TCP connections to a real `recon
-// server`: some send garbage, some send nothing or stop half-way through
-// the handshake, one authenticates and then sends nothing. The server
-// closes each (the garbage at once, the others after
-// HANDSHAKE_TIMEOUT_SECONDS or IDLE_TIMEOUT_SECONDS) while `recon status`
-// is served.
-func TestGarbageAndIdlePeers(t *testing.T) {
-	dir := t.TempDir()
-	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript),
-		"HANDSHAKE_TIMEOUT_SECONDS = 2", "IDLE_TIMEOUT_SECONDS = 2")
-	srv := startServer(t, dir, "recon.opts")
-	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
-	// bound is far above both timeouts: it only keeps a broken server from
-	// hanging the test.
-	const bound = 30 * time.Second
-
-	dial := func() net.Conn {
-		t.Helper()
-		c, err := net.DialTimeout("tcp", srv.clientAddr, bound)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	k, _ := keys.Parse(key)
-	idleAuth, err := secure.Dial(t.Context(), srv.clientAddr, secure.Config{Key: k, Role: secure.RoleClient})
-	if err != nil {
-		t.Fatalf("authenticated connection: %v", err)
-	}
-	t.Cleanup(func() { idleAuth.Close() })
-
-	idle := map[string]net.Conn{
-		"silent":                     dial(),
-		"half a preamble":            dial(),
-		"preamble, no first message": dial(),
-	}
-	write := func(c net.Conn, b []byte) {
-		t.Helper()
-		if _, err := c.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(idle["half a preamble"], []byte("REC"))
-	write(idle["preamble, no first message"], []byte{'R', 'C', 'N', 0, secure.ProtocolVersion, byte(secure.RoleClient)})
-
-	garbage := map[string][]byte{
-		"HTTP request":    []byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
-		"TLS hello":       append([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}, make([]byte, 64)...),
-		"random bytes":    pseudoRandom(4096),
-		"zeros":           make([]byte, 1024),
-		"SSH banner":      []byte("SSH-2.0-OpenSSH_9.6\r\n"),
-		"oversize length": []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
-	}
-	gconns := map[string]net.Conn{}
-	for name, b := range garbage {
-		c := dial()
-		write(c, b)
-		gconns[name] = c
-	}
-	// Meanwhile a good client is served.
-	if r := runRecon(t, dir, "status", "--opts", "client.opts"); r.code != 0 || !strings.Contains(r.stdout, "uptime") {
-		t.Errorf("recon status next to garbage and idle peers: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	for name, c := range gconns {
-		closedByPeer(t, c, bound, "garbage ("+name+")")
-	}
-	for name, c := range idle {
-		closedByPeer(t, c, bound, "idle peer ("+name+")")
-	}
-	idleAuth.SetReadDeadline(time.Now().Add(bound))
-	if n, err := idleAuth.Read(make([]byte, 64)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("authenticated idle session: Read = %d, %v; want it closed by the server", n, err)
-	}
-	// And the server still serves.
-	if r := runRecon(t, dir, "status", "--opts", "client.opts"); r.code != 0 {
-		t.Errorf("recon status after the peers were dropped: exit %d\n%s", r.code, r.stderr)
-	}
-	log, _ := os.ReadFile(filepath.Join(dir, "recon.log"))
-	if !strings.Contains(string(log), "handshake failed") {
-		t.Errorf("the server log does not record the failed handshakes")
-	}
-}
-
-// pseudoRandom returns n pseudo-random bytes, the same each run.
-func pseudoRandom(n int) []byte {
-	r := rand.New(rand.NewPCG(1, 2))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-// TestSIGINTStopsCleanly stops a real server with SIGINT, as Ctrl-C does:
-// exit status 0, a "stopped" message, and the state directory's lock free.
-func TestSIGINTStopsCleanly(t *testing.T) {
-	dir := t.TempDir()
-	key := serverOpts(t, dir, servertest.WriteScript(t, dir, "s.sh", servertest.CopyScript))
-	srv := startServer(t, dir, "recon.opts")
-	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
-	if r := runRecon(t, dir, "status", "--opts", "client.opts"); r.code != 0 {
-		t.Fatalf("recon status: exit %d\n%s", r.code, r.stderr)
-	}
-	if err := srv.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-srv.done:
-		srv.done <- err
-		if err != nil {
-			t.Errorf("recon server after SIGINT: %v, want exit status 0\n%s", err, srv.stderr)
-		}
-	case <-time.After(shutdownTimeout + 10*time.Second):
-		srv.cmd.Process.Kill()
-		t.Fatalf("recon server did not stop after SIGINT\n%s", srv.stderr)
-	}
-	// The stderr pipe is read by another goroutine: wait for the last line.
-	servertest.Eventually(t, 10*time.Second, "'stopped' message", func() bool {
-		return strings.Contains(srv.stderr.String(), "recon server: stopped")
-	})
-	f, err := statelock.Acquire(filepath.Join(dir, "data", "state", "lock"))
-	if err != nil {
-		t.Fatalf("state lock after SIGINT: %v", err)
-	}
-	f.Close()
-	// A new server starts on the same state.
-	srv2 := startServer(t, dir, "recon.opts")
-	clientOpts(t, filepath.Join(dir, "client.opts"), srv2.clientAddr, key)
-	if r := runRecon(t, dir, "status", "--opts", "client.opts"); r.code != 0 {
-		t.Errorf("recon status after a restart: exit %d\n%s", r.code, r.stderr)
-	}
-}
 
 // keyLikeRE matches a 32-byte key in base64 (either alphabet, padding
 // optional).
@@ -387,5 +138,81 @@ func TestVersionStamp(t *testing.T) {
 	}
 	if !strings.Contains(string(mo), "-X main.version=v1.2.3-make") {
 		t.Errorf("make build does not stamp the version with -ldflags -X main.version:\n%s", mo)
+	}
+}
+
+// TestCompletion: recon completion prints a script for each shell, and
+// the completion recon answers lists its commands.
+func TestCompletion(t *testing.T) {
+	dir := t.TempDir()
+	for shell, marker := range map[string]string{"bash": "__start_recon", "zsh": "#compdef recon", "fish": "complete -c recon"} {
+		r := runRecon(t, dir, "completion", shell)
+		if r.code != 0 || len(r.stdout) < 200 || !strings.Contains(r.stdout, marker) || !strings.Contains(r.stdout, "__complete") {
+			t.Errorf("recon completion %s: exit %d, %d bytes, marker %q found: %v\n%s", shell, r.code, len(r.stdout), marker,
+				strings.Contains(r.stdout, marker), r.stderr)
+		}
+	}
+	// The scripts ask recon itself (recon __complete …) for the words.
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", ""}, []string{"keygen", "server", "submit", "status", "queue", "fetch", "watch", "admin", "relay", "relay-admin", "completion"}},
+		{[]string{"__complete", "admin", ""}, []string{"status", "queue", "workers", "logs", "cancel", "setmaxjobs"}},
+		{[]string{"__complete", "relay-admin", ""}, []string{"status", "backends", "clients"}},
+	} {
+		r := runRecon(t, dir, c.args...)
+		words := map[string]bool{}
+		for _, l := range strings.Split(r.stdout, "\n") {
+			w, _, _ := strings.Cut(l, "\t")
+			words[w] = true
+		}
+		for _, w := range c.want {
+			if !words[w] {
+				t.Errorf("recon %s does not offer %q:\n%s", strings.Join(c.args, " "), w, r.stdout)
+			}
+		}
+	}
+}
+
+// TestSystemdUnits: each unit under deploy/ starts recon with a command
+// line recon accepts: a subcommand that exists and flags it knows.
+func TestSystemdUnits(t *testing.T) {
+	units, err := filepath.Glob(filepath.Join("..", "..", "deploy", "*.service"))
+	if err != nil || len(units) == 0 {
+		t.Fatalf("no unit files under deploy/: %v", err)
+	}
+	dir := t.TempDir()
+	for _, u := range units {
+		b, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var execs []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "ExecStart="); ok {
+				execs = append(execs, v)
+			}
+		}
+		if len(execs) != 1 {
+			t.Errorf("%s: %d ExecStart lines, want 1", u, len(execs))
+			continue
+		}
+		argv := strings.Fields(strings.TrimLeft(execs[0], "-@:+!"))
+		if len(argv) < 2 || filepath.Base(argv[0]) != "recon" || !filepath.IsAbs(argv[0]) {
+			t.Errorf("%s: ExecStart=%s does not run an absolute path to recon with a subcommand", u, execs[0])
+			continue
+		}
+		// --help makes recon check the subcommand and flags without
+		// running it; the usage names the subcommand when it exists.
+		r := runRecon(t, dir, append(argv[1:], "--help")...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage:\n  recon "+argv[1]+" ") {
+			t.Errorf("%s: recon %s --help: exit %d\n%s%s", u, strings.Join(argv[1:], " "), r.code, r.stdout, r.stderr)
+		}
+		// A flag recon does not know is refused the same way: the check
+		// above would catch a unit with a misspelt flag.
+		if r := runRecon(t, dir, append(argv[1:], "--no-such-flag", "--help")...); r.code == 0 {
+			t.Errorf("%s: recon %s accepted an unknown flag", u, argv[1])
+		}
 	}
 }
