@@ -63,7 +63,7 @@ func TestConnectionFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer good.Close()
-	served := func(what string) {
+	served := func(t *testing.T, what string) {
 		t.Helper()
 		if _, err := rawStatus(good); err != nil {
 			t.Fatalf("%s: the session from 127.0.0.2 is not served: %v", what, err)
@@ -86,7 +86,7 @@ func TestConnectionFlood(t *testing.T) {
 		flood = nil
 	}
 	defer closeFlood()
-	open := func(ip string, n int) {
+	open := func(t *testing.T, ip string, n int) {
 		t.Helper()
 		for range n {
 			c, err := dialFrom(ctx, addr, ip)
@@ -97,72 +97,79 @@ func TestConnectionFlood(t *testing.T) {
 		}
 	}
 
-	// 1. Connections that never start the handshake, from one address:
-	// the next one evicts the oldest, and a client with the key gets in.
-	open("127.0.0.1", listen.MaxUnauthConnsPerIP)
-	over, err := dialFrom(ctx, addr, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := refusedQuickly(flood[0], 10*time.Second); err != nil {
-		t.Errorf("the oldest connection in the handshake from 127.0.0.1, after connection %d: %v", listen.MaxUnauthConnsPerIP+1, err)
-	}
-	flood = append(flood, over)
-	if err := newClientFrom("127.0.0.1"); err != nil {
-		t.Errorf("a client with the key from 127.0.0.1 during its flood: %v", err)
-	}
-	served("per-address flood")
-	if err := newClientFrom("127.0.0.2"); err != nil {
-		t.Errorf("a new client from 127.0.0.2 during the per-address flood: %v", err)
-	}
-	closeFlood()
-	servertest.Eventually(t, pollTimeout, "127.0.0.1 served again", func() bool { return newClientFrom("127.0.0.1") == nil })
-
-	// 2. Connections in the handshake from many addresses, up to the
-	// global cap: a new one evicts the oldest of the address holding the
-	// most, so a client with the key from a fresh address gets in.
-	for i := range listen.MaxUnauthConns / listen.MaxUnauthConnsPerIP {
-		open(fmt.Sprintf("127.0.1.%d", i+1), listen.MaxUnauthConnsPerIP)
-	}
-	if err := newClientFrom("127.0.2.1"); err != nil {
-		t.Errorf("a client with the key from 127.0.2.1 during the global flood: %v", err)
-	}
-	served("global flood") // authenticated before the flood
-	closeFlood()
-	servertest.Eventually(t, pollTimeout, "new clients served again", func() bool {
-		return newClientFrom("127.0.0.2") == nil && newClientFrom("127.0.0.1") == nil
+	t.Run("1 handshake per address", func(t *testing.T) {
+		// 1. Connections that never start the handshake, from one address:
+		// the next one evicts the oldest, and a client with the key gets in.
+		open(t, "127.0.0.1", listen.MaxUnauthConnsPerIP)
+		over, err := dialFrom(ctx, addr, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := refusedQuickly(flood[0], 10*time.Second); err != nil {
+			t.Errorf("the oldest connection in the handshake from 127.0.0.1, after connection %d: %v", listen.MaxUnauthConnsPerIP+1, err)
+		}
+		flood = append(flood, over)
+		if err := newClientFrom("127.0.0.1"); err != nil {
+			t.Errorf("a client with the key from 127.0.0.1 during its flood: %v", err)
+		}
+		served(t, "per-address flood")
+		if err := newClientFrom("127.0.0.2"); err != nil {
+			t.Errorf("a new client from 127.0.0.2 during the per-address flood: %v", err)
+		}
+		closeFlood()
+		servertest.Eventually(t, pollTimeout, "127.0.0.1 served again", func() bool { return newClientFrom("127.0.0.1") == nil })
 	})
 
-	// 3. Authenticated sessions from one address, up to its cap.
-	var sessions []*secure.Conn
-	defer func() {
+	t.Run("2 handshake global", func(t *testing.T) {
+		// 2. Connections in the handshake from many addresses, up to the
+		// global cap: a new one evicts the oldest of the address holding the
+		// most, so a client with the key from a fresh address gets in.
+		for i := range listen.MaxUnauthConns / listen.MaxUnauthConnsPerIP {
+			open(t, fmt.Sprintf("127.0.1.%d", i+1), listen.MaxUnauthConnsPerIP)
+		}
+		if err := newClientFrom("127.0.2.1"); err != nil {
+			t.Errorf("a client with the key from 127.0.2.1 during the global flood: %v", err)
+		}
+		served(t, "global flood") // authenticated before the flood
+		closeFlood()
+		servertest.Eventually(t, pollTimeout, "new clients served again", func() bool {
+			return newClientFrom("127.0.0.2") == nil && newClientFrom("127.0.0.1") == nil
+		})
+	})
+
+	t.Run("3 sessions per address", func(t *testing.T) {
+		// 3. Authenticated sessions from one address, up to its cap.
+		var sessions []*secure.Conn
+		defer func() {
+			for _, c := range sessions {
+				c.Close()
+			}
+		}()
+		for range listen.MaxConnsPerIP {
+			c, err := rawDial(ctx, addr, "127.0.0.3", key, secure.RoleClient)
+			if err != nil {
+				t.Fatalf("session %d from 127.0.0.3: %v", len(sessions)+1, err)
+			}
+			sessions = append(sessions, c)
+		}
+		if err := newClientFrom("127.0.0.3"); !errors.Is(err, secure.ErrAuth) {
+			t.Errorf("session %d from 127.0.0.3: %v, want refused (ErrAuth)", listen.MaxConnsPerIP+1, err)
+		}
+		served(t, "authenticated flood")
+		if err := newClientFrom("127.0.0.2"); err != nil {
+			t.Errorf("a new client from 127.0.0.2 during the authenticated flood: %v", err)
+		}
+		if _, err := rawStatus(sessions[0]); err != nil {
+			t.Errorf("a flooding session is not served: %v", err)
+		}
 		for _, c := range sessions {
 			c.Close()
 		}
-	}()
-	for range listen.MaxConnsPerIP {
-		c, err := rawDial(ctx, addr, "127.0.0.3", key, secure.RoleClient)
-		if err != nil {
-			t.Fatalf("session %d from 127.0.0.3: %v", len(sessions)+1, err)
-		}
-		sessions = append(sessions, c)
-	}
-	if err := newClientFrom("127.0.0.3"); !errors.Is(err, secure.ErrAuth) {
-		t.Errorf("session %d from 127.0.0.3: %v, want refused (ErrAuth)", listen.MaxConnsPerIP+1, err)
-	}
-	served("authenticated flood")
-	if err := newClientFrom("127.0.0.2"); err != nil {
-		t.Errorf("a new client from 127.0.0.2 during the authenticated flood: %v", err)
-	}
-	if _, err := rawStatus(sessions[0]); err != nil {
-		t.Errorf("a flooding session is not served: %v", err)
-	}
-	for _, c := range sessions {
-		c.Close()
-	}
-	sessions = nil
-	servertest.Eventually(t, pollTimeout, "127.0.0.3 served again", func() bool { return newClientFrom("127.0.0.3") == nil })
-	served("after the floods")
+		sessions = nil
+		servertest.Eventually(t, pollTimeout, "127.0.0.3 served again", func() bool { return newClientFrom("127.0.0.3") == nil })
+	})
+
+	served(t, "after the floods")
 }
 
 // TestSlowHandshake sends the handshake a byte at a time: the handshake
