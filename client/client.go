@@ -12,7 +12,7 @@
 //	defer c.Close()
 //	job, err := c.Submit(ctx, []string{"P00000.7"}, &client.SubmitOptions{Options: map[string]string{"method": "pics"}})
 //	job, err = c.Wait(ctx, job.JobID, nil)
-//	files, err := c.Fetch(ctx, job.JobID, "images", nil)
+//	job, files, err := c.Fetch(ctx, job.JobID, "images", nil)
 package client
 
 import (

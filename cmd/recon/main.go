@@ -1,6 +1,14 @@
 // Command recon is the secure remote reconstruction server for medical
-// imaging and its clients: one binary with a subcommand per role (server,
-// submit, status, queue, fetch, keygen, version).
+// imaging and its clients: one binary with a subcommand per role: server;
+// the client commands submit, status, queue and fetch; admin, for the
+// server's administrators; watch, the directory-watching client daemon;
+// relay and relay-admin, for a relay in front of several servers; and
+// keygen, completion and version.
+//
+// Each subcommand is a cobra command built by a new<Name>Cmd function
+// (cmd_*.go; keygen and version in root.go, completion is cobra's own) and
+// registered in root.go. main turns SIGINT and SIGTERM into the
+// cancellation of the root context; run maps errors to exit codes.
 package main
 
 import (

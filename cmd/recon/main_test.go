@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/servertest"
 )
 
 // reconBin is the recon binary built once for the tests in this package.
@@ -215,4 +218,53 @@ func clientOpts(t *testing.T, path, addr, key string) {
 	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
 	writeFile(t, path, fmt.Sprintf("SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\nCLIENT_DOWNLOAD_DIR = downloads\n", host, port, key), 0o600)
+}
+
+// submitFile writes name with content into dir and submits it without
+// waiting; it returns the job id.
+func submitFile(t *testing.T, dir, opts, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	writeFile(t, p, content, 0o644)
+	r := runRecon(t, dir, "submit", "--opts", opts, "--no-wait", p)
+	if r.code != 0 {
+		t.Fatalf("submit %s: exit %d\n%s", name, r.code, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// jobState is the job's state as recon status --json reports it.
+func jobState(t *testing.T, dir, opts, id string) string {
+	t.Helper()
+	r := runRecon(t, dir, "status", "--opts", opts, "--json", id)
+	var j struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &j); err != nil {
+		t.Fatalf("status --json %s: exit %d, %v\n%s%s", id, r.code, err, r.stdout, r.stderr)
+	}
+	return j.State
+}
+
+func waitState(t *testing.T, dir, opts, id, want string) {
+	t.Helper()
+	servertest.Eventually(t, 30*time.Second, "job "+id+" "+want, func() bool { return jobState(t, dir, opts, id) == want })
+}
+
+// admin runs recon admin with the test's admin.opts.
+func admin(t *testing.T, dir string, args ...string) cmdResult {
+	t.Helper()
+	return runRecon(t, dir, append([]string{"admin", "--opts", "admin.opts"}, args...)...)
+}
+
+// processGone reports whether pid no longer runs (no such process, or a
+// zombie not yet reaped).
+func processGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return os.IsNotExist(err)
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
 }

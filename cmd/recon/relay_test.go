@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,10 +13,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/servertest"
 )
@@ -426,5 +429,84 @@ func TestRelayLargeFileFlatMemory(t *testing.T) {
 		size>>20, elapsed.Round(time.Millisecond), float64(size)/elapsed.Seconds()/1e6, float64(peak)/(1<<20), float64(before)/(1<<20))
 	if peak > 64<<20 {
 		t.Errorf("relay peak RSS %.1f MiB after a %d MiB upload, want at most 64 MiB", float64(peak)/(1<<20), size>>20)
+	}
+}
+
+// TestRelayProcessKilled kills a real `recon relay` with SIGKILL in the
+// middle of an upload: the client's submission fails; a relay restarted on
+// the same state takes the retry with the same submission id, and the
+// submission is one job on the backends.
+func TestRelayProcessKilled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	key := keys.MustGenerate().Encode()
+	var backends []*servertest.Server
+	var addrs []string
+	for range 2 {
+		s := servertest.Start(t, servertest.Options{Extra: map[string]string{"SHARED_KEY": key}})
+		backends = append(backends, s)
+		addrs = append(addrs, s.Addr().String())
+	}
+	clientKey, _ := relayOpts(t, dir, addrs, key)
+	rp := startRelayProc(t, dir, "relay.opts")
+
+	in := filepath.Join(dir, "big.7")
+	writeFile(t, in, strings.Repeat("k-space!", 4<<20), 0o600) // 32 MiB
+	const sid = "relay-killed"
+	var once sync.Once
+	// Progress runs in the send path: killing on its first call stops the
+	// relay before the rest is sent (a later mark could come too late, as
+	// Progress is throttled).
+	kill := func(done, total int64) {
+		if done > 0 && done < total {
+			once.Do(func() {
+				rp.cmd.Process.Kill()
+				<-rp.done
+				rp.exited = true
+			})
+		}
+	}
+	c, err := client.Dial(ctx, client.Config{Address: rp.clientAddr, Key: clientKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid, Progress: kill, Reconnects: -1}); err == nil {
+		t.Fatal("a submission through a relay killed mid-upload succeeded")
+	}
+	c.Close()
+
+	rp = startRelayProc(t, dir, "relay.opts")
+	c, err = client.Dial(ctx, client.Config{Address: rp.clientAddr, Key: clientKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{SubmissionID: sid})
+	if err != nil {
+		t.Fatalf("retry through the restarted relay: %v", err)
+	}
+	if j, err := c.Wait(ctx, job.JobID, nil); err != nil || j.State != "succeeded" {
+		t.Fatalf("retried job: %+v, %v", j, err)
+	}
+	n := 0
+	for _, s := range backends {
+		bc := s.Dial(t)
+		q, err := bc.Queue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range q {
+			if j.SubmissionID == sid {
+				n++
+			}
+		}
+		servertest.Eventually(t, 20*time.Second, "no interrupted upload on "+s.Addr().String(), func() bool {
+			m, _ := filepath.Glob(filepath.Join(s.Config.InputBaseDir, ".incoming-*"))
+			return len(m) == 0
+		})
+	}
+	if n != 1 {
+		t.Errorf("submission %s is %d jobs on the backends, want 1", sid, n)
 	}
 }

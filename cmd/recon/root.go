@@ -89,7 +89,9 @@ without succeeding.`,
 	return root
 }
 
-// exactArgs is cobra.ExactArgs with the usage exit code.
+// argsRange accepts min to max positional arguments (max < 0: no upper
+// bound), like cobra.RangeArgs, but fails with a usageError, so a wrong
+// count exits with the usage exit code and says what the command takes.
 func argsRange(min, max int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < min || (max >= 0 && len(args) > max) {

@@ -12,8 +12,10 @@
 // store, never by timestamps: a job put back after a crash or a shutdown
 // keeps its original place.
 //
-// The package knows nothing of the network: callers validate what they
-// receive before they hand it to the store (ValidID is provided for job ids).
+// The package knows nothing of the network (docs/ARCHITECTURE.md;
+// TestImportRules at the module root checks it): callers validate what
+// they receive before they hand it to the store (ValidID is provided for
+// job ids).
 package jobs
 
 import (

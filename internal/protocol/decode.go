@@ -11,7 +11,7 @@ import (
 // data are errors.
 //
 // It decodes with json.Unmarshal, which works on b in place, and then
-// looks for unknown fields itself (knownFields): a json.Decoder, the only
+// looks for unknown fields itself (fieldWalker): a json.Decoder, the only
 // way encoding/json refuses them, copies the whole value into a buffer
 // that grows by doubling first, which took twice a large message's size.
 func decodeStrict(b []byte, v any) error {

@@ -135,3 +135,17 @@ func TestFoldName(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowsUnportableNames checks the characters Windows refuses in file
+// names besides '/', '\' and ':': a result so named would make a fetch on
+// Windows fail, so names with them are refused (and such results skipped).
+func TestWindowsUnportableNames(t *testing.T) {
+	for _, name := range []string{"a<b", "a>b", `a"b`, "a|b", "what?.dcm", "*.7"} {
+		if err := ValidateFileName(name); err == nil || !strings.Contains(err.Error(), "Windows") {
+			t.Errorf("ValidateFileName(%q) = %v, want refused as unportable to Windows", name, err)
+		}
+		if err := ValidateResultName("sub/" + name); err == nil {
+			t.Errorf("ValidateResultName(%q) accepted", "sub/"+name)
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -230,4 +232,106 @@ func FuzzReadMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadMessageAllocatesAsBytesArrive announces the largest message and
+// sends a few bytes: ReadMessage fails with io.ErrUnexpectedEOF without
+// allocating anything near the announced size.
+func TestReadMessageAllocatesAsBytesArrive(t *testing.T) {
+	// Not parallel: it counts the bytes the whole process allocates, and
+	// the package's parallel tests wait while it runs.
+	in := make([]byte, 4+100)
+	binary.BigEndian.PutUint32(in, MaxMessageSize)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, err := ReadMessage(bytes.NewReader(in)); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("ReadMessage of a truncated large message = %v, want io.ErrUnexpectedEOF", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2<<20 {
+		t.Errorf("10 truncated %d-byte messages allocated %d bytes", MaxMessageSize, got)
+	}
+
+	// A message larger than the first allocation that does arrive is read
+	// whole.
+	var buf bytes.Buffer
+	const size = 3*readChunk + 100
+	opts := map[string]string{"k": strings.Repeat("v", size)}
+	if err := WriteMessage(&buf, TypeSubmit, Submit{Options: opts}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadMessage(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub Submit
+	if err := m.Decode(TypeSubmit, &sub); err != nil || len(sub.Options["k"]) != size {
+		t.Fatalf("large message read as %d bytes, %v", len(sub.Options["k"]), err)
+	}
+}
+
+// fileList returns n result entries whose names are nameLen bytes long.
+func fileList(n, nameLen int) []FileSum {
+	fs := make([]FileSum, n)
+	for i := range fs {
+		name := fmt.Sprintf("%0*d", nameLen, i)
+		fs[i] = FileSum{Name: name, Size: 1 << 40, SHA256: strings.Repeat("0", SHA256HexLen)}
+	}
+	return fs
+}
+
+// TestFileListsFit checks the arithmetic behind MaxFileListBytes: a job
+// with both lists at the cap and every option at its cap fits in one
+// message, and so does a result manifest (the job and its results again).
+func TestFileListsFit(t *testing.T) {
+	t.Parallel()
+	// Names of '<', which JSON escapes to six bytes each.
+	entry := func(i int) FileSum {
+		return FileSum{Name: fmt.Sprintf("%06d%s", i, strings.Repeat("<", 150)), Size: 1 << 40, SHA256: strings.Repeat("0", 64)}
+	}
+	per := FileListSize([]FileSum{entry(0), entry(1)}) - FileListSize([]FileSum{entry(0)})
+	var list []FileSum
+	for i := range MaxFileListBytes / per {
+		list = append(list, entry(i))
+	}
+	if n := FileListSize(list); n > MaxFileListBytes || n < MaxFileListBytes-2*per {
+		t.Fatalf("list of %d bytes, want just under %d", n, MaxFileListBytes)
+	}
+	opts := map[string]string{}
+	for i := range MaxOptions {
+		opts[fmt.Sprintf("K%02d", i)] = strings.Repeat("<", MaxOptionsTotal/MaxOptions-3)
+	}
+	if err := ValidateOptions(opts); err != nil {
+		t.Fatal(err)
+	}
+	job := JobInfo{JobID: strings.Repeat("a", 26), State: "succeeded", Files: list, Results: list, Options: opts,
+		Error: strings.Repeat("<", 4096), SubmissionID: strings.Repeat("a", MaxSubmissionID)}
+	if err := WriteMessage(io.Discard, TypeJob, job); err != nil {
+		t.Errorf("a job with both file lists at the cap: %v", err)
+	}
+	if err := WriteMessage(io.Discard, TypeResults, Results{Job: job, Files: list}); err != nil {
+		t.Errorf("a result manifest with its lists at the cap: %v", err)
+	}
+	if n := FileListSize(fileList(10_000, 20)); n > MaxFileListBytes {
+		t.Errorf("10,000 files with 20-byte names take %d bytes, over the cap of %d", n, MaxFileListBytes)
+	}
+}
+
+// TestFitQueue checks that a queue of large jobs is cut to one message.
+func TestFitQueue(t *testing.T) {
+	t.Parallel()
+	list := fileList(5000, 40) // about 0.6 MB per job
+	q := &QueueReply{Unavailable: []string{"127.0.0.1:1"}}
+	for range 40 {
+		q.Jobs = append(q.Jobs, JobInfo{JobID: strings.Repeat("a", 26), State: "queued", Files: list})
+	}
+	FitQueue(q)
+	if len(q.Jobs) == 0 || len(q.Jobs) == 40 {
+		t.Fatalf("FitQueue kept %d of 40 jobs", len(q.Jobs))
+	}
+	if err := WriteMessage(io.Discard, TypeQueueReply, q); err != nil {
+		t.Errorf("fitted queue: %v", err)
+	}
 }

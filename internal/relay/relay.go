@@ -3,8 +3,9 @@
 // (key SHARED_KEY_RELAY_TO_CLIENTS), and for each request opens a session of
 // its own to a backend (key BACKEND_SHARED_KEY) and forwards the request,
 // its replies, state events and file streams, in constant memory and with
-// back-pressure: file bytes move through one fixed buffer per request, in
-// plain blocking copies.
+// back-pressure: file bytes cross with secure.Forward, each record opened
+// in the buffer it arrived in and sealed for the other session from there,
+// and what is sealed is sent before the relay reads more.
 //
 // A submission goes to the least loaded healthy backend (queued + running
 // as of its last health check, plus what the relay placed or is uploading

@@ -19,15 +19,18 @@
 // kills every process that still carries its marker or is in its cgroup and
 // logs each (pid, command): no process the script started outlives the run
 // (without cgroups, short of one that replaces its whole environment). Run
-// returns only once they are gone. After a crash of the server, KillStale finds and kills the
-// processes of the runs it was doing, before their jobs run again.
+// returns only once they are gone. After a crash of the server, KillStale
+// finds and kills the processes of the runs it was doing, before their
+// jobs run again.
 //
 // CollectResults walks the output directory through an os.Root and returns
 // regular files only, each hashed with SHA-256 in one read; everything else
 // (symbolic links, pipes, sockets, devices, hard-linked files, unsafe names)
 // is skipped with a reason.
 //
-// The package knows nothing of the network.
+// The package knows nothing of the network: neither it nor what it
+// imports uses a socket, the channel or the protocol (docs/ARCHITECTURE.md;
+// TestImportRules at the module root checks it).
 package runner
 
 import (

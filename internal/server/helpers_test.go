@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -251,4 +252,123 @@ func processGone(pid int) bool {
 func waitGone(t *testing.T, path, what string) {
 	t.Helper()
 	servertest.Eventually(t, pollTimeout, what+" is removed", func() bool { return !exists(path) })
+}
+
+// wireError reads one message from c and returns its wire error code.
+func wireError(t *testing.T, c *secure.Conn) protocol.Code {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(pollTimeout))
+	defer c.SetReadDeadline(time.Time{})
+	m, err := protocol.ReadMessage(c)
+	if err != nil {
+		t.Fatalf("reading the server's answer: %v", err)
+	}
+	err = m.Decode(protocol.TypeJob, nil)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		t.Fatalf("server answered %q (%v), want an error", m.Type, err)
+	}
+	return pe.Code
+}
+
+// expectSessionEnd checks that the server ends the session (no further
+// message) within pollTimeout.
+func expectSessionEnd(t *testing.T, c *secure.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(pollTimeout))
+	m, err := protocol.ReadMessage(c)
+	if err == nil {
+		t.Fatalf("session goes on: got %q", m.Type)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("session still open after %v", pollTimeout)
+	}
+}
+
+// startUpload announces files on a raw connection and checks the server is
+// ready for them.
+func startUpload(t *testing.T, rc *secure.Conn, files ...protocol.FileInfo) {
+	t.Helper()
+	m, err := request(rc, protocol.TypeSubmit, protocol.Submit{Files: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Decode(protocol.TypeSubmitReady, &protocol.SubmitReady{}); err != nil {
+		t.Fatalf("submission refused: %v", err)
+	}
+}
+
+// checkNothingStored checks that no job and no upload directory exist.
+func checkNothingStored(t *testing.T, ctx context.Context, s *servertest.Server) {
+	t.Helper()
+	servertest.Eventually(t, pollTimeout, "the upload dir is removed", func() bool { return len(incoming(t, s)) == 0 })
+	if names := dirNames(t, s.Config.InputBaseDir); len(names) != 0 {
+		t.Errorf("inputs dir holds %v", names)
+	}
+	checkNoJobs(t, ctx, s)
+}
+
+// rawFrame frames a control message payload as it travels: a 4-byte length
+// and the bytes.
+func rawFrame(payload string) []byte {
+	b := make([]byte, 4+len(payload))
+	binary.BigEndian.PutUint32(b, uint32(len(payload)))
+	copy(b[4:], payload)
+	return b
+}
+
+// mountTmpfs mounts a tmpfs of size bytes on dir until the test ends, or
+// skips the test (it needs root, and a kernel that lets it mount).
+func mountTmpfs(t *testing.T, dir string, size int64) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		servertest.SkipUnlessStrict(t, "skipped: mounting a small tmpfs needs root")
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		servertest.SkipUnlessStrict(t, "skipped: cannot mount a tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+// memDir returns a directory for a test server (config, data, inputs) on
+// a tmpfs when the test runs as root, so that tests of many files measure
+// recon rather than the disk; else a plain t.TempDir(), and in -short mode
+// the test is skipped.
+func memDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Geteuid() == 0 && syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=512m,mode=0700") == nil {
+		t.Cleanup(func() {
+			if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", dir, err)
+			}
+		})
+		return dir
+	}
+	if testing.Short() {
+		t.Skip("skipped in -short mode: many files on disk, without root for a tmpfs")
+	}
+	return dir
+}
+
+// smallDiskServer starts a server whose inputs are on an 8 MiB tmpfs
+// (returned), without a free-space reserve.
+func smallDiskServer(t *testing.T) (*servertest.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk")
+	if err := os.Mkdir(disk, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, disk, 8<<20)
+	s := servertest.Start(t, servertest.Options{Dir: dir, Extra: map[string]string{
+		"RECON_SERVER_BASE_PFILE_DIR": "disk/inputs",
+		"MIN_FREE_DISK_MB":            "0",
+	}})
+	return s, disk
 }

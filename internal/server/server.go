@@ -3,11 +3,23 @@
 // the job store, runs the reconstruction script in a pool of workers and
 // returns the results.
 //
+// A session (session.go) reads requests one at a time; a submission is an
+// upload (upload.go) that owns its directory and disk reservation until
+// the job is created in the store. The pool (pool.go, worker.go) owns job
+// execution: its workers claim queued jobs, run each attempt through an
+// executor (executor.go; the local one, local.go, runs the script with
+// package runner), collect the results and record the end. A fetch
+// (results.go) streams the results and removes them once the client has
+// them. docs/ARCHITECTURE.md draws the whole path.
+//
 // Lifecycle (internal/daemon): New opens the store and recovers from a
-// crash; Start listens and starts the workers; Shutdown stops everything,
-// waits for every goroutine and closes the store (safe to call more than
-// once; the store and the state lock are released even when its ctx ends
-// first, as soon as the goroutines have ended).
+// crash (the store re-queues or fails the jobs that were running, the
+// executor ends what their attempts left running, leftover uploads are
+// swept); Start listens and starts the job pool, the expiry sweeps and the
+// metrics endpoint, each a goroutine of the lifecycle; Shutdown stops
+// everything, waits for every goroutine and closes the store (safe to call
+// more than once; the store and the state lock are released even when its
+// ctx ends first, as soon as the goroutines have ended).
 package server
 
 import (
@@ -161,7 +173,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
 	if err != nil {
-		return nil, fmt.Errorf("recover jobs: %w", err)
+		return nil, err // "recover jobs: ..." from the store
 	}
 	for _, id := range requeued {
 		log.Info("job re-queued after restart", "job_id", id)

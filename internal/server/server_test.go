@@ -8,9 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -245,82 +243,6 @@ func optKeyKnown(opts map[string]string, envName string) bool {
 		}
 	}
 	return false
-}
-
-// TestScriptFails checks a script that exits 3 with a message.
-func TestScriptFails(t *testing.T) {
-	t.Parallel()
-	ctx := testContext(t)
-	s := servertest.Start(t, servertest.Options{Script: `#!/bin/sh
-echo "starting" >&2
-echo "reconstruction failed: k-space is truncated" >&2
-exit 3
-`})
-	c := s.Dial(t)
-	job := submitOne(t, ctx, c, "P1.7", []byte("raw"))
-	done := waitDone(t, ctx, c, job.JobID)
-	if done.State != "failed" {
-		t.Fatalf("job ended %s, want failed", done.State)
-	}
-	if done.ExitCode == nil || *done.ExitCode != 3 {
-		t.Errorf("exit code %v, want 3", done.ExitCode)
-	}
-	if !strings.Contains(done.Error, "reconstruction failed: k-space is truncated") || !strings.Contains(done.Error, "3") {
-		t.Errorf("error %q, want the exit status and the stderr tail", done.Error)
-	}
-	waitGone(t, filepath.Join(s.Config.InputBaseDir, job.JobID), "the input dir of the failed job")
-	// A failed job's outputs are removed when it fails (unless
-	// KEEP_FAILED_OUTPUTS): a fetch says so.
-	if _, _, err := c.Fetch(ctx, job.JobID, t.TempDir(), nil); !client.IsCode(err, client.CodeGone) {
-		t.Fatalf("Fetch of the failed job: %v; want code gone", err)
-	}
-}
-
-// TestScriptTimesOut checks that a script over JOB_TIMEOUT_SECONDS fails
-// and that a background grandchild that ignores SIGTERM is ended too.
-func TestScriptTimesOut(t *testing.T) {
-	t.Parallel()
-	ctx := testContext(t)
-	sig := t.TempDir()
-	pidFile := filepath.Join(sig, "pid")
-	s := servertest.Start(t, servertest.Options{
-		Script: fmt.Sprintf(`#!/bin/sh
-( trap '' TERM; exec sleep 300 ) &
-echo $! > %[1]q.tmp
-mv %[1]q.tmp %[1]q
-sleep 300
-`, pidFile),
-		Extra: map[string]string{"JOB_TIMEOUT_SECONDS": "1"},
-	})
-	c := s.Dial(t)
-	job := submitOne(t, ctx, c, "P1.7", []byte("raw"))
-
-	var pid int
-	servertest.Eventually(t, pollTimeout, "grandchild writes its pid", func() bool {
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
-			return false
-		}
-		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatalf("pid file %q: %v", b, err)
-		}
-		return true
-	})
-	t.Cleanup(func() {
-		if !processGone(pid) {
-			// Do not leave it behind if the test failed.
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-
-	done := waitDone(t, ctx, c, job.JobID)
-	if done.State != "failed" || !strings.Contains(done.Error, "timed out") {
-		t.Fatalf("job ended %s (%q), want failed with a timeout", done.State, done.Error)
-	}
-	servertest.Eventually(t, 10*time.Second, fmt.Sprintf("grandchild %d ends", pid), func() bool {
-		return processGone(pid)
-	})
 }
 
 // TestOnlyRegularResults checks that links, pipes and hard links in the

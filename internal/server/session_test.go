@@ -168,35 +168,6 @@ for i in 1 2 3; do echo "$i" > "$3/image$i.dcm"; done
 	}
 }
 
-// TestScriptCannotStart checks that a script that cannot be executed
-// fails the job without showing server paths to the client, and that the
-// server goes on once it is fixed.
-func TestScriptCannotStart(t *testing.T) {
-	t.Parallel()
-	ctx := testContext(t)
-	s := servertest.Start(t, servertest.Options{})
-	if err := os.Chmod(s.Config.ScriptPath, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := s.Dial(t)
-	job := submitOne(t, ctx, c, "P1.7", []byte("raw"))
-	j := waitDone(t, ctx, c, job.JobID)
-	if j.State != "failed" || !strings.Contains(j.Error, "script") {
-		t.Fatalf("job ended %s (%q), want failed", j.State, j.Error)
-	}
-	if strings.Contains(j.Error, s.Dir) || strings.Contains(j.Error, s.Config.ScriptPath) {
-		t.Errorf("job error %q shows a server path", j.Error)
-	}
-	waitGone(t, filepath.Join(s.Config.InputBaseDir, job.JobID), "the input dir of the failed job")
-	if err := os.Chmod(s.Config.ScriptPath, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	job = submitOne(t, ctx, c, "P2.7", []byte("raw"))
-	if j := waitDone(t, ctx, c, job.JobID); j.State != "succeeded" {
-		t.Fatalf("job after fixing the script ended %s (%q)", j.State, j.Error)
-	}
-}
-
 // TestShutdownDuringUpload stops the server in the middle of an upload:
 // the upload leaves nothing behind, and a server started on the same
 // directory removes what a crash would have left.

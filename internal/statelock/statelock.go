@@ -1,5 +1,3 @@
-//go:build unix
-
 // Package statelock keeps two recon processes (servers, relays, watch
 // daemons) from sharing one state directory: an exclusive flock on a lock
 // file, held until the file is closed, and released by the kernel when the
@@ -11,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -24,6 +21,9 @@ const Wait = 2 * time.Second
 // ErrInUse is returned when another process holds the lock.
 var ErrInUse = errors.New("in use by another process")
 
+// errBusy is tryLock's error for a lock held elsewhere.
+var errBusy = errors.New("lock held")
+
 // Acquire opens (creating) the lock file at path and takes an exclusive
 // lock on it. Close the file to release it.
 func Acquire(path string) (*os.File, error) {
@@ -33,15 +33,15 @@ func Acquire(path string) (*os.File, error) {
 	}
 	deadline := time.Now().Add(Wait)
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+		err = tryLock(f)
+		if !errors.Is(err, errBusy) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errBusy) {
 			return nil, ErrInUse
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)

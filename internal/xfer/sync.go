@@ -1,18 +1,14 @@
 package xfer
 
-import (
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "os"
 
 // WritebackChunk is how much is written before the kernel is asked to start
 // writing it to disk.
 const WritebackChunk = 16 << 20
 
 // SyncingWriter writes to a file and starts the kernel's write-back of each
-// chunk as it completes (sync_file_range), so the disk works while the
-// network does and the fsync at the end of an upload has little left to
+// chunk as it completes (sync_file_range on Linux), so the disk works while
+// the network does and the fsync at the end of an upload has little left to
 // wait for. Where the call is not supported it is skipped.
 type SyncingWriter struct {
 	f       *os.File
@@ -27,22 +23,8 @@ func (w *SyncingWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.off += int64(n)
 	if w.off-w.flushed >= WritebackChunk {
-		_ = unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.off-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		startWriteback(w.f, w.flushed, w.off-w.flushed)
 		w.flushed = w.off
 	}
 	return n, err
-}
-
-// Sync makes the file's data (and the size needed to read it back) durable:
-// fdatasync(2), which skips the timestamps fsync(2) also flushes.
-func Sync(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			if err != nil {
-				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-			}
-			return nil
-		}
-	}
 }
