@@ -27,6 +27,7 @@ import (
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -249,23 +250,11 @@ func (c *Client) do(ctx context.Context, f func() error) error {
 	return err
 }
 
-// request sends one message and decodes the one reply.
-func (c *Client) request(t protocol.Type, body any, want protocol.Type, reply any) error {
-	if err := protocol.WriteMessage(c.conn, t, body); err != nil {
-		return err
-	}
-	m, err := protocol.ReadMessage(c.conn)
-	if err != nil {
-		return err
-	}
-	return m.Decode(want, reply)
-}
-
 // Status asks for the server's status.
 func (c *Client) Status(ctx context.Context) (*ServerStatus, error) {
 	var st ServerStatus
 	err := c.do(ctx, func() error {
-		return c.request(protocol.TypeStatus, protocol.Empty{}, protocol.TypeStatusReply, &st)
+		return rpc.Exchange(c.conn, protocol.TypeStatus, protocol.Empty{}, protocol.TypeStatusReply, &st)
 	})
 	if err != nil {
 		return nil, err
@@ -278,7 +267,7 @@ func (c *Client) Status(ctx context.Context) (*ServerStatus, error) {
 func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 	var j Job
 	err := c.do(ctx, func() error {
-		return c.request(protocol.TypeJobStatus, protocol.JobRef{JobID: id}, protocol.TypeJob, &j)
+		return rpc.Exchange(c.conn, protocol.TypeJobStatus, protocol.JobRef{JobID: id}, protocol.TypeJob, &j)
 	})
 	if err != nil {
 		return nil, err
@@ -301,7 +290,7 @@ func (c *Client) Queue(ctx context.Context) ([]Job, error) {
 func (c *Client) QueueReport(ctx context.Context) (*QueueReply, error) {
 	var q protocol.QueueReply
 	err := c.do(ctx, func() error {
-		return c.request(protocol.TypeQueue, protocol.Empty{}, protocol.TypeQueueReply, &q)
+		return rpc.Exchange(c.conn, protocol.TypeQueue, protocol.Empty{}, protocol.TypeQueueReply, &q)
 	})
 	if err != nil {
 		return nil, err

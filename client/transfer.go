@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/xfer"
 )
@@ -140,7 +141,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 
 // submitOnce runs one attempt of a submission on the current session.
 func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, progress Progress, onNote func(string), job *Job) error {
-	m, err := c.roundTrip(protocol.TypeSubmit, sub)
+	m, err := rpc.Send(c.conn, protocol.TypeSubmit, sub)
 	if err != nil {
 		return err
 	}
@@ -247,13 +248,6 @@ func randomSubmissionID() string {
 	return "c-" + hex.EncodeToString(b)
 }
 
-func (c *Client) roundTrip(t protocol.Type, body any) (protocol.Message, error) {
-	if err := protocol.WriteMessage(c.conn, t, body); err != nil {
-		return protocol.Message{}, err
-	}
-	return protocol.ReadMessage(c.conn)
-}
-
 // statRegular describes the regular file at p, opened without blocking
 // (p may be a named pipe).
 func statRegular(p string) (os.FileInfo, error) {
@@ -358,7 +352,7 @@ func (c *Client) Fetch(ctx context.Context, id, dir string, opts *FetchOptions) 
 	var res protocol.Results
 	var out []LocalFile
 	err := c.do(ctx, func() error {
-		m, err := c.roundTrip(protocol.TypeFetch, protocol.JobRef{JobID: id})
+		m, err := rpc.Send(c.conn, protocol.TypeFetch, protocol.JobRef{JobID: id})
 		if err != nil {
 			return err
 		}
@@ -369,7 +363,7 @@ func (c *Client) Fetch(ctx context.Context, id, dir string, opts *FetchOptions) 
 		if err != nil {
 			return err
 		}
-		m, err = c.roundTrip(protocol.TypeAck, protocol.JobRef{JobID: id})
+		m, err = rpc.Send(c.conn, protocol.TypeAck, protocol.JobRef{JobID: id})
 		if err != nil {
 			return err
 		}

@@ -14,43 +14,23 @@ import (
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
-// adminSession is a session on the server's admin listener.
-type adminSession struct {
-	conn *secure.Conn
-}
-
-func dialAdmin(ctx context.Context, e *env, opts string) (*adminSession, error) {
+// dialAdmin opens a session on the server's admin listener.
+func dialAdmin(ctx context.Context, e *env, opts string) (*rpc.Client, error) {
 	cfg, err := loadConfig(e, opts, config.LoadAdmin, needAdmin, nil)
 	if err != nil {
 		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, client.DefaultDialTimeout)
 	defer cancel()
-	conn, err := secure.Dial(dctx, cfg.Addr(), secure.Config{Key: cfg.SharedKey, Role: secure.RoleAdmin})
+	a, err := rpc.Dial(dctx, cfg.Addr(), secure.Config{Key: cfg.SharedKey, Role: secure.RoleAdmin})
 	if err != nil {
 		return nil, fmt.Errorf("connect to the admin port %s: %w", cfg.Addr(), err)
 	}
-	context.AfterFunc(ctx, func() { conn.Close() })
-	return &adminSession{conn: conn}, nil
-}
-
-func (a *adminSession) Close() {
-	a.conn.CloseWrite()
-	a.conn.Close()
-}
-
-func (a *adminSession) call(t protocol.Type, body any, want protocol.Type, reply any) error {
-	if err := protocol.WriteMessage(a.conn, t, body); err != nil {
-		return err
-	}
-	m, err := protocol.ReadMessage(a.conn)
-	if err != nil {
-		return err
-	}
-	return m.Decode(want, reply)
+	return a, nil
 }
 
 func newAdminCmd(e *env) *cobra.Command {
@@ -69,7 +49,7 @@ func newAdminCmd(e *env) *cobra.Command {
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print one JSON document instead of text")
 
 	// run wraps a subcommand body with the admin session.
-	run := func(f func(ctx context.Context, a *adminSession, args []string) error) func(*cobra.Command, []string) error {
+	run := func(f func(ctx context.Context, a *rpc.Client, args []string) error) func(*cobra.Command, []string) error {
 		return func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
 			a, err := dialAdmin(ctx, e, opts)
@@ -85,9 +65,9 @@ func newAdminCmd(e *env) *cobra.Command {
 		Use:   "status",
 		Short: "Version, uptime, jobs, workers, resources, disks and settings",
 		Args:  argsRange(0, 0),
-		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
 			var st protocol.AdminStatus
-			if err := a.call(protocol.TypeAdminStatus, protocol.Empty{}, protocol.TypeAdminStatusReply, &st); err != nil {
+			if err := a.Call(ctx, protocol.TypeAdminStatus, protocol.Empty{}, protocol.TypeAdminStatusReply, &st); err != nil {
 				return err
 			}
 			if asJSON {
@@ -102,9 +82,9 @@ func newAdminCmd(e *env) *cobra.Command {
 		Use:   "queue",
 		Short: "Every unfinished job and those finished in the last 24 hours",
 		Args:  argsRange(0, 0),
-		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
 			var q protocol.QueueReply
-			if err := a.call(protocol.TypeAdminQueue, protocol.Empty{}, protocol.TypeAdminQueueReply, &q); err != nil {
+			if err := a.Call(ctx, protocol.TypeAdminQueue, protocol.Empty{}, protocol.TypeAdminQueueReply, &q); err != nil {
 				return err
 			}
 			if asJSON {
@@ -139,9 +119,9 @@ func newAdminCmd(e *env) *cobra.Command {
 		Use:   "workers",
 		Short: "Each worker's state and job, and whether the pool is paused",
 		Args:  argsRange(0, 0),
-		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
 			var w protocol.WorkersReply
-			if err := a.call(protocol.TypeAdminWorkers, protocol.Empty{}, protocol.TypeAdminWorkersReply, &w); err != nil {
+			if err := a.Call(ctx, protocol.TypeAdminWorkers, protocol.Empty{}, protocol.TypeAdminWorkersReply, &w); err != nil {
 				return err
 			}
 			if asJSON {
@@ -158,27 +138,20 @@ func newAdminCmd(e *env) *cobra.Command {
 		Use:   "logs [--lines N] [--jobid ID]",
 		Short: "The last JSON log records, one per line as stored",
 		Args:  argsRange(0, 0),
-		RunE: run(func(ctx context.Context, a *adminSession, _ []string) error {
+		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
 			if lines < 1 || lines > protocol.MaxLogLines {
 				return &usageError{fmt.Errorf("--lines takes a number from 1 to %d", protocol.MaxLogLines)}
 			}
-			if err := protocol.WriteMessage(a.conn, protocol.TypeAdminLogs, protocol.LogsRequest{Lines: lines, JobID: jobID}); err != nil {
-				return err
-			}
 			var records []string
-			for {
-				m, err := protocol.ReadMessage(a.conn)
-				if err != nil {
-					return err
-				}
-				var r protocol.LogsReply
-				if err := m.Decode(protocol.TypeAdminLogsReply, &r); err != nil {
-					return err
-				}
+			var r protocol.LogsReply
+			err := a.Stream(ctx, protocol.TypeAdminLogs, protocol.LogsRequest{Lines: lines, JobID: jobID}, protocol.TypeAdminLogsReply, &r, func() bool {
 				records = append(records, r.Records...)
-				if r.Done {
-					break
-				}
+				done := r.Done
+				r = protocol.LogsReply{}
+				return !done
+			})
+			if err != nil {
+				return err
 			}
 			if asJSON {
 				return printJSON(e.stdout, map[string]any{"records": rawRecords(records)})
@@ -199,9 +172,9 @@ func newAdminCmd(e *env) *cobra.Command {
 whole process group sent SIGTERM, then SIGKILL after KILL_GRACE_SECONDS, and
 its directories removed. A client waiting on the job sees it cancelled.`,
 		Args: argsRange(1, 1),
-		RunE: run(func(ctx context.Context, a *adminSession, args []string) error {
+		RunE: run(func(ctx context.Context, a *rpc.Client, args []string) error {
 			var r protocol.CancelReply
-			if err := a.call(protocol.TypeAdminCancel, protocol.JobRef{JobID: args[0]}, protocol.TypeAdminCancelReply, &r); err != nil {
+			if err := a.Call(ctx, protocol.TypeAdminCancel, protocol.JobRef{JobID: args[0]}, protocol.TypeAdminCancelReply, &r); err != nil {
 				return err
 			}
 			if asJSON {
@@ -219,13 +192,13 @@ its directories removed. A client waiting on the job sees it cancelled.`,
 workers stop after their current job. The change lasts until the server restarts;
 edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
 		Args: argsRange(1, 1),
-		RunE: run(func(ctx context.Context, a *adminSession, args []string) error {
+		RunE: run(func(ctx context.Context, a *rpc.Client, args []string) error {
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n < 1 || n > protocol.MaxWorkers {
 				return &usageError{fmt.Errorf("setmaxjobs takes a number from 1 to %d, not %q", protocol.MaxWorkers, args[0])}
 			}
 			var r protocol.SetMaxJobsReply
-			if err := a.call(protocol.TypeAdminSetMaxJobs, protocol.SetMaxJobs{N: n}, protocol.TypeAdminSetMaxJobsRep, &r); err != nil {
+			if err := a.Call(ctx, protocol.TypeAdminSetMaxJobs, protocol.SetMaxJobs{N: n}, protocol.TypeAdminSetMaxJobsRep, &r); err != nil {
 				return err
 			}
 			if asJSON {

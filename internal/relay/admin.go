@@ -2,54 +2,33 @@ package relay
 
 import (
 	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
 // serveAdmin answers a relay administrator's requests in sequence.
 func (r *Relay) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	for {
-		m, err := r.msgs.ReadMessage(ctx, c)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				log.Info("admin session ended", "err", err)
-			}
-			if pe := messageError(err); pe != nil {
-				r.armWrite(c)
-				protocol.WriteError(c, pe)
-			}
-			return
-		}
-		r.armWrite(c)
-		var (
-			typ   protocol.Type
-			reply any
-		)
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			protocol.WriteError(c, protocol.Errorf(protocol.CodeBadRequest, "%v", err))
-			return
-		}
-		switch m.Type {
-		case protocol.TypeRelayStatus:
-			typ, reply = protocol.TypeRelayStatusReply, r.Status()
-		case protocol.TypeRelayBackends:
-			typ, reply = protocol.TypeRelayBackendsReply, r.Backends()
-		case protocol.TypeRelayClients:
-			typ, reply = protocol.TypeRelayClientsReply, r.Clients()
-		default:
-			protocol.WriteError(c, protocol.Errorf(protocol.CodeBadRequest, "unknown relay admin request %q", truncate(string(m.Type), 40)))
-			return
-		}
-		log.Debug("admin request", "request", string(m.Type))
-		if protocol.WriteMessage(c, typ, reply) != nil {
-			return
-		}
-	}
+	r.adminMux.Serve(ctx, c, log, struct{}{})
+}
+
+// adminRequests is the table of an administrator session's requests.
+func (r *Relay) adminRequests() *rpc.Mux[struct{}] {
+	m := &rpc.Mux[struct{}]{Name: "relay", Unknown: "relay admin request", Budget: r.msgs,
+		IdleTimeout: r.opts.IdleTimeout, EndLevel: slog.LevelInfo}
+	rpc.Reply(m, protocol.TypeRelayStatus, protocol.TypeRelayStatusReply, func(context.Context, *rpc.Session[struct{}], *protocol.Empty) (*protocol.RelayStatus, error) {
+		return r.Status(), nil
+	})
+	rpc.Reply(m, protocol.TypeRelayBackends, protocol.TypeRelayBackendsReply, func(context.Context, *rpc.Session[struct{}], *protocol.Empty) (*protocol.RelayBackends, error) {
+		return r.Backends(), nil
+	})
+	rpc.Reply(m, protocol.TypeRelayClients, protocol.TypeRelayClientsReply, func(context.Context, *rpc.Session[struct{}], *protocol.Empty) (*protocol.RelayClients, error) {
+		return r.Clients(), nil
+	})
+	return m
 }
 
 // Status describes the relay: version, uptime, clients, jobs and bytes

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -283,22 +284,17 @@ func (p *pool) status(ctx context.Context, b *backend) (*protocol.StatusReply, e
 // ctx's deadline (or backendReplyTimeout). A wire error from the backend
 // is returned as a *protocol.Error.
 func roundTrip(ctx context.Context, c *secure.Conn, t protocol.Type, body any, want protocol.Type, reply any) error {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(backendReplyTimeout)
+	ctx, cancel := replyBound(ctx)
+	defer cancel()
+	return rpc.Call(ctx, c, t, body, want, reply)
+}
+
+// replyBound bounds ctx by backendReplyTimeout if it has no deadline.
+func replyBound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
 	}
-	c.SetDeadline(dl)
-	defer c.SetDeadline(time.Time{})
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	if err := protocol.WriteMessage(c, t, body); err != nil {
-		return err
-	}
-	m, err := protocol.ReadMessage(c)
-	if err != nil {
-		return err
-	}
-	return m.Decode(want, reply)
+	return context.WithTimeout(ctx, backendReplyTimeout)
 }
 
 // isWireError reports whether err is an error the backend sent, as

@@ -12,6 +12,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -33,7 +34,7 @@ func checkAnnounced(files []protocol.FileInfo) error {
 	var total int64
 	for _, f := range files {
 		if f.Size < 0 {
-			return protocol.Errorf(protocol.CodeBadRequest, "file %q has a negative size", truncate(f.Name, 80))
+			return protocol.Errorf(protocol.CodeBadRequest, "file %q has a negative size", rpc.Truncate(f.Name, 80))
 		}
 		if f.Size > math.MaxInt64-total {
 			return protocol.Errorf(protocol.CodeTooLarge, "the files add up to more bytes than can be counted")
@@ -72,7 +73,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			var ie *internalErr
+			var ie *rpc.InternalError
 			if errors.As(err, &ie) {
 				return err
 			}
@@ -134,7 +135,7 @@ func (r *Relay) submitOrder(ctx context.Context, sid string, log *slog.Logger) (
 		return order, nil, nil
 	}
 	if err != nil {
-		return nil, nil, &internalErr{err}
+		return nil, nil, rpc.Internal(err)
 	}
 	b := r.pool.get(addr)
 	if b == nil {
@@ -170,7 +171,7 @@ func (r *Relay) offer(ctx context.Context, b *backend, sub *protocol.Submit) (*s
 	if sub.SubmissionID != "" {
 		if err := r.routes.putSubmission(ctx, sub.SubmissionID, b.addr); err != nil {
 			bc.Close()
-			return nil, nil, &internalErr{err}
+			return nil, nil, rpc.Internal(err)
 		}
 	}
 	var ready protocol.SubmitReady
@@ -193,14 +194,14 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	cs.about("", b.addr)
 	if ready.Existing {
 		if ready.Job == nil || !jobs.ValidID(ready.Job.JobID) {
-			return false, &internalErr{fmt.Errorf("backend %s: submit_ready for an existing job without a valid job", b.addr)}
+			return false, rpc.Internal(fmt.Errorf("backend %s: submit_ready for an existing job without a valid job", b.addr))
 		}
 		cs.about(ready.Job.JobID, "")
 		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr); err != nil {
-			return false, &internalErr{err}
+			return false, rpc.Internal(err)
 		}
 		if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
-			return false, &internalErr{err}
+			return false, rpc.Internal(err)
 		}
 		bc.CloseWrite()
 		ready.Job.Backend = b.addr
@@ -209,7 +210,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	// A backend that kept a broken upload of this submission says how much
 	// of each file it holds; the client sends only the rest.
 	if err := protocol.CheckResume(ready.Resume, sub.Files); err != nil {
-		return false, &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
+		return false, rpc.Internal(fmt.Errorf("backend %s: %w", b.addr, err))
 	}
 	if err := protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Resume: ready.Resume, Note: ready.Note}); err != nil {
 		return false, err
@@ -227,7 +228,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 			// The backend keeps the partial upload for a resume (through
 			// this relay, the submission id leads back to it) or drops it.
 			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", rerr)
-			return false, errSessionOver
+			return false, rpc.ErrSessionOver
 		}
 		if werr != nil {
 			return false, r.uploadFailed(ctx, b, bc, handedOver, werr, log)
@@ -235,17 +236,17 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		m, err := r.msgs.ReadMessage(ctx, c)
 		if err != nil {
 			log.Info("upload from client broke", "backend", b.addr, "file", f.Name, "err", err)
-			return false, errSessionOver
+			return false, rpc.ErrSessionOver
 		}
 		var done protocol.FileDone
 		if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
-			return false, &fatalErr{badRequest(fmt.Errorf("file %q: %w", f.Name, err))}
+			return false, rpc.Fatal(rpc.BadRequest(fmt.Errorf("file %q: %w", f.Name, err)))
 		}
 		if i == len(sub.Files)-1 && sub.SubmissionID != "" {
 			// From the last FileDone on, b may make a job of the
 			// submission: a retry must not go elsewhere.
 			if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
-				return false, &internalErr{err}
+				return false, rpc.Internal(err)
 			}
 			handedOver = true
 		}
@@ -270,15 +271,15 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if isWireError(err) {
 			return false, err // e.g. a hash mismatch; the client's stream is in step
 		}
-		return false, &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
+		return false, rpc.Internal(fmt.Errorf("backend %s: %w", b.addr, err))
 	}
 	if !jobs.ValidID(job.JobID) {
-		return false, &internalErr{fmt.Errorf("backend %s: job reply without a valid job id", b.addr)}
+		return false, rpc.Internal(fmt.Errorf("backend %s: job reply without a valid job id", b.addr))
 	}
 	cs.about(job.JobID, "")
 	// Durable before the client hears of the job.
 	if err := r.routes.putJob(ctx, job.JobID, b.addr); err != nil {
-		return false, &internalErr{err}
+		return false, rpc.Internal(err)
 	}
 	bc.CloseWrite()
 	r.jobsRelayed.Add(1)
@@ -306,19 +307,19 @@ func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, h
 	bc.SetReadDeadline(time.Now().Add(reasonTimeout))
 	if m, err := protocol.ReadMessage(bc); err == nil {
 		if derr := m.Decode(protocol.TypeJob, nil); isWireError(derr) {
-			return &fatalErr{derr}
+			return rpc.Fatal(derr)
 		}
 	}
 	log.Warn("upload to backend broke", "backend", b.addr, "handed_over", handedOver, "err", werr)
 	r.pool.failed(ctx, b, werr)
 	if handedOver {
-		return &fatalErr{protocol.Errorf(protocol.CodeUnavailable,
+		return rpc.Fatal(protocol.Errorf(protocol.CodeUnavailable,
 			"lost the connection to backend %s as the last file was handed over; the job may or may not be queued there: "+
-				"submit again with the same submission id when the backend is back", b.addr)}
+				"submit again with the same submission id when the backend is back", b.addr))
 	}
-	return &fatalErr{protocol.Errorf(protocol.CodeUnavailable,
+	return rpc.Fatal(protocol.Errorf(protocol.CodeUnavailable,
 		"lost backend %s during the upload, before it had the whole job: submit again with the same submission id "+
-			"(the client does so by itself) and the upload goes to another backend, or resumes on this one if it is back", b.addr)}
+			"(the client does so by itself) and the upload goes to another backend, or resumes on this one if it is back", b.addr))
 }
 
 // fetch relays a finished job's results from its backend, and the client's
@@ -346,7 +347,7 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 	var total int64
 	for _, f := range res.Files {
 		if f.Size < 0 || f.Size > math.MaxInt64-total {
-			return &internalErr{fmt.Errorf("backend %s sent a bad result manifest for job %s", b.addr, id)}
+			return rpc.Internal(fmt.Errorf("backend %s sent a bad result manifest for job %s", b.addr, id))
 		}
 		total += f.Size
 	}
@@ -361,20 +362,20 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 			// Out of step: the client sees its connection end before the
 			// file does, and reports it.
 			log.Warn("results from backend broke", "job_id", id, "backend", b.addr, "file", f.Name, "err", rerr)
-			return errSessionOver
+			return rpc.ErrSessionOver
 		}
 		if werr != nil {
 			log.Info("client went away during results", "job_id", id, "err", werr)
-			return errSessionOver
+			return rpc.ErrSessionOver
 		}
 	}
 	m, err := r.msgs.ReadMessage(ctx, c)
 	if err != nil {
-		return errSessionOver
+		return rpc.ErrSessionOver
 	}
 	var ack protocol.JobRef
 	if err := m.Decode(protocol.TypeAck, &ack); err != nil {
-		return badRequest(err)
+		return rpc.BadRequest(err)
 	}
 	var done protocol.JobRef
 	if err := roundTrip(ctx, bc, protocol.TypeAck, ack, protocol.TypeAckDone, &done); err != nil {

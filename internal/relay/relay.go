@@ -47,6 +47,7 @@ import (
 	"github.com/recon-mri/recon/internal/daemon"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/statelock"
 )
@@ -69,6 +70,9 @@ type Relay struct {
 	// msgs bounds the memory of the control messages read from clients
 	// (the backends' replies come from the site's own servers).
 	msgs *protocol.Budget
+	// clientMux and adminMux answer the requests of the two listeners.
+	clientMux *rpc.Mux[*clientSession]
+	adminMux  *rpc.Mux[struct{}]
 }
 
 // Options are optional settings for New.
@@ -147,6 +151,7 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 		// byte.
 		msgs: protocol.NewBudget(protocol.MessageBudget, opts.IdleTimeout),
 	}
+	r.clientMux, r.adminMux = r.clientRequests(), r.adminRequests()
 	r.life.Hold("state lock", lock)
 	r.life.Hold("route store", routes) // closed first
 	return r, nil

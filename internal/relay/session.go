@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -14,146 +13,47 @@ import (
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
-// errSessionOver ends a client session without an error reply: the byte
-// stream is out of step (a file stream broke midway) or the client is gone.
-var errSessionOver = errors.New("session over")
-
-// fatalErr marks an error after which the client session cannot go on: the
-// client gets the error, then the connection closes.
-type fatalErr struct{ err error }
-
-func (e *fatalErr) Error() string { return e.err.Error() }
-func (e *fatalErr) Unwrap() error { return e.err }
-
-// internalErr is logged in full and reported to the client without detail.
-type internalErr struct{ err error }
-
-func (e *internalErr) Error() string { return e.err.Error() }
-func (e *internalErr) Unwrap() error { return e.err }
+// session is a client's connection as a handler sees it.
+type session = rpc.Session[*clientSession]
 
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
 	cs := r.clients.add(listen.NewConnID(), c.RemoteAddr().String())
 	defer r.clients.remove(cs)
-	for {
-		m, err := r.msgs.ReadMessage(ctx, c)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				log.Info("session ended", "err", err)
-			}
-			if pe := messageError(err); pe != nil {
-				r.armWrite(c)
-				protocol.WriteError(c, pe)
-			}
-			return
-		}
-		r.armWrite(c)
-		cs.begin(string(m.Type))
-		err = r.handleClient(ctx, c, cs, m, log)
-		m.Release() // if the handler did not decode it
-		cs.end()
-		if err == nil {
-			continue
-		}
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			log.Info("request refused", "request", string(m.Type), "code", string(pe.Code), "err", pe.Message)
-			r.armWrite(c)
-			if protocol.WriteError(c, pe) != nil {
-				return
-			}
-			var fe *fatalErr
-			if pe.Code == protocol.CodeBadRequest || errors.As(err, &fe) {
-				return
-			}
-			continue
-		}
-		var ie *internalErr
-		if errors.As(err, &ie) {
-			log.Error("request failed", "request", string(m.Type), "err", err)
-			r.armWrite(c)
-			protocol.WriteError(c, protocol.Errorf(protocol.CodeInternal, "internal relay error; see the relay log"))
-			return
-		}
-		if !errors.Is(err, errSessionOver) && ctx.Err() == nil {
-			log.Info("session ended", "request", string(m.Type), "err", err)
-		}
-		return
-	}
+	r.clientMux.Serve(ctx, c, log, cs)
 }
 
-func (r *Relay) handleClient(ctx context.Context, c *secure.Conn, cs *clientSession, m protocol.Message, log *slog.Logger) error {
-	switch m.Type {
-	case protocol.TypeStatus:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		return protocol.WriteMessage(c, protocol.TypeStatusReply, r.status(ctx))
-	case protocol.TypeJobStatus:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
-		return r.jobStatus(ctx, c, cs, ref.JobID)
-	case protocol.TypeQueue:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		q, err := r.queue(ctx)
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeQueueReply, q)
-	case protocol.TypeSubmit:
-		var sub protocol.Submit
-		if err := m.Decode(m.Type, &sub); err != nil {
-			return badRequest(err)
-		}
-		return r.submit(ctx, c, cs, &sub, log)
-	case protocol.TypeWait:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
-		return r.wait(ctx, c, cs, ref.JobID)
-	case protocol.TypeFetch:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
-		return r.fetch(ctx, c, cs, ref.JobID, log)
-	default:
-		return protocol.Errorf(protocol.CodeBadRequest, "unknown request %q", truncate(string(m.Type), 40))
+// clientRequests is the table of a client session's requests.
+func (r *Relay) clientRequests() *rpc.Mux[*clientSession] {
+	m := &rpc.Mux[*clientSession]{Name: "relay", Unknown: "request", Budget: r.msgs,
+		IdleTimeout: r.opts.IdleTimeout, EndLevel: slog.LevelInfo,
+		Begin: func(cs *clientSession, t protocol.Type) { cs.begin(string(t)) },
+		End:   (*clientSession).end,
 	}
-}
-
-// messageError is the wire error for a control message that could not be
-// read because it is malformed or too large, or nil for any other error.
-func messageError(err error) *protocol.Error {
-	switch {
-	case errors.Is(err, protocol.ErrMessageTooLarge):
-		return protocol.Errorf(protocol.CodeTooLarge, "%v", err)
-	case errors.Is(err, protocol.ErrBadMessage):
-		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
-	case errors.Is(err, protocol.ErrBusy):
-		return protocol.Errorf(protocol.CodeUnavailable, "relay busy: %v; try again", err)
-	}
-	return nil
-}
-
-func badRequest(err error) error {
-	return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
+		return r.status(ctx), nil
+	})
+	rpc.Handle(m, protocol.TypeJobStatus, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
+		return r.jobStatus(ctx, s.Conn, s.State, ref.JobID)
+	})
+	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
+		return r.queue(ctx)
+	})
+	rpc.Handle(m, protocol.TypeSubmit, func(ctx context.Context, s *session, sub *protocol.Submit) error {
+		return r.submit(ctx, s.Conn, s.State, sub, s.Log)
+	})
+	rpc.Handle(m, protocol.TypeWait, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
+		return r.wait(ctx, s.Conn, s.State, ref.JobID)
+	})
+	rpc.Handle(m, protocol.TypeFetch, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
+		return r.fetch(ctx, s.Conn, s.State, ref.JobID, s.Log)
+	})
+	return m
 }
 
 // status is the relay's own status for clients: its version and uptime,
@@ -212,14 +112,14 @@ func (r *Relay) eachBackend(ctx context.Context, bs []*backend, timeout time.Dur
 // CodeUnavailable error.
 func (r *Relay) route(ctx context.Context, id string) (*backend, error) {
 	if !jobs.ValidID(id) {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncate(id, 64))
+		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
 	}
 	addr, err := r.routes.job(ctx, id)
 	if errors.Is(err, errNoRoute) {
 		return r.discover(ctx, id)
 	}
 	if err != nil {
-		return nil, &internalErr{err}
+		return nil, rpc.Internal(err)
 	}
 	b := r.pool.get(addr)
 	if b == nil {
@@ -256,7 +156,7 @@ func (r *Relay) discover(ctx context.Context, id string) (*backend, error) {
 	for i, ok := range found {
 		if ok {
 			if err := r.routes.putJob(ctx, id, up[i].addr); err != nil {
-				return nil, &internalErr{err}
+				return nil, rpc.Internal(err)
 			}
 			return up[i], nil
 		}
@@ -340,7 +240,7 @@ func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id 
 			if isWireError(err) {
 				return err
 			}
-			return &internalErr{fmt.Errorf("backend %s: %w", b.addr, err)}
+			return rpc.Internal(fmt.Errorf("backend %s: %w", b.addr, err))
 		}
 		ev.Job.Backend = b.addr
 		r.armWrite(c)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -19,79 +20,48 @@ const cancelWait = time.Minute
 
 // serveAdmin answers an administrator's requests in sequence.
 func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	s.serveRequests(ctx, c, log, s.handleAdmin)
+	s.adminMux.Serve(ctx, c, log, struct{}{})
 }
 
-func (s *Server) handleAdmin(ctx context.Context, c *secure.Conn, m protocol.Message, log *slog.Logger) error {
-	switch m.Type {
-	case protocol.TypeStatus:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		st, err := s.status(ctx)
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeStatusReply, st)
-	case protocol.TypeAdminStatus:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		st, err := s.adminStatus(ctx)
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeAdminStatusReply, st)
-	case protocol.TypeAdminQueue:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		q, err := s.queue(ctx, time.Now().Add(-24*time.Hour))
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeAdminQueueReply, q)
-	case protocol.TypeAdminWorkers:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		return protocol.WriteMessage(c, protocol.TypeAdminWorkersReply, s.pool.snapshot())
-	case protocol.TypeAdminLogs:
-		var req protocol.LogsRequest
-		if err := m.Decode(m.Type, &req); err != nil {
-			return badRequest(err)
-		}
-		return s.sendLogs(c, req)
-	case protocol.TypeAdminCancel:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
+// adminRequests is the table of an administrator session's requests.
+func (s *Server) adminRequests() *rpc.Mux[struct{}] {
+	m := s.newMux()
+	m.Unknown = "admin request"
+	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
+		return s.status(ctx)
+	})
+	rpc.Reply(m, protocol.TypeAdminStatus, protocol.TypeAdminStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.AdminStatus, error) {
+		return s.adminStatus(ctx)
+	})
+	rpc.Reply(m, protocol.TypeAdminQueue, protocol.TypeAdminQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
+		return s.queue(ctx, time.Now().Add(-24*time.Hour))
+	})
+	rpc.Reply(m, protocol.TypeAdminWorkers, protocol.TypeAdminWorkersReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (protocol.WorkersReply, error) {
+		return s.pool.snapshot(), nil
+	})
+	rpc.Handle(m, protocol.TypeAdminLogs, func(ctx context.Context, ss *session, req *protocol.LogsRequest) error {
+		return s.sendLogs(ss.Conn, *req)
+	})
+	rpc.Reply(m, protocol.TypeAdminCancel, protocol.TypeAdminCancelReply, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
 		rep, err := s.adminCancel(ctx, ref.JobID)
-		if err != nil {
-			return err
+		if err == nil {
+			ss.Log.Info("job cancelled by an administrator", "job_id", ref.JobID, "previous_state", rep.PreviousState)
 		}
-		log.Info("job cancelled by an administrator", "job_id", ref.JobID, "previous_state", rep.PreviousState)
-		s.armWrite(c) // the cancel may have waited for the script
-		return protocol.WriteMessage(c, protocol.TypeAdminCancelReply, rep)
-	case protocol.TypeAdminSetMaxJobs:
-		var req protocol.SetMaxJobs
-		if err := m.Decode(m.Type, &req); err != nil {
-			return badRequest(err)
-		}
+		return rep, err // the reply's write deadline is armed after the wait for the script
+	})
+	rpc.Reply(m, protocol.TypeAdminSetMaxJobs, protocol.TypeAdminSetMaxJobsRep, func(ctx context.Context, ss *session, req *protocol.SetMaxJobs) (protocol.SetMaxJobsReply, error) {
 		if req.N < 1 || req.N > protocol.MaxWorkers {
-			return protocol.Errorf(protocol.CodeBadRequest, "setmaxjobs takes a number from 1 to %d, not %d", protocol.MaxWorkers, req.N)
+			return protocol.SetMaxJobsReply{}, protocol.Errorf(protocol.CodeBadRequest, "setmaxjobs takes a number from 1 to %d, not %d", protocol.MaxWorkers, req.N)
 		}
 		prev := s.pool.resize(req.N)
-		log.Info("maximum concurrent jobs changed", "previous", prev, "max_jobs", req.N)
+		ss.Log.Info("maximum concurrent jobs changed", "previous", prev, "max_jobs", req.N)
 		s.changed.Broadcast()
-		return protocol.WriteMessage(c, protocol.TypeAdminSetMaxJobsRep, protocol.SetMaxJobsReply{
+		return protocol.SetMaxJobsReply{
 			Previous: prev, MaxJobs: req.N,
 			Note: "the change lasts until the server restarts; edit MAX_CONCURRENT_JOBS in the config file to keep it",
-		})
-	default:
-		return protocol.Errorf(protocol.CodeBadRequest, "unknown admin request %q", truncateString(string(m.Type), 40))
-	}
+		}, nil
+	})
+	return m
 }
 
 func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error) {
@@ -151,7 +121,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 // has ended and the job is recorded as cancelled.
 func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelReply, error) {
 	if !jobs.ValidID(id) {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(id, 64))
+		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
 	}
 	wake := s.changed.Wait()
 	prev, err := s.pool.cancelJob(ctx, id)
@@ -165,14 +135,14 @@ func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelRe
 		}
 		return nil, protocol.Errorf(protocol.CodeConflict, "job %s cannot be cancelled now", id)
 	case err != nil:
-		return nil, internalError(err)
+		return nil, rpc.Internal(err)
 	}
 	deadline := time.NewTimer(cancelWait)
 	defer deadline.Stop()
 	for {
 		j, err := s.store.Get(ctx, id)
 		if err != nil {
-			return nil, internalError(err)
+			return nil, rpc.Internal(err)
 		}
 		if j.State.Terminal() {
 			return &protocol.CancelReply{JobID: id, PreviousState: wireState(prev), State: wireState(j.State)}, nil
@@ -198,14 +168,14 @@ func (s *Server) sendLogs(c *secure.Conn, req protocol.LogsRequest) error {
 		return protocol.Errorf(protocol.CodeBadRequest, "--lines takes a number from 1 to %d", protocol.MaxLogLines)
 	}
 	if req.JobID != "" && !jobs.ValidID(req.JobID) {
-		return protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(req.JobID, 64))
+		return protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(req.JobID, 64))
 	}
 	if s.cfg.LogFile == "" {
 		return protocol.Errorf(protocol.CodeUnavailable, "the server logs to standard error (LOG_FILEPATH is empty); there is no log file to read")
 	}
 	records, err := tailLog(s.cfg.LogFile, n, req.JobID)
 	if err != nil {
-		return internalError(fmt.Errorf("read log: %w", err))
+		return rpc.Internal(fmt.Errorf("read log: %w", err))
 	}
 	const budget = protocol.MaxMessageSize / 2
 	batch, size := []string{}, 0

@@ -13,6 +13,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/xfer"
 )
@@ -48,7 +49,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	if len(files) > 0 {
 		root, err = os.OpenRoot(s.outputDir(id))
 		if err != nil {
-			return internalError(fmt.Errorf("open results: %w", err))
+			return rpc.Internal(fmt.Errorf("open results: %w", err))
 		}
 		defer root.Close()
 	}
@@ -78,7 +79,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 			// The stream is out of step: the client sees the connection
 			// end before the file does, and reports it.
 			log.Error("sending result failed", "file", f.Name, "err", err)
-			return errSessionOver
+			return rpc.ErrSessionOver
 		}
 		total += f.Size
 	}
@@ -88,13 +89,13 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	}
 	var ack protocol.JobRef
 	if err := m.Decode(protocol.TypeAck, &ack); err != nil {
-		return badRequest(err)
+		return rpc.BadRequest(err)
 	}
 	if ack.JobID != id {
-		return badRequest(fmt.Errorf("acknowledgement for job %q while fetching %q", ack.JobID, id))
+		return rpc.BadRequest(fmt.Errorf("acknowledgement for job %q while fetching %q", ack.JobID, id))
 	}
 	if err := s.store.MarkDelivered(ctx, id); err != nil {
-		return internalError(err)
+		return rpc.Internal(err)
 	}
 	s.metrics.bytesOut.Add(float64(total))
 	log.Info("results delivered", "files", len(files), "bytes", total, "seconds", time.Since(start).Seconds())

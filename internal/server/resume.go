@@ -19,6 +19,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 )
 
 // Resumable uploads. An upload with a submission id that breaks (the
@@ -457,9 +458,9 @@ func keepable(err error) bool {
 	if errors.As(err, &pe) {
 		return pe.Code == protocol.CodeTimeout
 	}
-	var fe *fatalErr
+	var fe *rpc.FatalError
 	if errors.As(err, &fe) {
-		return keepable(fe.err)
+		return keepable(fe.Err)
 	}
 	return true
 }

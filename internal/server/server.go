@@ -40,6 +40,7 @@ import (
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/statelock"
 )
@@ -65,6 +66,8 @@ type Server struct {
 
 	// msgs bounds the memory of the control messages being read.
 	msgs *protocol.Budget
+	// clientMux and adminMux answer the requests of the two listeners.
+	clientMux, adminMux *rpc.Mux[struct{}]
 }
 
 // Options are optional settings for New.
@@ -152,6 +155,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	}
 	// A message waits for room as long as a session may wait for a byte.
 	s.msgs = protocol.NewBudget(protocol.MessageBudget, s.opts.IdleTimeout)
+	s.clientMux, s.adminMux = s.clientRequests(), s.adminRequests()
 	sampler := s.opts.Sampler
 	if sampler == nil {
 		sampler = &systemSampler{}

@@ -3,12 +3,12 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -20,28 +20,20 @@ const eventKeepalive = 30 * time.Second
 // other jobs left the queue, before its new position is read and sent.
 const positionSettle = 20 * time.Millisecond
 
-// errSessionOver ends a session without an error reply.
-var errSessionOver = errors.New("session over")
+// session is a client's or an administrator's connection as a handler
+// sees it.
+type session = rpc.Session[struct{}]
 
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	s.serveRequests(ctx, c, log, s.handleClient)
+	s.clientMux.Serve(ctx, c, log, struct{}{})
 }
 
-// messageError is the wire error for a control message that could not be
-// read because it is malformed or too large, or nil for any other error
-// (a broken connection, which cannot carry an answer).
-func messageError(err error) *protocol.Error {
-	switch {
-	case errors.Is(err, protocol.ErrMessageTooLarge):
-		return protocol.Errorf(protocol.CodeTooLarge, "%v", err)
-	case errors.Is(err, protocol.ErrBadMessage):
-		return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
-	case errors.Is(err, protocol.ErrBusy):
-		return protocol.Errorf(protocol.CodeUnavailable, "server busy: %v; try again", err)
-	}
-	return nil
+// newMux is an empty request table for the server's sessions.
+func (s *Server) newMux() *rpc.Mux[struct{}] {
+	return &rpc.Mux[struct{}]{Name: "server", Unknown: "request", Budget: s.msgs,
+		IdleTimeout: s.opts.IdleTimeout, EndLevel: slog.LevelWarn}
 }
 
 // armWrite gives the peer the idle timeout to take the next reply: a peer
@@ -50,132 +42,34 @@ func (s *Server) armWrite(c *secure.Conn) {
 	c.SetWriteDeadline(time.Now().Add(s.opts.IdleTimeout))
 }
 
-// serveRequests reads requests and hands each to handle, until the peer
-// closes the session, breaks the protocol or a request fails in a way the
-// session cannot survive. A handler's *protocol.Error is sent to the peer;
-// after a bad request or a fatalErr the session closes. An internalErr is
-// logged in full and reported without detail.
-func (s *Server) serveRequests(ctx context.Context, c *secure.Conn, log *slog.Logger,
-	handle func(context.Context, *secure.Conn, protocol.Message, *slog.Logger) error) {
-	for {
-		m, err := s.msgs.ReadMessage(ctx, c)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				log.Warn("session ended", "err", err)
-			}
-			if pe := messageError(err); pe != nil {
-				// The peer sent a message that is not one: say why, then
-				// close.
-				s.armWrite(c)
-				protocol.WriteError(c, pe)
-			}
-			return
-		}
-		// Every reply must be read within the idle timeout; handlers that
-		// run longer (uploads, events, results) re-arm it.
-		s.armWrite(c)
-		err = handle(ctx, c, m, log)
-		m.Release() // if the handler did not decode it
-		if err == nil {
-			continue
-		}
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			log.Info("request refused", "request", string(m.Type), "code", string(pe.Code), "err", pe.Message)
-			s.armWrite(c)
-			if protocol.WriteError(c, pe) != nil {
-				return
-			}
-			var fe *fatalErr
-			if pe.Code == protocol.CodeBadRequest || errors.As(err, &fe) {
-				// A peer that breaks the protocol gets one answer, then the
-				// door.
-				return
-			}
-			continue
-		}
-		var ie *internalErr
-		if errors.As(err, &ie) {
-			log.Error("request failed", "request", string(m.Type), "err", err)
-			s.armWrite(c)
-			protocol.WriteError(c, protocol.Errorf(protocol.CodeInternal, "internal server error; see the server log"))
-			return
-		}
-		if !errors.Is(err, errSessionOver) && ctx.Err() == nil {
-			log.Warn("session ended", "request", string(m.Type), "err", err)
-		}
-		return
-	}
-}
-
-func (s *Server) handleClient(ctx context.Context, c *secure.Conn, m protocol.Message, log *slog.Logger) error {
-	switch m.Type {
-	case protocol.TypeStatus:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		st, err := s.status(ctx)
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeStatusReply, st)
-	case protocol.TypeJobStatus:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
-		j, err := s.job(ctx, ref.JobID)
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeJob, j)
-	case protocol.TypeQueue:
-		if err := m.Decode(m.Type, &protocol.Empty{}); err != nil {
-			return badRequest(err)
-		}
-		q, err := s.queue(ctx, time.Now().Add(-24*time.Hour))
-		if err != nil {
-			return err
-		}
-		return protocol.WriteMessage(c, protocol.TypeQueueReply, q)
-	case protocol.TypeSubmit:
-		var sub protocol.Submit
-		if err := m.Decode(m.Type, &sub); err != nil {
-			return badRequest(err)
-		}
-		return s.receiveSubmission(ctx, c, &sub, log)
-	case protocol.TypeWait:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
-		return s.sendEvents(ctx, c, ref.JobID)
-	case protocol.TypeFetch:
-		var ref protocol.JobRef
-		if err := m.Decode(m.Type, &ref); err != nil {
-			return badRequest(err)
-		}
-		return s.sendResults(ctx, c, ref.JobID, log)
-	default:
-		return protocol.Errorf(protocol.CodeBadRequest, "unknown request %q", truncateString(string(m.Type), 40))
-	}
-}
-
-func badRequest(err error) error {
-	return protocol.Errorf(protocol.CodeBadRequest, "%v", err)
-}
-
-func truncateString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+// clientRequests is the table of a client session's requests.
+func (s *Server) clientRequests() *rpc.Mux[struct{}] {
+	m := s.newMux()
+	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
+		return s.status(ctx)
+	})
+	rpc.Reply(m, protocol.TypeJobStatus, protocol.TypeJob, func(ctx context.Context, _ *session, ref *protocol.JobRef) (*protocol.JobInfo, error) {
+		return s.job(ctx, ref.JobID)
+	})
+	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
+		return s.queue(ctx, time.Now().Add(-24*time.Hour))
+	})
+	rpc.Handle(m, protocol.TypeSubmit, func(ctx context.Context, ss *session, sub *protocol.Submit) error {
+		return s.receiveSubmission(ctx, ss.Conn, sub, ss.Log)
+	})
+	rpc.Handle(m, protocol.TypeWait, func(ctx context.Context, ss *session, ref *protocol.JobRef) error {
+		return s.sendEvents(ctx, ss.Conn, ref.JobID)
+	})
+	rpc.Handle(m, protocol.TypeFetch, func(ctx context.Context, ss *session, ref *protocol.JobRef) error {
+		return s.sendResults(ctx, ss.Conn, ref.JobID, ss.Log)
+	})
+	return m
 }
 
 func (s *Server) status(ctx context.Context) (*protocol.StatusReply, error) {
 	counts, err := s.store.Counts(ctx)
 	if err != nil {
-		return nil, internalError(err)
+		return nil, rpc.Internal(err)
 	}
 	byState := map[protocol.JobState]int{}
 	for st, n := range counts {
@@ -207,7 +101,7 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 // a not_found error.
 func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) {
 	if !jobs.ValidID(id) {
-		return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", truncateString(id, 64))
+		return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
 	}
 	// The job and its queue position are two reads: a job claimed between
 	// them would show as queued at position 0, so read it again then.
@@ -217,14 +111,14 @@ func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) 
 			return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)
 		}
 		if err != nil {
-			return nil, 0, internalError(err)
+			return nil, 0, rpc.Internal(err)
 		}
 		if j.State != jobs.Queued {
 			return j, 0, nil
 		}
 		pos, err := s.store.QueuePosition(ctx, id)
 		if err != nil {
-			return nil, 0, internalError(err)
+			return nil, 0, rpc.Internal(err)
 		}
 		if pos > 0 || try == 2 {
 			return j, pos, nil
@@ -235,7 +129,7 @@ func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) 
 func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.QueueReply, error) {
 	list, err := s.store.List(ctx, jobs.ListOptions{IncludeFinishedSince: finishedSince, Limit: 1000})
 	if err != nil {
-		return nil, internalError(err)
+		return nil, rpc.Internal(err)
 	}
 	q := &protocol.QueueReply{Jobs: []protocol.JobInfo{}}
 	pos := 0
@@ -306,21 +200,3 @@ func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) erro
 		t.Stop()
 	}
 }
-
-// fatalErr marks an error after which the session cannot go on, because
-// the byte stream is no longer in step (a file upload failed midway): the
-// client gets the error, then the connection closes.
-type fatalErr struct{ err error }
-
-func (e *fatalErr) Error() string { return e.err.Error() }
-func (e *fatalErr) Unwrap() error { return e.err }
-
-func internalError(err error) error {
-	return &internalErr{err}
-}
-
-// internalErr is logged in full and reported to the client without detail.
-type internalErr struct{ err error }
-
-func (e *internalErr) Error() string { return e.err.Error() }
-func (e *internalErr) Unwrap() error { return e.err }

@@ -16,6 +16,7 @@ import (
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 )
 
 // Disk space held for clients. Three things hold space on the input disk
@@ -227,7 +228,7 @@ func (s *Server) reserveUpload(ctx context.Context, client string, n int64, log 
 		if first {
 			avail, err := s.uploadSpace()
 			if err != nil {
-				return nil, internalError(err)
+				return nil, rpc.Internal(err)
 			}
 			// A negative avail: another disk the job needs is full, which
 			// nothing removed from the input disk would change.
@@ -256,11 +257,11 @@ func noSpace(cfg *config.Server, n int64) error {
 func (s *Server) tryReserve(ctx context.Context, client string, n int64) (*reservation, error) {
 	queued, err := s.store.QueuedCount(ctx)
 	if err != nil {
-		return nil, internalError(err)
+		return nil, rpc.Internal(err)
 	}
 	avail, err := s.uploadSpace()
 	if err != nil {
-		return nil, internalError(err)
+		return nil, rpc.Internal(err)
 	}
 	res, err := s.uploads.reserve(client, n, s.caps.reservedPerClient, avail, s.cfg.MinFreeDiskBytes, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs)
 	var ce *clientCapError

@@ -18,6 +18,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/runner"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/xfer"
@@ -108,7 +109,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 			return protocol.WriteMessage(c, protocol.TypeSubmitReady, protocol.SubmitReady{Existing: true, Job: info})
 		}
 		if !errors.Is(err, jobs.ErrNotFound) {
-			return internalError(err)
+			return rpc.Internal(err)
 		}
 	}
 	ready, err := u.begin(ctx, total)
@@ -124,7 +125,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	if err != nil {
 		log.Warn("upload failed", "err", err)
 		s.armWrite(c) // for the error reply
-		return &fatalErr{err}
+		return rpc.Fatal(err)
 	}
 	if err := u.commit(); err != nil {
 		return err
@@ -140,7 +141,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	})
 	if err != nil {
 		os.RemoveAll(s.inputDir(id))
-		return internalError(fmt.Errorf("commit job: %w", err))
+		return rpc.Internal(fmt.Errorf("commit job: %w", err))
 	}
 	if !created {
 		// A retry of the same submission won the race: keep that one.
@@ -178,7 +179,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 func receiveFiles(ctx context.Context, msgs *protocol.Budget, c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration, written *atomic.Int64) ([]jobs.File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, internalError(err)
+		return nil, rpc.Internal(err)
 	}
 	defer root.Close()
 	pace := newPacer(grace)
@@ -195,7 +196,7 @@ func receiveFiles(ctx context.Context, msgs *protocol.Budget, c *secure.Conn, di
 			sum = sums[i]
 			if sum == "" {
 				if sum, err = hashFile(filepath.Join(dir, fi.Name), fi.Size); err != nil {
-					return nil, internalError(err)
+					return nil, rpc.Internal(err)
 				}
 			}
 			pace.restart()
@@ -232,7 +233,7 @@ func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src 
 	h := sha256.New()
 	if off > 0 {
 		if _, err := io.CopyN(h, f, off); err != nil {
-			return "", internalError(fmt.Errorf("read back the kept part of %q: %w", fi.Name, err))
+			return "", rpc.Internal(fmt.Errorf("read back the kept part of %q: %w", fi.Name, err))
 		}
 		pace.restart()
 	}
@@ -263,14 +264,14 @@ func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src 
 func readFileDone(ctx context.Context, msgs *protocol.Budget, src io.Reader, name, sum string, off int64) error {
 	m, err := msgs.ReadMessage(ctx, src)
 	if err != nil {
-		if pe := messageError(err); pe != nil {
+		if pe := rpc.MessageError(err, "server"); pe != nil {
 			return pe
 		}
 		return uploadError(name, err)
 	}
 	var done protocol.FileDone
 	if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
-		return badRequest(fmt.Errorf("file %q: %w", name, err))
+		return rpc.BadRequest(fmt.Errorf("file %q: %w", name, err))
 	}
 	if done.SHA256 != sum {
 		if off > 0 {
@@ -308,7 +309,7 @@ func diskError(err error) error {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return protocol.Errorf(protocol.CodeNoSpace, "the server ran out of disk space during the upload; try again later")
 	}
-	return internalError(err)
+	return rpc.Internal(err)
 }
 
 // uploadError is the error for a file whose bytes could not be received:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
 )
 
@@ -109,7 +110,7 @@ func (u *upload) create(client string) error {
 	id := jobs.NewID()
 	dir := filepath.Join(s.cfg.InputBaseDir, incomingPrefix+id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		return internalError(fmt.Errorf("create upload dir: %w", err))
+		return rpc.Internal(fmt.Errorf("create upload dir: %w", err))
 	}
 	u.id, u.dir = id, dir
 	if s.cfg.UploadResume <= 0 || sub.SubmissionID == "" {
@@ -120,7 +121,7 @@ func (u *upload) create(client string) error {
 		dir:      dir, sums: make([]string, len(sub.Files)),
 	}
 	if err := writeManifest(dir, &p.manifest); err != nil {
-		return internalError(fmt.Errorf("write upload manifest: %w", err))
+		return rpc.Internal(fmt.Errorf("write upload manifest: %w", err))
 	}
 	if err := s.partials.add(p, func() { u.c.Close() }); err != nil {
 		return err
@@ -148,19 +149,19 @@ func (u *upload) commit() error {
 	s := u.s
 	if u.p != nil {
 		if err := os.Remove(filepath.Join(u.dir, manifestName)); err != nil {
-			return internalError(err)
+			return rpc.Internal(err)
 		}
 	}
 	if err := syncDir(u.dir); err != nil {
-		return internalError(err)
+		return rpc.Internal(err)
 	}
 	if err := os.Rename(u.dir, s.inputDir(u.id)); err != nil {
-		return internalError(fmt.Errorf("commit upload dir: %w", err))
+		return rpc.Internal(fmt.Errorf("commit upload dir: %w", err))
 	}
 	u.committed = true
 	if err := syncDir(s.cfg.InputBaseDir); err != nil {
 		os.RemoveAll(s.inputDir(u.id))
-		return internalError(err)
+		return rpc.Internal(err)
 	}
 	return nil
 }
