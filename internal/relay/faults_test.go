@@ -26,8 +26,10 @@ import (
 )
 
 // faultIdle is the relay's idle timeout in these tests: how long it waits
-// on a backend (or client) that stopped moving.
-const faultIdle = time.Second
+// on a backend (or client) that stopped moving. Two seconds: at one, a
+// health check on a loaded 2-core machine could miss it and mark a healthy
+// backend down.
+const faultIdle = 2 * time.Second
 
 // proxyReadBuffer caps the kernel's receive buffer of each connection of a
 // freezeProxy (SO_RCVBUF, which also turns off its autotuning).
