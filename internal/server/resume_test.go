@@ -205,6 +205,12 @@ func TestResumeTakesOverStaleSession(t *testing.T) {
 	s := servertest.Start(t, servertest.Options{})
 	r := newResumeFiles(t)
 	old := breakUpload(t, ctx, s, r, "stale", 123_456, false)
+	// The first file must have arrived whole before the takeover: closing
+	// the old session discards what it had not read yet.
+	servertest.Eventually(t, pollTimeout, "the server has the first file whole", func() bool {
+		m, _ := filepath.Glob(filepath.Join(s.Config.InputBaseDir, ".incoming-*", r.names[0]))
+		return len(m) == 1
+	})
 
 	rc := rawClient(t, ctx, s)
 	ready, err := announce(t, rc, r.submit("stale"))
