@@ -151,15 +151,6 @@ func writeZeros(f *os.File, size int64) error {
 	return nil
 }
 
-// freeBytes is the space available to this process on dir's file system.
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
 // SQLite result codes that diskFull recognises.
 const (
 	sqliteFull         = 13   // SQLITE_FULL
