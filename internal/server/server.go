@@ -158,7 +158,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	s.clientMux, s.adminMux = s.clientRequests(), s.adminRequests()
 	sampler := s.opts.Sampler
 	if sampler == nil {
-		sampler = &systemSampler{}
+		sampler = NewSystemSampler(nil)
 	}
 	if s.caps, err = newSpaceCaps(cfg); err != nil {
 		return nil, err
