@@ -349,8 +349,8 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 			for _, f := range files {
 				fmt.Fprintf(fl.e.stdout, "           %s (%s)\n", f.Name, humanBytes(f.Size))
 			}
-		} else if job.Delivered || job.ResultsGone {
-			fmt.Fprintln(fl.e.stdout, "results    already delivered or expired; nothing downloaded")
+		} else {
+			fmt.Fprintln(fl.e.stdout, "results    "+noResultsLine(job))
 		}
 	}
 	if job.State != client.StateSucceeded {

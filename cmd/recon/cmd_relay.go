@@ -49,7 +49,8 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 	}
 	// An unset BACKEND_SHARED_KEY is refused below with a better message
 	// than the loader's warning.
-	cfg, err := loadConfig(e, optsPath, config.LoadRelay, "", func(c *config.Relay, w config.Warning) bool {
+	var warns []config.Warning
+	cfg, err := loadConfig(e, optsPath, keepWarnings(config.LoadRelay, &warns), "", func(c *config.Relay, w config.Warning) bool {
 		return c != nil && c.BackendSharedKey.IsZero() && strings.Contains(w.Msg, "BACKEND_SHARED_KEY")
 	})
 	if err != nil {
@@ -60,7 +61,7 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 			optsPath, strings.Join(cfg.BackendServers, ", "))
 	}
 	return runDaemon(ctx, e, daemonSpec[*relay.Relay]{
-		name: "relay", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		name: "relay", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel, warnings: warns,
 		open: func(log *slog.Logger) (*relay.Relay, error) {
 			return relay.New(cfg, log, relay.Options{Version: versionString()})
 		},

@@ -40,12 +40,13 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 	if err := ensureServerConfig(e, optsPath); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(e, optsPath, config.LoadServer, "", nil)
+	var warns []config.Warning
+	cfg, err := loadConfig(e, optsPath, keepWarnings(config.LoadServer, &warns), "", nil)
 	if err != nil {
 		return err
 	}
 	return runDaemon(ctx, e, daemonSpec[*server.Server]{
-		name: "server", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		name: "server", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel, warnings: warns,
 		open: func(log *slog.Logger) (*server.Server, error) {
 			return server.New(cfg, log, server.Options{Version: versionString()})
 		},

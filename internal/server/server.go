@@ -195,20 +195,6 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	return s, nil
 }
 
-func checkScript(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("RECON_SCRIPT_PATH: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("RECON_SCRIPT_PATH %s is not a regular file", path)
-	}
-	if fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("RECON_SCRIPT_PATH %s is not executable (chmod +x it)", path)
-	}
-	return nil
-}
-
 // Start listens on the client and admin addresses and starts the workers.
 // It returns once both listeners are open. When it fails, Shutdown closes
 // what it opened.
