@@ -20,7 +20,7 @@ import (
 )
 
 func newRelayCmd(e *env) *cobra.Command {
-	return daemonCmd(e, &cobra.Command{
+	return withInit(e, daemonCmd(e, &cobra.Command{
 		Use:   "relay",
 		Short: "Run a relay in front of several reconstruction servers",
 		Long: `Run a relay: one address (RELAY_HOSTNAME:RELAY_PORT, key SHARED_KEY_RELAY_TO_CLIENTS)
@@ -36,7 +36,7 @@ When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600); the relay then still needs BACKEND_SHARED_KEY set
 to the backends' SHARED_KEY before it starts. SIGINT or SIGTERM stop it
 cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
-	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay)
+	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay), initRelay)
 }
 
 func runRelay(ctx context.Context, e *env, optsPath string) error {
