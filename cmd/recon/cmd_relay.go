@@ -26,7 +26,8 @@ func newRelayCmd(e *env) *cobra.Command {
 		Long: `Run a relay: one address (RELAY_HOSTNAME:RELAY_PORT, key SHARED_KEY_RELAY_TO_CLIENTS)
 in front of the recon servers in BACKEND_SERVERS, which it reaches with
 BACKEND_SHARED_KEY (their SHARED_KEY). Clients use it exactly like a server.
-Each submission goes to the least loaded healthy backend; which backend holds
+Each submission goes to the healthy backend with the most free workers, then
+the shortest queue; which backend holds
 which job is kept in RELAY_STATE_DIR, so status and fetch find it, also after a
 restart. Backends are health-checked every BACKEND_HEALTH_INTERVAL_SECONDS.
 Administrators use 'recon relay-admin' on RELAY_ADMIN_HOSTNAME:RELAY_ADMIN_PORT
