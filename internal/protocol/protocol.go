@@ -836,6 +836,8 @@ type WorkersReply struct {
 
 // Resources are the resource gate's last readings against its thresholds.
 type Resources struct {
+	// CPUPercent is the load of the processes other than the server (its
+	// scripts included), which the gate compares with MaxCPUPercent.
 	CPUPercent           float64   `json:"cpu_percent"`
 	MaxCPUPercent        int       `json:"max_cpu_percent"`
 	AvailableMemoryMB    int64     `json:"available_memory_mb"`
