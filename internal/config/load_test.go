@@ -254,6 +254,8 @@ func TestLoadClient(t *testing.T) {
 		{name: "bad glob", extra: "CLIENT_WATCH_PATTERN = [", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must be a valid file name pattern (filepath.Match) (got "[")`},
 		{name: "glob with directory", extra: "CLIENT_WATCH_PATTERN = sub/*.7", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must be a file name pattern, without a directory (got "sub/*.7")`},
 		{name: "empty glob", extra: "CLIENT_WATCH_PATTERN =", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must not be empty`},
+		{name: "glob list with an empty part", extra: "CLIENT_WATCH_PATTERN = *.cfl,,*.hdr", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must be file name patterns separated by commas, none empty (got "*.cfl,,*.hdr")`},
+		{name: "glob list with a bad part", extra: "CLIENT_WATCH_PATTERN = *.cfl,[", wantErr: `{F}:4: CLIENT_WATCH_PATTERN must be a valid file name pattern (filepath.Match) (got "*.cfl,[")`},
 		{name: "poll interval 0", extra: "CLIENT_DAEMON_POLL_INTERVAL = 0", wantErr: `{F}:4: CLIENT_DAEMON_POLL_INTERVAL must be a number of seconds from 0.001 to 86400 (got "0")`},
 		{name: "stability delay negative", extra: "CLIENT_DAEMON_STABILITY_DELAY = -1", wantErr: `{F}:4: CLIENT_DAEMON_STABILITY_DELAY must be a number of seconds from 0 to 86400 (got "-1")`},
 		{name: "grouping timeout trailing dot", extra: "CLIENT_DAEMON_GROUPING_TIMEOUT = 5.", wantErr: `{F}:4: CLIENT_DAEMON_GROUPING_TIMEOUT must be a number of seconds from 0 to 86400 (got "5.")`},
