@@ -127,11 +127,7 @@ func printJob(w io.Writer, j *client.Job) {
 	if j.Backend != "" {
 		fmt.Fprintf(w, "backend    %s\n", j.Backend)
 	}
-	state := string(j.State)
-	if j.Position > 0 {
-		state += fmt.Sprintf(" (position %d)", j.Position)
-	}
-	fmt.Fprintf(w, "state      %s\n", state)
+	fmt.Fprintf(w, "state      %s\n", stateLine(j))
 	fmt.Fprintf(w, "submitted  %s\n", j.SubmittedAt.Local().Format(time.DateTime))
 	if j.StartedAt != nil {
 		fmt.Fprintf(w, "started    %s\n", j.StartedAt.Local().Format(time.DateTime))
@@ -293,10 +289,7 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 	if !job.Terminal() {
 		var lastState string
 		j, err := fl.c.WaitRetrying(ctx, job.JobID, func(j client.Job) {
-			line := string(j.State)
-			if j.State == client.StateQueued && j.Position > 0 {
-				line = fmt.Sprintf("queued (position %d)", j.Position)
-			}
+			line := stateLine(&j)
 			if line != lastState && (!fl.json || term) {
 				fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
 			}
@@ -356,8 +349,8 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 			for _, f := range files {
 				fmt.Fprintf(fl.e.stdout, "           %s (%s)\n", f.Name, humanBytes(f.Size))
 			}
-		} else if job.Delivered || job.ResultsGone {
-			fmt.Fprintln(fl.e.stdout, "results    already delivered or expired; nothing downloaded")
+		} else {
+			fmt.Fprintln(fl.e.stdout, "results    "+noResultsLine(job))
 		}
 	}
 	if job.State != client.StateSucceeded {

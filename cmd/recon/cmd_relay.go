@@ -20,13 +20,14 @@ import (
 )
 
 func newRelayCmd(e *env) *cobra.Command {
-	return daemonCmd(e, &cobra.Command{
+	return withInit(e, daemonCmd(e, &cobra.Command{
 		Use:   "relay",
 		Short: "Run a relay in front of several reconstruction servers",
 		Long: `Run a relay: one address (RELAY_HOSTNAME:RELAY_PORT, key SHARED_KEY_RELAY_TO_CLIENTS)
 in front of the recon servers in BACKEND_SERVERS, which it reaches with
 BACKEND_SHARED_KEY (their SHARED_KEY). Clients use it exactly like a server.
-Each submission goes to the least loaded healthy backend; which backend holds
+Each submission goes to the healthy backend with the most free workers, then
+the shortest queue; which backend holds
 which job is kept in RELAY_STATE_DIR, so status and fetch find it, also after a
 restart. Backends are health-checked every BACKEND_HEALTH_INTERVAL_SECONDS.
 Administrators use 'recon relay-admin' on RELAY_ADMIN_HOSTNAME:RELAY_ADMIN_PORT
@@ -36,7 +37,7 @@ When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600); the relay then still needs BACKEND_SHARED_KEY set
 to the backends' SHARED_KEY before it starts. SIGINT or SIGTERM stop it
 cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
-	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay)
+	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay), initRelay)
 }
 
 func runRelay(ctx context.Context, e *env, optsPath string) error {
@@ -49,7 +50,8 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 	}
 	// An unset BACKEND_SHARED_KEY is refused below with a better message
 	// than the loader's warning.
-	cfg, err := loadConfig(e, optsPath, config.LoadRelay, "", func(c *config.Relay, w config.Warning) bool {
+	var warns []config.Warning
+	cfg, err := loadConfig(e, optsPath, keepWarnings(config.LoadRelay, &warns), "", func(c *config.Relay, w config.Warning) bool {
 		return c != nil && c.BackendSharedKey.IsZero() && strings.Contains(w.Msg, "BACKEND_SHARED_KEY")
 	})
 	if err != nil {
@@ -60,7 +62,7 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 			optsPath, strings.Join(cfg.BackendServers, ", "))
 	}
 	return runDaemon(ctx, e, daemonSpec[*relay.Relay]{
-		name: "relay", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		name: "relay", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel, warnings: warns,
 		open: func(log *slog.Logger) (*relay.Relay, error) {
 			return relay.New(cfg, log, relay.Options{Version: versionString()})
 		},

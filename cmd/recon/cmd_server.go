@@ -21,7 +21,7 @@ import (
 const defaultScriptName = "default_recon_script.sh"
 
 func newServerCmd(e *env) *cobra.Command {
-	return daemonCmd(e, &cobra.Command{
+	return withInit(e, daemonCmd(e, &cobra.Command{
 		Use:   "server",
 		Short: "Run the reconstruction server",
 		Long: `Run the reconstruction server: it listens for clients on SERVER_HOSTNAME:SERVER_PORT
@@ -33,19 +33,20 @@ When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600), with default_recon_script.sh beside it.
 SIGINT or SIGTERM stop the server cleanly; a job that was running is run again
 at the next start. SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
-	}, "recon.opts", "config `file` (created with fresh keys when missing)", runServer)
+	}, "recon.opts", "config `file` (created with fresh keys when missing)", runServer), initServer)
 }
 
 func runServer(ctx context.Context, e *env, optsPath string) error {
 	if err := ensureServerConfig(e, optsPath); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(e, optsPath, config.LoadServer, "", nil)
+	var warns []config.Warning
+	cfg, err := loadConfig(e, optsPath, keepWarnings(config.LoadServer, &warns), "", nil)
 	if err != nil {
 		return err
 	}
 	return runDaemon(ctx, e, daemonSpec[*server.Server]{
-		name: "server", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel,
+		name: "server", logKey: "LOG_FILEPATH", logFile: cfg.LogFile, logLevel: cfg.LogLevel, warnings: warns,
 		open: func(log *slog.Logger) (*server.Server, error) {
 			return server.New(cfg, log, server.Options{Version: versionString()})
 		},

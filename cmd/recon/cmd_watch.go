@@ -33,7 +33,8 @@ SIGINT or SIGTERM stop it cleanly.`,
 }
 
 func runWatch(ctx context.Context, e *env, optsPath string) error {
-	cfg, err := loadConfig(e, optsPath, config.LoadClient, needWatch, nil)
+	var warns []config.Warning
+	cfg, err := loadConfig(e, optsPath, keepWarnings(config.LoadClient, &warns), needWatch, nil)
 	if err != nil {
 		return err
 	}
@@ -42,6 +43,7 @@ func runWatch(ctx context.Context, e *env, optsPath string) error {
 	}
 	return runDaemon(ctx, e, daemonSpec[*watchService]{
 		name: "watch", logKey: "CLIENT_DAEMON_LOG_FILEPATH", logFile: cfg.WatchLogFile, logLevel: slog.LevelInfo,
+		warnings: warns,
 		open: func(log *slog.Logger) (*watchService, error) {
 			w, err := watch.New(watch.ConfigFrom(cfg, log))
 			if err != nil {

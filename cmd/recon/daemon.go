@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/daemon"
 	"github.com/recon-mri/recon/internal/watch"
 )
@@ -42,6 +43,7 @@ type daemonSpec[S service] struct {
 	logLevel slog.Level
 	open     func(log *slog.Logger) (S, error) // builds the service, not started yet
 	started  func(s S, logName string)         // prints where it listens
+	warnings []config.Warning                  // of its config file, also written into the log
 }
 
 // runDaemon runs a service until ctx ends (SIGINT or SIGTERM) or the
@@ -56,6 +58,7 @@ func runDaemon[S service](ctx context.Context, e *env, spec daemonSpec[S]) error
 		return err
 	}
 	defer log.Close()
+	logConfigWarnings(log.Logger, spec.warnings)
 	s, err := spec.open(log.Logger)
 	if err != nil {
 		return err

@@ -240,6 +240,7 @@ type source struct {
 	failed  map[string]bool // keys whose value was refused
 	read    map[string]bool // keys the loader asked for
 	warns   []Warning
+	keyHelp map[string]string // advice for a missing key, by key (keyhelp.go)
 }
 
 // openSource reads and parses a config file.
@@ -397,7 +398,7 @@ func (s *source) value(name string) any {
 	if f.typ == typeKey && (!ok || f.optional && strings.TrimSpace(raw) == "") {
 		if !f.optional {
 			s.failed[name] = true
-			s.fail(0, "%s is required: generate one with recon keygen", name)
+			s.fail(0, "%s", s.missingKeyMsg(name))
 		}
 		return nil
 	}
@@ -524,6 +525,7 @@ func buildServer(s *source) *Server {
 }
 
 func buildClient(s *source) *Client {
+	s.keyHelp = clientKeyHelp
 	c := &Client{
 		Path:             s.path,
 		Hostname:         get[string](s, "SERVER_HOSTNAME"),
@@ -547,6 +549,7 @@ func buildClient(s *source) *Client {
 }
 
 func buildAdmin(s *source) *Admin {
+	s.keyHelp = adminKeyHelp
 	c := &Admin{
 		Path:      s.path,
 		Hostname:  get[string](s, "SERVER_ADMIN_HOSTNAME"),
@@ -588,6 +591,7 @@ func buildRelay(s *source) *Relay {
 }
 
 func buildRelayAdmin(s *source) *RelayAdmin {
+	s.keyHelp = relayAdminKeyHelp
 	c := &RelayAdmin{
 		Path:      s.path,
 		Hostname:  get[string](s, "RELAY_ADMIN_HOSTNAME"),

@@ -273,7 +273,7 @@ func reconSchema() *schema {
 				{name: "CLIENT_WATCH_DIRECTORY", typ: typePath, def: "", usedBy: wat,
 					doc: "Directory recon watch watches for new raw-data files; recon watch needs it set."},
 				{name: "CLIENT_WATCH_PATTERN", typ: typeGlob, def: "*.7", nonEmpty: true, usedBy: wat,
-					doc: "File name pattern (a filepath.Match glob) of the files to submit."},
+					doc: "File name pattern (a filepath.Match glob) of the files to submit; several separated by commas (*.cfl,*.hdr for BART pairs)."},
 				{name: "CLIENT_DAEMON_POLL_INTERVAL", typ: typeSeconds, def: "10", dmin: time.Millisecond, dmax: day, usedBy: wat,
 					doc: "Seconds between scans of the watched directory."},
 				{name: "CLIENT_DAEMON_STABILITY_DELAY", typ: typeSeconds, def: "5", dmin: 0, dmax: day, usedBy: wat,

@@ -110,11 +110,18 @@ func parseValue(f *field, v string, dir string) (any, *valueError) {
 	case typeHostPorts:
 		return parseHostPorts(v)
 	case typeGlob:
-		if strings.ContainsAny(v, `/\`) {
-			return nil, badValue("must be a file name pattern, without a directory%s", got(v))
-		}
-		if _, err := filepath.Match(v, ""); err != nil {
-			return nil, badValue("must be a valid file name pattern (filepath.Match)%s", got(v))
+		// One pattern, or several separated by commas (*.cfl,*.hdr).
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				return nil, badValue("must be file name patterns separated by commas, none empty%s", got(v))
+			}
+			if strings.ContainsAny(p, `/\`) {
+				return nil, badValue("must be a file name pattern, without a directory%s", got(v))
+			}
+			if _, err := filepath.Match(p, ""); err != nil {
+				return nil, badValue("must be a valid file name pattern (filepath.Match)%s", got(v))
+			}
 		}
 		return v, nil
 	case typeJSONOptions:

@@ -238,9 +238,13 @@ func (s JobState) Terminal() bool {
 
 // JobInfo is a job as clients see it.
 type JobInfo struct {
-	JobID        string            `json:"job_id"`
-	State        JobState          `json:"state"`
-	Position     int               `json:"position,omitempty"` // in the queue, 1-based, when queued
+	JobID    string   `json:"job_id"`
+	State    JobState `json:"state"`
+	Position int      `json:"position,omitempty"` // in the queue, 1-based, when queued
+	// WaitReason says, of a queued job, why it is not starting yet
+	// ("workers paused, CPU load 86% > 75%", "all 2 workers busy"); ""
+	// when a worker is free to take it.
+	WaitReason   string            `json:"wait_reason,omitempty"`
 	SubmittedAt  time.Time         `json:"submitted_at"`
 	StartedAt    *time.Time        `json:"started_at,omitempty"`
 	FinishedAt   *time.Time        `json:"finished_at,omitempty"`
@@ -832,6 +836,8 @@ type WorkersReply struct {
 
 // Resources are the resource gate's last readings against its thresholds.
 type Resources struct {
+	// CPUPercent is the load of the processes other than the server (its
+	// scripts included), which the gate compares with MaxCPUPercent.
 	CPUPercent           float64   `json:"cpu_percent"`
 	MaxCPUPercent        int       `json:"max_cpu_percent"`
 	AvailableMemoryMB    int64     `json:"available_memory_mb"`

@@ -43,8 +43,12 @@ type BackendInfo struct {
 	Version        string    `json:"version,omitempty"`
 	Queued         int       `json:"queued"`  // as of the last check, plus jobs placed since
 	Running        int       `json:"running"` // as of the last check
-	Uploading      int       `json:"uploading"`
-	JobsPlaced     int64     `json:"jobs_placed"` // by this relay since its start
+	Workers        int       `json:"workers"` // its maximum of concurrent jobs, as of the last check
+	// FreeWorkers is Workers less the running, queued and uploading jobs:
+	// how many more jobs would start at once. Placement prefers the most.
+	FreeWorkers int   `json:"free_workers"`
+	Uploading   int   `json:"uploading"`
+	JobsPlaced  int64 `json:"jobs_placed"` // by this relay since its start
 }
 
 // RelayBackends lists a relay's backends in BACKEND_SERVERS order.

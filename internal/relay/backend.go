@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -42,11 +41,10 @@ type backend struct {
 	version   string
 	queued    int // from the last check, plus jobs placed since
 	running   int
+	workers   int // the backend's maximum of concurrent jobs, from the last check
 	uploading int // submissions in progress toward it
 	placed    int64
 }
-
-func (b *backend) load() int { return b.queued + b.running + b.uploading }
 
 // pool is the set of backends with their health. All methods are safe for
 // concurrent use.
@@ -81,37 +79,6 @@ func (p *pool) isHealthy(b *backend) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return b.healthy
-}
-
-// candidates returns the healthy backends in the order a submission should
-// try them: least loaded first, ties broken in turn.
-func (p *pool) candidates() []*backend {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(p.backends)
-	type cand struct {
-		b    *backend
-		load int
-		turn int
-	}
-	var cs []cand
-	for i, b := range p.backends {
-		if b.healthy {
-			cs = append(cs, cand{b, b.load(), (i - p.next + n) % n})
-		}
-	}
-	p.next = (p.next + 1) % max(n, 1)
-	sort.Slice(cs, func(i, j int) bool {
-		if cs[i].load != cs[j].load {
-			return cs[i].load < cs[j].load
-		}
-		return cs[i].turn < cs[j].turn
-	})
-	out := make([]*backend, len(cs))
-	for i, c := range cs {
-		out[i] = c.b
-	}
-	return out
 }
 
 // split returns the healthy backends and the addresses of the others.
@@ -184,6 +151,7 @@ func (p *pool) markUp(b *backend, st *protocol.StatusReply, started time.Time) {
 	b.version = st.Version
 	b.queued = st.Jobs[protocol.StateQueued]
 	b.running = st.Jobs[protocol.StateRunning]
+	b.workers = st.MaxWorkers
 }
 
 func (p *pool) checkFailed(b *backend, err error) {
@@ -320,6 +288,8 @@ func (p *pool) snapshot() []protocol.BackendInfo {
 			Version:        b.version,
 			Queued:         b.queued,
 			Running:        b.running,
+			Workers:        b.workers,
+			FreeWorkers:    b.free(),
 			Uploading:      b.uploading,
 			JobsPlaced:     b.placed,
 		})

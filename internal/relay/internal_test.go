@@ -32,6 +32,29 @@ func addrsOf(bs []*backend) []string {
 	return out
 }
 
+// TestCandidatesFreeWorkersFirst: a backend with a free worker comes
+// before one whose only worker is busy, even with more jobs running; among
+// backends without a free worker the shortest queue comes first.
+func TestCandidatesFreeWorkersFirst(t *testing.T) {
+	p := testPool("a:1", "b:1", "c:1")
+	st := func(workers, queued, running int) *protocol.StatusReply {
+		return &protocol.StatusReply{MaxWorkers: workers, Jobs: map[protocol.JobState]int{"queued": queued, "running": running}}
+	}
+	p.markUp(p.byAddr["a:1"], st(1, 0, 1), time.Now()) // its one worker busy
+	p.markUp(p.byAddr["b:1"], st(4, 0, 3), time.Now()) // one free of four
+	p.markUp(p.byAddr["c:1"], st(2, 2, 2), time.Now()) // busy, two waiting
+	for range 3 {
+		if diff := cmp.Diff([]string{"b:1", "a:1", "c:1"}, addrsOf(p.candidates())); diff != "" {
+			t.Fatalf("candidates (-want +got):\n%s", diff)
+		}
+	}
+	// An upload toward b takes its free worker: then the shorter queue.
+	p.reserve(p.byAddr["b:1"])
+	if diff := cmp.Diff([]string{"a:1", "b:1", "c:1"}, addrsOf(p.candidates())); diff != "" {
+		t.Errorf("candidates with an upload toward b (-want +got):\n%s", diff)
+	}
+}
+
 func TestCandidatesLeastLoadedThenInTurn(t *testing.T) {
 	p := testPool("a:1", "b:1", "c:1")
 	// Equal loads: each call starts one further along.
@@ -58,12 +81,12 @@ func TestCandidatesLeastLoadedThenInTurn(t *testing.T) {
 	// A placed job counts until the next check says otherwise.
 	p.release(p.byAddr["c:1"], true)
 	p.release(p.byAddr["c:1"], true)
-	if c := p.byAddr["c:1"]; c.load() != 2 || c.placed != 2 || c.uploading != 0 {
-		t.Errorf("after two placements: load %d, placed %d, uploading %d", c.load(), c.placed, c.uploading)
+	if c := p.byAddr["c:1"]; c.pending() != 2 || c.placed != 2 || c.uploading != 0 {
+		t.Errorf("after two placements: pending %d, placed %d, uploading %d", c.pending(), c.placed, c.uploading)
 	}
 	p.markUp(p.byAddr["c:1"], &protocol.StatusReply{Jobs: map[protocol.JobState]int{"queued": 0, "running": 1}}, time.Now())
-	if c := p.byAddr["c:1"]; c.load() != 1 {
-		t.Errorf("after a check: load %d, want 1", c.load())
+	if c := p.byAddr["c:1"]; c.pending() != 0 || c.running != 1 {
+		t.Errorf("after a check: pending %d, running %d; want 0 and 1", c.pending(), c.running)
 	}
 	// A check that passed but started before b was marked down does not
 	// bring it up (b may have been killed just after answering); a later

@@ -7,9 +7,9 @@
 // in the buffer it arrived in and sealed for the other session from there,
 // and what is sealed is sent before the relay reads more.
 //
-// A submission goes to the least loaded healthy backend (queued + running
-// as of its last health check, plus what the relay placed or is uploading
-// since; ties in turn). A backend that cannot be reached, or that refuses
+// A submission goes to the healthy backend with the most free workers,
+// then the shortest queue (as of its last health check, plus what the
+// relay placed or is uploading since; ties in turn; see candidates). A backend that cannot be reached, or that refuses
 // the submission before accepting its files, is skipped without the client
 // noticing. A backend lost during the upload, before it had the last file,
 // cannot have made a job of it: the client package submits again with the

@@ -159,8 +159,10 @@ func TestRefusingBackendSkipped(t *testing.T) {
 	gate := t.TempDir()
 	full := startBackends(t, 1, key, servertest.Options{Script: releaseScript(gate),
 		Extra: map[string]string{"MAX_CONCURRENT_JOBS": "1", "MAX_QUEUED_JOBS": "1"}})[0]
-	noDisk := startBackends(t, 1, key, servertest.Options{Extra: map[string]string{"MIN_FREE_DISK_MB": "1000000000"}})[0]
-	ok := startBackends(t, 2, key, servertest.Options{})
+	// One worker each, as the full one has: placement prefers free
+	// workers, and at the one check they all have one.
+	noDisk := startBackends(t, 1, key, servertest.Options{Extra: map[string]string{"MIN_FREE_DISK_MB": "1000000000", "MAX_CONCURRENT_JOBS": "1"}})[0]
+	ok := startBackends(t, 2, key, servertest.Options{Extra: map[string]string{"MAX_CONCURRENT_JOBS": "1"}})
 	addrs := []string{full.Addr().String(), noDisk.Addr().String(), ok[0].Addr().String(), ok[1].Addr().String()}
 	dir := t.TempDir()
 	r := startRelay(t, writeRelayConfig(t, dir, addrs, key, map[string]string{"BACKEND_HEALTH_INTERVAL_SECONDS": "3600"}))

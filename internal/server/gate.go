@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/shirou/gopsutil/v4/cpu"
 	"github.com/shirou/gopsutil/v4/mem"
+	"github.com/shirou/gopsutil/v4/process"
 
 	"github.com/recon-mri/recon/internal/protocol"
 )
@@ -19,29 +21,80 @@ const sampleEvery = time.Second
 
 // Reading is one sample of the machine's load.
 type Reading struct {
-	CPUPercent     float64 // all cores, 0–100, averaged over a short window
-	AvailableBytes uint64  // memory available to new processes
+	// CPUPercent is the load of every process but this server, all cores,
+	// 0–100, averaged over a short window: the server's own work
+	// (receiving uploads, hashing, sending results) is not counted against
+	// it. A reconstruction script runs in processes of its own, so running
+	// jobs are counted.
+	CPUPercent     float64
+	AvailableBytes uint64 // memory available to new processes
 }
 
 // Sampler reads the machine's load. The server uses the operating system's
-// figures (gopsutil); tests inject their own.
+// figures (NewSystemSampler); tests inject their own.
 type Sampler interface {
 	Sample(ctx context.Context) (Reading, error)
 }
 
-// systemSampler reads CPU and memory with gopsutil. CPU load is the busy
-// share of all cores' time since its previous reading, so a reading costs
-// two small reads of /proc and never waits.
+// CPUTimes reads the CPU time of the whole machine so far, in seconds
+// summed over all cores: busy and in total (busy plus idle).
+type CPUTimes func(ctx context.Context) (busy, total float64, err error)
+
+// NewSystemSampler returns the sampler of a server: available memory from
+// the operating system, and the CPU load of the other processes — the
+// machine's busy time (machine, or the operating system's figures when
+// nil) less this process's own CPU time, over the time between two
+// readings. A reading costs a few small reads of /proc and never waits.
+func NewSystemSampler(machine CPUTimes) Sampler {
+	if machine == nil {
+		machine = systemCPUTimes
+	}
+	return &systemSampler{machine: machine}
+}
+
+func systemCPUTimes(ctx context.Context) (busy, total float64, err error) {
+	ts, err := cpu.TimesWithContext(ctx, false)
+	if err != nil || len(ts) == 0 {
+		return 0, 0, fmt.Errorf("read CPU load: %w", err)
+	}
+	t := ts[0]
+	// Guest time is already counted in User and Nice.
+	total = t.User + t.System + t.Idle + t.Nice + t.Iowait + t.Irq + t.Softirq + t.Steal
+	return total - t.Idle - t.Iowait, total, nil
+}
+
+// selfCPUTime is this process's CPU time so far (user and system, all its
+// threads), in seconds.
+func selfCPUTime(ctx context.Context) (float64, error) {
+	p, err := process.NewProcessWithContext(ctx, int32(os.Getpid()))
+	if err != nil {
+		return 0, fmt.Errorf("read own CPU time: %w", err)
+	}
+	t, err := p.TimesWithContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read own CPU time: %w", err)
+	}
+	return t.User + t.System, nil
+}
+
+// systemSampler: see NewSystemSampler.
 type systemSampler struct {
-	mu   sync.Mutex
-	last cpu.TimesStat
-	have bool
+	machine CPUTimes
+
+	mu                  sync.Mutex
+	lastBusy, lastTotal float64
+	lastSelf            float64
+	have                bool
 }
 
 func (s *systemSampler) Sample(ctx context.Context) (Reading, error) {
-	ts, err := cpu.TimesWithContext(ctx, false)
-	if err != nil || len(ts) == 0 {
-		return Reading{}, fmt.Errorf("read CPU load: %w", err)
+	busy, total, err := s.machine(ctx)
+	if err != nil {
+		return Reading{}, err
+	}
+	self, err := selfCPUTime(ctx)
+	if err != nil {
+		return Reading{}, err
 	}
 	vm, err := mem.VirtualMemoryWithContext(ctx)
 	if err != nil {
@@ -50,21 +103,14 @@ func (s *systemSampler) Sample(ctx context.Context) (Reading, error) {
 	r := Reading{AvailableBytes: vm.Available}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := ts[0]
 	if s.have {
-		idle := (now.Idle + now.Iowait) - (s.last.Idle + s.last.Iowait)
-		total := cpuTotal(now) - cpuTotal(s.last)
-		if total > 0 {
-			r.CPUPercent = min(max(100*(total-idle)/total, 0), 100)
+		if dt := total - s.lastTotal; dt > 0 {
+			others := (busy - s.lastBusy) - (self - s.lastSelf)
+			r.CPUPercent = min(max(100*others/dt, 0), 100)
 		}
 	}
-	s.last, s.have = now, true
+	s.lastBusy, s.lastTotal, s.lastSelf, s.have = busy, total, self, true
 	return r, nil
-}
-
-func cpuTotal(t cpu.TimesStat) float64 {
-	// Guest time is already counted in User and Nice.
-	return t.User + t.System + t.Idle + t.Nice + t.Iowait + t.Irq + t.Softirq + t.Steal
 }
 
 // gate decides whether a worker may take a job: not while CPU load is above
@@ -84,6 +130,7 @@ type gate struct {
 	lastAt   time.Time
 	isPaused bool
 	reason   string
+	short    string // the reason as a waiting client reads it
 }
 
 func newGate(s Sampler, maxCPU int, minMem int64, interval time.Duration, log *slog.Logger) *gate {
@@ -117,15 +164,17 @@ func (g *gate) check(ctx context.Context) (bool, string) {
 		g.last, g.lastErr = g.sampler.Sample(ctx)
 		g.lastAt = time.Now()
 	}
-	var reason string
+	var reason, short string
 	switch {
 	case g.lastErr != nil:
 		// A machine whose load cannot be read is not held up by it.
 		reason = ""
 	case g.maxCPU < 100 && g.last.CPUPercent > g.maxCPU:
 		reason = fmt.Sprintf("CPU load %.0f%% is above MAX_CPU_LOAD_PERCENT (%.0f%%)", g.last.CPUPercent, g.maxCPU)
+		short = fmt.Sprintf("CPU load %.0f%% > %.0f%%", g.last.CPUPercent, g.maxCPU)
 	case g.last.AvailableBytes < g.minMem:
 		reason = fmt.Sprintf("available memory %d MB is below MIN_AVAILABLE_MEMORY_MB (%d MB)", g.last.AvailableBytes>>20, g.minMem>>20)
+		short = fmt.Sprintf("available memory %d MB < %d MB", g.last.AvailableBytes>>20, g.minMem>>20)
 	}
 	switch {
 	case reason != "" && !g.isPaused:
@@ -134,7 +183,7 @@ func (g *gate) check(ctx context.Context) (bool, string) {
 	case reason == "" && g.isPaused:
 		g.log.Info("workers resumed", "cpu_percent", g.last.CPUPercent, "available_memory_mb", g.last.AvailableBytes>>20)
 	}
-	g.isPaused, g.reason = reason != "", reason
+	g.isPaused, g.reason, g.short = reason != "", reason, short
 	return reason == "", reason
 }
 
@@ -142,6 +191,14 @@ func (g *gate) paused() (bool, string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.isPaused, g.reason
+}
+
+// shortReason is why the gate is paused, in a few words for a waiting
+// client ("CPU load 86% > 75%"), or "".
+func (g *gate) shortReason() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.short
 }
 
 // resources reports the last reading against the thresholds, taking one

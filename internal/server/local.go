@@ -75,7 +75,7 @@ func (e *localExecutor) run(ctx context.Context, a attempt) outcome {
 	case err != nil:
 		log.Error("could not start the reconstruction script", "err", err)
 		os.RemoveAll(out)
-		return failure("the server could not start the reconstruction script; see the server log", nil)
+		return failure(startFailure(err), nil)
 	case over != nil:
 		// Removed before the job's end is recorded: the store may need
 		// the space.

@@ -180,7 +180,7 @@ func (p *pool) work(ctx context.Context, w *worker) {
 		}
 		// A job waits: take it only if the machine has room.
 		if ok, _ := p.gate.check(ctx); !ok {
-			p.set(w, workerPaused, "")
+			p.pause(w)
 			p.sleep(ctx, w, nil, p.gate.interval)
 			continue
 		}

@@ -158,7 +158,7 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	s.clientMux, s.adminMux = s.clientRequests(), s.adminRequests()
 	sampler := s.opts.Sampler
 	if sampler == nil {
-		sampler = &systemSampler{}
+		sampler = NewSystemSampler(nil)
 	}
 	if s.caps, err = newSpaceCaps(cfg); err != nil {
 		return nil, err
@@ -193,20 +193,6 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	s.life.Hold("state lock", lock)
 	s.life.Hold("job store", store) // closed first
 	return s, nil
-}
-
-func checkScript(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("RECON_SCRIPT_PATH: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("RECON_SCRIPT_PATH %s is not a regular file", path)
-	}
-	if fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("RECON_SCRIPT_PATH %s is not executable (chmod +x it)", path)
-	}
-	return nil
 }
 
 // Start listens on the client and admin addresses and starts the workers.

@@ -93,6 +93,9 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 	}
 	info := jobInfo(j)
 	info.Position = pos
+	if j.State == jobs.Queued {
+		info.WaitReason = s.pool.waitReason()
+	}
 	return info, nil
 }
 
@@ -150,7 +153,7 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 // sendEvents streams the job's state to the client until it ends.
 func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) error {
 	var lastState jobs.State
-	lastPos := 0
+	lastPos, lastWhy := 0, ""
 	first := true
 	for {
 		wake, seen := s.changed.mark() // before reading, so no change is missed
@@ -158,15 +161,19 @@ func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) erro
 		if err != nil {
 			return err
 		}
-		if first || j.State != lastState || pos != lastPos {
+		why := ""
+		if j.State == jobs.Queued {
+			why = s.pool.waitReason()
+		}
+		if first || j.State != lastState || pos != lastPos || why != lastWhy {
 			info := jobInfo(j)
-			info.Position = pos
+			info.Position, info.WaitReason = pos, why
 			s.armWrite(c)
 			if err := protocol.WriteMessage(c, protocol.TypeEvent, protocol.Event{Job: *info}); err != nil {
 				return err
 			}
 			first = false
-			lastState, lastPos = j.State, pos
+			lastState, lastPos, lastWhy = j.State, pos, why
 		}
 		if j.State.Terminal() {
 			return nil

@@ -56,7 +56,9 @@ func (s *Server) validateSubmission(sub *protocol.Submit) (total int64, err erro
 		if err := protocol.ValidateFileName(f.Name); err != nil {
 			return 0, protocol.Errorf(protocol.CodeInvalidName, "%v", err)
 		}
-		if other, dup := seen[protocol.FoldName(f.Name)]; dup {
+		if other, dup := seen[protocol.FoldName(f.Name)]; dup && other == f.Name {
+			return 0, protocol.Errorf(protocol.CodeInvalidName, "file name %q is given twice: the files of a job are stored by name, so each needs a name of its own", f.Name)
+		} else if dup {
 			return 0, protocol.Errorf(protocol.CodeInvalidName, "file names %q and %q are the same file on a case-insensitive file system", other, f.Name)
 		}
 		seen[protocol.FoldName(f.Name)] = f.Name

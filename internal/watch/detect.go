@@ -145,8 +145,7 @@ func (w *Watcher) detect(ctx context.Context) error {
 }
 
 func (d *detector) match(name string) bool {
-	ok, err := filepath.Match(d.w.cfg.Pattern, name)
-	return err == nil && ok
+	return matchAny(d.w.patterns, name)
 }
 
 // scan reads the whole directory: new and changed files are observed,

@@ -164,7 +164,7 @@ func (w *Watcher) loop(ctx context.Context, what string, kickCh chan struct{}, s
 			if re.group != "" {
 				args = append(args, "group", re.group)
 			}
-			w.log.Warn(what+" failed; retrying", args...)
+			w.logRetry(what, re.err, args)
 			if !sleep(ctx, d) {
 				return nil
 			}

@@ -113,9 +113,10 @@ func ConfigFrom(c *config.Client, log *slog.Logger) Config {
 // Watcher is the daemon. Create it with New, start it with Run (once), and
 // Close it after Run has returned.
 type Watcher struct {
-	cfg   Config
-	log   *slog.Logger
-	state *state
+	cfg      Config
+	log      *slog.Logger
+	state    *state
+	patterns []string // of cfg.Pattern
 
 	submitKick  chan struct{}
 	collectKick chan struct{}
@@ -155,8 +156,12 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.Pattern == "" {
 		cfg.Pattern = "*.7"
 	}
-	if _, err := filepath.Match(cfg.Pattern, ""); err != nil {
-		return nil, fmt.Errorf("watch pattern %q: %w", cfg.Pattern, err)
+	patterns, err := parsePatterns(cfg.Pattern)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDir(cfg.Dir); err != nil {
+		return nil, err
 	}
 	if cfg.PollInterval <= 0 {
 		return nil, errors.New("the poll interval must be positive")
@@ -210,6 +215,7 @@ func New(cfg Config) (*Watcher, error) {
 		cfg:         cfg,
 		log:         cfg.Log,
 		state:       st,
+		patterns:    patterns,
 		submitKick:  make(chan struct{}, 1),
 		collectKick: make(chan struct{}, 1),
 	}, nil
@@ -230,7 +236,8 @@ func (w *Watcher) Groups(ctx context.Context) ([]Group, error) { return w.state.
 // Run runs the daemon until ctx ends, then stops its goroutines and
 // returns nil; every change of state is committed as it happens, so there
 // is nothing left to save. It returns an error when the state cannot be
-// written. Run may be called once.
+// written, and at once when the server keeps refusing the handshake at
+// start (see checkServer). Run may be called once.
 func (w *Watcher) Run(ctx context.Context) error {
 	if !w.ran.CompareAndSwap(false, true) {
 		return errors.New("watch: Run called twice")
@@ -239,6 +246,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		"download_dir", w.cfg.DownloadDir, "state_dir", w.cfg.StateDir,
 		"poll_seconds", w.cfg.PollInterval.Seconds(), "stability_seconds", w.cfg.StabilityDelay.Seconds(),
 		"grouping_seconds", w.cfg.GroupingTimeout.Seconds(), "max_attempts", w.cfg.MaxAttempts)
+	if err := w.checkServer(ctx); err != nil {
+		w.log.Error("watch stopped", "err", err)
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
