@@ -263,6 +263,13 @@ func (l *Log) Append(ctx context.Context, r Record) error {
 		}
 		l.broken = nil
 	}
+	// The file's real end, which is where the record goes (O_APPEND) and
+	// what a failed write is cut back to, whatever else changed it.
+	st, err := l.f.Stat()
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	l.size = st.Size()
 	r.Seq = l.head.seq + 1
 	r.Time = l.now().UTC()
 	r.Prev = l.head.hash

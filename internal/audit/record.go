@@ -21,6 +21,8 @@ const (
 	// MaxReloadNames caps the identities one key-reload record names as
 	// added or removed.
 	MaxReloadNames = 10_000
+	// MaxRequestBytes caps the admin request body a record keeps.
+	MaxRequestBytes = 1024
 )
 
 // Kind says what a record is about.
@@ -45,7 +47,7 @@ const (
 	KindFetchConfirmed Kind = "fetch_confirmed"
 	// KindCancel is a job cancelled by its owner.
 	KindCancel Kind = "cancel"
-	// KindAdmin is an administrator's request (Command, Args).
+	// KindAdmin is an administrator's request (Command, Request).
 	KindAdmin Kind = "admin"
 	// KindKeysReload is a reload of the client keys file (Added, Removed:
 	// identity names, never a key).
@@ -73,14 +75,13 @@ type Record struct {
 	Identity string    `json:"identity,omitempty"`
 	Role     string    `json:"role,omitempty"` // of an auth record: "client" or "admin"
 	Peer     string    `json:"peer,omitempty"` // address (auth_failures: IP only)
-	ConnID   string    `json:"conn_id,omitempty"`
 	JobID    string    `json:"job_id,omitempty"`
 	Command  string    `json:"command,omitempty"` // admin request type
-	// Args are an admin request's arguments as text (a job id, a number).
-	Args    map[string]string `json:"args,omitempty"`
-	Files   []File            `json:"files,omitempty"`
-	Added   []string          `json:"added,omitempty"`
-	Removed []string          `json:"removed,omitempty"`
+	// Request is an admin request's body as sent, cut to MaxRequestBytes.
+	Request string   `json:"request,omitempty"`
+	Files   []File   `json:"files,omitempty"`
+	Added   []string `json:"added,omitempty"`
+	Removed []string `json:"removed,omitempty"`
 	// Failures, First and Last summarise failed handshakes.
 	Failures int        `json:"failures,omitempty"`
 	First    *time.Time `json:"first,omitempty"`

@@ -80,7 +80,15 @@ func (l *Log) snap() (*snapshot, error) {
 		s.close()
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	s.files = append(s.files, snapFile{name: filepath.Base(l.path), f: f, size: l.size})
+	// The file as it is (the lock keeps appends out): someone else may
+	// have changed its length.
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		s.close()
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	s.files = append(s.files, snapFile{name: filepath.Base(l.path), f: f, size: st.Size()})
 	return s, nil
 }
 
