@@ -63,10 +63,16 @@ func (s *Server) record(ctx context.Context, r audit.Record) error {
 // durable; the caller must not act on an error.
 func (s *Server) Audit(ctx context.Context, r audit.Record) error { return s.record(ctx, r) }
 
-// auditSession records a session that authenticated; false means it must
-// be closed without being served.
+// auditSession records a session that authenticated; false means it
+// could not be recorded: the peer has been told so and the session must
+// be closed unserved.
 func (s *Server) auditSession(ctx context.Context, c *secure.Conn, role, identity string) bool {
-	return s.record(ctx, audit.Record{Kind: audit.KindAuth, Role: role, Identity: identity, Peer: c.RemoteAddr().String()}) == nil
+	if s.record(ctx, audit.Record{Kind: audit.KindAuth, Role: role, Identity: identity, Peer: c.RemoteAddr().String()}) == nil {
+		return true
+	}
+	s.armWrite(c)
+	protocol.WriteError(c, errAudit) // the answer to its first request
+	return false
 }
 
 // auditAdminRequest records an administrator's request before its
