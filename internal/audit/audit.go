@@ -160,11 +160,22 @@ func (l *Log) reconcile() error {
 		}
 	}
 	if l.head.seq == 0 {
-		if l.size > 0 {
-			l.log.Error("audit log has records but the audit head is empty; run recon admin audit --verify", "path", l.path)
-		}
 		if !complete {
 			return l.write([]byte("\n"))
+		}
+		// A head lost with the state directory (or a log from before the
+		// head was kept): the chain goes on from the file's last record.
+		// Whoever can remove the head can rewrite it, so this is no
+		// weaker; it is logged.
+		if r, err := Parse(last); err == nil {
+			l.log.Warn("audit head missing; the chain goes on from the audit log's last record", "path", l.path, "seq", r.Seq)
+			h := head{seq: r.Seq, hash: LineHash(last), line: bytes.Clone(last)}
+			if err := l.store.set(context.Background(), h); err != nil {
+				return fmt.Errorf("audit head: %w", err)
+			}
+			l.head = h
+		} else if len(last) > 0 {
+			l.log.Error("audit head missing and the audit log does not end with a record; run recon admin audit --verify", "path", l.path)
 		}
 		return nil
 	}

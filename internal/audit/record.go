@@ -49,8 +49,8 @@ const (
 	KindCancel Kind = "cancel"
 	// KindAdmin is an administrator's request (Command, Request).
 	KindAdmin Kind = "admin"
-	// KindKeysReload is a reload of the client keys file (Added, Removed:
-	// identity names, never a key).
+	// KindKeysReload is a reload of the client keys file (Added, Removed,
+	// Changed: identity names, never a key; Error when it failed).
 	KindKeysReload Kind = "keys_reload"
 )
 
@@ -82,6 +82,9 @@ type Record struct {
 	Files   []File   `json:"files,omitempty"`
 	Added   []string `json:"added,omitempty"`
 	Removed []string `json:"removed,omitempty"`
+	Changed []string `json:"changed,omitempty"` // identities whose keys changed
+	// Error is why a reload failed (the previous keys stay in force).
+	Error string `json:"error,omitempty"`
 	// Failures, First and Last summarise failed handshakes.
 	Failures int        `json:"failures,omitempty"`
 	First    *time.Time `json:"first,omitempty"`
@@ -133,7 +136,7 @@ func Parse(line []byte) (*Record, error) {
 		return nil, &ParseError{fmt.Sprintf("unknown kind %q", truncate(string(r.Kind), 32))}
 	case !isHash(r.Prev):
 		return nil, &ParseError{"prev is not a SHA-256"}
-	case len(r.Added) > MaxReloadNames || len(r.Removed) > MaxReloadNames:
+	case len(r.Added) > MaxReloadNames || len(r.Removed) > MaxReloadNames || len(r.Changed) > MaxReloadNames:
 		return nil, &ParseError{"too many identities"}
 	}
 	return &r, nil

@@ -58,10 +58,23 @@ func (s *Server) record(ctx context.Context, r audit.Record) error {
 	return nil
 }
 
-// Audit writes a record (a cancellation, a reload of the client keys)
-// through the server's audit trail. It returns nil only once the record is
-// durable; the caller must not act on an error.
-func (s *Server) Audit(ctx context.Context, r audit.Record) error { return s.record(ctx, r) }
+// recordCancel records the cancellation of job id by the client session
+// on c (its owner), before the job is cancelled; an error refuses it.
+func (s *Server) recordCancel(ctx context.Context, c *secure.Conn, id string) error {
+	return s.record(ctx, audit.Record{Kind: audit.KindCancel, Identity: connIdentity(c), Peer: c.RemoteAddr().String(), JobID: id})
+}
+
+// recordKeysReload records a reload of the client keys: the identities
+// added, removed and given new keys (names only, never a key), or why the
+// reload failed (loadErr; the previous keys stay in force). A reload whose
+// record cannot be written must not take effect.
+func (s *Server) recordKeysReload(ctx context.Context, added, removed, changed []string, loadErr error) error {
+	r := audit.Record{Kind: audit.KindKeysReload, Identity: adminIdentity, Added: added, Removed: removed, Changed: changed}
+	if loadErr != nil {
+		r.Error = loadErr.Error()
+	}
+	return s.record(ctx, r)
+}
 
 // auditSession records a session that authenticated; false means it
 // could not be recorded: the peer has been told so and the session must
