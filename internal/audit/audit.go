@@ -322,7 +322,13 @@ func (l *Log) Append(ctx context.Context, r Record) error {
 
 // rotateFile renames the file to PATH.SEQ and opens a new one.
 func (l *Log) rotateFile() error {
-	to := rotatedName(l.path, l.first)
+	// Named for its first record; after the newest rotated file whatever
+	// its first line says (an edited first line must not stop rotation).
+	first := l.first
+	if rot, err := rotated(l.path); err == nil && len(rot) > 0 && rot[len(rot)-1].first >= first {
+		first = rot[len(rot)-1].first + 1
+	}
+	to := rotatedName(l.path, first)
 	if _, err := os.Lstat(to); err == nil {
 		return fmt.Errorf("audit log: rotate: %s exists", to)
 	}

@@ -536,6 +536,9 @@ func buildServer(s *source) *Server {
 	s.separateDirs(
 		[]string{"RECON_SERVER_BASE_PFILE_DIR", "RECON_JOB_OUTPUT_BASE_DIR", "RECON_SERVER_STATE_DIR"},
 		[]string{c.InputBaseDir, c.OutputBaseDir, c.StateDir})
+	if c.AuditLogFile != "" && c.AuditLogFile == c.LogFile {
+		s.fail(s.line("AUDIT_LOG_FILEPATH"), "AUDIT_LOG_FILEPATH is LOG_FILEPATH; the audit trail needs a file of its own")
+	}
 	return c
 }
 
