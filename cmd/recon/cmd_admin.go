@@ -208,7 +208,7 @@ edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
 			return nil
 		}),
 	}
-	cmd.AddCommand(status, queue, workers, logs, cancel, setmax)
+	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAuditCmd(e))
 	return cmd
 }
 

@@ -50,6 +50,8 @@ type Server struct {
 
 	LogFile  string     // LOG_FILEPATH; "" logs to standard error
 	LogLevel slog.Level // LOG_LEVEL
+	// AuditLogFile is AUDIT_LOG_FILEPATH; "" is the default (AuditLogPath).
+	AuditLogFile string
 
 	HandshakeTimeout  time.Duration // HANDSHAKE_TIMEOUT_SECONDS
 	IdleTimeout       time.Duration // IDLE_TIMEOUT_SECONDS
@@ -476,6 +478,19 @@ func within(p, dir string) bool {
 	return err == nil && filepath.IsLocal(rel)
 }
 
+// AuditLogPath is the audit trail's file: AUDIT_LOG_FILEPATH, or else
+// recon_audit.jsonl beside LOG_FILEPATH, or in RECON_SERVER_STATE_DIR
+// when the server logs to standard error.
+func (c *Server) AuditLogPath() string {
+	switch {
+	case c.AuditLogFile != "":
+		return c.AuditLogFile
+	case c.LogFile != "":
+		return filepath.Join(filepath.Dir(c.LogFile), "recon_audit.jsonl")
+	}
+	return filepath.Join(c.StateDir, "recon_audit.jsonl")
+}
+
 func buildServer(s *source) *Server {
 	c := &Server{
 		Path:                    s.path,
@@ -489,6 +504,7 @@ func buildServer(s *source) *Server {
 		StateDir:                get[string](s, "RECON_SERVER_STATE_DIR"),
 		LogFile:                 get[string](s, "LOG_FILEPATH"),
 		LogLevel:                get[slog.Level](s, "LOG_LEVEL"),
+		AuditLogFile:            get[string](s, "AUDIT_LOG_FILEPATH"),
 		HandshakeTimeout:        get[time.Duration](s, "HANDSHAKE_TIMEOUT_SECONDS"),
 		IdleTimeout:             get[time.Duration](s, "IDLE_TIMEOUT_SECONDS"),
 		MaxConcurrentJobs:       get[int](s, "MAX_CONCURRENT_JOBS"),
@@ -521,6 +537,9 @@ func buildServer(s *source) *Server {
 	s.separateDirs(
 		[]string{"RECON_SERVER_BASE_PFILE_DIR", "RECON_JOB_OUTPUT_BASE_DIR", "RECON_SERVER_STATE_DIR"},
 		[]string{c.InputBaseDir, c.OutputBaseDir, c.StateDir})
+	if c.AuditLogFile != "" && c.AuditLogFile == c.LogFile {
+		s.fail(s.line("AUDIT_LOG_FILEPATH"), "AUDIT_LOG_FILEPATH is LOG_FILEPATH; the audit trail needs a file of its own")
+	}
 	return c
 }
 

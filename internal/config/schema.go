@@ -201,6 +201,8 @@ func reconSchema() *schema {
 					doc: "File the server appends its JSON log to; empty logs to standard error."},
 				{name: "LOG_LEVEL", typ: typeLogLevel, def: "INFO", usedBy: srv,
 					doc: "Least severe level logged: DEBUG, INFO, WARNING (or WARN), ERROR."},
+				{name: "AUDIT_LOG_FILEPATH", typ: typePath, def: "", usedBy: srv,
+					doc: "Audit trail, JSON lines chained by SHA-256 (recon admin audit reads and verifies it); empty is recon_audit.jsonl beside LOG_FILEPATH (in RECON_SERVER_STATE_DIR when LOG_FILEPATH is empty). The server rotates it itself: do not rotate it with logrotate."},
 			}},
 			{title: "Server Settings", fields: []field{
 				{name: "HANDSHAKE_TIMEOUT_SECONDS", typ: typeSeconds, def: "10", dmin: time.Second, dmax: time.Hour, usedBy: srv,

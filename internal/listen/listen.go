@@ -53,6 +53,9 @@ type Endpoint struct {
 	// peer and listener. The session is closed (with an orderly end of
 	// stream) when Handle returns, and when ctx ends.
 	Handle func(ctx context.Context, c *secure.Conn, log *slog.Logger)
+	// Failed, when set, is told of each connection whose handshake failed
+	// (a wrong key, garbage, a timeout, an eviction). It must not block.
+	Failed func(ip netip.Addr)
 }
 
 // Serve accepts connections on ep until its listener is closed or ctx
@@ -107,14 +110,14 @@ func Serve(ctx context.Context, ep *Endpoint, log *slog.Logger) {
 		go func() {
 			defer wg.Done()
 			defer lim.release(ip)
-			handshakeAndServe(ctx, ep, c, p, lim, clog)
+			handshakeAndServe(ctx, ep, c, ip, p, lim, clog)
 		}()
 	}
 }
 
 // handshakeAndServe runs one admitted connection; log carries its conn_id,
 // peer and listener.
-func handshakeAndServe(ctx context.Context, ep *Endpoint, c net.Conn, p *pending, lim *limiter, log *slog.Logger) {
+func handshakeAndServe(ctx context.Context, ep *Endpoint, c net.Conn, ip netip.Addr, p *pending, lim *limiter, log *slog.Logger) {
 	defer log.Debug("connection closed")
 	// The connection must not outlive ctx: closing it unblocks any read or
 	// write in progress.
@@ -123,6 +126,9 @@ func handshakeAndServe(ctx context.Context, ep *Endpoint, c net.Conn, p *pending
 	sc, err := secure.Server(ctx, c, ep.Secure)
 	evicted := !lim.authenticated(p)
 	if err != nil {
+		if ep.Failed != nil && ctx.Err() == nil {
+			ep.Failed(ip)
+		}
 		if evicted {
 			log.Debug("handshake ended by the eviction", "err", err)
 		} else {

@@ -105,6 +105,9 @@ type Mux[S any] struct {
 	// Begin and End, when set, run around each request.
 	Begin func(S, protocol.Type)
 	End   func(S)
+	// Check, when set, runs before the handler of each request of a known
+	// type; an error refuses the request as the handler's would.
+	Check func(context.Context, *Session[S], protocol.Message) error
 
 	handlers map[protocol.Type]handler[S]
 }
@@ -186,7 +189,12 @@ func (m *Mux[S]) serveOne(ctx context.Context, s *Session[S], msg protocol.Messa
 		if m.Begin != nil {
 			m.Begin(s.State, msg.Type)
 		}
-		err = h(ctx, s, msg)
+		if m.Check != nil {
+			err = m.Check(ctx, s, msg)
+		}
+		if err == nil {
+			err = h(ctx, s, msg)
+		}
 		msg.Release() // if the handler did not decode it
 		if m.End != nil {
 			m.End(s.State)

@@ -20,6 +20,9 @@ const cancelWait = time.Minute
 
 // serveAdmin answers an administrator's requests in sequence.
 func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
+	if !s.auditSession(ctx, c, "admin", adminIdentity) {
+		return
+	}
 	s.adminMux.Serve(ctx, c, log, struct{}{})
 }
 
@@ -27,6 +30,8 @@ func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logge
 func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 	m := s.newMux()
 	m.Unknown = "admin request"
+	m.Check = s.auditAdminRequest // every admin request is audited before it runs
+	rpc.Handle(m, protocol.TypeAdminAudit, s.sendAudit)
 	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
 		return s.status(ctx)
 	})
@@ -96,6 +101,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"RECON_SCRIPT_PATH":               c.ScriptPath,
 		"LOG_FILEPATH":                    c.LogFile,
 		"LOG_LEVEL":                       c.LogLevel.String(),
+		"AUDIT_LOG_FILEPATH":              c.AuditLogPath(),
 		"MAX_CONCURRENT_JOBS":             strconv.Itoa(c.MaxConcurrentJobs),
 		"MAX_QUEUED_JOBS":                 strconv.Itoa(c.MaxQueuedJobs),
 		"MAX_FILES_PER_JOB":               strconv.Itoa(c.MaxFilesPerJob),

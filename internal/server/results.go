@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recon-mri/recon/internal/audit"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/rpc"
@@ -66,6 +67,10 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	if manifest == nil {
 		manifest = []protocol.FileSum{}
 	}
+	if err := s.record(ctx, audit.Record{Kind: audit.KindFetch, Identity: connIdentity(c), Peer: c.RemoteAddr().String(),
+		JobID: id, Files: auditFiles(files)}); err != nil {
+		return err
+	}
 	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *jobInfo(j), Files: manifest}); err != nil {
 		return err
 	}
@@ -93,6 +98,11 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	}
 	if ack.JobID != id {
 		return rpc.BadRequest(fmt.Errorf("acknowledgement for job %q while fetching %q", ack.JobID, id))
+	}
+	// The results are deleted only once the confirmation is audited.
+	if err := s.record(ctx, audit.Record{Kind: audit.KindFetchConfirmed, Identity: connIdentity(c), Peer: c.RemoteAddr().String(),
+		JobID: id}); err != nil {
+		return err
 	}
 	if err := s.store.MarkDelivered(ctx, id); err != nil {
 		return rpc.Internal(err)

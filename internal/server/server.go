@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/recon-mri/recon/internal/audit"
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/daemon"
 	"github.com/recon-mri/recon/internal/jobs"
@@ -68,6 +69,9 @@ type Server struct {
 	msgs *protocol.Budget
 	// clientMux and adminMux answer the requests of the two listeners.
 	clientMux, adminMux *rpc.Mux[struct{}]
+
+	auditLog     *audit.Log      // audit.go
+	authFailures *audit.Failures // failed handshakes, summarised into auditLog
 }
 
 // Options are optional settings for New.
@@ -85,6 +89,12 @@ type Options struct {
 	// KillGrace is how long a cancelled script has between SIGTERM and
 	// SIGKILL (0: KILL_GRACE_SECONDS, or else the runner's default, 10 s).
 	KillGrace time.Duration
+	// AuditRotateBytes is the size past which the audit file rotates (0:
+	// audit.DefaultRotateBytes); AuditInterval is how often failed
+	// handshakes are summarised (0: audit.FailureInterval). Tests shorten
+	// them.
+	AuditRotateBytes int64
+	AuditInterval    time.Duration
 }
 
 // New prepares a server: it creates the data directories, opens the job
@@ -190,7 +200,11 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	if err := s.sweepOrphans(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.openAudit(ctx); err != nil {
+		return nil, err
+	}
 	s.life.Hold("state lock", lock)
+	s.life.Hold("audit log", s.auditLog)
 	s.life.Hold("job store", store) // closed first
 	return s, nil
 }
@@ -223,10 +237,12 @@ func (s *Server) Start() error {
 	clientEP := &listen.Endpoint{
 		Name: "client", Listener: cl, Allow: s.cfg.TrustedIPs, Handle: s.serveClient,
 		Secure: secure.Config{Key: s.cfg.SharedKey, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
+		Failed: s.authFailures.Add,
 	}
 	adminEP := &listen.Endpoint{
 		Name: "admin", Listener: al, Allow: s.cfg.TrustedIPs, Handle: s.serveAdmin,
 		Secure: secure.Config{Key: s.cfg.AdminSharedKey, Role: secure.RoleAdmin, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
+		Failed: s.authFailures.Add,
 	}
 	loops := map[string]func(context.Context){
 		"client listener": func(ctx context.Context) { listen.Serve(ctx, clientEP, s.log) },
@@ -234,6 +250,7 @@ func (s *Server) Start() error {
 		"job pool":        s.pool.run,
 		"upload expiry":   s.sweepPartials,
 		"result expiry":   s.sweepResults,
+		"audit summaries": s.runAuditSummaries,
 	}
 	if hs != nil {
 		loops["metrics endpoint"] = func(ctx context.Context) { s.serveMetrics(ctx, hs, mln) }

@@ -27,6 +27,9 @@ type session = rpc.Session[struct{}]
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
+	if !s.auditSession(ctx, c, "client", connIdentity(c)) {
+		return
+	}
 	s.clientMux.Serve(ctx, c, log, struct{}{})
 }
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recon-mri/recon/internal/audit"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/rpc"
@@ -130,6 +131,12 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		return rpc.Fatal(err)
 	}
 	if err := u.commit(); err != nil {
+		return err
+	}
+	// Audited before the job exists: a job is never queued unaudited.
+	if err := s.record(ctx, audit.Record{Kind: audit.KindSubmit, Identity: connIdentity(c), Peer: c.RemoteAddr().String(),
+		JobID: id, Files: auditFiles(files)}); err != nil {
+		os.RemoveAll(s.inputDir(id))
 		return err
 	}
 	j, created, err := s.store.Create(ctx, &jobs.Job{
