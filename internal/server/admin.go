@@ -49,6 +49,7 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		}
 		return rep, err // the reply's write deadline is armed after the wait for the script
 	})
+	rpc.Reply(m, protocol.TypeAdminRedeliver, protocol.TypeAdminRedeliverReply, s.adminRedeliver)
 	rpc.Reply(m, protocol.TypeAdminSetMaxJobs, protocol.TypeAdminSetMaxJobsRep, func(ctx context.Context, ss *session, req *protocol.SetMaxJobs) (protocol.SetMaxJobsReply, error) {
 		if req.N < 1 || req.N > protocol.MaxWorkers {
 			return protocol.SetMaxJobsReply{}, protocol.Errorf(protocol.CodeBadRequest, "setmaxjobs takes a number from 1 to %d, not %d", protocol.MaxWorkers, req.N)

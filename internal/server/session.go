@@ -93,6 +93,7 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 	}
 	info := jobInfo(j)
 	info.Position = pos
+	s.withDelivery(ctx, info)
 	return info, nil
 }
 
@@ -138,6 +139,9 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 		if j.State == jobs.Queued {
 			pos++
 			info.Position = pos
+		}
+		if j.State == jobs.Succeeded {
+			s.withDelivery(ctx, info)
 		}
 		q.Jobs = append(q.Jobs, *info)
 	}
