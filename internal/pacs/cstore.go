@@ -190,4 +190,3 @@ func parseStatus(line string) Result {
 	}
 	return Result{Answered: true, Reason: "the PACS refused it: " + desc}
 }
-

@@ -49,5 +49,7 @@ func Retryable(err error) bool {
 	return err != nil
 }
 
-func retryf(format string, a ...any) error { return &Error{Msg: fmt.Sprintf(format, a...), Retry: true} }
+func retryf(format string, a ...any) error {
+	return &Error{Msg: fmt.Sprintf(format, a...), Retry: true}
+}
 func finalf(format string, a ...any) error { return &Error{Msg: fmt.Sprintf(format, a...)} }
