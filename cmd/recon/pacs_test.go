@@ -2,17 +2,24 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/servertest"
 )
 
@@ -81,23 +88,28 @@ func pacsScript(t *testing.T, dir string) string {
 	return servertest.WriteScript(t, dir, "dicom.sh", `#!/bin/bash
 set -euo pipefail
 out=$3
-uid() { printf '2.25.%s%s' "$(od -An -N7 -tu8 /dev/urandom | tr -d ' ')" "$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')"; }
-study=${RECON_OPT_STUDY_INSTANCE_UID:-$(uid)}
+# Builtins only, but for dump2dcm: the machine may be busy.
+base="2.25.$(date +%s%N)$$"
+k=0
+uid() { k=$((k + 1)); u="$base$k"; }
+uid; study=${RECON_OPT_STUDY_INSTANCE_UID:-$u}
 pid=${RECON_OPT_PATIENT_ID:-RECON-$RECON_JOB_ID}
-series=$(uid)
-frame=$(uid)
+uid; series=$u
+uid; frame=$u
 n=${RECON_OPT_SLICES:-3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for i in $(seq 1 "$n"); do
+for ((i = 1; i <= n; i++)); do
   uids="(0020,000d) UI [$study]
 (0020,000e) UI [$series]"
   if [ "${RECON_OPT_BAD:-}" = 1 ] && [ "$i" = 2 ]; then uids=""; fi
+  uid
+  printf -v name 'slice-%04d.img' "$i"
   cat > "$tmp/d.txt" <<EOF
 (0008,0005) CS [ISO_IR 192]
 (0008,0008) CS [DERIVED\PRIMARY\OTHER]
 (0008,0016) UI =MRImageStorage
-(0008,0018) UI [$(uid)]
+(0008,0018) UI [$u]
 (0008,0020) DA [20260101]
 (0008,0030) TM [120000]
 (0008,0050) SH []
@@ -137,7 +149,7 @@ $uids
 (0028,0103) US 0
 (7fe0,0010) OW 0001\0002\0003\0004\0005\0006\0007\0008\0009\000a\000b\000c\000d\000e\000f\0010
 EOF
-  dump2dcm -q "$tmp/d.txt" "$out/slice-$(printf %04d "$i").img"
+  dump2dcm -q "$tmp/d.txt" "$out/$name"
 done
 echo "not DICOM" > "$out/notes.txt"
 `)
@@ -258,5 +270,339 @@ func TestPACSDeliverySTOW(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out", "notes.txt")); err != nil {
 		t.Errorf("fetch: %v", err)
+	}
+}
+
+// TestPACSDeliveryCStore: the same through DIMSE C-STORE (storescu) only.
+func TestPACSDeliveryCStore(t *testing.T) {
+	o := needOrthanc(t)
+	dir := t.TempDir()
+	pacsServer(t, dir, "unused", "PACS_USERNAME = nobody", "PACS_DIMSE_ADDRESS = 127.0.0.1:"+o.dicomPort, "PACS_CALLED_AE = "+o.aet)
+	pid, study := "CSTORE-"+fmt.Sprint(time.Now().UnixNano()), freshUID()
+	id := submitPACS(t, dir, "patient_id="+pid, "study_instance_uid="+study, "slices=3")
+	waitState(t, dir, "client.opts", id, "succeeded")
+	j := waitPACS(t, dir, id, "delivered", 60*time.Second)
+	p := j.Delivery.PACS
+	if p.Instances != 3 || p.Confirmed != 3 || len(p.Destinations) != 1 || p.Destinations[0].Route != "dimse" {
+		t.Errorf("delivery = %+v, want 3 of 3 confirmed by the one dimse destination", *p)
+	}
+	if got := o.find(t, pid, study); len(got) != 3 {
+		t.Errorf("Orthanc holds %d instances of patient %s, study %s; want 3", len(got), pid, study)
+	}
+}
+
+// TestPACSRefusedInstance: Orthanc refuses one instance (no Study or
+// Series UID) on both routes: each destination is tracked on its own, the
+// others are confirmed, and the delivery fails with the PACS's reason.
+// recon admin redeliver sends only the refused one again.
+func TestPACSRefusedInstance(t *testing.T) {
+	o := needOrthanc(t)
+	dir := t.TempDir()
+	srv := pacsServer(t, dir, o.password, "PACS_DICOMWEB_URL = "+o.dicomweb, "PACS_USERNAME = "+o.user,
+		"PACS_DIMSE_ADDRESS = 127.0.0.1:"+o.dicomPort, "PACS_CALLED_AE = "+o.aet)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+	pid, study := "BAD-"+fmt.Sprint(time.Now().UnixNano()), freshUID()
+	id := submitPACS(t, dir, "patient_id="+pid, "study_instance_uid="+study, "slices=3", "bad=1")
+	waitState(t, dir, "client.opts", id, "succeeded")
+	j := waitPACS(t, dir, id, "failed", 60*time.Second)
+	p := j.Delivery.PACS
+	if p.Instances != 3 || p.Confirmed != 2 || len(p.Destinations) != 2 {
+		t.Fatalf("delivery = %+v, want 2 of 3 confirmed, two destinations", *p)
+	}
+	for _, d := range p.Destinations {
+		want := map[string]string{"dicomweb": "0xC000", "dimse": "0xA700"}[d.Route]
+		if d.State != "failed" || d.Confirmed != 2 || d.Failed != 1 || !strings.Contains(d.Error, want) ||
+			!strings.Contains(d.Error, "slice-0002.img") {
+			t.Errorf("destination %+v: want failed, 2 confirmed, 1 failed, the error naming slice-0002.img and %s", d, want)
+		}
+	}
+	if !strings.Contains(p.Error, "slice-0002.img") {
+		t.Errorf("delivery error %q does not name the refused file", p.Error)
+	}
+	if got := o.find(t, pid, study); len(got) != 2 {
+		t.Errorf("Orthanc holds %d instances of the study; want the 2 good ones", len(got))
+	}
+	r := runRecon(t, dir, "status", "--opts", "client.opts", id)
+	if !strings.Contains(r.stdout, "pacs       failed: 2 of 3 instance(s) confirmed") || !strings.Contains(r.stdout, "pacs error ") {
+		t.Errorf("status text:\n%s", r.stdout)
+	}
+
+	r = admin(t, dir, "redeliver", id)
+	if r.code != 0 || !strings.Contains(r.stdout, "2 instance(s) to send") {
+		t.Fatalf("admin redeliver: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	waitPACS(t, dir, id, "failed", 60*time.Second)
+	r = admin(t, dir, "redeliver", "aaaaaaaaaaaaaaaaaaaaaaaaaa")
+	if r.code == 0 {
+		t.Errorf("admin redeliver of an unknown job succeeded:\n%s", r.stdout)
+	}
+	srv.stop(t)
+	for _, in := range pacsRecord(t, dir, id) {
+		want := 1
+		if in.File == "slice-0002.img" {
+			want = 2 // refused, then sent again by redeliver
+		}
+		if in.Sends != want {
+			t.Errorf("%s %s sent %d times, want %d", in.Dest, in.File, in.Sends, want)
+		}
+	}
+}
+
+// pacsRecord reads the job's PACS delivery record from the stopped
+// server's store.
+func pacsRecord(t *testing.T, dir, id string) []jobs.PACSInstance {
+	t.Helper()
+	s, err := jobs.Open(filepath.Join(dir, "data", "state", "jobs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d, err := s.GetPACSDelivery(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Instances
+}
+
+// freePort returns a loopback port nothing listens on (it may be taken
+// before it is used; the tests' ports come from a large range).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestPACSDownThenUp: the PACS cannot be reached when the job ends (a
+// loopback port nothing listens on, in front of Orthanc); the delivery
+// stays pending, listed by recon admin queue with its error, and is
+// delivered once the port forwards to Orthanc.
+func TestPACSDownThenUp(t *testing.T) {
+	o := needOrthanc(t)
+	target := strings.TrimPrefix(o.url, "http://")
+	addr := freePort(t)
+	dir := t.TempDir()
+	srv := pacsServer(t, dir, o.password, "PACS_DICOMWEB_URL = http://"+addr+"/dicom-web", "PACS_USERNAME = "+o.user)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+	pid, study := "DOWN-"+fmt.Sprint(time.Now().UnixNano()), freshUID()
+	id := submitPACS(t, dir, "patient_id="+pid, "study_instance_uid="+study, "slices=2")
+	waitState(t, dir, "client.opts", id, "succeeded")
+	servertest.Eventually(t, 30*time.Second, "the unreachable PACS reported", func() bool {
+		j, _ := pacsStatus(t, dir, id)
+		return j.Delivery != nil && j.Delivery.PACS != nil && strings.Contains(j.Delivery.PACS.Error, "connection refused")
+	})
+	j, raw := pacsStatus(t, dir, id)
+	if p := j.Delivery.PACS; p.State != "pending" || p.Confirmed != 0 || p.Instances != 2 {
+		t.Fatalf("with the PACS down: %s", raw)
+	}
+	r := admin(t, dir, "queue")
+	if !strings.Contains(r.stdout, "PACS deliveries pending:") || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "connection refused") {
+		t.Errorf("admin queue does not list the pending delivery:\n%s", r.stdout)
+	}
+	// The client's download does not remove what the delivery still needs.
+	r = runRecon(t, dir, "fetch", "--opts", "client.opts", "--output", filepath.Join(dir, "out"), id)
+	if r.code != 0 {
+		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+	}
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the PACS port was taken meanwhile: %v", err)
+	}
+	stop := forward(t, ln, target)
+	defer stop()
+	waitPACS(t, dir, id, "delivered", 90*time.Second)
+	if got := o.find(t, pid, study); len(got) != 2 {
+		t.Errorf("Orthanc holds %d instances; want 2", len(got))
+	}
+	// Delivered to both: the results are gone now.
+	servertest.Eventually(t, 10*time.Second, "results removed after both deliveries", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "data", "outputs", id))
+		return os.IsNotExist(err)
+	})
+}
+
+// forward accepts on ln and copies each connection to target until stop.
+func forward(t *testing.T, ln net.Listener, target string) (stop func()) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+			go func() { defer wg.Done(); io.Copy(c, u); c.(*net.TCPConn).CloseWrite() }()
+		}
+	}()
+	return func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
+}
+
+// TestPACSKilledMidDelivery: the server is SIGKILLed while the second
+// STOW-RS request of a delivery is in flight (a proxy holds it); after the
+// restart the delivery completes, and recon's record shows that no
+// instance the PACS had confirmed before the crash was sent again.
+func TestPACSKilledMidDelivery(t *testing.T) {
+	o := needOrthanc(t)
+	target, _ := url.Parse(o.url)
+	held := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	requests := 0
+	rp := httputil.NewSingleHostReverseProxy(target)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		n := requests
+		mu.Unlock()
+		if n == 2 {
+			held <- struct{}{}
+			<-release
+			http.Error(w, "gone", http.StatusBadGateway)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer hs.Close()
+	defer close(release)
+
+	dir := t.TempDir()
+	srv := pacsServer(t, dir, o.password, "PACS_DICOMWEB_URL = "+hs.URL+"/dicom-web", "PACS_USERNAME = "+o.user)
+	pid, study := "KILL-"+fmt.Sprint(time.Now().UnixNano()), freshUID()
+	const slices = 60 // two STOW-RS requests: 50, then 10
+	id := submitPACS(t, dir, "patient_id="+pid, "study_instance_uid="+study, fmt.Sprint("slices=", slices))
+	select {
+	case <-held:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the second STOW-RS request never came")
+	}
+	j, raw := pacsStatus(t, dir, id)
+	if j.Delivery == nil || j.Delivery.PACS.Confirmed != 50 {
+		t.Fatalf("before the kill: %s", raw)
+	}
+	srv.kill9(t)
+	before := map[string]jobs.PACSInstance{}
+	for _, in := range pacsRecord(t, dir, id) {
+		before[in.File] = in
+	}
+
+	srv = startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, readKey(t, dir))
+	waitPACS(t, dir, id, "delivered", 90*time.Second)
+	if got := o.find(t, pid, study); len(got) != slices {
+		t.Errorf("Orthanc holds %d instances; want %d", len(got), slices)
+	}
+	srv.stop(t)
+	confirmed := 0
+	for _, in := range pacsRecord(t, dir, id) {
+		b := before[in.File]
+		if in.State != jobs.DeliveryDelivered {
+			t.Errorf("%s: %s after the restart", in.File, in.State)
+		}
+		if b.State == jobs.DeliveryDelivered {
+			confirmed++
+			if in.Sends != 1 || !in.LastSentAt.Equal(b.LastSentAt) {
+				t.Errorf("%s was confirmed before the crash and sent again: %d sends", in.File, in.Sends)
+			}
+		} else if in.Sends != 2 {
+			// In flight at the crash: sent once before, once after.
+			t.Errorf("%s (unconfirmed at the crash) sent %d times, want 2", in.File, in.Sends)
+		}
+	}
+	if confirmed != 50 {
+		t.Errorf("%d instances confirmed before the crash, want 50", confirmed)
+	}
+}
+
+// readKey is SHARED_KEY of dir/recon.opts.
+func readKey(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "recon.opts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == "SHARED_KEY" {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no SHARED_KEY")
+	return ""
+}
+
+// TestPACSWrongPassword: a password file others can read is refused and a
+// wrong password fails the delivery, each with a clear error; the password
+// never shows in status, admin output or the log. A corrected file needs
+// no restart: recon admin redeliver then delivers.
+func TestPACSWrongPassword(t *testing.T) {
+	o := needOrthanc(t)
+	dir := t.TempDir()
+	const wrong = "wrong-secret-4242"
+	srv := pacsServer(t, dir, wrong, "PACS_DICOMWEB_URL = "+o.dicomweb, "PACS_USERNAME = "+o.user)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+	pw := filepath.Join(dir, "pacs.pw")
+	if err := os.Chmod(pw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := submitPACS(t, dir, "slices=1")
+	waitState(t, dir, "client.opts", id, "succeeded")
+	servertest.Eventually(t, 30*time.Second, "the open password file refused", func() bool {
+		j, _ := pacsStatus(t, dir, id)
+		return j.Delivery != nil && strings.Contains(j.Delivery.PACS.Error, "chmod 600")
+	})
+	if err := os.Chmod(pw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j := waitPACS(t, dir, id, "failed", 60*time.Second)
+	if e := j.Delivery.PACS.Error; !strings.Contains(e, "refused recon's credentials (HTTP 401") ||
+		!strings.Contains(e, "PACS_PASSWORD_FILE") {
+		t.Errorf("error = %q, want the credentials named", e)
+	}
+	writeFile(t, pw, o.password+"\n", 0o600)
+	if r := admin(t, dir, "redeliver", id); r.code != 0 {
+		t.Fatalf("redeliver: exit %d\n%s", r.code, r.stderr)
+	}
+	waitPACS(t, dir, id, "delivered", 60*time.Second)
+
+	var seen []string
+	for _, args := range [][]string{{"status"}, {"queue"}, {"--json", "status"}, {"--json", "queue"}} {
+		r := admin(t, dir, args...)
+		seen = append(seen, r.stdout+r.stderr)
+	}
+	st := runRecon(t, dir, "status", "--opts", "client.opts", "--json", id)
+	seen = append(seen, st.stdout)
+	logb, _ := os.ReadFile(filepath.Join(dir, "recon.log"))
+	seen = append(seen, string(logb), srv.stderr.String())
+	for i, s := range seen {
+		for _, secret := range []string{wrong, o.password} {
+			if strings.Contains(s, secret) {
+				t.Errorf("output %d shows the PACS password", i)
+			}
+		}
 	}
 }
