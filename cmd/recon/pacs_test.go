@@ -594,6 +594,9 @@ func TestPACSWrongPassword(t *testing.T) {
 		r := admin(t, dir, args...)
 		seen = append(seen, r.stdout+r.stderr)
 	}
+	if !strings.Contains(seen[2], `"PACS_PASSWORD_FILE"`) || !strings.Contains(seen[2], "pacs.pw") {
+		t.Errorf("admin status does not name the password file:\n%s", seen[2])
+	}
 	st := runRecon(t, dir, "status", "--opts", "client.opts", "--json", id)
 	seen = append(seen, st.stdout)
 	logb, _ := os.ReadFile(filepath.Join(dir, "recon.log"))

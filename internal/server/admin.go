@@ -34,7 +34,11 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		return s.adminStatus(ctx)
 	})
 	rpc.Reply(m, protocol.TypeAdminQueue, protocol.TypeAdminQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		return s.queue(ctx, time.Now().Add(-24*time.Hour))
+		q, err := s.queue(ctx, time.Now().Add(-24*time.Hour))
+		if err == nil {
+			s.addPendingDeliveries(ctx, q)
+		}
+		return q, err
 	})
 	rpc.Reply(m, protocol.TypeAdminWorkers, protocol.TypeAdminWorkersReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (protocol.WorkersReply, error) {
 		return s.pool.snapshot(), nil
@@ -113,6 +117,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"KEEP_FAILED_OUTPUTS":             strconv.FormatBool(c.KeepFailedOutputs),
 		"IDLE_TIMEOUT_SECONDS":            strconv.FormatFloat(s.opts.IdleTimeout.Seconds(), 'f', -1, 64),
 	}
+	s.pacsConfig(out.Config)
 	out.KeptUploads = s.partials.list()
 	out.Space = s.spaceUse(ctx)
 	return out, nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -610,4 +611,48 @@ func (s *Server) adminRedeliver(ctx context.Context, ss *session, ref *protocol.
 	s.pacs.poke()
 	s.changed.JobChanged(id, false)
 	return &protocol.RedeliverReply{JobID: id, Pending: n}, nil
+}
+
+// addPendingDeliveries adds to an admin queue listing the jobs with a
+// pending PACS delivery that it lacks (finished more than a day ago).
+func (s *Server) addPendingDeliveries(ctx context.Context, q *protocol.QueueReply) {
+	ids, _, err := s.store.PendingPACSDeliveries(ctx)
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	listed := make(map[string]bool, len(q.Jobs))
+	for _, j := range q.Jobs {
+		listed[j.JobID] = true
+	}
+	for _, id := range ids {
+		if listed[id] {
+			continue
+		}
+		j, err := s.store.Get(ctx, id)
+		if err != nil {
+			continue
+		}
+		info := jobInfo(j)
+		s.withDelivery(ctx, info)
+		q.Jobs = append(q.Jobs, *info)
+	}
+	protocol.FitQueue(q)
+}
+
+// pacsConfig adds the PACS keys to recon admin status's settings: the
+// password file's path, never its content.
+func (s *Server) pacsConfig(m map[string]string) {
+	p := s.cfg.PACS
+	m["PACS_DELIVERY"] = p.Delivery
+	if !p.Enabled() {
+		return
+	}
+	m["PACS_DICOMWEB_URL"] = p.DICOMwebURL
+	m["PACS_USERNAME"] = p.Username
+	m["PACS_PASSWORD_FILE"] = p.PasswordFile
+	m["PACS_CA_FILE"] = p.CAFile
+	m["PACS_DIMSE_ADDRESS"] = p.DIMSEAddress
+	m["PACS_CALLED_AE"] = p.CalledAE
+	m["PACS_CALLING_AE"] = p.CallingAE
+	m["PACS_RETRY_HOURS"] = strconv.FormatFloat(p.Retry.Hours(), 'f', -1, 64)
 }
