@@ -240,6 +240,29 @@ func TestSTOWRequestErrors(t *testing.T) {
 			t.Errorf("HTTP %d: err = %v (retry %v), want %q, retry %v", c.status, err, Retryable(err), c.want, c.retry)
 		}
 	}
+	// A redirect is not followed (the credentials would go elsewhere);
+	// an answer over MaxResponseBytes is not read whole.
+	for _, c := range []struct {
+		h    http.HandlerFunc
+		want string
+	}{
+		{func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://127.0.0.1:1/elsewhere", http.StatusTemporaryRedirect)
+		}, "HTTP 307"},
+		{func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.WriteHeader(200)
+			w.Write(bytes.Repeat([]byte(" "), MaxResponseBytes+10))
+		}, "over"},
+	} {
+		hs := httptest.NewServer(c.h)
+		s, _ := NewSTOW(hs.URL, "recon", "s3cret-pw", "")
+		_, err := s.Store(context.Background(), insts)
+		hs.Close()
+		if err == nil || Retryable(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("err = %v, want a final error with %q", err, c.want)
+		}
+	}
 	hs := httptest.NewServer(http.NotFoundHandler())
 	addr := hs.URL
 	hs.Close()
