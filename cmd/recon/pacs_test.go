@@ -212,7 +212,7 @@ func pacsServer(t *testing.T, dir, password string, extra ...string) *serverProc
 	t.Helper()
 	writeFile(t, filepath.Join(dir, "pacs.pw"), password+"\n", 0o600)
 	script := pacsScript(t, dir)
-	lines := append([]string{"PACS_DELIVERY = always", "PACS_PASSWORD_FILE = pacs.pw"}, extra...)
+	lines := append([]string{"PACS_DELIVERY = always", "PACS_PASSWORD_FILE = pacs.pw"}, extra...) // a later line of a key wins
 	key := serverOpts(t, dir, script, lines...)
 	srv := startServer(t, dir, "recon.opts")
 	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
@@ -607,5 +607,21 @@ func TestPACSWrongPassword(t *testing.T) {
 				t.Errorf("output %d shows the PACS password", i)
 			}
 		}
+	}
+}
+
+// TestPACSOnRequest: with PACS_DELIVERY = on-request only a job submitted
+// with deliver=pacs is delivered; the other has no delivery at all.
+func TestPACSOnRequest(t *testing.T) {
+	o := needOrthanc(t)
+	dir := t.TempDir()
+	pacsServer(t, dir, o.password, "PACS_DELIVERY = on-request", "PACS_DICOMWEB_URL = "+o.dicomweb, "PACS_USERNAME = "+o.user)
+	plain := submitPACS(t, dir, "slices=1")
+	asked := submitPACS(t, dir, "slices=1", "deliver=pacs")
+	waitState(t, dir, "client.opts", plain, "succeeded")
+	waitState(t, dir, "client.opts", asked, "succeeded")
+	waitPACS(t, dir, asked, "delivered", 60*time.Second)
+	if j, raw := pacsStatus(t, dir, plain); j.Delivery != nil {
+		t.Errorf("a job without deliver=pacs has a delivery:\n%s", raw)
 	}
 }

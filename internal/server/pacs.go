@@ -352,6 +352,9 @@ func relNames(dir string, insts []pacs.Instance) []string {
 // record stores the outcome of each instance of batch: res[i] when given,
 // else pending with errMsg.
 func (d *deliverer) record(ctx context.Context, log *slog.Logger, id, route, dir string, batch []pacs.Instance, res []pacs.Result, errMsg string) {
+	// What the PACS confirmed is recorded even when the server is stopping:
+	// lost, the instance would be sent again after the restart.
+	ctx = context.WithoutCancel(ctx)
 	names := relNames(dir, batch)
 	outs := make([]jobs.PACSOutcome, len(batch))
 	for i := range batch {
@@ -380,6 +383,7 @@ func (d *deliverer) record(ctx context.Context, log *slog.Logger, id, route, dir
 
 // fail records the route's instances as failed with msg.
 func (d *deliverer) fail(ctx context.Context, log *slog.Logger, id, route string, insts []pacs.Instance, msg string) {
+	ctx = context.WithoutCancel(ctx)
 	dir := filepath.Join(d.outBase, id)
 	outs := make([]jobs.PACSOutcome, len(insts))
 	for i, n := range relNames(dir, insts) {
