@@ -147,14 +147,15 @@ func (s *Store) PendingPACSDeliveries(ctx context.Context) (ids []string, due []
 }
 
 // RecordPACSSends counts one more send of each named file of job jobID to
-// dest, committed before the caller sends them: a crash mid-send leaves
-// them counted as sent and not confirmed.
+// dest, whatever its state, committed before the caller sends them: a
+// crash mid-send leaves them counted as sent and not confirmed, and a send
+// of an instance already confirmed shows in the count.
 func (s *Store) RecordPACSSends(ctx context.Context, jobID, dest string, files []string) error {
 	now := s.now().UnixNano()
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		for _, f := range files {
 			if _, err := s.exec(ctx, tx, `UPDATE pacs_instances SET sends = sends + 1, last_sent_at = ?
-				WHERE job_id = ? AND dest = ? AND file = ? AND state = ?`, now, jobID, dest, f, DeliveryPending); err != nil {
+				WHERE job_id = ? AND dest = ? AND file = ?`, now, jobID, dest, f); err != nil {
 				return err
 			}
 		}

@@ -47,8 +47,7 @@ func TestPACSDeliveryRecord(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// A confirmed instance is neither sent nor changed again.
-	s.RecordPACSSends(ctx, j.ID, "dicomweb", []string{"a.dcm"})
+	// A confirmed instance does not change again.
 	s.RecordPACSOutcomes(ctx, j.ID, "dicomweb", []jobs.PACSOutcome{{File: "a.dcm", State: jobs.DeliveryFailed, Error: "x"}})
 	if err := s.RestartPACSDelivery(ctx, j.ID); !errors.Is(err, jobs.ErrState) {
 		t.Errorf("restart of a pending delivery = %v, want ErrState", err)
