@@ -33,7 +33,18 @@ const (
 	pacsIdleCheck = time.Minute
 	// maxPasswordBytes bounds PACS_PASSWORD_FILE.
 	maxPasswordBytes = 4096
+	// maxPACSErrorBytes bounds an error recorded for an instance or a
+	// delivery (what the PACS or storescu said may be long).
+	maxPACSErrorBytes = 1024
 )
+
+// clip shortens an error message to maxPACSErrorBytes.
+func clip(s string) string {
+	if len(s) <= maxPACSErrorBytes {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxPACSErrorBytes], "") + "..."
+}
 
 // deliverer sends the DICOM results of succeeded jobs to the PACS and
 // records each instance's outcome in the store, one delivery at a time. It
@@ -234,7 +245,7 @@ func (d *deliverer) attempt(ctx context.Context, id string) {
 		d.end(ctx, id, jobs.DeliveryFailed, sum.Error)
 		return
 	}
-	msg := strings.Join(errs, "; ")
+	msg := clip(strings.Join(errs, "; "))
 	if msg == "" {
 		msg = "the PACS did not answer for every instance"
 	}
@@ -358,14 +369,14 @@ func (d *deliverer) record(ctx context.Context, log *slog.Logger, id, route, dir
 	names := relNames(dir, batch)
 	outs := make([]jobs.PACSOutcome, len(batch))
 	for i := range batch {
-		o := jobs.PACSOutcome{File: names[i], State: jobs.DeliveryPending, Error: errMsg}
+		o := jobs.PACSOutcome{File: names[i], State: jobs.DeliveryPending, Error: clip(errMsg)}
 		if res != nil {
 			r := res[i]
 			switch {
 			case r.Stored:
 				o = jobs.PACSOutcome{File: names[i], State: jobs.DeliveryDelivered, Warning: r.Warning}
 			case r.Answered:
-				o = jobs.PACSOutcome{File: names[i], State: jobs.DeliveryFailed, Error: r.Reason}
+				o = jobs.PACSOutcome{File: names[i], State: jobs.DeliveryFailed, Error: clip(r.Reason)}
 				log.Warn("PACS refused an instance", "route", route, "file", names[i], "reason", r.Reason)
 			default:
 				o.Error = "the PACS did not answer for it"
@@ -387,7 +398,7 @@ func (d *deliverer) fail(ctx context.Context, log *slog.Logger, id, route string
 	dir := filepath.Join(d.outBase, id)
 	outs := make([]jobs.PACSOutcome, len(insts))
 	for i, n := range relNames(dir, insts) {
-		outs[i] = jobs.PACSOutcome{File: n, State: jobs.DeliveryFailed, Error: msg}
+		outs[i] = jobs.PACSOutcome{File: n, State: jobs.DeliveryFailed, Error: clip(msg)}
 	}
 	if err := d.store.RecordPACSOutcomes(ctx, id, route, outs); err != nil {
 		log.Error("PACS delivery: record outcomes", "err", err)
@@ -429,7 +440,7 @@ func (d *deliverer) password() (string, error) {
 
 // end ends a delivery and lets go of the results it held.
 func (d *deliverer) end(ctx context.Context, id string, state jobs.DeliveryState, msg string) {
-	if err := d.store.EndPACSDelivery(ctx, id, state, msg); err != nil {
+	if err := d.store.EndPACSDelivery(ctx, id, state, clip(msg)); err != nil {
 		d.log.Error("PACS delivery: record end", "job_id", id, "err", err)
 		return
 	}

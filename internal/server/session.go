@@ -140,7 +140,7 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 			pos++
 			info.Position = pos
 		}
-		if j.State == jobs.Succeeded {
+		if j.State == jobs.Succeeded && s.pacs.enabled() {
 			s.withDelivery(ctx, info)
 		}
 		q.Jobs = append(q.Jobs, *info)
