@@ -135,7 +135,9 @@ func (c *STOW) Store(ctx context.Context, insts []Instance) ([]Result, error) {
 	}
 	resp, err := c.client.Do(req)
 	pr.CloseWithError(errors.New("request ended")) // unblocks the writer if the server answered early
-	werr := <-done
+	// A part that could not be read (werr) broke the body: the PACS's
+	// answer still says, per instance, what it stored.
+	<-done
 	if err != nil {
 		return nil, retryf("stow to %s: %s", c.base, transportMessage(err))
 	}
@@ -157,11 +159,6 @@ func (c *STOW) Store(ctx context.Context, insts []Instance) ([]Result, error) {
 		// sends none with 400 and 409.
 	default:
 		return nil, finalf("stow to %s: HTTP %d%s", c.base, sc, snippet(body))
-	}
-	if werr != nil && resp.StatusCode == http.StatusOK {
-		// The PACS answered before it had every part: nothing past the
-		// break was sent.
-		werr = nil
 	}
 	var doc dcmJSON
 	if len(bytes.TrimSpace(body)) > 0 {
