@@ -377,16 +377,17 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-// TestPACSDownThenUp: the PACS cannot be reached when the job ends (a
-// loopback port nothing listens on, in front of Orthanc); the delivery
-// stays pending, listed by recon admin queue with its error, and is
-// delivered once the port forwards to Orthanc.
+// TestPACSDownThenUp: no PACS listens when the job ends; the delivery
+// stays pending, listed by recon admin queue with its error, and the
+// client's fetch leaves the results in place. Then an Orthanc of its own
+// (scripts/orthanc-up.sh) starts on that port, and the delivery completes.
 func TestPACSDownThenUp(t *testing.T) {
-	o := needOrthanc(t)
-	target := strings.TrimPrefix(o.url, "http://")
-	addr := freePort(t)
+	needOrthanc(t)
+	host, port, _ := net.SplitHostPort(freePort(t))
+	dicomPort := strings.TrimPrefix(freePort(t), "127.0.0.1:")
+	const password = "down-then-up-pw"
 	dir := t.TempDir()
-	srv := pacsServer(t, dir, o.password, "PACS_DICOMWEB_URL = http://"+addr+"/dicom-web", "PACS_USERNAME = "+o.user)
+	srv := pacsServer(t, dir, password, "PACS_DICOMWEB_URL = http://"+host+":"+port+"/dicom-web", "PACS_USERNAME = recon")
 	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
 	pid, study := "DOWN-"+fmt.Sprint(time.Now().UnixNano()), freshUID()
 	id := submitPACS(t, dir, "patient_id="+pid, "study_instance_uid="+study, "slices=2")
@@ -409,12 +410,7 @@ func TestPACSDownThenUp(t *testing.T) {
 		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
 	}
 
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("the PACS port was taken meanwhile: %v", err)
-	}
-	stop := forward(t, ln, target)
-	defer stop()
+	o := startOrthanc(t, port, dicomPort, password)
 	waitPACS(t, dir, id, "delivered", 90*time.Second)
 	if got := o.find(t, pid, study); len(got) != 2 {
 		t.Errorf("Orthanc holds %d instances; want 2", len(got))
@@ -426,41 +422,28 @@ func TestPACSDownThenUp(t *testing.T) {
 	})
 }
 
-// forward accepts on ln and copies each connection to target until stop.
-func forward(t *testing.T, ln net.Listener, target string) (stop func()) {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, u)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
-			go func() { defer wg.Done(); io.Copy(c, u); c.(*net.TCPConn).CloseWrite() }()
-		}
-	}()
-	return func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+// startOrthanc starts an Orthanc of the test's own with
+// scripts/orthanc-up.sh on the given ports, stopped when the test ends.
+func startOrthanc(t *testing.T, httpPort, dicomPort, password string) orthanc {
+	t.Helper()
+	home := t.TempDir()
+	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "orthanc-up.sh"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if out, err := exec.Command(filepath.Join(filepath.Dir(script), "orthanc-down.sh"), home).CombinedOutput(); err != nil {
+			t.Errorf("orthanc-down.sh: %v\n%s", err, out)
+		}
+	})
+	cmd := exec.Command(script, home)
+	cmd.Env = append(os.Environ(), "ORTHANC_HTTP_PORT="+httpPort, "ORTHANC_DICOM_PORT="+dicomPort,
+		"ORTHANC_USER=recon", "ORTHANC_PASSWORD="+password)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("orthanc-up.sh: %v\n%s", err, out)
+	}
+	url := "http://127.0.0.1:" + httpPort
+	return orthanc{url: url, dicomweb: url + "/dicom-web", user: "recon", password: password, dicomPort: dicomPort, aet: "ORTHANC"}
 }
 
 // TestPACSKilledMidDelivery: the server is SIGKILLed while the second
