@@ -259,6 +259,12 @@ func TestPACSDeliverySTOW(t *testing.T) {
 	if got := o.find(t, pid, study); len(got) != 4 {
 		t.Errorf("Orthanc holds %d instances of patient %s, study %s; want 4", len(got), pid, study)
 	}
+	for _, msg := range []string{"PACS delivery queued", "PACS delivery done"} {
+		recs := servertest.LogRecords(t, filepath.Join(dir, "recon.log"), msg)
+		if len(recs) != 1 || recs[0]["job_id"] != id {
+			t.Errorf("log records %q = %v, want one with job_id %s", msg, recs, id)
+		}
+	}
 	r := runRecon(t, dir, "status", "--opts", "client.opts", id)
 	if !strings.Contains(r.stdout, "pacs       delivered: the PACS confirmed all 4 instance(s)") {
 		t.Errorf("status text does not say the delivery in words:\n%s", r.stdout)
@@ -318,6 +324,10 @@ func TestPACSRefusedInstance(t *testing.T) {
 	}
 	if !strings.Contains(p.Error, "slice-0002.img") {
 		t.Errorf("delivery error %q does not name the refused file", p.Error)
+	}
+	if recs := servertest.LogRecords(t, filepath.Join(dir, "recon.log"), "PACS refused an instance"); len(recs) != 2 ||
+		recs[0]["job_id"] != id || recs[0]["file"] != "slice-0002.img" {
+		t.Errorf("log records of the refusal = %v, want two (one per route) with the job id and file", recs)
 	}
 	if got := o.find(t, pid, study); len(got) != 2 {
 		t.Errorf("Orthanc holds %d instances of the study; want the 2 good ones", len(got))
