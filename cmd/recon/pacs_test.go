@@ -618,3 +618,49 @@ func TestPACSOnRequest(t *testing.T) {
 		t.Errorf("a job without deliver=pacs has a delivery:\n%s", raw)
 	}
 }
+
+// TestPACSDeliveryFoundAtStart: a job that succeeded without a delivery
+// record (as when the server stops between the job's end and recording
+// its delivery; here delivery was off) gets one at the next start, within
+// PACS_RETRY_HOURS, while its results are on the server.
+func TestPACSDeliveryFoundAtStart(t *testing.T) {
+	o := needOrthanc(t)
+	dir := t.TempDir()
+	srv := pacsServer(t, dir, o.password, "PACS_DELIVERY = off", "PACS_USERNAME = "+o.user)
+	pid, study := "START-"+fmt.Sprint(time.Now().UnixNano()), freshUID()
+	id := submitPACS(t, dir, "patient_id="+pid, "study_instance_uid="+study, "slices=2")
+	waitState(t, dir, "client.opts", id, "succeeded")
+	if j, raw := pacsStatus(t, dir, id); j.Delivery != nil {
+		t.Fatalf("delivery off, yet: %s", raw)
+	}
+	srv.stop(t)
+	key := readKey(t, dir)
+	f, err := os.OpenFile(filepath.Join(dir, "recon.opts"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "PACS_DELIVERY = always\nPACS_DICOMWEB_URL = %s\n", o.dicomweb)
+	f.Close()
+	removeLine(t, filepath.Join(dir, "recon.opts"), "PACS_DELIVERY = off")
+	srv = startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+	waitPACS(t, dir, id, "delivered", 60*time.Second)
+	if got := o.find(t, pid, study); len(got) != 2 {
+		t.Errorf("Orthanc holds %d instances; want 2", len(got))
+	}
+}
+
+func removeLine(t *testing.T, path, line string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != line {
+			keep = append(keep, l)
+		}
+	}
+	writeFile(t, path, strings.Join(keep, "\n"), 0o600)
+}
