@@ -12,12 +12,16 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/recon
 
-# The whole test suite: vet, every test with the race detector, the example
+# The whole test suite: vet, every test with the race detector (with a
+# private Orthanc on 127.0.0.1 for the PACS delivery tests, started by
+# scripts/orthanc-up.sh and stopped after them), the example
 # notebook, the demo (into a temporary directory: it must leave a non-empty
 # DICOM and PNG), then every fuzz target for a bounded number of executions.
 test: deps build
 	$(GO) vet ./...
-	RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
+	pacs=$$(mktemp -d) && trap 'scripts/orthanc-down.sh "$$pacs"; rm -rf "$$pacs"' EXIT && \
+	  scripts/orthanc-up.sh "$$pacs" && . "$$pacs/env" && \
+	  RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
 	scripts/notebook.sh $(BIN)
 	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	  DEMO_OUTPUT="$$out/demo" scripts/demo.sh $(BIN) && \

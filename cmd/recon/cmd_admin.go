@@ -111,6 +111,7 @@ func newAdminCmd(e *env) *cobra.Command {
 					strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
 			}
 			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
+			pendingDeliveries(e.stdout, q.Jobs)
 			return nil
 		}),
 	}
@@ -208,7 +209,7 @@ edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
 			return nil
 		}),
 	}
-	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAuditCmd(e))
+	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAuditCmd(e), newRedeliverCmd(e))
 	return cmd
 }
 

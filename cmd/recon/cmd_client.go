@@ -171,6 +171,7 @@ func printJob(w io.Writer, j *client.Job) {
 		}
 		fmt.Fprintln(w)
 	}
+	printPACS(w, j)
 }
 
 func newQueueCmd(e *env) *cobra.Command {

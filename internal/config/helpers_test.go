@@ -102,6 +102,7 @@ func defaultServer(t testing.TB, path string, shared, admin keys.Key) *config.Se
 		MaxCPULoadPercent:       75,
 		MinAvailableMemoryBytes: 500 << 20,
 		ResourceCheckInterval:   10 * time.Second,
+		PACS:                    config.PACS{Delivery: "off", CalledAE: "ANY-SCP", CallingAE: "RECON", Retry: 24 * time.Hour},
 		AdminHostname:           "127.0.0.1",
 		AdminPort:               60003,
 		AdminSharedKey:          admin,

@@ -81,6 +81,8 @@ type Server struct {
 
 	MetricsAddress string // METRICS_ADDRESS; "" when metrics are off
 
+	PACS PACS // PACS_* keys
+
 	AdminHostname  string   // SERVER_ADMIN_HOSTNAME
 	AdminPort      int      // SERVER_ADMIN_PORT; 0 picks a free port
 	AdminSharedKey keys.Key // SERVER_ADMIN_SHARED_KEY
@@ -531,6 +533,7 @@ func buildServer(s *source) *Server {
 		AdminPort:               get[int](s, "SERVER_ADMIN_PORT"),
 		AdminSharedKey:          get[keys.Key](s, "SERVER_ADMIN_SHARED_KEY"),
 	}
+	c.PACS = buildPACS(s)
 	s.distinctKeys([]string{"SHARED_KEY", "SERVER_ADMIN_SHARED_KEY"}, []keys.Key{c.SharedKey, c.AdminSharedKey})
 	s.distinctListeners("SERVER_HOSTNAME", "SERVER_PORT", "SERVER_ADMIN_HOSTNAME", "SERVER_ADMIN_PORT",
 		c.Hostname, c.Port, c.AdminHostname, c.AdminPort)

@@ -35,4 +35,31 @@ var migrations = [...]string{
 	CREATE INDEX jobs_state_seq ON jobs (state, seq);
 	-- List (finished since) and ResultsToExpire.
 	CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;`,
+	// 1 → 2: PACS delivery (pacs.go): one row per job to deliver, one per
+	// instance and destination, with its outcome and how often it was
+	// sent.
+	`CREATE TABLE pacs_deliveries (
+		job_id     TEXT    PRIMARY KEY,
+		state      TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+		error      TEXT    NOT NULL DEFAULT '',
+		started_at INTEGER NOT NULL,
+		next_at    INTEGER NOT NULL,
+		tries      INTEGER NOT NULL DEFAULT 0,
+		ended_at   INTEGER
+	) STRICT;
+	CREATE INDEX pacs_deliveries_state ON pacs_deliveries (state, next_at);
+	CREATE TABLE pacs_instances (
+		job_id           TEXT    NOT NULL,
+		dest             TEXT    NOT NULL,
+		file             TEXT    NOT NULL,
+		sop_class_uid    TEXT    NOT NULL,
+		sop_instance_uid TEXT    NOT NULL,
+		state            TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+		error            TEXT    NOT NULL DEFAULT '',
+		warning          TEXT    NOT NULL DEFAULT '',
+		sends            INTEGER NOT NULL DEFAULT 0,
+		last_sent_at     INTEGER,
+		confirmed_at     INTEGER,
+		PRIMARY KEY (job_id, dest, file)
+	) STRICT;`,
 }

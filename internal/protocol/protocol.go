@@ -260,6 +260,8 @@ type JobInfo struct {
 	SubmissionID string            `json:"submission_id,omitempty"`
 	// Backend is set by a relay: the address of the server holding the job.
 	Backend string `json:"backend,omitempty"`
+	// Delivery is the job's delivery to a PACS, when it has one.
+	Delivery *Delivery `json:"delivery,omitempty"`
 }
 
 // Terminal reports whether the job has ended.

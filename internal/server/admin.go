@@ -39,7 +39,11 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		return s.adminStatus(ctx)
 	})
 	rpc.Reply(m, protocol.TypeAdminQueue, protocol.TypeAdminQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		return s.queue(ctx, time.Now().Add(-24*time.Hour))
+		q, err := s.queue(ctx, time.Now().Add(-24*time.Hour))
+		if err == nil {
+			s.addPendingDeliveries(ctx, q)
+		}
+		return q, err
 	})
 	rpc.Reply(m, protocol.TypeAdminWorkers, protocol.TypeAdminWorkersReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (protocol.WorkersReply, error) {
 		return s.pool.snapshot(), nil
@@ -54,6 +58,7 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		}
 		return rep, err // the reply's write deadline is armed after the wait for the script
 	})
+	rpc.Reply(m, protocol.TypeAdminRedeliver, protocol.TypeAdminRedeliverReply, s.adminRedeliver)
 	rpc.Reply(m, protocol.TypeAdminSetMaxJobs, protocol.TypeAdminSetMaxJobsRep, func(ctx context.Context, ss *session, req *protocol.SetMaxJobs) (protocol.SetMaxJobsReply, error) {
 		if req.N < 1 || req.N > protocol.MaxWorkers {
 			return protocol.SetMaxJobsReply{}, protocol.Errorf(protocol.CodeBadRequest, "setmaxjobs takes a number from 1 to %d, not %d", protocol.MaxWorkers, req.N)
@@ -118,6 +123,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"KEEP_FAILED_OUTPUTS":             strconv.FormatBool(c.KeepFailedOutputs),
 		"IDLE_TIMEOUT_SECONDS":            strconv.FormatFloat(s.opts.IdleTimeout.Seconds(), 'f', -1, 64),
 	}
+	s.pacsConfig(out.Config)
 	out.KeptUploads = s.partials.list()
 	out.Space = s.spaceUse(ctx)
 	return out, nil

@@ -56,6 +56,7 @@ type poolDeps struct {
 	exec      executor
 	changed   *notifier                // told of every job the pool claims or ends
 	durations *prometheus.HistogramVec // run time of jobs, by final state
+	pacs      *deliverer               // told of every job that succeeds (pacs.go)
 }
 
 type worker struct {

@@ -109,6 +109,13 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	}
 	s.metrics.bytesOut.Add(float64(total))
 	log.Info("results delivered", "files", len(files), "bytes", total, "seconds", time.Since(start).Seconds())
+	if s.pacs.holds(ctx, id) {
+		// Kept until the PACS delivery ends (pacs.go removes them then).
+		s.armWrite(c)
+		err = protocol.WriteMessage(c, protocol.TypeAckDone, protocol.JobRef{JobID: id})
+		s.changed.JobChanged(id, false)
+		return err
+	}
 	// Move the results out of the way and answer before removing them:
 	// deleting a gigabyte takes 0.2 s on tmpfs and most of a second on
 	// ext4, which the client need not wait for. A crash in between leaves
@@ -177,6 +184,9 @@ func (s *Server) sweepResults(ctx context.Context) {
 			s.log.Warn("list expired results", "err", err)
 		}
 		for _, j := range expired {
+			if s.pacs.holds(ctx, j.ID) {
+				continue // removed when its PACS delivery ends
+			}
 			s.log.Info("results expired unfetched", "job_id", j.ID)
 			s.removeOutput(ctx, j.ID)
 		}

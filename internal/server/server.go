@@ -63,6 +63,7 @@ type Server struct {
 	evictMu  sync.Mutex // one submission at a time makes room
 
 	pool    *pool
+	pacs    *deliverer // PACS delivery (pacs.go)
 	metrics *metrics
 
 	// msgs bounds the memory of the control messages being read.
@@ -178,7 +179,8 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
 	exec := newLocalExecutor(cfg, log, s.opts.KillGrace)
 	s.metrics = newMetrics(s)
-	s.pool = newPool(poolDeps{cfg: cfg, log: log, store: store, exec: exec, changed: s.changed, durations: s.metrics.jobDuration},
+	s.pacs = s.newDeliverer()
+	s.pool = newPool(poolDeps{cfg: cfg, log: log, store: store, exec: exec, changed: s.changed, durations: s.metrics.jobDuration, pacs: s.pacs},
 		cfg.MaxConcurrentJobs, g)
 	ctx := context.Background()
 	requeued, failed, err := store.Recover(ctx, cfg.MaxJobAttempts)
@@ -251,6 +253,9 @@ func (s *Server) Start() error {
 		"upload expiry":   s.sweepPartials,
 		"result expiry":   s.sweepResults,
 		"audit summaries": s.runAuditSummaries,
+	}
+	if s.pacs.enabled() {
+		loops["pacs delivery"] = s.pacs.run
 	}
 	if hs != nil {
 		loops["metrics endpoint"] = func(ctx context.Context) { s.serveMetrics(ctx, hs, mln) }
@@ -345,6 +350,8 @@ func (s *Server) sweepOrphans(ctx context.Context) error {
 			os.RemoveAll(s.outputDir(name))
 		case err != nil:
 			return fmt.Errorf("sweep results: %w", err)
+		case s.pacs.holds(ctx, name):
+			// Kept for the PACS delivery, which removes them when it ends.
 		case !j.DeliveredAt.IsZero() || !j.ResultsRemovedAt.IsZero():
 			s.log.Info("removing delivered results", "job_id", name)
 			s.removeOutput(ctx, name)

@@ -99,6 +99,7 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 	if j.State == jobs.Queued {
 		info.WaitReason = s.pool.waitReason()
 	}
+	s.withDelivery(ctx, info)
 	return info, nil
 }
 
@@ -144,6 +145,9 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 		if j.State == jobs.Queued {
 			pos++
 			info.Position = pos
+		}
+		if j.State == jobs.Succeeded && s.pacs.enabled() {
+			s.withDelivery(ctx, info)
 		}
 		q.Jobs = append(q.Jobs, *info)
 	}

@@ -118,6 +118,9 @@ func (p *pool) finish(ctx context.Context, log *slog.Logger, id string, state jo
 		p.durations.WithLabelValues(string(state)).Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
 	}
 	p.removeInput(id)
+	if state == jobs.Succeeded && p.pacs.enabled() {
+		p.pacs.enqueue(ctx, id) // before anyone hears that the job ended
+	}
 	// A job that left no output dir has no results to fetch: record that
 	// before anyone hears that the job ended, so a fetch gets "gone".
 	if _, err := os.Lstat(p.outputDir(id)); errors.Is(err, os.ErrNotExist) {
