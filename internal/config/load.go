@@ -73,6 +73,8 @@ type Server struct {
 	MaxKeptUploadBytes     int64 // MAX_KEPT_UPLOAD_BYTES
 	KeepFailedOutputs      bool  // KEEP_FAILED_OUTPUTS
 
+	DICOMUIDRoot string // DICOM_UID_ROOT, for the script's RECON_DICOM_UID_ROOT
+
 	MaxCPULoadPercent       int           // MAX_CPU_LOAD_PERCENT
 	MinAvailableMemoryBytes int64         // MIN_AVAILABLE_MEMORY_MB, in bytes
 	ResourceCheckInterval   time.Duration // RESOURCE_CHECK_INTERVAL_SECONDS
@@ -506,6 +508,7 @@ func buildServer(s *source) *Server {
 		MaxKeptUploadPerClient:  get[int64](s, "MAX_KEPT_UPLOAD_BYTES_PER_CLIENT"),
 		MaxKeptUploadBytes:      get[int64](s, "MAX_KEPT_UPLOAD_BYTES"),
 		KeepFailedOutputs:       get[bool](s, "KEEP_FAILED_OUTPUTS"),
+		DICOMUIDRoot:            get[string](s, "DICOM_UID_ROOT"),
 		MaxCPULoadPercent:       get[int](s, "MAX_CPU_LOAD_PERCENT"),
 		MinAvailableMemoryBytes: get[int64](s, "MIN_AVAILABLE_MEMORY_MB"),
 		ResourceCheckInterval:   get[time.Duration](s, "RESOURCE_CHECK_INTERVAL_SECONDS"),

@@ -27,6 +27,7 @@ const (
 	typeJSONOptions           // JSON object → map[string]string
 	typeAddr                  // optional host:port of a loopback listener ("" = off)
 	typeBool                  // true or false
+	typeUIDRoot               // a DICOM UID root, room left for unique digits
 )
 
 var typeNames = map[valueType]string{
@@ -48,6 +49,7 @@ var typeNames = map[valueType]string{
 	typeJSONOptions: "JSON object",
 	typeAddr:        "loopback host:port",
 	typeBool:        "true or false",
+	typeUIDRoot:     "DICOM UID root",
 }
 
 // program is a set of recon programs, for the "used by" column and for
@@ -239,6 +241,8 @@ func reconSchema() *schema {
 					doc: "Disk space all broken uploads kept for resuming may take together; over it, the oldest are removed: bytes, or a number with a suffix; 0 means half the input disk's size less MIN_FREE_DISK_MB. A submission short of space also removes kept uploads, oldest first."},
 				{name: "KEEP_FAILED_OUTPUTS", typ: typeBool, def: "false", usedBy: srv,
 					doc: "Keep what a failed job wrote, for fetching and debugging, until fetched or RESULT_RETENTION_HOURS; it is the first removed when a submission needs the space. false removes it when the job fails."},
+				{name: "DICOM_UID_ROOT", typ: typeUIDRoot, def: "2.25", nonEmpty: true, usedBy: srv,
+					doc: "Root of the UIDs of the DICOM images recon dicom writes (passed to the script as RECON_DICOM_UID_ROOT): 2.25 makes UUID-derived UIDs, which need no registered root; a site's own root may have at most 43 characters."},
 			}},
 			{title: "Resource Management (Server)", fields: []field{
 				{name: "MAX_CPU_LOAD_PERCENT", typ: typeInt, def: "75", min: 1, max: 100, usedBy: srv,
