@@ -1,6 +1,7 @@
 package dicom
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -72,7 +73,9 @@ type Geometry struct {
 }
 
 // FromOptions reads a series' identity and geometry from job options and
-// checks every value given. A patient that is not named becomes
+// checks every value given. Its errors name the option, never the value
+// of an identity option (patient data: the error reaches the job's record
+// and the logs). A patient that is not named becomes
 // PlaceholderPatientName with PatientID PlaceholderPatientIDPrefix+jobID.
 func FromOptions(opts map[string]string, jobID string) (Identity, Geometry, error) {
 	var id Identity
@@ -172,17 +175,17 @@ func positiveMM(s string) (float64, error) {
 // (the value separator).
 func checkText(s string, maxChars int) error {
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("not valid UTF-8")
+		return errors.New("is not valid UTF-8")
 	}
 	if n := utf8.RuneCountInString(s); n > maxChars {
-		return fmt.Errorf("%d characters, at most %d", n, maxChars)
+		return fmt.Errorf("has %d characters, at most %d", n, maxChars)
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
 			return fmt.Errorf("contains the control character %U", r)
 		}
 		if r == '\\' {
-			return fmt.Errorf("contains a backslash")
+			return errors.New("contains a backslash")
 		}
 	}
 	return nil
@@ -200,14 +203,14 @@ func checkPN(s string) error {
 	}
 	groups := strings.Split(s, "=")
 	if len(groups) > 3 {
-		return fmt.Errorf("%d component groups (separated by =), at most 3", len(groups))
+		return fmt.Errorf("has %d component groups (separated by =), at most 3", len(groups))
 	}
 	for _, g := range groups {
 		if n := utf8.RuneCountInString(g); n > 64 {
-			return fmt.Errorf("a component group of %d characters, at most 64", n)
+			return fmt.Errorf("has a component group of %d characters, at most 64", n)
 		}
 		if n := strings.Count(g, "^") + 1; n > 5 {
-			return fmt.Errorf("%d components (separated by ^), at most 5", n)
+			return fmt.Errorf("has %d components (separated by ^), at most 5", n)
 		}
 	}
 	return nil
@@ -219,10 +222,10 @@ func checkDA(s string) error {
 		return nil
 	}
 	if len(s) != 8 || strings.Trim(s, "0123456789") != "" {
-		return fmt.Errorf("%q is not a date YYYYMMDD", s)
+		return errors.New("is not a date YYYYMMDD")
 	}
 	if _, err := time.Parse("20060102", s); err != nil {
-		return fmt.Errorf("%q is not a date YYYYMMDD", s)
+		return errors.New("is not a date YYYYMMDD")
 	}
 	return nil
 }
@@ -233,7 +236,7 @@ func checkTM(s string) error {
 	if s == "" {
 		return nil
 	}
-	bad := fmt.Errorf("%q is not a time HHMMSS (HH, HHMM and HHMMSS.FFFFFF too)", s)
+	bad := errors.New("is not a time HHMMSS (HH, HHMM and HHMMSS.FFFFFF too)")
 	whole, frac, hasFrac := strings.Cut(s, ".")
 	if hasFrac && (len(whole) != 6 || len(frac) < 1 || len(frac) > 6 || strings.Trim(frac, "0123456789") != "") {
 		return bad
@@ -255,12 +258,12 @@ func checkSex(s string) error {
 	case "", "M", "F", "O":
 		return nil
 	}
-	return fmt.Errorf("%q is not M, F or O", s)
+	return errors.New("is not M, F or O")
 }
 
 func checkUIDOption(s string) error {
 	if !ValidUID(s) {
-		return fmt.Errorf("%q is not a UID (digits in components separated by dots, no leading zeros, at most 64 characters)", s)
+		return errors.New("is not a UID (digits in components separated by dots, no leading zeros, at most 64 characters)")
 	}
 	return nil
 }

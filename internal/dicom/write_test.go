@@ -266,7 +266,7 @@ func TestWritePlaceholders(t *testing.T) {
 // against its attribute's rules, and the error names the option.
 func TestFromOptionsRefuses(t *testing.T) {
 	for _, c := range []struct{ key, value, want string }{
-		{"patient_id", strings.Repeat("x", 65), "65 characters, at most 64"},
+		{"patient_id", strings.Repeat("x", 65), "has 65 characters, at most 64"},
 		{"patient_id", `a\b`, "backslash"},
 		{"patient_id", "a\nb", "control character"},
 		{"patient_id", "\xff", "not valid UTF-8"},
@@ -278,8 +278,8 @@ func TestFromOptionsRefuses(t *testing.T) {
 		{"study_instance_uid", "1.02.3", "not a UID"},
 		{"study_instance_uid", "1.2." + strings.Repeat("1", 70), "not a UID"},
 		{"frame_of_reference_uid", "abc", "not a UID"},
-		{"accession_number", strings.Repeat("1", 17), "17 characters, at most 16"},
-		{"study_id", strings.Repeat("1", 17), "17 characters, at most 16"},
+		{"accession_number", strings.Repeat("1", 17), "has 17 characters, at most 16"},
+		{"study_id", strings.Repeat("1", 17), "has 17 characters, at most 16"},
 		{"study_date", "20260230", "not a date"},
 		{"study_time", "246000", "not a time"},
 		{"study_time", "1015001", "not a time"},
@@ -295,6 +295,14 @@ func TestFromOptionsRefuses(t *testing.T) {
 		_, _, err := dicom.FromOptions(map[string]string{c.key: c.value}, "j")
 		if err == nil || !strings.Contains(err.Error(), "option "+c.key) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s=%q: error %v, want one naming the option and saying %q", c.key, c.value, err, c.want)
+		}
+		// Identity values are patient data: the error (which reaches the
+		// job's record) does not repeat them.
+		if strings.HasPrefix(c.key, "patient_") || strings.HasPrefix(c.key, "study_") || c.key == "referring_physician" ||
+			c.key == "accession_number" || c.key == "frame_of_reference_uid" {
+			if err != nil && len(c.value) > 1 && strings.Contains(err.Error(), c.value) {
+				t.Errorf("%s: error %q repeats the value", c.key, err)
+			}
 		}
 	}
 	for _, ok := range []map[string]string{
