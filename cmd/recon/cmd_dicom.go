@@ -74,3 +74,34 @@ RECON-<job id>. See docs/PACS.md.`,
 	cmd.Flags().StringVar(&uidRoot, "uid-root", root, "`ROOT` of the new UIDs (default RECON_DICOM_UID_ROOT, else 2.25, UUID-derived)")
 	return cmd
 }
+
+// withDICOMRef adds to opts the identity options read from the DICOM file
+// at path (`recon submit --dicom-ref`); an option already in opts wins.
+// It says on standard error what it sends, without the values (patient
+// data).
+func withDICOMRef(e *env, opts map[string]string, path string) (map[string]string, error) {
+	if path == "" {
+		return opts, nil
+	}
+	ref, err := dicom.ReadRef(path)
+	if err != nil {
+		return nil, err
+	}
+	if opts == nil {
+		opts = make(map[string]string, len(ref))
+	}
+	var sent []string
+	for _, k := range dicom.IdentityOptions {
+		v, ok := ref[k]
+		if !ok {
+			continue
+		}
+		if _, given := opts[k]; given {
+			continue
+		}
+		opts[k] = v
+		sent = append(sent, k)
+	}
+	fmt.Fprintf(e.stderr, "recon: identity from %s: %s\n", path, strings.Join(sent, ", "))
+	return opts, nil
+}

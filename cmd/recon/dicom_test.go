@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	dcm "github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 
@@ -161,5 +163,56 @@ func TestDicomCommandRefusesBadIdentity(t *testing.T) {
 	r = runRecon(t, dir, "dicom", "--options-json", `{"patient_id":"P1"}`, "img", "out")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "out.dcm" {
 		t.Errorf("good call: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestSubmitDICOMRef: recon submit --dicom-ref reads the identity of a
+// DICOM image of the same exam on the client and sends it as the job's
+// options, which the script gets (an --option of the same key wins); a
+// file that is not DICOM stops the submission before anything is sent.
+func TestSubmitDICOMRef(t *testing.T) {
+	dir := t.TempDir()
+	script := servertest.WriteScript(t, dir, "s.sh", `#!/bin/sh
+printf '%s' "$RECON_OPTIONS_JSON" > "$3/options.json"
+`)
+	key := serverOpts(t, dir, script)
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+
+	// The reference: an image written by recon dicom with a known identity.
+	writeFile(t, filepath.Join(dir, "img.hdr"), "# Dimensions\n2 2 1\n", 0o600)
+	writeFile(t, filepath.Join(dir, "img.cfl"), strings.Repeat("\x00", 32), 0o600)
+	r := runRecon(t, dir, "dicom", "--options-json", `{"patient_id":"MRN-REF-1","patient_name":"Ref^Patient","patient_birth_date":"19800229",`+
+		`"study_instance_uid":"1.2.840.99.1","frame_of_reference_uid":"1.2.840.99.2","accession_number":"ACC-1","study_date":"20261130","study_time":"0815"}`, "img", "ref")
+	if r.code != 0 {
+		t.Fatalf("recon dicom: exit %d\n%s", r.code, r.stderr)
+	}
+	writeFile(t, filepath.Join(dir, "scan.7"), "raw", 0o644)
+	r = runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", "--dicom-ref", "ref.dcm",
+		"--option", "patient_name=Given^Name", "--option", "method=fft", "scan.7")
+	if r.code != 0 {
+		t.Fatalf("submit --dicom-ref: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "identity from ref.dcm: patient_id, patient_birth_date, study_instance_uid") || strings.Contains(r.stderr, "MRN-REF-1") {
+		t.Errorf("submit does not say which options it took from the reference, or shows a value:\n%s", r.stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "out", "options.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("options.json: %v: %s", err, b)
+	}
+	want := map[string]string{"patient_id": "MRN-REF-1", "patient_name": "Given^Name", "patient_birth_date": "19800229",
+		"study_instance_uid": "1.2.840.99.1", "frame_of_reference_uid": "1.2.840.99.2", "accession_number": "ACC-1",
+		"study_date": "20261130", "study_time": "0815", "method": "fft"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the script's options (-want +got):\n%s", diff)
+	}
+
+	r = runRecon(t, dir, "submit", "--opts", "client.opts", "--dicom-ref", "scan.7", "scan.7")
+	if r.code == 0 || !strings.Contains(r.stderr, "not a DICOM file") {
+		t.Errorf("--dicom-ref of a raw file: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
