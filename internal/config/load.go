@@ -108,6 +108,7 @@ type Client struct {
 
 	WatchDir        string            // CLIENT_WATCH_DIRECTORY; "" when unset
 	WatchPattern    string            // CLIENT_WATCH_PATTERN, a valid filepath.Match pattern
+	WatchDICOMRef   bool              // CLIENT_WATCH_DICOM_REF
 	PollInterval    time.Duration     // CLIENT_DAEMON_POLL_INTERVAL
 	StabilityDelay  time.Duration     // CLIENT_DAEMON_STABILITY_DELAY
 	GroupingTimeout time.Duration     // CLIENT_DAEMON_GROUPING_TIMEOUT
@@ -537,6 +538,7 @@ func buildClient(s *source) *Client {
 		DownloadDir:      get[string](s, "CLIENT_DOWNLOAD_DIR"),
 		WatchDir:         get[string](s, "CLIENT_WATCH_DIRECTORY"),
 		WatchPattern:     get[string](s, "CLIENT_WATCH_PATTERN"),
+		WatchDICOMRef:    get[bool](s, "CLIENT_WATCH_DICOM_REF"),
 		PollInterval:     get[time.Duration](s, "CLIENT_DAEMON_POLL_INTERVAL"),
 		StabilityDelay:   get[time.Duration](s, "CLIENT_DAEMON_STABILITY_DELAY"),
 		GroupingTimeout:  get[time.Duration](s, "CLIENT_DAEMON_GROUPING_TIMEOUT"),

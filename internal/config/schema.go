@@ -286,6 +286,8 @@ func reconSchema() *schema {
 					doc: "Seconds to wait for more files after one is complete: complete files that arrive within it of the previous one, and were written within it of each other, form one job."},
 				{name: "CLIENT_DAEMON_RECON_OPTIONS_JSON", typ: typeJSONOptions, def: "{}", usedBy: wat,
 					doc: "Options sent with each job: a JSON object of strings, numbers or booleans; put it in '...' if it contains '#'."},
+				{name: "CLIENT_WATCH_DICOM_REF", typ: typeBool, def: "false", usedBy: wat,
+					doc: "When true, files named *.dcm join groups too (besides CLIENT_WATCH_PATTERN), and a DICOM file (DICM at byte 128) in a group is that group's reference, as for recon submit --dicom-ref: its patient, study and frame of reference are sent as the job's identity options, and it is not uploaded."},
 				{name: "CLIENT_DAEMON_STATE_DIR", typ: typePath, def: "watch_state", nonEmpty: true, usedBy: wat,
 					doc: "Directory of recon watch's durable state (an SQLite database of the groups it found and their jobs); outside the watched directory, and not in /tmp."},
 				{name: "CLIENT_DAEMON_MAX_JOB_ATTEMPTS", typ: typeInt, def: "1", min: 1, max: 10, usedBy: wat,

@@ -146,7 +146,7 @@ func (w *Watcher) detect(ctx context.Context) error {
 
 func (d *detector) match(name string) bool {
 	ok, err := filepath.Match(d.w.cfg.Pattern, name)
-	return err == nil && ok
+	return err == nil && ok || d.w.cfg.DICOMRef && strings.EqualFold(filepath.Ext(name), ".dcm")
 }
 
 // scan reads the whole directory: new and changed files are observed,
