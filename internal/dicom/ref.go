@@ -80,12 +80,17 @@ func ReadRef(path string) (map[string]string, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	p := &refParser{r: bufio.NewReaderSize(f, 64<<10), left: st.Size(), found: map[uint32][]byte{}}
-	opts, err := p.read()
+	opts, err := ParseRef(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("DICOM reference %s: %w", path, err)
 	}
 	return opts, nil
+}
+
+// ParseRef is ReadRef of the size bytes that r holds.
+func ParseRef(r io.Reader, size int64) (map[string]string, error) {
+	p := &refParser{r: bufio.NewReaderSize(r, 64<<10), left: size, found: map[uint32][]byte{}}
+	return p.read()
 }
 
 // errNotDICOM: the file has no "DICM" at byte 128.

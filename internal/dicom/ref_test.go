@@ -293,3 +293,27 @@ func TestReadRefOfWrittenSeries(t *testing.T) {
 		t.Error("IsDICOM does not tell the DICOM file from the .cfl")
 	}
 }
+
+// FuzzParseRef: no input makes the reference reader panic, hang or
+// allocate without bound, and what it returns passes the option rules.
+func FuzzParseRef(f *testing.F) {
+	f.Add(newFile("1.2.840.10008.1.2").identity().buf.Bytes())
+	f.Add(newFile("1.2.840.10008.1.2.1").identity().buf.Bytes())
+	f.Add(newFile("1.2.840.10008.1.2.2").identity().buf.Bytes())
+	seq := newFile("1.2.840.10008.1.2.1")
+	seq.header(0x00081140, "SQ", 0xFFFFFFFF)
+	seq.header(0xFFFEE000, "", 0xFFFFFFFF)
+	seq.str(0x00081150, "UI", "1.2.3")
+	seq.header(0xFFFEE00D, "", 0)
+	seq.header(0xFFFEE0DD, "", 0)
+	f.Add(seq.identity().buf.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		opts, err := dicom.ParseRef(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return
+		}
+		if _, _, err := dicom.FromOptions(opts, "j"); err != nil || opts["study_instance_uid"] == "" {
+			t.Fatalf("ParseRef returned %v, which the option rules refuse: %v", opts, err)
+		}
+	})
+}
