@@ -68,7 +68,9 @@ type Identity struct {
 // Geometry is the size of the pixels and slices, in millimetres. Zero
 // means the stated default.
 type Geometry struct {
-	FOVRows, FOVCols float64 // extent along the columns (rows × spacing) and rows
+	// FOVRows is the image's height (Rows × the spacing between rows),
+	// FOVCols its width (Columns × the spacing between columns).
+	FOVRows, FOVCols float64
 	SliceThickness   float64
 }
 
