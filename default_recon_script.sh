@@ -13,6 +13,10 @@
 #   RECON_JOB_ID          the job's id
 #   RECON_OPTIONS_JSON    all options as one JSON object
 #   RECON_OPT_<KEY>       one variable per option, KEY upper-cased
+# and from the server:
+#   RECON_BIN             the recon binary the server runs as (for recon dicom;
+#                         without it, recon is looked for on PATH)
+#   RECON_DICOM_UID_ROOT  the root of new DICOM UIDs (DICOM_UID_ROOT)
 #
 # What this script does:
 #   * For every BART k-space pair NAME.cfl + NAME.hdr (coils in dimension 3):
@@ -22,8 +26,13 @@
 #       method=pics: ESPIRiT coil maps (bart ecalib -m1), then a parallel
 #           imaging / compressed sensing reconstruction with a small
 #           l1-wavelet regularisation (bart pics -l1 -r0.01);
-#     and writes NAME_recon.cfl/.hdr (the image), NAME.png and NAME.dcm
-#     (bart toimg; several images become NAME-0000.png, NAME-0001.png, ...).
+#     and writes NAME_recon.cfl/.hdr (the image), NAME.png (bart toimg) and
+#     NAME.dcm, a DICOM MR image a PACS accepts (recon dicom: new UIDs under
+#     RECON_DICOM_UID_ROOT, the patient and study from the identity options,
+#     see docs/PACS.md). A 3D image becomes one file per slice:
+#     NAME-0000.png, NAME-0000.dcm, NAME-0001.png, NAME-0001.dcm, ...
+#     (one DICOM series). Options fov_mm and slice_thickness_mm set the
+#     geometry (default: 1 mm pixels and slices).
 #   * If any input is not part of a BART pair (a GE P-file such as P00000.7,
 #     anything else), writes manifest.txt listing every input file with its
 #     size and SHA-256, so any data can flow through.
@@ -138,6 +147,12 @@ log "job ${RECON_JOB_ID:-?}: ${#pairs[@]} BART k-space pair(s), ${#others[@]} ot
 if ((${#pairs[@]} > 0)) && ! command -v bart >/dev/null 2>&1; then
 	die "bart not found: install the Debian package bart"
 fi
+recon=
+if ((${#pairs[@]} > 0)); then
+	recon=${RECON_BIN:-$(command -v recon || true)}
+	[[ -n $recon && -x $recon ]] ||
+		die "recon not found (it writes the DICOM images): the server sets RECON_BIN; else put recon on PATH"
+fi
 
 # BART writes its intermediates in a private folder inside the output dir,
 # under plain names (BART gives meaning to some file name suffixes), and
@@ -186,7 +201,7 @@ for name in "${pairs[@]}"; do
 			;;
 		esac
 		bart toimg image image.png
-		bart toimg image image.dcm
+		"$recon" dicom --method "$method" image image >/dev/null
 	)
 	mv -- "$work/image.cfl" "$output/${name}_recon.cfl"
 	mv -- "$work/image.hdr" "$output/${name}_recon.hdr"

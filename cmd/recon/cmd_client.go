@@ -380,6 +380,7 @@ func newSubmitCmd(e *env) *cobra.Command {
 		noWait       bool
 		submissionID string
 		reconnects   int
+		dicomRef     string
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [flags] FILE...",
@@ -410,6 +411,9 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 			}
 			opts, err := parseOptions(options)
 			if err != nil {
+				return err
+			}
+			if opts, err = withDICOMRef(e, opts, dicomRef); err != nil {
 				return err
 			}
 			c, cfg, err := f.dial(ctx, e, reconnects)
@@ -475,6 +479,7 @@ Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
 	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "print the job id once it is queued and exit")
 	cmd.Flags().StringVar(&submissionID, "submission-id", "", "client-chosen `ID` that makes a retried submission return the same job, or resume its broken upload")
+	cmd.Flags().StringVar(&dicomRef, "dicom-ref", "", "DICOM image `FILE` of the same exam: its patient, study and frame of reference are sent as the identity options (an --option of the same key wins; see docs/PACS.md)")
 	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "connect, reconnect and resume the upload up to `N` more times when the server cannot be reached or the connection breaks (0: never)")
 	return cmd
 }

@@ -2,8 +2,9 @@
 // imaging and its clients: one binary with a subcommand per role: server;
 // the client commands submit, status, queue and fetch; admin, for the
 // server's administrators; watch, the directory-watching client daemon;
-// relay and relay-admin, for a relay in front of several servers; and
-// keygen, completion and version.
+// relay and relay-admin, for a relay in front of several servers; dicom,
+// which reconstruction scripts call to write DICOM images; and keygen,
+// completion and version.
 //
 // Each subcommand is a cobra command built by a new<Name>Cmd function
 // (cmd_*.go; keygen and version in root.go, completion is cobra's own) and

@@ -85,6 +85,7 @@ without succeeding.`,
 		newAdminCmd(e),
 		newRelayCmd(e),
 		newRelayAdminCmd(e),
+		newDicomCmd(e),
 	)
 	return root
 }

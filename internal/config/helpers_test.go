@@ -99,6 +99,7 @@ func defaultServer(t testing.TB, path string, shared, admin keys.Key) *config.Se
 		UploadResume:            24 * time.Hour,
 		MaxResultFiles:          10000,
 		MaxResultBytes:          64 << 30,
+		DICOMUIDRoot:            "2.25",
 		MaxCPULoadPercent:       75,
 		MinAvailableMemoryBytes: 500 << 20,
 		ResourceCheckInterval:   10 * time.Second,

@@ -75,6 +75,8 @@ type Server struct {
 	MaxKeptUploadBytes     int64 // MAX_KEPT_UPLOAD_BYTES
 	KeepFailedOutputs      bool  // KEEP_FAILED_OUTPUTS
 
+	DICOMUIDRoot string // DICOM_UID_ROOT, for the script's RECON_DICOM_UID_ROOT
+
 	MaxCPULoadPercent       int           // MAX_CPU_LOAD_PERCENT
 	MinAvailableMemoryBytes int64         // MIN_AVAILABLE_MEMORY_MB, in bytes
 	ResourceCheckInterval   time.Duration // RESOURCE_CHECK_INTERVAL_SECONDS
@@ -110,6 +112,7 @@ type Client struct {
 
 	WatchDir        string            // CLIENT_WATCH_DIRECTORY; "" when unset
 	WatchPattern    string            // CLIENT_WATCH_PATTERN, a valid filepath.Match pattern
+	WatchDICOMRef   bool              // CLIENT_WATCH_DICOM_REF
 	PollInterval    time.Duration     // CLIENT_DAEMON_POLL_INTERVAL
 	StabilityDelay  time.Duration     // CLIENT_DAEMON_STABILITY_DELAY
 	GroupingTimeout time.Duration     // CLIENT_DAEMON_GROUPING_TIMEOUT
@@ -525,6 +528,7 @@ func buildServer(s *source) *Server {
 		MaxKeptUploadPerClient:  get[int64](s, "MAX_KEPT_UPLOAD_BYTES_PER_CLIENT"),
 		MaxKeptUploadBytes:      get[int64](s, "MAX_KEPT_UPLOAD_BYTES"),
 		KeepFailedOutputs:       get[bool](s, "KEEP_FAILED_OUTPUTS"),
+		DICOMUIDRoot:            get[string](s, "DICOM_UID_ROOT"),
 		MaxCPULoadPercent:       get[int](s, "MAX_CPU_LOAD_PERCENT"),
 		MinAvailableMemoryBytes: get[int64](s, "MIN_AVAILABLE_MEMORY_MB"),
 		ResourceCheckInterval:   get[time.Duration](s, "RESOURCE_CHECK_INTERVAL_SECONDS"),
@@ -558,6 +562,7 @@ func buildClient(s *source) *Client {
 		DownloadDir:      get[string](s, "CLIENT_DOWNLOAD_DIR"),
 		WatchDir:         get[string](s, "CLIENT_WATCH_DIRECTORY"),
 		WatchPattern:     get[string](s, "CLIENT_WATCH_PATTERN"),
+		WatchDICOMRef:    get[bool](s, "CLIENT_WATCH_DICOM_REF"),
 		PollInterval:     get[time.Duration](s, "CLIENT_DAEMON_POLL_INTERVAL"),
 		StabilityDelay:   get[time.Duration](s, "CLIENT_DAEMON_STABILITY_DELAY"),
 		GroupingTimeout:  get[time.Duration](s, "CLIENT_DAEMON_GROUPING_TIMEOUT"),

@@ -27,6 +27,7 @@ const (
 	typeJSONOptions           // JSON object → map[string]string
 	typeAddr                  // optional host:port of a loopback listener ("" = off)
 	typeBool                  // true or false
+	typeUIDRoot               // a DICOM UID root, room left for unique digits
 )
 
 var typeNames = map[valueType]string{
@@ -48,6 +49,7 @@ var typeNames = map[valueType]string{
 	typeJSONOptions: "JSON object",
 	typeAddr:        "loopback host:port",
 	typeBool:        "true or false",
+	typeUIDRoot:     "DICOM UID root",
 }
 
 // program is a set of recon programs, for the "used by" column and for
@@ -241,6 +243,8 @@ func reconSchema() *schema {
 					doc: "Disk space all broken uploads kept for resuming may take together; over it, the oldest are removed: bytes, or a number with a suffix; 0 means half the input disk's size less MIN_FREE_DISK_MB. A submission short of space also removes kept uploads, oldest first."},
 				{name: "KEEP_FAILED_OUTPUTS", typ: typeBool, def: "false", usedBy: srv,
 					doc: "Keep what a failed job wrote, for fetching and debugging, until fetched or RESULT_RETENTION_HOURS; it is the first removed when a submission needs the space. false removes it when the job fails."},
+				{name: "DICOM_UID_ROOT", typ: typeUIDRoot, def: "2.25", nonEmpty: true, usedBy: srv,
+					doc: "Root of the UIDs of the DICOM images recon dicom writes (passed to the script as RECON_DICOM_UID_ROOT): 2.25 makes UUID-derived UIDs, which need no registered root; a site's own root may have at most 43 characters."},
 			}},
 			{title: "Resource Management (Server)", fields: []field{
 				{name: "MAX_CPU_LOAD_PERCENT", typ: typeInt, def: "75", min: 1, max: 100, usedBy: srv,
@@ -304,6 +308,8 @@ func reconSchema() *schema {
 					doc: "Seconds to wait for more files after one is complete: complete files that arrive within it of the previous one, and were written within it of each other, form one job."},
 				{name: "CLIENT_DAEMON_RECON_OPTIONS_JSON", typ: typeJSONOptions, def: "{}", usedBy: wat,
 					doc: "Options sent with each job: a JSON object of strings, numbers or booleans; put it in '...' if it contains '#'."},
+				{name: "CLIENT_WATCH_DICOM_REF", typ: typeBool, def: "false", usedBy: wat,
+					doc: "When true, files named *.dcm join groups too (besides CLIENT_WATCH_PATTERN), and a DICOM file (DICM at byte 128) in a group is that group's reference, as for recon submit --dicom-ref: its patient, study and frame of reference are sent as the job's identity options, and it is not uploaded."},
 				{name: "CLIENT_DAEMON_STATE_DIR", typ: typePath, def: "watch_state", nonEmpty: true, usedBy: wat,
 					doc: "Directory of recon watch's durable state (an SQLite database of the groups it found and their jobs); outside the watched directory, and not in /tmp."},
 				{name: "CLIENT_DAEMON_MAX_JOB_ATTEMPTS", typ: typeInt, def: "1", min: 1, max: 10, usedBy: wat,

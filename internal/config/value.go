@@ -134,6 +134,12 @@ func parseValue(f *field, v string, dir string) (any, *valueError) {
 			return false, nil
 		}
 		return nil, badValue("must be true or false%s", got(v))
+	case typeUIDRoot:
+		v = strings.TrimSpace(v)
+		if !validUIDRoot(v) {
+			return nil, badValue("must be a DICOM UID root (digits in components separated by dots, no leading zeros) of at most %d characters%s", maxUIDRootLen, got(v))
+		}
+		return v, nil
 	case typeAddr:
 		if v == "" {
 			return "", nil
@@ -460,4 +466,23 @@ func jsonErr(err error) string {
 		return "unexpected end"
 	}
 	return "syntax error"
+}
+
+// maxUIDRootLen is the longest DICOM_UID_ROOT: a UID has at most 64
+// characters, and a new one needs a dot and at least 20 unique digits
+// (internal/dicom.CheckRoot, the same rule).
+const maxUIDRootLen = 64 - 1 - 20
+
+// validUIDRoot reports whether s is a DICOM UID of at most maxUIDRootLen
+// characters.
+func validUIDRoot(s string) bool {
+	if s == "" || len(s) > maxUIDRootLen {
+		return false
+	}
+	for _, c := range strings.Split(s, ".") {
+		if c == "" || strings.Trim(c, "0123456789") != "" || (len(c) > 1 && c[0] == '0') {
+			return false
+		}
+	}
+	return true
 }

@@ -54,3 +54,28 @@ func FuzzValidKey(f *testing.F) {
 		}
 	})
 }
+
+// TestRedact: the identity options, and any patient_ key whatever its
+// case, are shown as [redacted]; others as they are; the map passed in
+// is not changed.
+func TestRedact(t *testing.T) {
+	in := map[string]string{
+		"patient_id": "MRN1", "Patient_Name": "Doe^Jane", "patient_weight": "80", "patient_birth_date": "19700101",
+		"patient_sex": "F", "referring_physician": "Who", "accession_number": "A1", "study_instance_uid": "1.2.3",
+		"study_id": "S", "study_date": "20260101", "study_time": "1010", "frame_of_reference_uid": "1.2.4",
+		"method": "pics", "series_number": "7", "fov_mm": "220",
+	}
+	out := Redact(in)
+	for k, v := range out {
+		keep := k == "method" || k == "series_number" || k == "fov_mm"
+		if keep && v != in[k] || !keep && v != Redacted {
+			t.Errorf("%s shown as %q", k, v)
+		}
+	}
+	if len(out) != len(in) || in["patient_id"] != "MRN1" {
+		t.Errorf("Redact changed its input or lost keys: %v", in)
+	}
+	if Redact(nil) != nil {
+		t.Error("Redact(nil) is not nil")
+	}
+}

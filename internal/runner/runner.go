@@ -134,6 +134,11 @@ type Spec struct {
 	// carry the exact bytes; in the JSON object, bytes that are not valid
 	// UTF-8 are replaced by U+FFFD.
 	Options map[string]string
+	// Env holds more variables for the script, "NAME=value" each, set
+	// after the job's own: the server's settings a script may use
+	// (RECON_BIN, RECON_DICOM_UID_ROOT). A name must start with RECON_ and
+	// not be one Run sets itself.
+	Env []string
 	// Timeout ends the script after this long; 0 means no timeout.
 	Timeout time.Duration
 	// KillGrace is the delay between SIGTERM and SIGKILL to the process
@@ -386,6 +391,13 @@ func (s Spec) check() error {
 	case strings.ContainsAny(s.Instance, ".\x00"):
 		return fmt.Errorf("instance %q contains '.' or a NUL byte", s.Instance)
 	}
+	for _, kv := range s.Env {
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "RECON_") || strings.HasPrefix(name, envOptPrefix) || strings.IndexByte(kv, 0) >= 0 ||
+			slices.Contains([]string{envJobID, envInputDir, envOutputDir, envOptionsJSON, envAttempt}, name) {
+			return fmt.Errorf("extra environment variable %q: want RECON_NAME=value, not one Run sets", name)
+		}
+	}
 	return options.Check(s.Options)
 }
 
@@ -412,7 +424,7 @@ func buildEnv(s Spec, inputDir, outputDir, marker string) ([]string, error) {
 		envOutputDir+"="+outputDir,
 		envAttempt+"="+marker,
 	)
-	return append(env, opts...), nil
+	return append(append(env, opts...), s.Env...), nil
 }
 
 // OptionsEnv returns the environment strings that carry opts to the

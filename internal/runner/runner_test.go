@@ -63,6 +63,7 @@ readlink /proc/$$/fd/0 > "$out/stdin"
 		Instance:  "srv",
 		Attempt:   3,
 		Options:   hostileOptions,
+		Env:       []string{"RECON_BIN=/opt/recon/bin/recon", "RECON_DICOM_UID_ROOT=2.25"},
 		Timeout:   time.Minute,
 	})
 	if err != nil {
@@ -95,13 +96,15 @@ readlink /proc/$$/fd/0 > "$out/stdin"
 		env[k] = v
 	}
 	want := map[string]string{
-		"PATH":             "/usr/bin:/bin",
-		"LANG":             "C.UTF-8",
-		"TZ":               "Europe/Berlin",
-		"RECON_JOB_ID":     "job-123",
-		"RECON_INPUT_DIR":  in,
-		"RECON_OUTPUT_DIR": out,
-		"RECON_ATTEMPT":    "srv.job-123.3",
+		"PATH":                 "/usr/bin:/bin",
+		"LANG":                 "C.UTF-8",
+		"TZ":                   "Europe/Berlin",
+		"RECON_JOB_ID":         "job-123",
+		"RECON_INPUT_DIR":      in,
+		"RECON_OUTPUT_DIR":     out,
+		"RECON_ATTEMPT":        "srv.job-123.3",
+		"RECON_BIN":            "/opt/recon/bin/recon",
+		"RECON_DICOM_UID_ROOT": "2.25",
 	}
 	for _, k := range []string{"HOME", "USER", "LOGNAME", "LC_ALL", "LC_CTYPE", "TMPDIR"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -636,5 +639,19 @@ echo 'stdout still works'
 	}
 	if bytes.Contains([]byte(res.StderrTail), []byte{0}) {
 		t.Error("StderrTail contains NUL")
+	}
+}
+
+// TestRunRefusesExtraEnv: Spec.Env adds RECON_ variables, never one that
+// Run sets itself (the job's id, directories, marker or options) nor
+// anything else.
+func TestRunRefusesExtraEnv(t *testing.T) {
+	script := writeScript(t, "exit 0")
+	for _, kv := range []string{"PATH=/tmp", "RECON_JOB_ID=x", "RECON_ATTEMPT=x", "RECON_OPT_METHOD=x", "RECON_OPTIONS_JSON={}", "RECON_BIN", "RECON_X=a\x00b", "LD_PRELOAD=/x.so"} {
+		in, out := jobDirs(t)
+		_, err := runner.Run(context.Background(), runner.Spec{Script: script, InputDir: in, OutputDir: out, JobID: "j", Env: []string{kv}})
+		if err == nil || !strings.Contains(err.Error(), "extra environment variable") {
+			t.Errorf("Env %q: error %v, want a refusal", kv, err)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,42 @@ func installDefaultScript(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "default_recon_script.sh")
 	writeExecutable(t, path, recon.DefaultScript)
 	return path
+}
+
+// reconBuild is the recon binary, built once for the tests whose script
+// writes DICOM images with `recon dicom` (the server passes its own
+// executable as RECON_BIN).
+var reconBuild struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if reconBuild.dir != "" {
+		os.RemoveAll(reconBuild.dir)
+	}
+	os.Exit(code)
+}
+
+func reconBinary(t *testing.T) string {
+	t.Helper()
+	reconBuild.once.Do(func() {
+		reconBuild.dir, reconBuild.err = os.MkdirTemp("", "recon-runner-test-")
+		if reconBuild.err != nil {
+			return
+		}
+		reconBuild.path = filepath.Join(reconBuild.dir, "recon")
+		out, err := exec.Command("go", "build", "-o", reconBuild.path, "github.com/recon-mri/recon/cmd/recon").CombinedOutput()
+		if err != nil {
+			reconBuild.err = fmt.Errorf("build recon: %v\n%s", err, out)
+		}
+	})
+	if reconBuild.err != nil {
+		t.Fatal(reconBuild.err)
+	}
+	return reconBuild.path
 }
 
 func needBART(t *testing.T) {
@@ -66,6 +103,7 @@ func runDefault(t *testing.T, in, out string, opts map[string]string) (runner.Re
 		OutputDir: out,
 		JobID:     "job-default",
 		Options:   opts,
+		Env:       []string{"RECON_BIN=" + reconBinary(t)},
 		Timeout:   5 * time.Minute,
 		Logger:    slog.New(h),
 	})
@@ -250,13 +288,13 @@ func TestDefaultScriptFFT(t *testing.T) {
 	bart(t, ref, "fft", "-u", "-i", "3", filepath.Join(in, "phantom"), "coils")
 	bart(t, ref, "rss", "8", "coils", "phantom")
 	bart(t, ref, "toimg", "phantom", "phantom.png")
-	bart(t, ref, "toimg", "phantom", "phantom.dcm")
+	bart(t, ref, "toimg", "phantom", "bart.dcm")
 	bart(t, ref, "fft", "-u", "-i", "3", filepath.Join(in, "single"), "single")
 	bart(t, ref, "toimg", "single", "single.png")
 
 	compareCFL(t, filepath.Join(out, "phantom_recon"), filepath.Join(ref, "phantom"), 1e-6)
 	compareCFL(t, filepath.Join(out, "single_recon"), filepath.Join(ref, "single"), 1e-6)
-	for _, name := range []string{"phantom.png", "phantom.dcm", "single.png"} {
+	for _, name := range []string{"phantom.png", "single.png"} {
 		got, err1 := os.ReadFile(filepath.Join(out, name))
 		want, err2 := os.ReadFile(filepath.Join(ref, name))
 		if err1 != nil || err2 != nil || !bytes.Equal(got, want) {
@@ -265,9 +303,49 @@ func TestDefaultScriptFFT(t *testing.T) {
 	}
 	checkPhantomPNG(t, filepath.Join(out, "phantom.png"), 64)
 	checkPhantomPNG(t, filepath.Join(out, "single.png"), 64)
+	// phantom.dcm is an MR image (recon dicom) with the pixels bart toimg
+	// writes, both scaled so the brightest is 65535: the pixel data is the
+	// last element of either file.
 	dcm, err := os.ReadFile(filepath.Join(out, "phantom.dcm"))
-	if err != nil || len(dcm) < 132 || string(dcm[128:132]) != "DICM" {
-		t.Errorf("phantom.dcm is not DICOM (%v)", err)
+	if err != nil || len(dcm) < 132 || string(dcm[128:132]) != "DICM" || !bytes.Contains(dcm, []byte("1.2.840.10008.5.1.4.1.1.4\x00")) {
+		t.Fatalf("phantom.dcm is not a DICOM MR image (%v)", err)
+	}
+	bartDCM, err := os.ReadFile(filepath.Join(ref, "bart.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pixBytes = 2 * 64 * 64
+	gotPix, wantPix := dcm[len(dcm)-pixBytes:], bartDCM[len(bartDCM)-pixBytes:]
+	for i := 0; i < pixBytes; i += 2 {
+		g, w := int(binary.LittleEndian.Uint16(gotPix[i:])), int(binary.LittleEndian.Uint16(wantPix[i:]))
+		if g-w > 1 || w-g > 1 {
+			t.Fatalf("phantom.dcm pixel %d is %d, bart toimg's %d", i/2, g, w)
+		}
+	}
+}
+
+// TestDefaultScriptWithoutRecon: with BART pairs to reconstruct, the
+// script needs recon for the DICOM images; without RECON_BIN and with no
+// recon on PATH it says so before it starts.
+func TestDefaultScriptWithoutRecon(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	for _, tool := range []string{"bash", "mkdir"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Skipf("no %s: %v", tool, err)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeExecutable(t, filepath.Join(bin, "bart"), []byte("#!/bin/sh\nexit 1\n")) // only looked for
+	in, out := jobDirs(t)
+	put(t, in, "k.cfl", 8)
+	put(t, in, "k.hdr", 40)
+	code, stderr := runDirect(t, []string{"PATH=" + bin}, in, "--output-dir", out)
+	if code == 0 || !strings.Contains(stderr, "recon not found (it writes the DICOM images)") {
+		t.Errorf("exit %d, stderr %q; want failure saying recon is needed", code, stderr)
 	}
 }
 

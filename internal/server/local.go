@@ -25,10 +25,13 @@ type localExecutor struct {
 	// instance names this server's runs in their processes' marker (see
 	// instanceOf).
 	instance string
+	// env is what every script gets besides the job's variables
+	// (scriptEnv).
+	env []string
 }
 
 func newLocalExecutor(cfg *config.Server, log *slog.Logger, killGrace time.Duration) *localExecutor {
-	return &localExecutor{cfg: cfg, log: log, killGrace: killGrace, instance: instanceOf(cfg.StateDir)}
+	return &localExecutor{cfg: cfg, log: log, killGrace: killGrace, instance: instanceOf(cfg.StateDir), env: scriptEnv(cfg, log)}
 }
 
 func (e *localExecutor) outputDir(id string) string { return filepath.Join(e.cfg.OutputBaseDir, id) }
@@ -58,6 +61,7 @@ func (e *localExecutor) run(ctx context.Context, a attempt) outcome {
 		Instance:  e.instance,
 		Attempt:   a.n,
 		Options:   a.options,
+		Env:       e.env,
 		Timeout:   e.cfg.JobTimeout,
 		KillGrace: e.killGrace,
 		// The runner adds job_id to its records itself: given log, each

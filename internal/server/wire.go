@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/options"
 	"github.com/recon-mri/recon/internal/protocol"
 )
 
@@ -19,7 +20,7 @@ func jobInfo(j *jobs.Job) *protocol.JobInfo {
 		State:        wireState(j.State),
 		SubmittedAt:  j.SubmittedAt.UTC(),
 		Files:        wireFiles(j.Files),
-		Options:      j.Options,
+		Options:      options.Redact(j.Options), // patient data reaches only the script
 		Attempts:     j.Attempts,
 		ExitCode:     j.ExitCode,
 		Error:        j.Error,

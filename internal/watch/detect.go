@@ -145,7 +145,7 @@ func (w *Watcher) detect(ctx context.Context) error {
 }
 
 func (d *detector) match(name string) bool {
-	return matchAny(d.w.patterns, name)
+	return matchAny(d.w.patterns, name) || d.w.cfg.DICOMRef && strings.EqualFold(filepath.Ext(name), ".dcm")
 }
 
 // scan reads the whole directory: new and changed files are observed,

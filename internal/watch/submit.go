@@ -253,20 +253,25 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 		return w.end(ctx, g, nil, StatusFailed, msg)
 	}
 
+	upload, opts, err := w.withDICOMRef(keep, log)
+	if err != nil {
+		log.Error("group not submitted", "err", err)
+		return w.end(ctx, g, nil, StatusFailed, err.Error())
+	}
 	cl, err := c.get(ctx)
 	if err != nil {
 		return err
 	}
-	paths := make([]string, len(keep))
+	paths := make([]string, len(upload))
 	var total int64
-	for i, f := range keep {
+	for i, f := range upload {
 		paths[i] = f.Path
 		total += f.Size
 	}
 	sctx, alive, stop := watchdog(ctx, transferStall)
 	sctx, crash := context.WithCancelCause(sctx)
 	job, err := cl.Submit(sctx, paths, &client.SubmitOptions{
-		Options:      w.cfg.Options,
+		Options:      opts,
 		SubmissionID: sid,
 		Progress: func(done, total int64) {
 			alive()

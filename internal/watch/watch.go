@@ -84,6 +84,13 @@ type Config struct {
 	MaxAttempts     int               // submissions of a group whose job fails; 0 means 1
 	LogFile         string            // the log file, only to keep it out of Dir; may be ""
 
+	// DICOMRef makes a DICOM file in a group the group's reference
+	// (CLIENT_WATCH_DICOM_REF): files named *.dcm join groups too, and
+	// the identity of the group's first DICOM file (by path) is added to
+	// Options (an option of the same key in Options wins); DICOM files
+	// are not uploaded (withDICOMRef).
+	DICOMRef bool
+
 	Server client.Config // where the server is, and its key
 	Log    *slog.Logger  // nil discards
 
@@ -101,6 +108,7 @@ func ConfigFrom(c *config.Client, log *slog.Logger) Config {
 		StabilityDelay:  c.StabilityDelay,
 		GroupingTimeout: c.GroupingTimeout,
 		Options:         c.ReconOptions,
+		DICOMRef:        c.WatchDICOMRef,
 		DownloadDir:     c.DownloadDir,
 		StateDir:        c.WatchStateDir,
 		MaxAttempts:     c.WatchAttempts,
