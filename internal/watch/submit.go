@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/recon-mri/recon/client"
@@ -22,16 +21,14 @@ import (
 
 // SubmissionID derives a group's submission id from its files' paths,
 // sizes, modification times and SHA-256 sums (and the attempt, after the
-// first), so that submitting the same group again names the same job.
+// first), so that submitting the same group again names the same job. It
+// is client.DeriveSubmissionID with the prefix "watch".
 func SubmissionID(files []File, attempt int) string {
-	sorted := slices.Clone(files)
-	slices.SortFunc(sorted, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
-	h := sha256.New()
-	for _, f := range sorted {
-		// A path holds no NUL, so the fields cannot run into each other.
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", f.Path, f.Size, f.ModTime.UnixNano(), f.SHA256)
+	fs := make([]client.SubmissionFile, 0, len(files))
+	for _, f := range files {
+		fs = append(fs, client.SubmissionFile{Path: f.Path, Size: f.Size, ModTime: f.ModTime, SHA256: f.SHA256})
 	}
-	id := "watch-" + hex.EncodeToString(h.Sum(nil))
+	id := client.DeriveSubmissionID("watch", fs, nil)
 	if attempt > 1 {
 		id += fmt.Sprintf("-a%d", attempt)
 	}
