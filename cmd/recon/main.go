@@ -29,6 +29,9 @@ const (
 	exitFailure   = 1 // any failure
 	exitUsage     = 2 // bad command line
 	exitJobFailed = 3 // the job ended but did not succeed
+	// exitNothingFetched: submit or fetch found the job succeeded but
+	// wrote nothing, its results having been downloaded before or expired.
+	exitNothingFetched = 4
 )
 
 func main() {

@@ -1,0 +1,223 @@
+package main
+
+// Golden files of what the client and admin commands print, text and
+// JSON: each command runs in-process (run, as main calls it) against a
+// real server from internal/servertest, and its exit code, standard output
+// and standard error are compared with testdata/golden/<name>.golden.
+//
+//	go test ./cmd/recon/ -run TestGolden -update   # rewrite them
+//
+// Volatile parts are normalised before the comparison (and in the files),
+// in this order, by normaliseGolden:
+//   - each job id the test made → JOB1, JOB2, … (in the order they were
+//     made); any other job id → JOB?;
+//   - the test's temporary directory → $DIR, the server's → $SERVERDIR;
+//   - a submission id derived from files (cli-<64 hex>) → cli-SUBMISSION;
+//   - a date and time (2006-01-02 15:04:05, or RFC 3339 with fraction and
+//     zone) → TIME;
+//   - 127.0.0.1:<port> → 127.0.0.1:PORT;
+//   - a duration of uptime (text "uptime  1m2s", JSON "uptime_seconds": 62)
+//     → UPTIME / 0;
+//   - what the machine measures: CPU percent, available memory, free disk
+//     bytes and the space limits derived from it (text lines cpu, memory,
+//     disk, "at most …"; JSON cpu_percent, available_memory_mb,
+//     free_bytes, max_*_bytes*) → N or 0;
+//   - the job states a waiting submit or fetch reports on standard error
+//     ("job JOB1: running"): which of them it sees depends on timing;
+//
+// Replacing an id or a time by a shorter word shifts the columns of a
+// table in the file; the columns of the real output are aligned.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// goldenScript copies each input to <name>.out, except hold.dat, on which
+// it waits until it is cancelled.
+const goldenScript = `#!/bin/sh
+set -eu
+in="$1"; out="$3"
+if [ -e "$in/hold.dat" ]; then
+  while :; do sleep 1; done
+fi
+for f in "$in"/*; do
+  cp "$f" "$out/$(basename "$f").out"
+done
+`
+
+type goldenRun struct {
+	t      *testing.T
+	dir    string
+	srvDir string // the server's directory: admin status shows its settings
+	opts   string
+	ids    []string // job ids in the order they were made
+}
+
+// recon runs one command line in-process and returns its exit code and
+// output.
+func (g *goldenRun) recon(args ...string) (int, string, string) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := run(ctx, args, strings.NewReader(""), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// check runs args and compares what it printed with the golden file name.
+func (g *goldenRun) check(name string, args ...string) (int, string) {
+	g.t.Helper()
+	code, out, errOut := g.recon(args...)
+	display := strings.ReplaceAll(strings.Join(args, " "), g.opts, "cli.opts")
+	got := g.normalise(fmt.Sprintf("$ recon %s\nexit %d\n--- stdout\n%s--- stderr\n%s", display, code, out, errOut))
+	path := filepath.Join("testdata", "golden", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			g.t.Fatal(err)
+		}
+		return code, out
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		g.t.Fatalf("%v (run the test with -update to write it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		g.t.Errorf("recon %s: output differs from %s (-want +got):\n%s", display, path, diff)
+	}
+	return code, out
+}
+
+// otherJobIDRE matches a job id the test did not learn (jobs.NewID: 26
+// characters of base32, lower case).
+var otherJobIDRE = regexp.MustCompile(`\b[a-z2-7]{26}\b`)
+
+var goldenRules = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`cli-[0-9a-f]{64}`), "cli-SUBMISSION"},
+	{regexp.MustCompile(`\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?`), "TIME"},
+	{regexp.MustCompile(`127\.0\.0\.1:\d+`), "127.0.0.1:PORT"},
+	{regexp.MustCompile(`(?m)^uptime( +)\S+$`), "uptime${1}UPTIME"},
+	{regexp.MustCompile(`"uptime_seconds": [0-9.e+-]+`), `"uptime_seconds": 0`},
+	{regexp.MustCompile(`(?m)^cpu( +)\d+%`), "cpu${1}N%"},
+	{regexp.MustCompile(`(?m)^memory( +)\d+ MB available`), "memory${1}N MB available"},
+	{regexp.MustCompile(`(?m)^(disk .*): [0-9.]+ [KMGTPE]?i?B free$`), "$1: N free"},
+	{regexp.MustCompile(`"(cpu_percent|available_memory_mb|free_bytes|max_reserved_bytes_per_client|max_kept_upload_bytes_per_client|max_kept_upload_bytes)": [0-9.e+-]+`), `"$1": 0`},
+	{regexp.MustCompile(`at most [0-9.]+ [KMGTPE]?i?B`), "at most N"},
+	{regexp.MustCompile(`(?m)^job JOB\d+: .*\n`), ""},
+}
+
+func (g *goldenRun) normalise(s string) string {
+	for i, id := range g.ids {
+		s = strings.ReplaceAll(s, id, fmt.Sprintf("JOB%d", i+1))
+	}
+	s = strings.ReplaceAll(s, g.dir, "$DIR")
+	s = strings.ReplaceAll(s, g.srvDir, "$SERVERDIR")
+	s = otherJobIDRE.ReplaceAllString(s, "JOB?")
+	for _, r := range goldenRules {
+		s = r.re.ReplaceAllString(s, r.with)
+	}
+	return s
+}
+
+// TestGolden runs every client and admin command, text and JSON, against
+// one server, in an order that gives each something to show.
+func TestGolden(t *testing.T) {
+	srv := servertest.Start(t, servertest.Options{Script: goldenScript})
+	dir := t.TempDir()
+	opts := filepath.Join(dir, "cli.opts")
+	host, port, _ := strings.Cut(srv.Addr().String(), ":")
+	_, aport, _ := strings.Cut(srv.AdminAddr().String(), ":")
+	writeFile(t, opts, fmt.Sprintf("SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\n"+
+		"SERVER_ADMIN_HOSTNAME = %s\nSERVER_ADMIN_PORT = %s\nSERVER_ADMIN_SHARED_KEY = %s\nCLIENT_DOWNLOAD_DIR = %s\n",
+		host, port, srv.Key, host, aport, srv.AdminKey, filepath.Join(dir, "downloads")), 0o600)
+	g := &goldenRun{t: t, dir: dir, srvDir: srv.Dir, opts: opts}
+	for i, name := range []string{"a.dat", "b.dat", "hold.dat"} {
+		writeFile(t, filepath.Join(dir, name), strings.Repeat(string(rune('a'+i)), 1000*(i+1)), 0o644)
+	}
+	a, b, hold := filepath.Join(dir, "a.dat"), filepath.Join(dir, "b.dat"), filepath.Join(dir, "hold.dat")
+	jobOf := func(out string) string {
+		var j struct {
+			JobID string `json:"job_id"`
+		}
+		if err := json.Unmarshal([]byte(out), &j); err != nil || j.JobID == "" {
+			t.Fatalf("no job_id in %q: %v", out, err)
+		}
+		return j.JobID
+	}
+
+	g.check("status", "status", "--opts", opts)
+	g.check("status-json", "status", "--opts", opts, "--json")
+	g.check("queue-empty", "queue", "--opts", opts)
+
+	// A job: submit, then the same submit again, and fetch once more.
+	code, out, _ := g.recon("submit", "--opts", opts, "--no-wait", "--json", a, "--option", "method=pics")
+	if code != 0 {
+		t.Fatalf("submit a.dat: exit %d", code)
+	}
+	g.ids = append(g.ids, jobOf(out))
+	g.check("submit", "submit", "--opts", opts, "--output", filepath.Join(dir, "out-a"), a, "--option", "method=pics")
+	// The server removes delivered results in the background.
+	servertest.Eventually(t, 30*time.Second, "results of a.dat removed", func() bool {
+		_, out, _ := g.recon("status", "--opts", opts, "--json", g.ids[0])
+		return strings.Contains(out, `"results_gone": true`)
+	})
+	g.check("submit-again", "submit", "--opts", opts, a, "--option", "method=pics")
+	g.check("fetch-nothing", "fetch", "--opts", opts, g.ids[0])
+	g.check("fetch-nothing-json", "fetch", "--opts", opts, "--json", g.ids[0])
+	g.check("status-job", "status", "--opts", opts, g.ids[0])
+	g.check("status-job-json", "status", "--opts", opts, "--json", g.ids[0])
+
+	// A second job, through submit --json.
+	code, out, _ = g.recon("submit", "--opts", opts, "--no-wait", "--json", b)
+	if code != 0 {
+		t.Fatalf("submit b.dat: exit %d", code)
+	}
+	g.ids = append(g.ids, jobOf(out))
+	g.check("fetch-json", "fetch", "--opts", opts, "--json", "--output", filepath.Join(dir, "out-b"), g.ids[1])
+
+	// A job that runs until it is cancelled.
+	code, out, _ = g.recon("submit", "--opts", opts, "--no-wait", "--json", hold)
+	if code != 0 {
+		t.Fatalf("submit hold.dat: exit %d", code)
+	}
+	g.ids = append(g.ids, jobOf(out))
+	servertest.Eventually(t, 30*time.Second, "hold.dat running", func() bool {
+		_, out, _ := g.recon("status", "--opts", opts, "--json", g.ids[2])
+		return strings.Contains(out, `"state": "running"`)
+	})
+	g.check("queue", "queue", "--opts", opts)
+	g.check("queue-json", "queue", "--opts", opts, "--json")
+	g.check("admin-queue", "admin", "--opts", opts, "queue")
+	g.check("admin-queue-json", "admin", "--opts", opts, "queue", "--json")
+	g.check("admin-cancel", "admin", "--opts", opts, "cancel", g.ids[2])
+	g.check("admin-cancel-again-json", "admin", "--opts", opts, "cancel", "--json", g.ids[2])
+	servertest.Eventually(t, 30*time.Second, "workers idle", func() bool {
+		_, out, _ := g.recon("admin", "--opts", opts, "workers", "--json")
+		return !strings.Contains(out, `"busy"`) && !strings.Contains(out, `"stopping"`)
+	})
+	g.check("admin-workers", "admin", "--opts", opts, "workers")
+	g.check("admin-workers-json", "admin", "--opts", opts, "workers", "--json")
+	g.check("admin-setmaxjobs", "admin", "--opts", opts, "setmaxjobs", "3")
+	g.check("admin-setmaxjobs-json", "admin", "--opts", opts, "setmaxjobs", "--json", "2")
+	g.check("admin-status", "admin", "--opts", opts, "status")
+	g.check("admin-status-json", "admin", "--opts", opts, "status", "--json")
+	g.check("submit-no-wait-new", "submit", "--opts", opts, "--no-wait", "--new", b)
+}
