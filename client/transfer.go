@@ -33,7 +33,9 @@ type SubmitOptions struct {
 	// this id lets it be resumed. When empty, Submit chooses a random one,
 	// which makes its own resumes safe.
 	SubmissionID string
-	// Progress, if not nil, is called as bytes are sent.
+	// Progress, if not nil, is called as bytes are sent (at most every
+	// 125 ms), and once more when an attempt ends, with the bytes written
+	// to the connection by then.
 	Progress Progress
 	// Reconnects is how many times Submit opens a new session and resumes
 	// the upload when the connection breaks or stalls (0 means
@@ -173,6 +175,10 @@ func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.Fil
 	pw := &progressWriter{w: c.conn, total: total, fn: o.Progress}
 	for _, off := range ready.Resume {
 		pw.done += off
+	}
+	if o.Progress != nil {
+		// However the attempt ends, the last report is where it got to.
+		defer func() { o.Progress(pw.done, total) }()
 	}
 	if o.OnUpload != nil {
 		o.OnUpload(pw.done, total)

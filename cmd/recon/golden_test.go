@@ -143,11 +143,7 @@ func TestGolden(t *testing.T) {
 	srv := servertest.Start(t, servertest.Options{Script: goldenScript})
 	dir := t.TempDir()
 	opts := filepath.Join(dir, "cli.opts")
-	host, port, _ := strings.Cut(srv.Addr().String(), ":")
-	_, aport, _ := strings.Cut(srv.AdminAddr().String(), ":")
-	writeFile(t, opts, fmt.Sprintf("SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\n"+
-		"SERVER_ADMIN_HOSTNAME = %s\nSERVER_ADMIN_PORT = %s\nSERVER_ADMIN_SHARED_KEY = %s\nCLIENT_DOWNLOAD_DIR = %s\n",
-		host, port, srv.Key, host, aport, srv.AdminKey, filepath.Join(dir, "downloads")), 0o600)
+	writeCLIOpts(t, opts, srv, srv.Addr().String())
 	g := &goldenRun{t: t, dir: dir, srvDir: srv.Dir, opts: opts}
 	for i, name := range []string{"a.dat", "b.dat", "hold.dat"} {
 		writeFile(t, filepath.Join(dir, name), strings.Repeat(string(rune('a'+i)), 1000*(i+1)), 0o644)
@@ -220,4 +216,16 @@ func TestGolden(t *testing.T) {
 	g.check("admin-status", "admin", "--opts", opts, "status")
 	g.check("admin-status-json", "admin", "--opts", opts, "status", "--json")
 	g.check("submit-no-wait-new", "submit", "--opts", opts, "--no-wait", "--new", b)
+}
+
+// writeCLIOpts writes a config for the client and admin commands of srv:
+// its client port at addr (the server's, or a proxy's), its admin port,
+// both keys, and downloads beside the file.
+func writeCLIOpts(t *testing.T, path string, srv *servertest.Server, addr string) {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	ahost, aport, _ := strings.Cut(srv.AdminAddr().String(), ":")
+	writeFile(t, path, fmt.Sprintf("SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\n"+
+		"SERVER_ADMIN_HOSTNAME = %s\nSERVER_ADMIN_PORT = %s\nSERVER_ADMIN_SHARED_KEY = %s\nCLIENT_DOWNLOAD_DIR = %s\n",
+		host, port, srv.Key, ahost, aport, srv.AdminKey, filepath.Join(filepath.Dir(path), "downloads")), 0o600)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"fmt"
 	"io"
 	"os"
@@ -62,8 +63,10 @@ Programs read their settings from an ITEM = VALUE file (--opts, default
 recon.opts in the working directory). 'recon server' writes a fresh one with
 new keys when it is missing.
 
-Exit status: 0 success, 1 failure, 2 bad command line, 3 the job ended
-without succeeding.`,
+Exit status: 0 success, 1 failure, 2 bad command line (an unknown command,
+argument or flag), 3 the job ended without succeeding, 4 submit or fetch
+downloaded nothing: the job succeeded but its results were downloaded
+before or have expired.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -84,7 +87,53 @@ without succeeding.`,
 		newRelayCmd(e),
 		newRelayAdminCmd(e),
 	)
+	root.InitDefaultCompletionCmd()
+	completeBashWithoutPackage(root)
+	// A command that only groups others (admin, relay-admin, completion,
+	// and recon itself) refuses an unknown command with the usage exit
+	// code, instead of printing its help and exiting 0.
+	var groups func(c *cobra.Command)
+	groups = func(c *cobra.Command) {
+		if c.HasSubCommands() && !c.Hidden {
+			requireSubcommand(c)
+		}
+		for _, sub := range c.Commands() {
+			groups(sub)
+		}
+	}
+	groups(root)
 	return root
+}
+
+// requireSubcommand makes a command that groups others fail with a
+// usageError for an argument that names none of them, suggesting the
+// nearest ones; without arguments, the root command prints its help and
+// the others say which commands they take.
+func requireSubcommand(c *cobra.Command) {
+	c.Args = cobra.ArbitraryArgs
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // as cobra does for the root only
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		takes := strings.Join(names, ", ")
+		if len(args) == 0 {
+			if !cmd.HasParent() {
+				return cmd.Help()
+			}
+			return &usageError{fmt.Errorf("%s needs a command: %s", cmd.CommandPath(), takes)}
+		}
+		msg := fmt.Sprintf("unknown command %q for %s", args[0], cmd.CommandPath())
+		if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
+			msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(near, " or "))
+		}
+		return &usageError{fmt.Errorf("%s; it takes: %s", msg, takes)}
+	}
 }
 
 // argsRange accepts min to max positional arguments (max < 0: no upper
