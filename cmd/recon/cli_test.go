@@ -167,7 +167,7 @@ func TestSubmitSameFilesAgain(t *testing.T) {
 	if again := jobOf("the same submit again", r, exitNothingFetched); again != first {
 		t.Errorf("the same submit again made job %s, want %s", again, first)
 	}
-	if !regexp.MustCompile(`these files were submitted as job ` + first + ` at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d`).MatchString(r.stderr) ||
+	if !regexp.MustCompile(`these files were submitted as job `+first+` at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d`).MatchString(r.stderr) ||
 		!strings.Contains(r.stderr, "nothing downloaded") {
 		t.Errorf("the same submit again says:\n%s", r.stderr)
 	}
