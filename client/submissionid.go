@@ -62,11 +62,11 @@ func SubmissionIDFor(paths []string, options map[string]string) (string, error) 
 	for _, p := range paths {
 		abs, err := filepath.Abs(p)
 		if err != nil {
-			return "", &localError{fmt.Errorf("submission id: %w", err)}
+			return "", &localError{err}
 		}
 		st, err := os.Stat(p)
 		if err != nil {
-			return "", &localError{fmt.Errorf("submission id: %w", err)}
+			return "", &localError{err}
 		}
 		files = append(files, SubmissionFile{Path: abs, Size: st.Size(), ModTime: st.ModTime()})
 	}

@@ -81,6 +81,11 @@ func runSubmit(ctx context.Context, o *submitOptions, paths []string, e *env) er
 	if err != nil {
 		return err
 	}
+	c, cfg, err := o.dial(ctx, e, o.reconnects)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	// The id names what is submitted, so that running the same command
 	// again resumes it; --new names a new submission.
 	sid := o.submissionID
@@ -92,11 +97,6 @@ func runSubmit(ctx context.Context, o *submitOptions, paths []string, e *env) er
 			return fmt.Errorf("submit: %w", err)
 		}
 	}
-	c, cfg, err := o.dial(ctx, e, o.reconnects)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 
 	up := &uploadProgress{e: e, bar: isTerminal(e.stderr)} // also with --json: the JSON is on stdout
 	sopts := &client.SubmitOptions{
