@@ -394,3 +394,50 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestSubmitInterruptedOnTerminal: on a terminal, the upload bar of a
+// submit interrupted with Ctrl-C stays where the upload was (it was
+// filled to 100% before); the same command again shows a bar for the rest
+// only, after saying how much the server had.
+func TestSubmitInterruptedOnTerminal(t *testing.T) {
+	const (
+		size  = 32 << 20
+		stall = 4 << 20
+	)
+	srv := servertest.Start(t, servertest.Options{})
+	proxy := startStallProxy(t, srv.Addr().String(), stall)
+	dir := t.TempDir()
+	writeCLIOpts(t, filepath.Join(dir, "cli.opts"), srv, proxy.addr())
+	in := filepath.Join(dir, "scan.7")
+	writeRandomFile(t, in, size, 5)
+	args := []string{"submit", "--opts", "cli.opts", "--output", "out", in}
+
+	p := startReconPTY(t, dir, args...)
+	servertest.Eventually(t, 30*time.Second, "the upload to reach the stall", func() bool { return proxy.up(0) >= stall })
+	// The bar is drawn at most every 100 ms: let it show the stalled state.
+	servertest.Eventually(t, 10*time.Second, "the upload bar", func() bool { return strings.Contains(p.term.String(), "upload") })
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != exitFailure {
+		t.Fatalf("submit after SIGINT: exit %d\n%s", code, p.term.String())
+	}
+	term := p.term.String()
+	if strings.Contains(term, "100%") {
+		t.Errorf("the interrupted upload's bar shows 100%%:\n%q", term)
+	}
+	if !strings.Contains(term, "upload interrupted after sending") {
+		t.Errorf("the terminal lacks how far the upload got:\n%q", term)
+	}
+	proxy.closeAll()
+
+	p = startReconPTY(t, dir, args...)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("the same submit again: exit %d\n%s", code, p.term.String())
+	}
+	term = p.term.String()
+	if !strings.Contains(term, "recon: resuming the upload: the server has ") || !strings.Contains(term, "upload (rest)") ||
+		!strings.Contains(term, "100%") {
+		t.Errorf("the resumed upload's terminal:\n%q", term)
+	}
+}
