@@ -24,6 +24,8 @@ package main
 //     free_bytes, max_*_bytes*) → N or 0;
 //   - the job states a waiting submit or fetch reports on standard error
 //     ("job JOB1: running"): which of them it sees depends on timing;
+//   - admin logs: each record is cut to its "level", "msg" and "job_id"
+//     (the rest, times, connection ids, durations, is volatile).
 //
 // Replacing an id or a time by a shorter word shifts the columns of a
 // table in the file; the columns of the real output are aligned.
@@ -83,7 +85,16 @@ func (g *goldenRun) recon(args ...string) (int, string, string) {
 // check runs args and compares what it printed with the golden file name.
 func (g *goldenRun) check(name string, args ...string) (int, string) {
 	g.t.Helper()
+	return g.checkWith(name, nil, args...)
+}
+
+// checkWith is check with edit applied to standard output first.
+func (g *goldenRun) checkWith(name string, edit func(string) string, args ...string) (int, string) {
+	g.t.Helper()
 	code, out, errOut := g.recon(args...)
+	if edit != nil {
+		out = edit(out)
+	}
 	display := strings.ReplaceAll(strings.Join(args, " "), g.opts, "cli.opts")
 	got := g.normalise(fmt.Sprintf("$ recon %s\nexit %d\n--- stdout\n%s--- stderr\n%s", display, code, out, errOut))
 	path := filepath.Join("testdata", "golden", name+".golden")
@@ -215,6 +226,13 @@ func TestGolden(t *testing.T) {
 	g.check("admin-setmaxjobs-json", "admin", "--opts", opts, "setmaxjobs", "--json", "2")
 	g.check("admin-status", "admin", "--opts", opts, "status")
 	g.check("admin-status-json", "admin", "--opts", opts, "status", "--json")
+	logArgs := []string{"admin", "--opts", opts, "logs", "--lines", "100", "--jobid", g.ids[1]}
+	servertest.Eventually(t, 30*time.Second, "the log of JOB2's delivery", func() bool {
+		_, out, _ := g.recon(logArgs...)
+		return strings.Contains(out, `"results delivered"`)
+	})
+	g.checkWith("admin-logs", logLines, logArgs...)
+	g.checkWith("admin-logs-json", logDocument, append(logArgs, "--json")...)
 	g.check("submit-no-wait-new", "submit", "--opts", opts, "--no-wait", "--new", b)
 }
 
@@ -228,4 +246,40 @@ func writeCLIOpts(t *testing.T, path string, srv *servertest.Server, addr string
 	writeFile(t, path, fmt.Sprintf("SERVER_HOSTNAME = %s\nSERVER_PORT = %s\nSHARED_KEY = %s\n"+
 		"SERVER_ADMIN_HOSTNAME = %s\nSERVER_ADMIN_PORT = %s\nSERVER_ADMIN_SHARED_KEY = %s\nCLIENT_DOWNLOAD_DIR = %s\n",
 		host, port, srv.Key, ahost, aport, srv.AdminKey, filepath.Join(filepath.Dir(path), "downloads")), 0o600)
+}
+
+// goldenLogRecord is what the golden files keep of a log record.
+type goldenLogRecord struct {
+	Level string `json:"level"`
+	Msg   string `json:"msg"`
+	JobID string `json:"job_id,omitempty"`
+}
+
+// logLines cuts each line of admin logs (a JSON record) to a goldenLogRecord.
+func logLines(out string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		var r goldenLogRecord
+		if json.Unmarshal([]byte(l), &r) != nil {
+			b.WriteString(l + "\n")
+			continue
+		}
+		j, _ := json.Marshal(r)
+		b.Write(j)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// logDocument cuts each record of admin logs --json to a goldenLogRecord.
+func logDocument(out string) string {
+	var doc struct {
+		Records []goldenLogRecord `json:"records"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return out
+	}
+	var b strings.Builder
+	printJSON(&b, doc)
+	return b.String()
 }
