@@ -45,6 +45,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/servertest"
 )
 
@@ -95,7 +96,7 @@ func (g *goldenRun) checkWith(name string, edit func(string) string, args ...str
 	if edit != nil {
 		out = edit(out)
 	}
-	display := strings.ReplaceAll(strings.Join(args, " "), g.opts, "cli.opts")
+	display := strings.ReplaceAll(strings.Join(args, " "), g.opts, filepath.Base(g.opts))
 	got := g.normalise(fmt.Sprintf("$ recon %s\nexit %d\n--- stdout\n%s--- stderr\n%s", display, code, out, errOut))
 	path := filepath.Join("testdata", "golden", name+".golden")
 	if *update {
@@ -282,4 +283,50 @@ func logDocument(out string) string {
 	var b strings.Builder
 	printJSON(&b, doc)
 	return b.String()
+}
+
+// relayGoldenRules normalise what relay-admin prints besides goldenRules:
+// the backend's address → BACKEND; its latency and the time of its last
+// check (text: a duration and a time of day; JSON: latency_seconds) →
+// LATENCY, TIME, 0; the relay's version (the binary's build) → VERSION.
+var relayGoldenRules = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`\b\d{2}:\d{2}:\d{2}\b`), "TIME"},
+	{regexp.MustCompile(`\b[0-9.]+(µs|ms|s)\b`), "LATENCY"},
+	{regexp.MustCompile(`"latency_seconds": [0-9.e+-]+`), `"latency_seconds": 0`},
+	{regexp.MustCompile(`"version": "devel[^"]*"`), `"version": "VERSION"`},
+	{regexp.MustCompile(`(?m)^relay version( +)\S+$`), "relay version${1}VERSION"},
+}
+
+// TestGoldenRelayAdmin: relay-admin's commands, text and JSON, in-process
+// against a real relay (recon relay) in front of one server.
+func TestGoldenRelayAdmin(t *testing.T) {
+	key := keys.MustGenerate().Encode()
+	srv := servertest.Start(t, servertest.Options{Extra: map[string]string{"SHARED_KEY": key}})
+	dir := t.TempDir()
+	_, adminKey := relayOpts(t, dir, []string{srv.Addr().String()}, key)
+	rp := startRelayProc(t, dir, "relay.opts")
+	opts := filepath.Join(dir, "admin.opts")
+	relayAdminOpts(t, opts, rp.adminAddr, adminKey)
+	g := &goldenRun{t: t, dir: dir, srvDir: srv.Dir, opts: opts}
+	servertest.Eventually(t, 30*time.Second, "the backend up", func() bool {
+		_, out, _ := g.recon("relay-admin", "--opts", opts, "backends", "--json")
+		return strings.Contains(out, `"healthy": true`) && strings.Contains(out, `"last_check"`)
+	})
+	check := func(name string, args ...string) {
+		t.Helper()
+		g.checkWith(name, func(out string) string {
+			out = strings.ReplaceAll(out, srv.Addr().String(), "BACKEND")
+			for _, r := range relayGoldenRules {
+				out = r.re.ReplaceAllString(out, r.with)
+			}
+			return out
+		}, args...)
+	}
+	for _, sub := range []string{"status", "backends", "clients"} {
+		check("relay-admin-"+sub, "relay-admin", "--opts", opts, sub)
+		check("relay-admin-"+sub+"-json", "relay-admin", "--opts", opts, sub, "--json")
+	}
 }
