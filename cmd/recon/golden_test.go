@@ -12,7 +12,8 @@ package main
 //   - each job id the test made → JOB1, JOB2, … (in the order they were
 //     made); any other job id → JOB?;
 //   - the test's temporary directory → $DIR, the server's → $SERVERDIR;
-//   - a submission id derived from files (cli-<64 hex>) → cli-SUBMISSION;
+//   - a submission id derived from files (cli-<64 hex>) → cli-SUBMISSION,
+//     a random one (c-<32 hex>, --new) → c-RANDOM;
 //   - a date and time (2006-01-02 15:04:05, or RFC 3339 with fraction and
 //     zone) → TIME;
 //   - 127.0.0.1:<port> → 127.0.0.1:PORT;
@@ -124,6 +125,7 @@ var goldenRules = []struct {
 	with string
 }{
 	{regexp.MustCompile(`cli-[0-9a-f]{64}`), "cli-SUBMISSION"},
+	{regexp.MustCompile(`"c-[0-9a-f]{32}"`), `"c-RANDOM"`},
 	{regexp.MustCompile(`\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?`), "TIME"},
 	{regexp.MustCompile(`127\.0\.0\.1:\d+`), "127.0.0.1:PORT"},
 	{regexp.MustCompile(`(?m)^uptime( +)\S+$`), "uptime${1}UPTIME"},
@@ -235,6 +237,13 @@ func TestGolden(t *testing.T) {
 	g.checkWith("admin-logs", logLines, logArgs...)
 	g.checkWith("admin-logs-json", logDocument, append(logArgs, "--json")...)
 	g.check("submit-no-wait-new", "submit", "--opts", opts, "--no-wait", "--new", b)
+	// Its job leaves the queue before the next one is queued behind it.
+	servertest.Eventually(t, 30*time.Second, "no job queued", func() bool {
+		_, out, _ := g.recon("queue", "--opts", opts, "--json")
+		return !strings.Contains(out, `"state": "queued"`)
+	})
+	g.check("submit-no-wait-new-json", "submit", "--opts", opts, "--no-wait", "--new", "--json", b)
+	g.check("submit-json", "submit", "--opts", opts, "--json", "--output", filepath.Join(dir, "out-b2"), "--option", "method=sense", b)
 }
 
 // writeCLIOpts writes a config for the client and admin commands of srv:
