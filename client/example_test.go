@@ -363,6 +363,48 @@ func ExampleClient_Fetch() {
 	// fetched again: true
 }
 
+// Collect waits for a job and downloads its results, each step trying
+// again on a new session when the connection breaks. A submission id
+// derived from the files and options makes the same submission, made
+// again, return the job it became instead of a new one.
+func ExampleClient_Collect() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := dial(ctx)
+	defer c.Close()
+
+	paths := []string{"P00001.7"}
+	options := map[string]string{"method": "sense"}
+	sid, err := client.SubmissionIDFor(paths, options)
+	if err != nil {
+		log.Fatal(err)
+	}
+	job, err := c.Submit(ctx, paths, &client.SubmitOptions{Options: options, SubmissionID: sid})
+	if err != nil {
+		log.Fatal(err)
+	}
+	retry := client.Backoff{Retries: 3}
+	done, files, err := c.Collect(ctx, job, filepath.Join("collected", job.JobID), &client.CollectOptions{Retry: retry})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(done.State, len(files), "file:", files[0].Name)
+
+	var existing bool
+	again, err := c.Submit(ctx, paths, &client.SubmitOptions{Options: options, SubmissionID: sid,
+		OnExisting: func(client.Job) { existing = true }})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("submitted again: same job:", again.JobID == job.JobID, "existing:", existing)
+	_, files, err = c.Collect(ctx, again, filepath.Join("collected", "again"), &client.CollectOptions{Retry: retry})
+	fmt.Println("collected again:", len(files), "files", err)
+	// Output:
+	// succeeded 1 file: P00001.7.out
+	// submitted again: same job: true existing: true
+	// collected again: 0 files <nil>
+}
+
 // DialRetrying connects to a server that may be starting or restarting,
 // and WaitRetrying and FetchRetrying follow a job through broken
 // connections and (through a relay) a backend that is down for a while,

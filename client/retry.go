@@ -29,8 +29,9 @@ const (
 // that is down): up to Retries more times, waiting Delay before the first
 // retry and twice as long before each next one, up to MaxReconnectDelay.
 type Backoff struct {
-	// Retries is the number of retries after the first attempt: 0 means
-	// DefaultReconnects, negative means none.
+	// Retries is the number of retries after the first attempt: 0 (or
+	// less) means none, so the zero Backoff tries once. DefaultReconnects
+	// is the number the recon command uses.
 	Retries int
 	// Delay is the wait before the first retry; 0 means
 	// DefaultReconnectDelay.
@@ -40,15 +41,7 @@ type Backoff struct {
 	OnRetry func(retry int, err error, wait time.Duration)
 }
 
-func (b Backoff) retries() int {
-	switch {
-	case b.Retries == 0:
-		return DefaultReconnects
-	case b.Retries < 0:
-		return 0
-	}
-	return b.Retries
-}
+func (b Backoff) retries() int { return max(b.Retries, 0) }
 
 // run calls f until it succeeds, fails with an error that again rejects, ctx
 // ends, or the retries are used up, waiting as b says between calls; it

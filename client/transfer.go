@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -34,7 +33,9 @@ type SubmitOptions struct {
 	// this id lets it be resumed. When empty, Submit chooses a random one,
 	// which makes its own resumes safe.
 	SubmissionID string
-	// Progress, if not nil, is called as bytes are sent.
+	// Progress, if not nil, is called as bytes are sent (at most every
+	// 125 ms), and once more when an attempt ends, with the bytes written
+	// to the connection by then.
 	Progress Progress
 	// Reconnects is how many times Submit opens a new session and resumes
 	// the upload when the connection breaks or stalls (0 means
@@ -50,6 +51,18 @@ type SubmitOptions struct {
 	// user: for example that the part of the upload it had kept after a
 	// break was removed, and every file is sent again.
 	OnNote func(note string)
+	// Retry, if not nil, says how Submit reconnects and resumes, in place
+	// of Reconnects, ReconnectDelay and OnReconnect (its zero value:
+	// never).
+	Retry *Backoff
+	// OnUpload, if not nil, is called on each attempt when the server is
+	// ready for the files, before any byte is sent, with the bytes it kept
+	// from an earlier attempt (sent again only if it kept none) and the
+	// total: Progress reports from kept up.
+	OnUpload func(kept, total int64)
+	// OnExisting, if not nil, is called when the server already had a job
+	// for SubmissionID, which Submit returns without sending a file.
+	OnExisting func(job Job)
 }
 
 // DefaultReconnects is the default of SubmitOptions.Reconnects.
@@ -79,7 +92,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 		return nil, &localError{fmt.Errorf("submit: %w", err)}
 	}
 	if o.SubmissionID == "" {
-		o.SubmissionID = randomSubmissionID()
+		o.SubmissionID = NewSubmissionID()
 	}
 	// Each file is opened to be described, and again to be sent: a job may
 	// have more files than a process may hold open.
@@ -99,48 +112,45 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 		sub.Files = append(sub.Files, protocol.FileInfo{Name: name, Size: st.Size()})
 		total += st.Size()
 	}
-	reconnects := o.Reconnects
-	if reconnects == 0 {
-		reconnects = DefaultReconnects
-	}
-	delay := o.ReconnectDelay
-	if delay <= 0 {
-		delay = time.Second
-	}
-	for attempt := 1; ; attempt++ {
-		var job Job
-		err := c.do(ctx, func() error { return c.submitOnce(&sub, paths, stats, total, o.Progress, o.OnNote, &job) })
-		if err == nil {
-			return &job, nil
-		}
-		if attempt > reconnects || ctx.Err() != nil || !Resumable(err) || c.isClosed() {
-			return nil, err
-		}
-		if o.OnReconnect != nil {
-			o.OnReconnect(attempt, err)
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, err
-		}
-		delay = min(2*delay, 30*time.Second)
-		if derr := c.redial(ctx); derr != nil {
-			if ctx.Err() != nil || errors.Is(derr, ErrClosed) {
-				return nil, err
-			}
-			// The server may be restarting: try again after the delay.
+	b := o.backoff()
+	var job Job
+	err := b.run(ctx, func() error {
+		job = Job{}
+		return c.do(ctx, func() error { return c.submitOnce(&sub, paths, stats, total, &o, &job) })
+	}, func(err error) bool { return Resumable(err) && !c.isClosed() }, func() {
+		if derr := c.redial(ctx); derr != nil && ctx.Err() == nil && !errors.Is(derr, ErrClosed) {
+			// The server may be restarting: the next attempt fails with
+			// this error, and the one after that dials again.
 			c.mu.Lock()
 			c.broken = fmt.Errorf("%w: %w", ErrClosed, derr)
 			c.mu.Unlock()
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &job, nil
+}
+
+// backoff is the Backoff of Submit's reconnects: Retry, or the one that
+// Reconnects, ReconnectDelay and OnReconnect describe.
+func (o *SubmitOptions) backoff() Backoff {
+	if o.Retry != nil {
+		return *o.Retry
+	}
+	n := o.Reconnects
+	if n == 0 {
+		n = DefaultReconnects
+	}
+	b := Backoff{Retries: n, Delay: o.ReconnectDelay}
+	if on := o.OnReconnect; on != nil {
+		b.OnRetry = func(retry int, err error, _ time.Duration) { on(retry, err) }
+	}
+	return b
 }
 
 // submitOnce runs one attempt of a submission on the current session.
-func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, progress Progress, onNote func(string), job *Job) error {
+func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, o *SubmitOptions, job *Job) error {
 	m, err := rpc.Send(c.conn, protocol.TypeSubmit, sub)
 	if err != nil {
 		return err
@@ -149,19 +159,29 @@ func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.Fil
 	if err := m.Decode(protocol.TypeSubmitReady, &ready); err != nil {
 		return err
 	}
-	if ready.Note != "" && onNote != nil {
-		onNote(ready.Note)
+	if ready.Note != "" && o.OnNote != nil {
+		o.OnNote(ready.Note)
 	}
 	if ready.Existing && ready.Job != nil {
 		*job = *ready.Job
+		if o.OnExisting != nil {
+			o.OnExisting(*job)
+		}
 		return nil
 	}
 	if err := protocol.CheckResume(ready.Resume, sub.Files); err != nil {
 		return fmt.Errorf("server sent bad resume offsets: %w", err)
 	}
-	pw := &progressWriter{w: c.conn, total: total, fn: progress}
-	for _, o := range ready.Resume {
-		pw.done += o
+	pw := &progressWriter{w: c.conn, total: total, fn: o.Progress}
+	for _, off := range ready.Resume {
+		pw.done += off
+	}
+	if o.Progress != nil {
+		// However the attempt ends, the last report is where it got to.
+		defer func() { o.Progress(pw.done, total) }()
+	}
+	if o.OnUpload != nil {
+		o.OnUpload(pw.done, total)
 	}
 	for i, p := range paths {
 		var off int64
@@ -240,12 +260,6 @@ func (l localReader) Read(p []byte) (int, error) {
 		err = &localError{err}
 	}
 	return n, err
-}
-
-func randomSubmissionID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return "c-" + hex.EncodeToString(b)
 }
 
 // statRegular describes the regular file at p, opened without blocking

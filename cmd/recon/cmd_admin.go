@@ -66,15 +66,7 @@ func newAdminCmd(e *env) *cobra.Command {
 		Short: "Version, uptime, jobs, workers, resources, disks and settings",
 		Args:  argsRange(0, 0),
 		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
-			var st protocol.AdminStatus
-			if err := a.Call(ctx, protocol.TypeAdminStatus, protocol.Empty{}, protocol.TypeAdminStatusReply, &st); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, st)
-			}
-			printAdminStatus(e.stdout, &st)
-			return nil
+			return runAdminStatus(ctx, a, printer{e.stdout, asJSON})
 		}),
 	}
 
@@ -83,36 +75,7 @@ func newAdminCmd(e *env) *cobra.Command {
 		Short: "Every unfinished job and those finished in the last 24 hours",
 		Args:  argsRange(0, 0),
 		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
-			var q protocol.QueueReply
-			if err := a.Call(ctx, protocol.TypeAdminQueue, protocol.Empty{}, protocol.TypeAdminQueueReply, &q); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, q)
-			}
-			if len(q.Jobs) == 0 {
-				fmt.Fprintln(e.stdout, "no jobs")
-				return nil
-			}
-			var rows [][]string
-			for _, j := range q.Jobs {
-				pos, started := "", ""
-				if j.Position > 0 {
-					pos = strconv.Itoa(j.Position)
-				}
-				if j.StartedAt != nil {
-					started = j.StartedAt.Local().Format(time.DateTime)
-				}
-				var bytes int64
-				for _, f := range j.Files {
-					bytes += f.Size
-				}
-				rows = append(rows, []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime), started,
-					strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
-			}
-			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
-			pendingDeliveries(e.stdout, q.Jobs)
-			return nil
+			return runAdminQueue(ctx, a, printer{e.stdout, asJSON})
 		}),
 	}
 
@@ -121,50 +84,27 @@ func newAdminCmd(e *env) *cobra.Command {
 		Short: "Each worker's state and job, and whether the pool is paused",
 		Args:  argsRange(0, 0),
 		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
-			var w protocol.WorkersReply
-			if err := a.Call(ctx, protocol.TypeAdminWorkers, protocol.Empty{}, protocol.TypeAdminWorkersReply, &w); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, w)
-			}
-			printWorkers(e.stdout, &w)
-			return nil
+			return runAdminWorkers(ctx, a, printer{e.stdout, asJSON})
 		}),
 	}
 
-	var lines int
-	var jobID string
+	var lo adminLogsOptions
 	logs := &cobra.Command{
 		Use:   "logs [--lines N] [--jobid ID]",
 		Short: "The last JSON log records, one per line as stored",
 		Args:  argsRange(0, 0),
-		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
-			if lines < 1 || lines > protocol.MaxLogLines {
+		PreRunE: func(*cobra.Command, []string) error {
+			if lo.lines < 1 || lo.lines > protocol.MaxLogLines {
 				return &usageError{fmt.Errorf("--lines takes a number from 1 to %d", protocol.MaxLogLines)}
 			}
-			var records []string
-			var r protocol.LogsReply
-			err := a.Stream(ctx, protocol.TypeAdminLogs, protocol.LogsRequest{Lines: lines, JobID: jobID}, protocol.TypeAdminLogsReply, &r, func() bool {
-				records = append(records, r.Records...)
-				done := r.Done
-				r = protocol.LogsReply{}
-				return !done
-			})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, map[string]any{"records": rawRecords(records)})
-			}
-			for _, r := range records {
-				fmt.Fprintln(e.stdout, r)
-			}
 			return nil
+		},
+		RunE: run(func(ctx context.Context, a *rpc.Client, _ []string) error {
+			return runAdminLogs(ctx, a, &lo, printer{e.stdout, asJSON})
 		}),
 	}
-	logs.Flags().IntVar(&lines, "lines", protocol.DefaultLogLines, "how many records, counted from the newest")
-	logs.Flags().StringVar(&jobID, "jobid", "", "only the records of this job `ID`")
+	logs.Flags().IntVar(&lo.lines, "lines", protocol.DefaultLogLines, "how many records, counted from the newest")
+	logs.Flags().StringVar(&lo.jobID, "jobid", "", "only the records of this job `ID`")
 
 	cancel := &cobra.Command{
 		Use:   "cancel JOB_ID",
@@ -172,17 +112,10 @@ func newAdminCmd(e *env) *cobra.Command {
 		Long: `Cancel a job. A queued job is cancelled at once; a running one has its script's
 whole process group sent SIGTERM, then SIGKILL after KILL_GRACE_SECONDS, and
 its directories removed. A client waiting on the job sees it cancelled.`,
-		Args: argsRange(1, 1),
+		Args:              argsRange(1, 1),
+		ValidArgsFunction: completeAdminJobIDs(e, &opts),
 		RunE: run(func(ctx context.Context, a *rpc.Client, args []string) error {
-			var r protocol.CancelReply
-			if err := a.Call(ctx, protocol.TypeAdminCancel, protocol.JobRef{JobID: args[0]}, protocol.TypeAdminCancelReply, &r); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, r)
-			}
-			fmt.Fprintf(e.stdout, "job %s: %s → %s\n", r.JobID, r.PreviousState, r.State)
-			return nil
+			return runAdminCancel(ctx, a, args[0], printer{e.stdout, asJSON})
 		}),
 	}
 
@@ -193,24 +126,118 @@ its directories removed. A client waiting on the job sees it cancelled.`,
 workers stop after their current job. The change lasts until the server restarts;
 edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
 		Args: argsRange(1, 1),
-		RunE: run(func(ctx context.Context, a *rpc.Client, args []string) error {
-			n, err := strconv.Atoi(args[0])
-			if err != nil || n < 1 || n > protocol.MaxWorkers {
+		PreRunE: func(_ *cobra.Command, args []string) error {
+			if n, err := strconv.Atoi(args[0]); err != nil || n < 1 || n > protocol.MaxWorkers {
 				return &usageError{fmt.Errorf("setmaxjobs takes a number from 1 to %d, not %q", protocol.MaxWorkers, args[0])}
 			}
-			var r protocol.SetMaxJobsReply
-			if err := a.Call(ctx, protocol.TypeAdminSetMaxJobs, protocol.SetMaxJobs{N: n}, protocol.TypeAdminSetMaxJobsRep, &r); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, r)
-			}
-			fmt.Fprintf(e.stdout, "max concurrent jobs: %d → %d\nnote: %s\n", r.Previous, r.MaxJobs, r.Note)
 			return nil
+		},
+		RunE: run(func(ctx context.Context, a *rpc.Client, args []string) error {
+			n, _ := strconv.Atoi(args[0])
+			return runAdminSetMaxJobs(ctx, a, n, printer{e.stdout, asJSON})
 		}),
 	}
 	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAuditCmd(e), newRedeliverCmd(e))
 	return cmd
+}
+
+// runAdminStatus shows the server's status for its administrators.
+func runAdminStatus(ctx context.Context, a *rpc.Client, p printer) error {
+	var st protocol.AdminStatus
+	if err := a.Call(ctx, protocol.TypeAdminStatus, protocol.Empty{}, protocol.TypeAdminStatusReply, &st); err != nil {
+		return err
+	}
+	return p.print(st, func(w io.Writer) { printAdminStatus(w, &st) })
+}
+
+// runAdminQueue lists every unfinished job and those finished lately.
+func runAdminQueue(ctx context.Context, a *rpc.Client, p printer) error {
+	var q protocol.QueueReply
+	if err := a.Call(ctx, protocol.TypeAdminQueue, protocol.Empty{}, protocol.TypeAdminQueueReply, &q); err != nil {
+		return err
+	}
+	return p.print(q, func(w io.Writer) { printAdminQueue(w, q.Jobs) })
+}
+
+func printAdminQueue(w io.Writer, jobs []protocol.JobInfo) {
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no jobs")
+		return
+	}
+	var rows [][]string
+	for _, j := range jobs {
+		pos, started := "", ""
+		if j.Position > 0 {
+			pos = strconv.Itoa(j.Position)
+		}
+		if j.StartedAt != nil {
+			started = j.StartedAt.Local().Format(time.DateTime)
+		}
+		var bytes int64
+		for _, f := range j.Files {
+			bytes += f.Size
+		}
+		rows = append(rows, []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime), started,
+			strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
+	}
+	table(w, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
+	pendingDeliveries(w, jobs)
+}
+
+// runAdminWorkers shows each worker and whether the pool is paused.
+func runAdminWorkers(ctx context.Context, a *rpc.Client, p printer) error {
+	var ws protocol.WorkersReply
+	if err := a.Call(ctx, protocol.TypeAdminWorkers, protocol.Empty{}, protocol.TypeAdminWorkersReply, &ws); err != nil {
+		return err
+	}
+	return p.print(ws, func(w io.Writer) { printWorkers(w, &ws) })
+}
+
+// adminLogsOptions are the options of recon admin logs.
+type adminLogsOptions struct {
+	lines int
+	jobID string
+}
+
+// runAdminLogs prints the last log records, as stored (one JSON object a
+// line), or as one JSON document {"records": [...]}.
+func runAdminLogs(ctx context.Context, a *rpc.Client, o *adminLogsOptions, p printer) error {
+	var records []string
+	var r protocol.LogsReply
+	err := a.Stream(ctx, protocol.TypeAdminLogs, protocol.LogsRequest{Lines: o.lines, JobID: o.jobID}, protocol.TypeAdminLogsReply, &r, func() bool {
+		records = append(records, r.Records...)
+		done := r.Done
+		r = protocol.LogsReply{}
+		return !done
+	})
+	if err != nil {
+		return err
+	}
+	return p.print(map[string]any{"records": rawRecords(records)}, func(w io.Writer) {
+		for _, r := range records {
+			fmt.Fprintln(w, r)
+		}
+	})
+}
+
+// runAdminCancel cancels job id.
+func runAdminCancel(ctx context.Context, a *rpc.Client, id string, p printer) error {
+	var r protocol.CancelReply
+	if err := a.Call(ctx, protocol.TypeAdminCancel, protocol.JobRef{JobID: id}, protocol.TypeAdminCancelReply, &r); err != nil {
+		return err
+	}
+	return p.print(r, func(w io.Writer) { fmt.Fprintf(w, "job %s: %s → %s\n", r.JobID, r.PreviousState, r.State) })
+}
+
+// runAdminSetMaxJobs sets the number of workers until the server restarts.
+func runAdminSetMaxJobs(ctx context.Context, a *rpc.Client, n int, p printer) error {
+	var r protocol.SetMaxJobsReply
+	if err := a.Call(ctx, protocol.TypeAdminSetMaxJobs, protocol.SetMaxJobs{N: n}, protocol.TypeAdminSetMaxJobsRep, &r); err != nil {
+		return err
+	}
+	return p.print(r, func(w io.Writer) {
+		fmt.Fprintf(w, "max concurrent jobs: %d → %d\nnote: %s\n", r.Previous, r.MaxJobs, r.Note)
+	})
 }
 
 // rawRecords keeps log records as the JSON they are in the --json output.

@@ -2,8 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +20,10 @@ import (
 	"github.com/recon-mri/recon/internal/protocol"
 )
 
+// What the client commands (status, queue, submit, fetch: cmd_*.go)
+// share: their flags, the connection, how a job is shown, and the tail of
+// submit and fetch.
+
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
 	opts   string
@@ -34,84 +37,49 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.json, "json", false, "print one JSON document instead of text")
 }
 
-// dial loads the client config and connects, trying again up to
-// reconnects times (0: never) while the server cannot be reached or closes
-// the handshake without answering (see client.DialRetrying).
-func (f *clientFlags) dial(ctx context.Context, e *env, reconnects int) (*client.Client, *config.Client, error) {
+// printer is the printer of the command's result on e's standard output.
+func (f *clientFlags) printer(e *env) printer { return printer{w: e.stdout, json: f.json} }
+
+// config loads the client config and the address to dial.
+func (f *clientFlags) config(e *env) (*config.Client, string, error) {
 	cfg, err := loadConfig(e, f.opts, config.LoadClient, needClient, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
 	addr := net.JoinHostPort(cfg.Hostname, strconv.Itoa(cfg.Port))
 	if f.server != "" {
 		if _, _, err := net.SplitHostPort(f.server); err != nil {
-			return nil, nil, &usageError{fmt.Errorf("--server %q: want HOST:PORT", f.server)}
+			return nil, "", &usageError{fmt.Errorf("--server %q: want HOST:PORT", f.server)}
 		}
 		addr = f.server
 	}
+	return cfg, addr, nil
+}
+
+// dial loads the client config and connects, trying again up to
+// reconnects times (0: never) while the server cannot be reached or closes
+// the handshake without answering (see client.DialRetrying).
+func (f *clientFlags) dial(ctx context.Context, e *env, reconnects int) (*client.Client, *config.Client, error) {
+	cfg, addr, err := f.config(e)
+	if err != nil {
+		return nil, nil, err
+	}
 	c, err := client.DialRetrying(ctx, client.Config{Address: addr, Key: cfg.SharedKey.Encode()},
-		backoff(reconnects, func(retry int, err error, wait time.Duration) {
+		client.Backoff{Retries: reconnects, OnRetry: func(retry int, err error, wait time.Duration) {
 			fmt.Fprintf(e.stderr, "recon: %v; trying again in %v (attempt %d of %d)\n", err, wait, retry, reconnects)
-		}))
+		}})
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, cfg, nil
 }
 
-// backoff is the client's Backoff for --reconnects n (0: never).
-func backoff(n int, onRetry func(retry int, err error, wait time.Duration)) client.Backoff {
-	if n == 0 {
-		n = -1 // the client package reads 0 as its default
+// checkReconnects refuses a negative --reconnects.
+func checkReconnects(n int) error {
+	if n < 0 {
+		return &usageError{fmt.Errorf("--reconnects takes a number from 0 (never reconnect) up, not %d", n)}
 	}
-	return client.Backoff{Retries: n, OnRetry: onRetry}
-}
-
-func newStatusCmd(e *env) *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "status [JOB_ID]",
-		Short: "Show the server's status, or one job's",
-		Long: `Without an argument, show the server's status (version, uptime, jobs by state).
-With a JOB_ID, show that job; an unknown job exits non-zero. A server that cannot
-be reached, or closes the handshake without answering (a wrong key or port, an
-address it does not allow, or a busy server), is tried twice more (after 1 s
-and 2 s).`,
-		Args: argsRange(0, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, _, err := f.dial(ctx, e, client.AuthRetries)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if len(args) == 1 {
-				j, err := c.Job(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				if f.json {
-					return printJSON(e.stdout, j)
-				}
-				printJob(e.stdout, j)
-				return nil
-			}
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(e.stdout, st)
-			}
-			fmt.Fprintf(e.stdout, "server version  %s\n", st.Version)
-			fmt.Fprintf(e.stdout, "uptime          %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
-			fmt.Fprintf(e.stdout, "workers         %d\n", st.MaxWorkers)
-			fmt.Fprintf(e.stdout, "jobs            %s\n", countsLine(st.Jobs))
-			return nil
-		},
-	}
-	f.register(cmd)
-	return cmd
+	return nil
 }
 
 func countsLine(m map[protocol.JobState]int) string {
@@ -174,84 +142,6 @@ func printJob(w io.Writer, j *client.Job) {
 	printPACS(w, j)
 }
 
-func newQueueCmd(e *env) *cobra.Command {
-	var f clientFlags
-	cmd := &cobra.Command{
-		Use:   "queue",
-		Short: "List the jobs on the server",
-		Long: `List the jobs that have not finished, in queue order (running first), and those that finished in the last 24 hours.
-A server that cannot be reached, or closes the handshake without answering, is
-tried twice more (after 1 s and 2 s).`,
-		Args: argsRange(0, 0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, _, err := f.dial(ctx, e, client.AuthRetries)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			q, err := c.QueueReport(ctx)
-			if err != nil {
-				return err
-			}
-			jobs := q.Jobs
-			if f.json {
-				return printJSON(e.stdout, q)
-			}
-			if len(q.Unavailable) > 0 {
-				fmt.Fprintf(e.stderr, "recon: backends down, their jobs are not listed: %s\n", strings.Join(q.Unavailable, ", "))
-			}
-			if len(jobs) == 0 {
-				fmt.Fprintln(e.stdout, "no jobs")
-				return nil
-			}
-			// Through a relay, each job says which backend holds it.
-			withBackend := false
-			for _, j := range jobs {
-				withBackend = withBackend || j.Backend != ""
-			}
-			var rows [][]string
-			for _, j := range jobs {
-				pos := ""
-				if j.Position > 0 {
-					pos = strconv.Itoa(j.Position)
-				}
-				var bytes int64
-				for _, f := range j.Files {
-					bytes += f.Size
-				}
-				row := []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime),
-					strconv.Itoa(len(j.Files)), humanBytes(bytes)}
-				if withBackend {
-					row = append(row, j.Backend)
-				}
-				rows = append(rows, row)
-			}
-			header := []string{"JOB ID", "STATE", "POS", "SUBMITTED", "FILES", "SIZE"}
-			if withBackend {
-				header = append(header, "BACKEND")
-			}
-			table(e.stdout, header, rows)
-			return nil
-		},
-	}
-	f.register(cmd)
-	return cmd
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // jobFlow is the shared tail of submit and fetch: follow the job, download
 // its results, report.
 type jobFlow struct {
@@ -263,18 +153,6 @@ type jobFlow struct {
 	reconnects int // times to reconnect when the connection breaks
 }
 
-// backoff is the Backoff of waiting and downloading: up to fl.reconnects
-// retries, each on a new session, when the connection breaks or stalls or
-// a relay's backend is down (see client.Retryable). Waiting for a job and
-// fetching its results can start over: the job and its results stay on the
-// server.
-func (fl *jobFlow) backoff(what string) client.Backoff {
-	return backoff(fl.reconnects, func(retry int, err error, wait time.Duration) {
-		fmt.Fprintf(fl.e.stderr, "recon: %v; reconnecting in %v to %s (attempt %d of %d)\n",
-			err, wait, what, retry, fl.reconnects)
-	})
-}
-
 // result is the JSON document of submit and fetch.
 type result struct {
 	client.Job
@@ -282,55 +160,65 @@ type result struct {
 	Output  string             `json:"output_dir,omitempty"`
 }
 
-func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
+// errNothingFetched is the error of a submit or fetch whose job succeeded
+// but whose results were downloaded before or have expired: nothing was
+// written (exit code exitNothingFetched).
+var errNothingFetched = errors.New("nothing downloaded")
+
+// collect follows the job until it ends and downloads its results
+// (client.Collect), then prints the job and where its results went.
+func (fl *jobFlow) collect(ctx context.Context, job *client.Job) error {
 	// Progress (bars, job states) goes to a terminal on stderr, also with
 	// --json: the JSON document is on stdout. Without a terminal, --json
 	// keeps stderr for errors only.
 	term := isTerminal(fl.e.stderr)
-	if !job.Terminal() {
-		var lastState string
-		j, err := fl.c.WaitRetrying(ctx, job.JobID, func(j client.Job) {
+	var lastState string
+	var bar *progressbar.ProgressBar
+	opts := &client.CollectOptions{
+		OnEvent: func(j client.Job) {
 			line := stateLine(&j)
 			if line != lastState && (!fl.json || term) {
 				fmt.Fprintf(fl.e.stderr, "job %s: %s\n", j.JobID, line)
 			}
 			lastState = line
-		}, fl.backoff("wait for job "+job.JobID))
-		if err != nil {
-			if client.Retryable(err) {
-				return fmt.Errorf("wait for job %s: %w; the job goes on: run recon fetch %s to wait for it again and download its results", job.JobID, err, job.JobID)
+		},
+		Retry: client.Backoff{Retries: fl.reconnects, OnRetry: func(retry int, err error, wait time.Duration) {
+			if bar != nil {
+				bar.Exit()
+				bar = nil
 			}
-			return err
+			fmt.Fprintf(fl.e.stderr, "recon: %v; reconnecting in %v (attempt %d of %d)\n", err, wait, retry, fl.reconnects)
+		}},
+	}
+	if term {
+		opts.Progress = func(done, total int64) {
+			if bar == nil {
+				bar = newBar(fl.e.stderr, total, "download")
+			}
+			bar.Set64(done)
 		}
-		job = j
 	}
 	dir := fl.output
 	if dir == "" {
 		dir = filepath.Join(fl.cfg.DownloadDir, job.JobID)
 	}
-	var files []client.LocalFile
-	if len(job.Results) > 0 && !job.Delivered && !job.ResultsGone {
-		var bar *progressbar.ProgressBar
-		opts := &client.FetchOptions{}
-		if term {
-			opts.Progress = func(done, total int64) {
-				if bar == nil {
-					bar = newBar(fl.e.stderr, total, "download")
-				}
-				bar.Set64(done)
-			}
-		}
-		j, fs, err := fl.c.FetchRetrying(ctx, job.JobID, dir, opts, fl.backoff("download the results of job "+job.JobID))
-		if bar != nil {
+	id := job.JobID
+	job, files, err := fl.c.Collect(ctx, job, dir, opts)
+	if bar != nil {
+		if err == nil {
 			bar.Finish()
+		} else {
+			bar.Exit() // the bar shows what arrived, no more
 		}
-		if err != nil {
-			if client.Retryable(err) {
-				return fmt.Errorf("fetch results of job %s: %w; they stay on the server: run recon fetch %s to try again", job.JobID, err, job.JobID)
-			}
-			return fmt.Errorf("fetch results of job %s: %w", job.JobID, err)
+	}
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("interrupted: job %s goes on, and its results stay on the server: run recon fetch %s to wait for it again and download them", id, id)
+		case client.Retryable(err):
+			return fmt.Errorf("%w; the job goes on, and its results stay on the server: run recon fetch %s to try again", err, id)
 		}
-		job, files = j, fs
+		return err
 	}
 	if files == nil {
 		files = []client.LocalFile{}
@@ -339,23 +227,26 @@ func (fl *jobFlow) waitAndFetch(ctx context.Context, job *client.Job) error {
 	if len(files) > 0 {
 		out.Output, _ = filepath.Abs(dir)
 	}
-	if fl.json {
-		if err := printJSON(fl.e.stdout, out); err != nil {
-			return err
-		}
-	} else {
-		printJob(fl.e.stdout, job)
+	nothing := len(files) == 0 && (job.Delivered || job.ResultsGone)
+	err = printer{w: fl.e.stdout, json: fl.json}.print(out, func(w io.Writer) {
+		printJob(w, job)
 		if len(files) > 0 {
-			fmt.Fprintf(fl.e.stdout, "output     %s\n", out.Output)
+			fmt.Fprintf(w, "output     %s\n", out.Output)
 			for _, f := range files {
-				fmt.Fprintf(fl.e.stdout, "           %s (%s)\n", f.Name, humanBytes(f.Size))
+				fmt.Fprintf(w, "           %s (%s)\n", f.Name, humanBytes(f.Size))
 			}
 		} else {
-			fmt.Fprintln(fl.e.stdout, "results    "+noResultsLine(job))
+			fmt.Fprintln(w, "results    "+noResultsLine(job))
 		}
+	})
+	if err != nil {
+		return err
 	}
 	if job.State != client.StateSucceeded {
 		return &codeError{code: exitJobFailed, err: fmt.Errorf("job %s %s", job.JobID, job.State)}
+	}
+	if nothing {
+		return &codeError{code: exitNothingFetched, err: fmt.Errorf("job %s: %w: its results were downloaded before or have expired", job.JobID, errNothingFetched)}
 	}
 	return nil
 }
@@ -370,124 +261,6 @@ func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
 		progressbar.OptionShowCount(),
 		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
 	)
-}
-
-func newSubmitCmd(e *env) *cobra.Command {
-	var (
-		f            clientFlags
-		options      []string
-		output       string
-		noWait       bool
-		submissionID string
-		reconnects   int
-		dicomRef     string
-	)
-	cmd := &cobra.Command{
-		Use:   "submit [flags] FILE...",
-		Short: "Send files to the server as one reconstruction job",
-		Long: `Send the files as one job, wait for it, and download its results into --output
-(default CLIENT_DOWNLOAD_DIR/<job_id>). Every file is checked end to end with
-SHA-256. Options reach the reconstruction script as environment variables
-RECON_OPT_<KEY> and RECON_OPTIONS_JSON, never as shell text.
-
-When the connection breaks or stalls during the upload, submit reconnects
-(up to --reconnects times, waiting 1 s, then 2 s, 4 s… up to 30 s) and
-resumes: the server keeps what it received (UPLOAD_RESUME_HOURS) and only the
-rest is sent. A submit that gave up can be resumed later by running it again
-with the same --submission-id and the same files and options. Waiting for the
-job and downloading its results reconnect the same way, also through a relay
-whose backend holding the job is down for a while. The first connection is
-tried the same way too, while the server cannot be reached (it is starting or
-restarting); a server that closes the handshake without answering (a wrong
-key or port, an address it does not allow, or a busy server) is tried again
-at most twice.
-
-Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
-		Args: argsRange(1, -1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			if reconnects < 0 {
-				return &usageError{fmt.Errorf("--reconnects takes a number from 0 (never reconnect) up, not %d", reconnects)}
-			}
-			opts, err := parseOptions(options)
-			if err != nil {
-				return err
-			}
-			if opts, err = withDICOMRef(e, opts, dicomRef); err != nil {
-				return err
-			}
-			c, cfg, err := f.dial(ctx, e, reconnects)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			// The id is chosen here rather than by the client package, so
-			// that an interrupted upload can be named for a resume.
-			sid := submissionID
-			if sid == "" {
-				sid = randomSubmissionID()
-			}
-			sopts := &client.SubmitOptions{Options: opts, SubmissionID: sid, Reconnects: reconnects}
-			if reconnects == 0 {
-				sopts.Reconnects = -1 // the client package reads 0 as its default
-			}
-			var bar *progressbar.ProgressBar
-			if isTerminal(e.stderr) { // also with --json: the JSON is on stdout
-				sopts.Progress = func(done, total int64) {
-					if bar == nil {
-						bar = newBar(e.stderr, total, "upload")
-					}
-					bar.Set64(done)
-				}
-			}
-			sopts.OnReconnect = func(attempt int, err error) {
-				if bar != nil {
-					fmt.Fprintln(e.stderr) // leave the progress bar's line
-				}
-				fmt.Fprintf(e.stderr, "recon: connection lost (%v); reconnecting to resume the upload (attempt %d of %d)\n",
-					err, attempt, reconnects)
-			}
-			sopts.OnNote = func(note string) {
-				fmt.Fprintf(e.stderr, "recon: note from the server: %s\n", note)
-			}
-			job, err := c.Submit(ctx, args, sopts)
-			if bar != nil {
-				bar.Finish()
-			}
-			if err != nil {
-				if !client.Resumable(err) {
-					return err
-				}
-				if submissionID != "" {
-					return fmt.Errorf("upload interrupted: %w; the server keeps what it received for a while (UPLOAD_RESUME_HOURS): run the same command again to resume it", err)
-				}
-				return fmt.Errorf("upload interrupted: %w; the server keeps what it received for a while (UPLOAD_RESUME_HOURS): run the same command again with --submission-id %s to resume it", err, sopts.SubmissionID)
-			}
-			if noWait {
-				if f.json {
-					return printJSON(e.stdout, job)
-				}
-				fmt.Fprintln(e.stdout, job.JobID)
-				return nil
-			}
-			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg, reconnects: reconnects}
-			return fl.waitAndFetch(ctx, job)
-		},
-	}
-	f.register(cmd)
-	cmd.Flags().StringArrayVar(&options, "option", nil, "job option `KEY=VALUE` for the script (repeatable)")
-	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "print the job id once it is queued and exit")
-	cmd.Flags().StringVar(&submissionID, "submission-id", "", "client-chosen `ID` that makes a retried submission return the same job, or resume its broken upload")
-	cmd.Flags().StringVar(&dicomRef, "dicom-ref", "", "DICOM image `FILE` of the same exam: its patient, study and frame of reference are sent as the identity options (an --option of the same key wins; see docs/PACS.md)")
-	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "connect, reconnect and resume the upload up to `N` more times when the server cannot be reached or the connection breaks (0: never)")
-	return cmd
-}
-
-func randomSubmissionID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return "cli-" + hex.EncodeToString(b)
 }
 
 func parseOptions(kvs []string) (map[string]string, error) {
@@ -506,47 +279,4 @@ func parseOptions(kvs []string) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
-}
-
-func newFetchCmd(e *env) *cobra.Command {
-	var (
-		f          clientFlags
-		output     string
-		reconnects int
-	)
-	cmd := &cobra.Command{
-		Use:   "fetch [flags] JOB_ID",
-		Short: "Download a job's results (waiting for it if needed)",
-		Long: `Wait for the job if it is still queued or running, then download its results into
---output (default CLIENT_DOWNLOAD_DIR/<job_id>), verifying each file's SHA-256.
-The server deletes the results once they are received. When the connection
-breaks while waiting or downloading, or a relay's backend holding the job goes
-down, fetch reconnects (up to --reconnects times, waiting 1 s, then 2 s, 4 s…
-up to 30 s) and starts that step again. The first connection is tried the same
-way while the server cannot be reached.
-
-Exits 0 when the job succeeded, 3 when it failed or was cancelled.`,
-		Args: argsRange(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			if reconnects < 0 {
-				return &usageError{fmt.Errorf("--reconnects takes a number from 0 (never reconnect) up, not %d", reconnects)}
-			}
-			c, cfg, err := f.dial(ctx, e, reconnects)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			job, err := c.Job(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			fl := &jobFlow{e: e, c: c, json: f.json, output: output, cfg: cfg, reconnects: reconnects}
-			return fl.waitAndFetch(ctx, job)
-		},
-	}
-	f.register(cmd)
-	cmd.Flags().StringVar(&output, "output", "", "`DIR` for the results (default CLIENT_DOWNLOAD_DIR/<job_id>)")
-	cmd.Flags().IntVar(&reconnects, "reconnects", client.DefaultReconnects, "connect, reconnect and start again up to `N` more times when the server cannot be reached or the connection breaks (0: never)")
-	return cmd
 }

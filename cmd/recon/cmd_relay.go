@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -122,77 +123,71 @@ or its connected clients. --json prints one JSON document.`,
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(e.stdout, st)
-			}
-			fmt.Fprintf(e.stdout, "relay version   %s\n", st.Version)
-			fmt.Fprintf(e.stdout, "uptime          %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
-			fmt.Fprintf(e.stdout, "clients         %d connected, %d since start\n", st.ClientsConnected, st.ClientsTotal)
-			fmt.Fprintf(e.stdout, "jobs relayed    %d\n", st.JobsRelayed)
-			fmt.Fprintf(e.stdout, "bytes relayed   %s in, %s out\n", humanBytes(st.BytesIn), humanBytes(st.BytesOut))
-			fmt.Fprintf(e.stdout, "backends        %d of %d healthy\n", st.BackendsHealthy, st.Backends)
-			return nil
+			return printer{e.stdout, f.json}.print(st, func(w io.Writer) {
+				fmt.Fprintf(w, "relay version   %s\n", st.Version)
+				fmt.Fprintf(w, "uptime          %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+				fmt.Fprintf(w, "clients         %d connected, %d since start\n", st.ClientsConnected, st.ClientsTotal)
+				fmt.Fprintf(w, "jobs relayed    %d\n", st.JobsRelayed)
+				fmt.Fprintf(w, "bytes relayed   %s in, %s out\n", humanBytes(st.BytesIn), humanBytes(st.BytesOut))
+				fmt.Fprintf(w, "backends        %d of %d healthy\n", st.BackendsHealthy, st.Backends)
+			})
 		}),
 		sub("backends", "Show each backend's health and load", func(ctx context.Context, a *relay.AdminClient) error {
 			bs, err := a.Backends(ctx)
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(e.stdout, bs)
-			}
-			var rows [][]string
-			for _, b := range bs.Backends {
-				health := "down"
-				if b.Healthy {
-					health = "up"
+			return printer{e.stdout, f.json}.print(bs, func(w io.Writer) {
+				var rows [][]string
+				for _, b := range bs.Backends {
+					health := "down"
+					if b.Healthy {
+						health = "up"
+					}
+					check, latency := "never", "-"
+					if !b.LastCheck.IsZero() {
+						check = b.LastCheck.Local().Format(time.TimeOnly)
+					}
+					if b.LatencySeconds > 0 {
+						latency = (time.Duration(b.LatencySeconds * float64(time.Second))).Round(10 * time.Microsecond).String()
+					}
+					lastErr := b.LastError
+					if lastErr != "" && !b.LastErrorAt.IsZero() {
+						lastErr = b.LastErrorAt.Local().Format(time.TimeOnly) + " " + lastErr
+					}
+					rows = append(rows, []string{b.Address, health, strconv.Itoa(b.Queued), strconv.Itoa(b.Running),
+						strconv.FormatInt(b.JobsPlaced, 10), latency, check, lastErr})
 				}
-				check, latency := "never", "-"
-				if !b.LastCheck.IsZero() {
-					check = b.LastCheck.Local().Format(time.TimeOnly)
-				}
-				if b.LatencySeconds > 0 {
-					latency = (time.Duration(b.LatencySeconds * float64(time.Second))).Round(10 * time.Microsecond).String()
-				}
-				lastErr := b.LastError
-				if lastErr != "" && !b.LastErrorAt.IsZero() {
-					lastErr = b.LastErrorAt.Local().Format(time.TimeOnly) + " " + lastErr
-				}
-				rows = append(rows, []string{b.Address, health, strconv.Itoa(b.Queued), strconv.Itoa(b.Running),
-					strconv.FormatInt(b.JobsPlaced, 10), latency, check, lastErr})
-			}
-			table(e.stdout, []string{"ADDRESS", "HEALTH", "QUEUED", "RUNNING", "PLACED", "LATENCY", "LAST CHECK", "LAST ERROR"}, rows)
-			return nil
+				table(w, []string{"ADDRESS", "HEALTH", "QUEUED", "RUNNING", "PLACED", "LATENCY", "LAST CHECK", "LAST ERROR"}, rows)
+			})
 		}),
 		sub("clients", "List the clients connected to the relay", func(ctx context.Context, a *relay.AdminClient) error {
 			cs, err := a.Clients(ctx)
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return printJSON(e.stdout, cs)
-			}
-			if len(cs.Clients) == 0 {
-				fmt.Fprintln(e.stdout, "no clients connected")
-				return nil
-			}
-			var rows [][]string
-			for _, c := range cs.Clients {
-				req := c.Request
-				if req == "" {
-					req = "-"
+			return printer{e.stdout, f.json}.print(cs, func(w io.Writer) {
+				if len(cs.Clients) == 0 {
+					fmt.Fprintln(w, "no clients connected")
+					return
 				}
-				if c.JobID != "" {
-					req += " " + c.JobID
+				var rows [][]string
+				for _, c := range cs.Clients {
+					req := c.Request
+					if req == "" {
+						req = "-"
+					}
+					if c.JobID != "" {
+						req += " " + c.JobID
+					}
+					if c.Backend != "" {
+						req += " @ " + c.Backend
+					}
+					rows = append(rows, []string{c.Address, c.ConnectedSince.Local().Format(time.DateTime),
+						strconv.FormatInt(c.Requests, 10), humanBytes(c.BytesIn), humanBytes(c.BytesOut), req})
 				}
-				if c.Backend != "" {
-					req += " @ " + c.Backend
-				}
-				rows = append(rows, []string{c.Address, c.ConnectedSince.Local().Format(time.DateTime),
-					strconv.FormatInt(c.Requests, 10), humanBytes(c.BytesIn), humanBytes(c.BytesOut), req})
-			}
-			table(e.stdout, []string{"ADDRESS", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"}, rows)
-			return nil
+				table(w, []string{"ADDRESS", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"}, rows)
+			})
 		}),
 	)
 	return cmd

@@ -7,9 +7,13 @@
 // completion and version.
 //
 // Each subcommand is a cobra command built by a new<Name>Cmd function
-// (cmd_*.go; keygen and version in root.go, completion is cobra's own) and
-// registered in root.go. main turns SIGINT and SIGTERM into the
-// cancellation of the root context; run maps errors to exit codes.
+// (cmd_*.go; keygen and version in root.go, completion is cobra's own,
+// its bash script made to work without bash-completion) and registered in
+// root.go. A client or admin command keeps its flags in an options struct
+// and does its work in a run<Name>(ctx, opts, …, env) function, which the
+// golden tests call in-process; its result goes through one printer, text
+// or JSON (output.go). main turns SIGINT and SIGTERM into the cancellation
+// of the root context; run maps errors to exit codes.
 package main
 
 import (
@@ -30,6 +34,9 @@ const (
 	exitFailure   = 1 // any failure
 	exitUsage     = 2 // bad command line
 	exitJobFailed = 3 // the job ended but did not succeed
+	// exitNothingFetched: submit or fetch found the job succeeded but
+	// wrote nothing, its results having been downloaded before or expired.
+	exitNothingFetched = 4
 )
 
 func main() {

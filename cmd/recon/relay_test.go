@@ -205,8 +205,9 @@ func TestRelayCLI(t *testing.T) {
 		t.Errorf("submit --json through the relay names no backend: %s", r.stdout)
 	}
 
-	// --no-wait, status, fetch: the second job goes to the other backend.
-	r = runRecon(t, dir, "submit", "--opts", "client.opts", "--no-wait", "P00000.7")
+	// --no-wait, status, fetch: the second job (--new: the same file
+	// again) goes to the other backend.
+	r = runRecon(t, dir, "submit", "--opts", "client.opts", "--no-wait", "--new", "P00000.7")
 	id := strings.TrimSpace(r.stdout)
 	if r.code != 0 || id == "" {
 		t.Fatalf("submit --no-wait through the relay: exit %d %q\n%s", r.code, r.stdout, r.stderr)

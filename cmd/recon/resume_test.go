@@ -150,14 +150,15 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 
 	t.Run("no-reconnect-then-rerun", func(t *testing.T) {
 		dir, in, proxy := setup(t)
-		// Without --submission-id, the error names the one submit chose.
+		// Without --submission-id, the error names the one derived from
+		// the file, and the same command resumes.
 		r := runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", "--reconnects", "0", in)
 		if r.code != 1 {
 			t.Fatalf("recon submit --reconnects 0 through a cut: exit %d, want 1\nstderr:\n%s", r.code, r.stderr)
 		}
 		checkCut(t, proxy)
-		m := regexp.MustCompile(`run the same command again with --submission-id (cli-[0-9a-f]{32}) to resume it`).FindStringSubmatch(r.stderr)
-		if !strings.HasPrefix(r.stderr, "recon: upload interrupted: ") || m == nil ||
+		m := regexp.MustCompile(`\(submission id (cli-[0-9a-f]{64})\): .*: run the same command again to resume it`).FindStringSubmatch(r.stderr)
+		if !strings.HasPrefix(r.stderr, "recon: upload interrupted after sending ") || m == nil ||
 			strings.Contains(r.stderr, "reconnecting") {
 			t.Fatalf("stderr of the failed submit:\n%s", r.stderr)
 		}
@@ -170,7 +171,8 @@ func TestSubmitResumesAfterCut(t *testing.T) {
 			t.Errorf("server log: upload resumed %v before the second run", kept)
 		}
 
-		r = runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", "--submission-id", sid, in)
+		t.Logf("submission id %s", sid)
+		r = runRecon(t, dir, "submit", "--opts", "client.opts", "--output", "out", in)
 		if r.code != 0 {
 			t.Fatalf("second recon submit exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 		}
@@ -203,7 +205,7 @@ func TestFetchReconnectsAfterCut(t *testing.T) {
 	proxy := servertest.StartCutProxyDown(t, srv.clientAddr, 8<<20)
 	clientOpts(t, filepath.Join(dir, "cut.opts"), proxy.Addr(), key)
 	r = runRecon(t, dir, "fetch", "--opts", "cut.opts", "--output", "out", "--reconnects", "0", id)
-	if r.code != 1 || !strings.Contains(r.stderr, "they stay on the server: run recon fetch "+id) {
+	if r.code != 1 || !strings.Contains(r.stderr, "stay on the server: run recon fetch "+id) {
 		t.Fatalf("fetch --reconnects 0 through a cut: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out")); !errors.Is(err, os.ErrNotExist) {
@@ -222,7 +224,7 @@ func TestFetchReconnectsAfterCut(t *testing.T) {
 	default:
 		t.Fatal("the proxy never cut the first connection")
 	}
-	if !strings.Contains(r.stderr, "to download the results of job "+id+" (attempt 1 of 5)") {
+	if !strings.Contains(r.stderr, "recon: fetch the results of job "+id+": ") || !strings.Contains(r.stderr, "; reconnecting in 1s (attempt 1 of 5)") {
 		t.Errorf("stderr lacks the reconnect line:\n%s", r.stderr)
 	}
 	if got, want := sha(t, filepath.Join(dir, "out", "scan.7.out")), sha(t, in); got != want {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -64,8 +63,10 @@ Programs read their settings from an ITEM = VALUE file (--opts, default
 recon.opts in the working directory). 'recon server' writes a fresh one with
 new keys when it is missing.
 
-Exit status: 0 success, 1 failure, 2 bad command line, 3 the job ended
-without succeeding.`,
+Exit status: 0 success, 1 failure, 2 bad command line (an unknown command,
+argument or flag), 3 the job ended without succeeding, 4 submit or fetch
+downloaded nothing: the job succeeded but its results were downloaded
+before or have expired.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -87,7 +88,53 @@ without succeeding.`,
 		newRelayAdminCmd(e),
 		newDicomCmd(e),
 	)
+	root.InitDefaultCompletionCmd()
+	completeBashWithoutPackage(root)
+	// A command that only groups others (admin, relay-admin, completion,
+	// and recon itself) refuses an unknown command with the usage exit
+	// code, instead of printing its help and exiting 0.
+	var groups func(c *cobra.Command)
+	groups = func(c *cobra.Command) {
+		if c.HasSubCommands() && !c.Hidden {
+			requireSubcommand(c)
+		}
+		for _, sub := range c.Commands() {
+			groups(sub)
+		}
+	}
+	groups(root)
 	return root
+}
+
+// requireSubcommand makes a command that groups others fail with a
+// usageError for an argument that names none of them, suggesting the
+// nearest ones; without arguments, the root command prints its help and
+// the others say which commands they take.
+func requireSubcommand(c *cobra.Command) {
+	c.Args = cobra.ArbitraryArgs
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // as cobra does for the root only
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		takes := strings.Join(names, ", ")
+		if len(args) == 0 {
+			if !cmd.HasParent() {
+				return cmd.Help()
+			}
+			return &usageError{fmt.Errorf("%s needs a command: %s", cmd.CommandPath(), takes)}
+		}
+		msg := fmt.Sprintf("unknown command %q for %s", args[0], cmd.CommandPath())
+		if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
+			msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(near, " or "))
+		}
+		return &usageError{fmt.Errorf("%s; it takes: %s", msg, takes)}
+	}
 }
 
 // argsRange accepts min to max positional arguments (max < 0: no upper
@@ -139,41 +186,5 @@ and RELAY_ADMIN_SHARED_KEY.`,
 			_, err = fmt.Fprintln(e.stdout, k.Encode())
 			return err
 		},
-	}
-}
-
-// printJSON writes v as one indented JSON document.
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// table writes aligned columns.
-func table(w io.Writer, header []string, rows [][]string) {
-	widths := make([]int, len(header))
-	for i, h := range header {
-		widths[i] = len(h)
-	}
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], len([]rune(c)))
-		}
-	}
-	line := func(cells []string) {
-		var b strings.Builder
-		for i, c := range cells {
-			if i == len(cells)-1 {
-				b.WriteString(c)
-				break
-			}
-			b.WriteString(c)
-			b.WriteString(strings.Repeat(" ", widths[i]-len([]rune(c))+2))
-		}
-		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
-	}
-	line(header)
-	for _, r := range rows {
-		line(r)
 	}
 }

@@ -381,6 +381,7 @@ func TestIdempotentSubmission(t *testing.T) {
 	m, err := request(rc, protocol.TypeSubmit, protocol.Submit{
 		SubmissionID: "scanner-42:exam.7",
 		Files:        []protocol.FileInfo{{Name: "P1.7", Size: 8}},
+		Options:      map[string]string{"a": "1"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -406,6 +407,45 @@ func TestIdempotentSubmission(t *testing.T) {
 	}
 	if j := waitDone(t, ctx, c, first.JobID); j.State != "succeeded" || j.SubmissionID != "scanner-42:exam.7" {
 		t.Errorf("job ended %s with submission id %q", j.State, j.SubmissionID)
+	}
+}
+
+// TestSubmissionIDConflict: a known submission id announced with other
+// options or other files is refused as a conflict, naming the job it
+// belongs to, instead of answered with that job.
+func TestSubmissionIDConflict(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	s := servertest.Start(t, servertest.Options{})
+	c := s.Dial(t)
+	dir := t.TempDir()
+	p := writeInput(t, dir, "P1.7", []byte("raw data"))
+	const sid = "scanner-7:exam.1"
+	first, err := c.Submit(ctx, []string{p}, &client.SubmitOptions{SubmissionID: sid, Options: map[string]string{"a": "1"}})
+	if err != nil {
+		t.Fatalf("first Submit: %v", err)
+	}
+	other := writeInput(t, t.TempDir(), "P1.7", []byte("raw data, longer"))
+	renamed := writeInput(t, dir, "P2.7", []byte("raw data"))
+	for _, tc := range []struct {
+		name    string
+		path    string
+		options map[string]string
+	}{
+		{"other options", p, map[string]string{"a": "2"}},
+		{"no options", p, nil},
+		{"another size", other, map[string]string{"a": "1"}},
+		{"another name", renamed, map[string]string{"a": "1"}},
+	} {
+		c := s.Dial(t)
+		_, err := c.Submit(ctx, []string{tc.path}, &client.SubmitOptions{SubmissionID: sid, Options: tc.options, Reconnects: -1})
+		if !client.IsCode(err, protocol.CodeConflict) || !strings.Contains(err.Error(), first.JobID) {
+			t.Errorf("%s under submission id %s: err %v, want a conflict naming job %s", tc.name, sid, err, first.JobID)
+		}
+	}
+	again, err := s.Dial(t).Submit(ctx, []string{p}, &client.SubmitOptions{SubmissionID: sid, Options: map[string]string{"a": "1"}})
+	if err != nil || again.JobID != first.JobID {
+		t.Errorf("the same submission again: job %v, err %v; want job %s", again, err, first.JobID)
 	}
 }
 

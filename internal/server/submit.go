@@ -104,6 +104,9 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		j, err := s.store.GetBySubmission(ctx, sub.SubmissionID)
 		if err == nil {
 			u.abandon() // holds nothing: a committed upload is dropped
+			if !sameJobSubmission(j, sub) {
+				return submissionConflict(j, sub)
+			}
 			info, err := s.job(ctx, j.ID)
 			if err != nil {
 				return err

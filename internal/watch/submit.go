@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/recon-mri/recon/client"
@@ -21,17 +20,18 @@ import (
 )
 
 // SubmissionID derives a group's submission id from its files' paths,
-// sizes, modification times and SHA-256 sums (and the attempt, after the
-// first), so that submitting the same group again names the same job.
-func SubmissionID(files []File, attempt int) string {
-	sorted := slices.Clone(files)
-	slices.SortFunc(sorted, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
-	h := sha256.New()
-	for _, f := range sorted {
-		// A path holds no NUL, so the fields cannot run into each other.
-		fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00", f.Path, f.Size, f.ModTime.UnixNano(), f.SHA256)
+// sizes, modification times and SHA-256 sums, the options it is submitted
+// with (and the attempt, after the first), so that submitting the same
+// group again names the same job, and a group submitted with other options
+// (the config changed) another one, which the server would otherwise
+// refuse as a conflict. It is client.DeriveSubmissionID with the prefix
+// "watch": without options, the ids are those of earlier versions.
+func SubmissionID(files []File, attempt int, options map[string]string) string {
+	fs := make([]client.SubmissionFile, 0, len(files))
+	for _, f := range files {
+		fs = append(fs, client.SubmissionFile{Path: f.Path, Size: f.Size, ModTime: f.ModTime, SHA256: f.SHA256})
 	}
-	id := "watch-" + hex.EncodeToString(h.Sum(nil))
+	id := client.DeriveSubmissionID("watch", fs, options)
 	if attempt > 1 {
 		id += fmt.Sprintf("-a%d", attempt)
 	}
@@ -241,7 +241,7 @@ func (w *Watcher) submit(ctx context.Context, c *conn, g *Group) error {
 	}
 	sid := ""
 	if len(keep) > 0 {
-		sid = SubmissionID(keep, g.Attempt)
+		sid = SubmissionID(keep, g.Attempt, w.cfg.Options)
 	}
 	if err := w.state.prepared(ctx, g.ID, keep, dropped, sid); err != nil {
 		return err

@@ -581,13 +581,13 @@ func TestConfigChecks(t *testing.T) {
 }
 
 // TestSubmissionID: the id depends on every file's path, size, mtime and
-// hash and on the attempt, not on the order of the files.
+// hash, on the options and on the attempt, not on the order of the files.
 func TestSubmissionID(t *testing.T) {
 	m := time.Unix(1700000000, 123)
 	a := File{Path: "/s/a.7", Size: 1, ModTime: m, SHA256: strings.Repeat("a", 64)}
 	b := File{Path: "/s/b.7", Size: 2, ModTime: m, SHA256: strings.Repeat("b", 64)}
-	id := SubmissionID([]File{a, b}, 1)
-	if id != SubmissionID([]File{b, a}, 1) {
+	id := SubmissionID([]File{a, b}, 1, nil)
+	if id != SubmissionID([]File{b, a}, 1, nil) {
 		t.Error("order of files changes the id")
 	}
 	if len(id) > 128 || !strings.HasPrefix(id, "watch-") {
@@ -600,11 +600,14 @@ func TestSubmissionID(t *testing.T) {
 		{a, {Path: b.Path, Size: 2, ModTime: m.Add(1), SHA256: b.SHA256}},
 		{a, {Path: b.Path, Size: 2, ModTime: m, SHA256: strings.Repeat("c", 64)}},
 	} {
-		if SubmissionID(other, 1) == id {
+		if SubmissionID(other, 1, nil) == id {
 			t.Errorf("files %v give the same id", other)
 		}
 	}
-	if id2 := SubmissionID([]File{a, b}, 2); id2 == id || id2 != id+"-a2" {
+	if id2 := SubmissionID([]File{a, b}, 2, nil); id2 == id || id2 != id+"-a2" {
 		t.Errorf("second attempt id %q", id2)
+	}
+	if SubmissionID([]File{a, b}, 1, map[string]string{"method": "pics"}) == id {
+		t.Error("options do not change the id")
 	}
 }
