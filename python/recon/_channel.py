@@ -45,6 +45,10 @@ class Channel:
         self._err: Optional[ChannelError] = None  # reading failed: sticks
         self._werr: Optional[ChannelError] = None  # writing failed: sticks
         self._wclosed = False
+        #: Records read so far: tells a session that the server had closed
+        #: while it was idle (nothing read since the request) from one that
+        #: broke in the middle of a reply.
+        self.received = 0
 
     @classmethod
     def connect(cls, host: str, port: int, key: bytes, timeout: float, idle_timeout: float) -> "Channel":
@@ -98,6 +102,7 @@ class Channel:
             pt = self._recv.decrypt(b"", ct)
         except _noise.NoiseError:
             raise self._fail(ChannelError("a record failed authentication")) from None
+        self.received += 1
         typ = pt[0]
         if typ == RECORD_DATA:
             self._plain = memoryview(pt)[1:]

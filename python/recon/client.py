@@ -250,25 +250,36 @@ class Client:
 
     def _request(self, fn: Callable[[Channel], Any]) -> Any:
         """Run fn on the session, under the lock. Any failure ends the
-        session (it may be out of step); the next request opens another."""
+        session (it may be out of step); the next request opens another.
+        A session the server closed while it was idle (it closes sessions
+        without a request for its IDLE_TIMEOUT_SECONDS) is replaced once,
+        and fn run again: nothing of its reply had arrived."""
         with self._lock:
-            if self._closed:
-                raise ReconError("connection", "the client is closed")
-            if self._ch is None:
-                self._ch = self._dial()
-            ch = self._ch
-            ch.settimeout(self.idle_timeout)
-            try:
-                return fn(ch)
-            except ChannelTimeout as e:
-                self._drop()
-                raise ReconError("timeout", str(e)) from None
-            except ChannelError as e:
-                self._drop()
-                raise ReconError("connection", "the connection to %s:%d broke: %s" % (self.host, self.port, e)) from None
-            except BaseException:
-                self._drop()
-                raise
+            for attempt in (1, 2):
+                if self._closed:
+                    raise ReconError("connection", "the client is closed")
+                fresh = self._ch is None
+                if fresh:
+                    self._ch = self._dial()
+                ch = self._ch
+                assert ch is not None
+                ch.settimeout(self.idle_timeout)
+                before = ch.received
+                try:
+                    return fn(ch)
+                except ChannelTimeout as e:
+                    self._drop()
+                    raise ReconError("timeout", str(e)) from None
+                except ChannelError as e:
+                    self._drop()
+                    if attempt == 1 and not fresh and ch.received == before:
+                        log.debug("session to %s:%d was closed while idle (%s): reconnecting", self.host, self.port, e)
+                        continue
+                    raise ReconError("connection", "the connection to %s:%d broke: %s" % (self.host, self.port, e)) from None
+                except BaseException:
+                    self._drop()
+                    raise
+            raise AssertionError("unreachable")
 
     # --- requests
 
