@@ -12,12 +12,14 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/recon
 
-# The whole test suite: vet, every test with the race detector, the example
-# notebook, the demo (into a temporary directory: it must leave a non-empty
+# The whole test suite: vet, every test with the race detector, the Python
+# client's tests (against bin/recon),
+# the example notebook, the demo (into a temporary directory: it must leave a non-empty
 # DICOM and PNG), then every fuzz target for a bounded number of executions.
 test: deps build
 	$(GO) vet ./...
 	RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
+	RECON_TEST_STRICT=1 scripts/python-test.sh $(BIN)
 	scripts/notebook.sh $(BIN)
 	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	  DEMO_OUTPUT="$$out/demo" scripts/demo.sh $(BIN) && \

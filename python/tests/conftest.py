@@ -13,7 +13,11 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "python"))
+# scripts/python-test.sh installs the package and tests that copy;
+# otherwise the tests use the source tree.
+INSTALLED = os.environ.get("RECON_TEST_INSTALLED")
+if not INSTALLED:
+    sys.path.insert(0, os.path.join(REPO, "python"))
 
 STRICT = os.environ.get("RECON_TEST_STRICT") == "1"
 
@@ -28,6 +32,11 @@ mkdir -p "$out/copy"
 cp "$in"/* "$out/copy/"
 (cd "$in" && sha256sum -- *) > "$out/sums.txt"
 """
+
+
+def pytest_report_header(config):
+    import recon
+    return "recon package: %s" % os.path.dirname(recon.__file__)
 
 
 def _missing(what):

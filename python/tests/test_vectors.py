@@ -113,3 +113,13 @@ def test_wire_golden_decodes():
         elif typ == "results":
             assert _protocol.file_sums(body["files"], "results", True)[0][0] == "images/slice_001.dcm"
     assert {"job", "event", "queue_reply", "results", "status_reply", "submit"} <= seen
+
+
+def test_tested_copy():
+    # Under scripts/python-test.sh, the installed package is the one tested.
+    import recon
+    inst = os.environ.get("RECON_TEST_INSTALLED")
+    if inst:
+        assert os.path.dirname(os.path.abspath(recon.__file__)) == os.path.join(os.path.abspath(inst), "recon")
+        with open(os.path.join(inst, "recon", "py.typed")):
+            pass
