@@ -203,3 +203,21 @@ def test_resume_after_cut(server, tmp_path):
             assert res["copy/big.dat"].sha256 == sha
     finally:
         proxy.close()
+
+
+def test_session_closed_while_idle_is_replaced(recon_bin, tmp_path):
+    from conftest import deadline_poll, start_server
+    d = tmp_path / "server"
+    d.mkdir()
+    srv = start_server(recon_bin, str(d), extra=["IDLE_TIMEOUT_SECONDS = 1"])
+    try:
+        log = d / "recon.log"
+        with recon.Client(srv.host, srv.port, srv.key) as c:
+            assert c.status()["protocol"] == recon.PROTOCOL_VERSION
+            # The server ends the idle session after 1 s and logs it.
+            assert deadline_poll(lambda: log.exists() and "session ended" in log.read_text(), timeout=30), \
+                "the server did not close the idle session"
+            st = c.status()  # on a new session, without an error
+            assert st["protocol"] == recon.PROTOCOL_VERSION
+    finally:
+        srv.stop()
