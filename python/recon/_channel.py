@@ -45,9 +45,9 @@ class Channel:
         self._err: Optional[ChannelError] = None  # reading failed: sticks
         self._werr: Optional[ChannelError] = None  # writing failed: sticks
         self._wclosed = False
-        #: Records read so far: tells a session that the server had closed
-        #: while it was idle (nothing read since the request) from one that
-        #: broke in the middle of a reply.
+        #: Data records read so far: tells a session that the server had
+        #: closed while it was idle (nothing but its close record read since
+        #: the request) from one that broke in the middle of a reply.
         self.received = 0
 
     @classmethod
@@ -102,9 +102,9 @@ class Channel:
             pt = self._recv.decrypt(b"", ct)
         except _noise.NoiseError:
             raise self._fail(ChannelError("a record failed authentication")) from None
-        self.received += 1
         typ = pt[0]
         if typ == RECORD_DATA:
+            self.received += 1
             self._plain = memoryview(pt)[1:]
         elif typ == RECORD_CLOSE and len(pt) == 1:
             self._eof = True
@@ -139,7 +139,8 @@ class Channel:
     # --- writing
 
     def write(self, data: "bytes | bytearray | memoryview") -> None:
-        """Send data as records of at most MAX_PAYLOAD bytes."""
+        """Send data as records of at most MAX_PAYLOAD bytes, several
+        records to a system call."""
         if self._werr is not None:
             raise self._werr
         if self._wclosed:
@@ -150,8 +151,34 @@ class Channel:
             mv = mv[len(batch):]
             out = []
             for i in range(0, len(batch), MAX_PAYLOAD):
-                out.append(_handshake.seal_record(self._send, RECORD_DATA, bytes(batch[i:i + MAX_PAYLOAD])))
-            self._sendall(b"".join(out))
+                ct = self._send.encrypt(b"", b"\x01" + batch[i:i + MAX_PAYLOAD])
+                out.append(struct.pack(">H", len(ct)))
+                out.append(ct)
+            self._sendv(out)
+
+    def _sendv(self, bufs: "list[bytes]") -> None:
+        """Send the buffers in order: with sendmsg (no copy into one
+        buffer) where the platform has it."""
+        if not hasattr(self._sock, "sendmsg"):
+            self._sendall(b"".join(bufs))
+            return
+        views = [memoryview(b) for b in bufs]
+        try:
+            while views:
+                n = self._sock.sendmsg(views[:64])
+                while n:
+                    if n >= len(views[0]):
+                        n -= len(views[0])
+                        views.pop(0)
+                    else:
+                        views[0] = views[0][n:]
+                        n = 0
+        except socket.timeout:
+            self._werr = ChannelTimeout("the server took nothing for %s s" % self._sock.gettimeout())
+            raise self._werr from None
+        except OSError as e:
+            self._werr = ChannelError("write: %s" % e)
+            raise self._werr from None
 
     def _sendall(self, b: bytes) -> None:
         # A failed write leaves reading possible: the server may have sent
