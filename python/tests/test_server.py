@@ -221,3 +221,36 @@ def test_session_closed_while_idle_is_replaced(recon_bin, tmp_path):
             assert st["protocol"] == recon.PROTOCOL_VERSION
     finally:
         srv.stop()
+
+
+MEMORY_CHILD = r"""
+import hashlib, os, resource, sys
+import recon
+host, port, key, path, out = sys.argv[1:6]
+with recon.Client(host, int(port), key) as c:
+    job = c.submit([path])
+    job = c.wait(job.id, timeout=300)
+    assert job.state == "succeeded", job.error
+    res = {r.name: r for r in c.fetch(job.id, out)}
+print(res["copy/" + os.path.basename(path)].sha256)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_constant_memory(server, tmp_path):
+    # A file several times the memory the client may use goes up and comes
+    # back; the client process's peak RSS stays far below the file's size.
+    import subprocess
+    import sys
+    size = 192 << 20
+    a = tmp_path / "big.7"
+    sha = make_file(a, size)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(recon.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-c", MEMORY_CHILD, server.host, str(server.port), server.key, str(a),
+                        str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    got_sha, peak_mib = p.stdout.split()
+    assert got_sha == sha
+    print("peak RSS %s MiB for a %d MiB file" % (peak_mib, size >> 20))
+    assert int(peak_mib) < 64, "peak RSS %s MiB for a %d MiB file" % (peak_mib, size >> 20)
