@@ -11,12 +11,13 @@
 # Static binaries (CGO_ENABLED=0: the SQLite driver is pure Go), built with
 # -trimpath and the version `recon version` prints.
 # Usage: scripts/release.sh VERSION [OUTDIR]
+# (RELEASE_TARGETS="windows/amd64 ..." builds only those.)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 version=${1:?usage: scripts/release.sh VERSION [OUTDIR]}
 out=${2:-$repo/build/release}
 GO=${GO:-go}
-targets=(linux/amd64 linux/arm64 windows/amd64 darwin/arm64 darwin/amd64)
+read -r -a targets <<< "${RELEASE_TARGETS:-linux/amd64 linux/arm64 windows/amd64 darwin/arm64 darwin/amd64}"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 rm -f "$out"/recon-* "$out/SHA256SUMS"
