@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -261,4 +262,34 @@ func splitRecords(t *testing.T, from string, b []byte, key [32]byte, n uint64) [
 		n++
 	}
 	return out
+}
+
+// TestProtocolDocQuotesVectors holds docs/PROTOCOL.md to the vectors file:
+// the bytes it quotes (split into pieces between backticks) are those of
+// testdata/vectors.json.
+func TestProtocolDocQuotesVectors(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "PROTOCOL.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(doc), "` `", "")
+	b, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v vectors
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	quoted := map[string]string{
+		"key": v.Key, "preamble": v.Preamble, "psk": v.PSK,
+		"client_first_flight": v.ClientFirstFlight, "server_reply": v.ServerReply, "client_hello": v.ClientHello,
+		"client_to_server_key": v.ClientToServerKey, "server_to_client_key": v.ServerToClientKey,
+		"client close record": v.Records[len(v.Records)-2].Wire, "server close record": v.Records[len(v.Records)-1].Wire,
+	}
+	for name, val := range quoted {
+		if !strings.Contains(text, val) {
+			t.Errorf("docs/PROTOCOL.md does not quote %s %s", name, val)
+		}
+	}
 }
