@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/recon
 
-.PHONY: build test demo fuzz clean deps notebook bench
+.PHONY: build test demo fuzz clean deps notebook bench cross release python-test
 
 # The version `recon version` prints: git describe of the checkout (a tag,
 # or the commit, with -dirty for uncommitted changes). Outside a git
@@ -14,20 +14,39 @@ build:
 
 # The whole test suite: vet, every test with the race detector (with a
 # private Orthanc on 127.0.0.1 for the PACS delivery tests, started by
-# scripts/orthanc-up.sh and stopped after them), the example
-# notebook, the demo (into a temporary directory: it must leave a non-empty
-# DICOM and PNG), then every fuzz target for a bounded number of executions.
+# scripts/orthanc-up.sh and stopped after them), the Python client's tests
+# (against bin/recon), the binary and the client-side packages with their
+# tests built for Windows and macOS, the example notebook, the demo (into a
+# temporary directory: it must leave a non-empty DICOM and PNG), then every
+# fuzz target for a bounded number of executions.
 test: deps build
 	$(GO) vet ./...
 	pacs=$$(mktemp -d) && trap 'scripts/orthanc-down.sh "$$pacs"; rm -rf "$$pacs"' EXIT && \
 	  scripts/orthanc-up.sh "$$pacs" && . "$$pacs/env" && \
 	  RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
+	RECON_TEST_STRICT=1 scripts/python-test.sh $(BIN)
+	scripts/cross.sh
 	scripts/notebook.sh $(BIN)
 	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	  DEMO_OUTPUT="$$out/demo" scripts/demo.sh $(BIN) && \
 	  test -s "$$out/demo/phantom.dcm" && test -s "$$out/demo/phantom.png" && \
 	  echo "demo: phantom.dcm and phantom.png written"
 	scripts/fuzz-ci.sh
+
+# The Python client's tests alone (python/tests, Debian's python3 and pytest).
+python-test: build
+	RECON_TEST_STRICT=1 scripts/python-test.sh $(BIN)
+
+# Build ./cmd/recon for windows/amd64, darwin/arm64 and darwin/amd64, and vet
+# and compile the tests of the client-side packages there.
+cross:
+	scripts/cross.sh
+
+# Binaries for Linux (amd64, arm64), Windows (amd64) and macOS (arm64, amd64)
+# with a SHA256SUMS file, into $(RELEASE_DIR) (not committed).
+RELEASE_DIR ?= build/release
+release:
+	scripts/release.sh $(or $(VERSION),dev) $(RELEASE_DIR)
 
 # Run examples/example_usage.ipynb with Debian's Jupyter against a local server
 # it starts; fails if a cell fails or no image is shown.
@@ -58,4 +77,4 @@ deps:
 	@scripts/ensure-deps.sh all
 
 clean:
-	rm -rf bin demo-output
+	rm -rf bin build demo-output

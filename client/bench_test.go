@@ -1,3 +1,8 @@
+//go:build unix
+
+// The tests of this file start real servers (internal/servertest), which
+// run on Unix only.
+
 package client_test
 
 import (

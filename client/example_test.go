@@ -1,3 +1,8 @@
+//go:build unix
+
+// The tests of this file start real servers (internal/servertest), which
+// run on Unix only.
+
 package client_test
 
 // The examples run against a real recon server on 127.0.0.1, started by

@@ -5,9 +5,13 @@
 #   scripts/ensure-deps.sh all    BART, and Jupyter with pydicom for Debian's
 #                                 python3 to run the example notebook
 #                                 (jupyter-nbconvert, python3-ipykernel,
-#                                 python3-pydicom), and dciodvfy (Debian
+#                                 python3-pydicom), dciodvfy (Debian
 #                                 package dicom3tools), which checks the
-#                                 DICOM images, for the test suite
+#                                 DICOM images, and what the Python
+#                                 client needs to be built and tested
+#                                 (python3-cryptography, python3-pytest,
+#                                 python3-pip, python3-setuptools), for the
+#                                 test suite
 set -euo pipefail
 what=${1:-all}
 missing=()
@@ -18,6 +22,10 @@ if [ "$what" = all ]; then
   has_py ipykernel || missing+=(python3-ipykernel)
   has_py pydicom || missing+=(python3-pydicom)
   command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+  has_py cryptography || missing+=(python3-cryptography)
+  has_py pytest || missing+=(python3-pytest)
+  has_py pip || missing+=(python3-pip)
+  has_py setuptools || missing+=(python3-setuptools)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -28,6 +28,8 @@ cleanup() {
 trap cleanup EXIT
 
 export RECON_BIN="$recon"
+# The notebook imports the recon package (python/) with the kernel's Python.
+export PYTHONPATH="$repo/python${PYTHONPATH:+:$PYTHONPATH}"
 unset RECON_KEEP_FILES
 # The notebook's work dir (server data, raw files, results) goes under $tmp,
 # so nothing is left behind even when a cell fails.

@@ -248,6 +248,7 @@ func newHandshake(cfg *Config, initiator bool) (*noise.HandshakeState, error) {
 	pre := preamble(cfg.Role)
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite:           suite,
+		Random:                cfg.random,
 		Pattern:               noise.HandshakeNN,
 		Initiator:             initiator,
 		Prologue:              pre[:],

@@ -175,6 +175,9 @@ type Config struct {
 	// suite overrides the cipher suite, for the package's own tests and
 	// benchmarks; nil means the protocol's suite.
 	suite noiseSuite
+	// random overrides the source of the ephemeral key, for the test
+	// vectors of docs/PROTOCOL.md; nil means crypto/rand.
+	random io.Reader
 }
 
 func (cfg *Config) check() error {

@@ -2,7 +2,6 @@ package secure
 
 import (
 	"io"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,14 +53,6 @@ func BenchmarkStream(b *testing.B) {
 
 // cpuClock measures the CPU time of the whole process.
 type cpuClock struct{ start time.Duration }
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func startCPU() cpuClock { return cpuClock{processCPU()} }
 

@@ -1,0 +1,256 @@
+"""The client against the real Go server of this tree."""
+
+import hashlib
+import os
+import socket
+import threading
+
+import pytest
+
+import recon
+
+
+def make_file(path, size, seed=0):
+    """A file of size bytes of a fixed pattern; returns its SHA-256."""
+    h = hashlib.sha256()
+    block = bytes((i * 7 + seed) % 251 for i in range(1 << 16))
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            b = block[:min(left, len(block))]
+            f.write(b)
+            h.update(b)
+            left -= len(b)
+    return h.hexdigest()
+
+
+def test_whole_job(server, tmp_path):
+    a, b = tmp_path / "P00000.7", tmp_path / "P00001.7"
+    sa, sb = make_file(a, 3 << 20), make_file(b, 1000, seed=3)
+    seen = []
+    with recon.Client(server.host, server.port, server.key) as c:
+        st = c.status()
+        assert st["protocol"] == recon.PROTOCOL_VERSION and st["max_workers"] == 2
+        job = c.submit([a, b], options={"method": "pics", "note": "a b"}, progress=lambda d, t: seen.append((d, t)))
+        assert job.state in ("queued", "running", "succeeded") and len(job.id) > 8
+        assert [(f.name, f.size, f.sha256) for f in job.files] == [("P00000.7", 3 << 20, sa), ("P00001.7", 1000, sb)]
+        assert seen[-1] == ((3 << 20) + 1000, (3 << 20) + 1000)
+        assert job.options == {"method": "pics", "note": "a b"}
+        assert any(j.id == job.id for j in c.queue())
+        events = []
+        done = c.wait(job.id, on_event=events.append, timeout=120)
+        assert done.state == "succeeded", done.error
+        assert events[-1].state == "succeeded"
+        assert c.job(job.id).state == "succeeded"
+        out = tmp_path / "out"
+        got = []
+        results = c.fetch(job.id, out, progress=lambda d, t: got.append(d))
+        names = sorted(r.name for r in results)
+        assert names == ["copy/P00000.7", "copy/P00001.7", "sums.txt"]
+        for r in results:
+            with open(r.path, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == r.sha256
+            assert os.path.getsize(r.path) == r.size
+        assert {r.name: r.sha256 for r in results}["copy/P00000.7"] == sa
+        assert got[-1] == sum(r.size for r in results)
+        # Fetched once: the server removed them.
+        with pytest.raises(recon.ReconError) as e:
+            c.fetch(job.id, tmp_path / "again")
+        assert e.value.code == "gone"
+        assert not (tmp_path / "again").exists()
+        # The session goes on after errors.
+        assert c.job(job.id).id == job.id
+
+
+def test_failed_job_and_not_finished(server, tmp_path):
+    a = tmp_path / "x.dat"
+    make_file(a, 10)
+    with recon.Client(server.host, server.port, server.key) as c:
+        slow = c.submit(a, options={"sleep": "5"})
+        with pytest.raises(recon.ReconError) as e:
+            c.fetch(slow.id, tmp_path / "o")
+        assert e.value.code == "not_finished"
+        with pytest.raises(recon.ReconError) as e:
+            c.wait(slow.id, timeout=0.3)
+        assert e.value.code == "timeout"
+        failed = c.wait(c.submit(a, options={"fail": "1"}).id, timeout=120)
+        assert failed.state == "failed" and "failed on purpose" in failed.error
+
+
+def test_unknown_job_not_found(server):
+    with recon.Client(server.host, server.port, server.key) as c:
+        for call in (lambda: c.job("0" * 26), lambda: c.wait("nope"), lambda: c.fetch("0" * 26, "/nonexistent/x")):
+            with pytest.raises(recon.ReconError) as e:
+                call()
+            assert e.value.code == "not_found"
+
+
+def test_wrong_key(server):
+    other = recon.client._handshake.parse_key(server.key)
+    wrong = bytes([other[0] ^ 1]) + other[1:]
+    with pytest.raises(recon.ReconError) as e:
+        recon.Client(server.host, server.port, wrong, timeout=5)
+    assert e.value.code == "auth"
+
+
+def test_from_opts(server, tmp_path):
+    p = tmp_path / "client.opts"
+    p.write_text("# client\nSERVER_HOSTNAME = %s\nserver_port = %d  # comment\nSHARED_KEY = '%s'\n"
+                 % (server.host, server.port, server.key))
+    with recon.Client.from_opts(p) as c:
+        assert c.status()["protocol"] == recon.PROTOCOL_VERSION
+
+
+def test_cancel_not_implemented(server):
+    with recon.Client(server.host, server.port, server.key) as c:
+        with pytest.raises(recon.ReconError) as e:
+            c.cancel("0" * 26)
+        assert e.value.code == "not_implemented"
+
+
+def test_bad_local_input(server, tmp_path):
+    with recon.Client(server.host, server.port, server.key) as c:
+        with pytest.raises(ValueError):
+            c.submit([])
+        with pytest.raises(ValueError):
+            c.submit([tmp_path])  # a directory
+        bad = tmp_path / "a:b"
+        bad.write_bytes(b"x")
+        with pytest.raises(ValueError):
+            c.submit([bad])
+        ok = tmp_path / "ok"
+        ok.write_bytes(b"x")
+        with pytest.raises(ValueError):
+            c.submit([ok], options={"bad key": "x"})
+        assert c.status()["protocol"] == recon.PROTOCOL_VERSION
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:port to the server; the first connection is cut
+    after `cut` bytes from the client. Counts the bytes from the client of
+    each connection."""
+
+    def __init__(self, host, port, cut):
+        self.target = (host, port)
+        self.cut = cut
+        self.ln = socket.socket()
+        self.ln.bind(("127.0.0.1", 0))
+        self.ln.listen(8)
+        self.port = self.ln.getsockname()[1]
+        self.sent = []
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ln.accept()
+            except OSError:
+                return
+            s = socket.create_connection(self.target)
+            i = len(self.sent)
+            self.sent.append(0)
+            limit = self.cut if i == 0 else None
+            for args in ((c, s, i, limit), (s, c, None, None)):
+                t = threading.Thread(target=self._pipe, args=args, daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pipe(self, src, dst, i, limit):
+        try:
+            while True:
+                b = src.recv(1 << 16)
+                if not b:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                if limit is not None and self.sent[i] + len(b) >= limit:
+                    # Cut both ways, with a reset.
+                    for so in (src, dst):
+                        so.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        so.close()
+                    return
+                if i is not None:
+                    self.sent[i] += len(b)
+                dst.sendall(b)
+        except OSError:
+            for so in (src, dst):
+                try:
+                    so.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.ln.close()
+
+
+def test_resume_after_cut(server, tmp_path):
+    size = 16 << 20
+    a = tmp_path / "big.dat"
+    sha = make_file(a, size)
+    proxy = CuttingProxy(server.host, server.port, cut=6 << 20)
+    try:
+        with recon.Client("127.0.0.1", proxy.port, server.key, reconnect_delay=0.1) as c:
+            job = c.submit([a])
+            assert job.files[0].sha256 == sha
+            # One cut, then the second session sent only the rest.
+            assert len(proxy.sent) == 2, proxy.sent
+            assert proxy.sent[0] < 6 << 20
+            assert proxy.sent[1] < size - (1 << 20), proxy.sent
+            done = c.wait(job.id, timeout=120)
+            assert done.state == "succeeded", done.error
+            res = {r.name: r for r in c.fetch(job.id, tmp_path / "out")}
+            assert res["copy/big.dat"].sha256 == sha
+    finally:
+        proxy.close()
+
+
+def test_session_closed_while_idle_is_replaced(recon_bin, tmp_path):
+    from conftest import deadline_poll, start_server
+    d = tmp_path / "server"
+    d.mkdir()
+    srv = start_server(recon_bin, str(d), extra=["IDLE_TIMEOUT_SECONDS = 1"])
+    try:
+        log = d / "recon.log"
+        with recon.Client(srv.host, srv.port, srv.key) as c:
+            assert c.status()["protocol"] == recon.PROTOCOL_VERSION
+            # The server ends the idle session after 1 s and logs it.
+            assert deadline_poll(lambda: log.exists() and "session ended" in log.read_text(), timeout=30), \
+                "the server did not close the idle session"
+            st = c.status()  # on a new session, without an error
+            assert st["protocol"] == recon.PROTOCOL_VERSION
+    finally:
+        srv.stop()
+
+
+MEMORY_CHILD = r"""
+import hashlib, os, resource, sys
+import recon
+host, port, key, path, out = sys.argv[1:6]
+with recon.Client(host, int(port), key) as c:
+    job = c.submit([path])
+    job = c.wait(job.id, timeout=300)
+    assert job.state == "succeeded", job.error
+    res = {r.name: r for r in c.fetch(job.id, out)}
+print(res["copy/" + os.path.basename(path)].sha256)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_constant_memory(server, tmp_path):
+    # A file several times the memory the client may use goes up and comes
+    # back; the client process's peak RSS stays far below the file's size.
+    import subprocess
+    import sys
+    size = 192 << 20
+    a = tmp_path / "big.7"
+    sha = make_file(a, size)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(recon.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-c", MEMORY_CHILD, server.host, str(server.port), server.key, str(a),
+                        str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    got_sha, peak_mib = p.stdout.split()
+    assert got_sha == sha
+    print("peak RSS %s MiB for a %d MiB file" % (peak_mib, size >> 20))
+    assert int(peak_mib) < 64, "peak RSS %s MiB for a %d MiB file" % (peak_mib, size >> 20)
