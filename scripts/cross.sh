@@ -21,7 +21,7 @@ targets=("$@")
 # docs/ARCHITECTURE.md when a client-side package is added.
 pkgs=(./client ./internal/secure ./internal/protocol ./internal/xfer ./internal/keys ./internal/config
   ./internal/rpc ./internal/watch ./internal/statelock ./internal/allowlist ./internal/options
-  ./internal/listen ./internal/daemon)
+  ./internal/listen ./internal/daemon ./internal/dicom)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for t in "${targets[@]}"; do
