@@ -36,11 +36,11 @@ func TestUnknownCommandExits2(t *testing.T) {
 		want string
 	}{
 		{[]string{"stauts"}, `unknown command "stauts" for recon (did you mean status?)`},
-		{[]string{"admin", "cancle", "x"}, `unknown command "cancle" for recon admin (did you mean cancel?); it takes: cancel, logs,`},
+		{[]string{"admin", "cancle", "x"}, `unknown command "cancle" for recon admin (did you mean cancel?); it takes: audit, cancel, logs,`},
 		{[]string{"completion", "tcsh"}, `unknown command "tcsh" for recon completion`},
 		{[]string{"completion", "tcsh"}, `it takes: bash, fish, powershell, zsh`},
 		{[]string{"relay-admin", "bogus"}, `unknown command "bogus" for recon relay-admin`},
-		{[]string{"admin"}, `recon admin needs a command: cancel, logs,`},
+		{[]string{"admin"}, `recon admin needs a command: audit, cancel, logs,`},
 		{[]string{"completion"}, `recon completion needs a command: bash`},
 	} {
 		r := runRecon(t, dir, c.args...)

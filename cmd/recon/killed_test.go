@@ -90,8 +90,10 @@ func TestClientKilledMidFileNoResume(t *testing.T) {
 	if files := walkFiles(t, outputs); len(files) != 0 {
 		t.Errorf("outputs dir after the broken upload: %v", files)
 	}
-	// The state dir holds the job database, its reserve for a full disk and the lock, nothing else.
-	allowed := map[string]bool{"jobs.db": true, "jobs.db-wal": true, "jobs.db-shm": true, "jobs.db.reserve": true, "lock": true}
+	// The state dir holds the job database, its reserve for a full disk, the
+	// audit trail's head and the lock, nothing else.
+	allowed := map[string]bool{"jobs.db": true, "jobs.db-wal": true, "jobs.db-shm": true, "jobs.db.reserve": true,
+		"audit.db": true, "audit.db-wal": true, "audit.db-shm": true, "lock": true}
 	for _, p := range walkFiles(t, state) {
 		if !allowed[p] {
 			t.Errorf("state dir holds %s after the broken upload", p)
