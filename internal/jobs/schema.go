@@ -35,4 +35,14 @@ var migrations = [...]string{
 	CREATE INDEX jobs_state_seq ON jobs (state, seq);
 	-- List (finished since) and ResultsToExpire.
 	CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;`,
+	// 1 → 2: where an executor outside this process (a Slurm cluster)
+	// holds a job's attempt: ref is its id there (the Slurm job id),
+	// recorded once the attempt was handed over, so that a restarted
+	// server finds it again instead of handing it over twice.
+	`CREATE TABLE placements (
+		job_id      TEXT    PRIMARY KEY,
+		attempt     INTEGER NOT NULL,
+		ref         TEXT    NOT NULL,
+		recorded_at INTEGER NOT NULL
+	) STRICT;`,
 }

@@ -93,7 +93,7 @@ func TestOpenRefusesNewerSchemaSentinel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(schemaV1 + `PRAGMA user_version = 2;`); err != nil {
+	if _, err := db.Exec(schemaV1 + `PRAGMA user_version = 99;`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -102,6 +102,6 @@ func TestOpenRefusesNewerSchemaSentinel(t *testing.T) {
 		s.Close()
 	}
 	if !errors.Is(err, sqlitedb.ErrNewerSchema) {
-		t.Errorf("Open of a version 2 store = %v, want ErrNewerSchema", err)
+		t.Errorf("Open of a version 99 store = %v, want ErrNewerSchema", err)
 	}
 }
