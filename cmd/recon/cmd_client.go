@@ -131,6 +131,9 @@ func printJob(w io.Writer, j *client.Job) {
 	if j.Position > 0 {
 		state += fmt.Sprintf(" (position %d)", j.Position)
 	}
+	if j.Detail != "" {
+		state += " (" + j.Detail + ")"
+	}
 	fmt.Fprintf(w, "state      %s\n", state)
 	fmt.Fprintf(w, "submitted  %s\n", j.SubmittedAt.Local().Format(time.DateTime))
 	if j.StartedAt != nil {

@@ -114,6 +114,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 	}
 	out.KeptUploads = s.partials.list()
 	out.Space = s.spaceUse(ctx)
+	s.executorStatus(out)
 	return out, nil
 }
 

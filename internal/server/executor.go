@@ -3,6 +3,10 @@ package server
 import (
 	"context"
 	"log/slog"
+	"time"
+
+	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/jobs"
 )
 
 // An executor runs the attempts of jobs for the pool: the seam between
@@ -40,6 +44,30 @@ type executor interface {
 	recover(ctx context.Context) error
 	run(ctx context.Context, a attempt) outcome
 }
+
+// newExecutor is the executor EXECUTOR names: local (local.go) or slurm
+// (slurm.go).
+func newExecutor(cfg *config.Server, log *slog.Logger, store *jobs.Store, killGrace time.Duration) executor {
+	if cfg.Executor == config.ExecutorSlurm {
+		return newSlurmExecutor(cfg, log, store, killGrace)
+	}
+	return newLocalExecutor(cfg, log, killGrace)
+}
+
+// Optional parts of an executor, which the pool and the server use when an
+// executor has them.
+type (
+	// holder keeps the pool's workers from taking jobs (with a reason)
+	// until the executor is ready: the Slurm executor's probe job.
+	holder interface{ held() (bool, string) }
+	// looper has a goroutine of its own, run by the server's lifecycle.
+	looper interface{ loop(ctx context.Context) }
+	// placer tells where an attempt runs outside the server: its Slurm
+	// job id, state and the reason Slurm gives.
+	placer interface {
+		where(jobID string) (ref, state, reason string, ok bool)
+	}
+)
 
 // attempt is one run of a job, as the pool hands it to an executor.
 type attempt struct {

@@ -93,6 +93,7 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 	}
 	info := jobInfo(j)
 	info.Position = pos
+	info.Detail = s.jobDetail(j)
 	return info, nil
 }
 

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/recon-mri/recon/internal/servertest"
+)
+
+// The tests in this file run jobs on a real single-node Slurm cluster,
+// started by scripts/slurm-up.sh (make test does it and passes its
+// directory in RECON_TEST_SLURM). Without one they skip, except in strict
+// mode, where they fail.
+
+// slurmCluster points the test's processes at the test cluster and
+// returns its directory.
+func slurmCluster(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("RECON_TEST_SLURM")
+	if dir == "" {
+		servertest.SkipUnlessStrict(t, "no Slurm cluster: RECON_TEST_SLURM is not set (scripts/slurm-up.sh starts one)")
+	}
+	conf := filepath.Join(dir, "etc", "slurm.conf")
+	if _, err := os.Stat(conf); err != nil {
+		t.Fatalf("RECON_TEST_SLURM=%s holds no cluster: %v", dir, err)
+	}
+	t.Setenv("SLURM_CONF", conf)
+	return dir
+}
+
+// slurmScript is the test's reconstruction script, driven by the first
+// line of its input file:
+//
+//	ok           copy the input, and SLURM_JOB_ID into slurm_job_id.txt
+//	fail         write to stderr and exit 3
+//	block DIR    record its pid and a daemonised child's in DIR, then wait
+//	             for DIR/release (at most 120 s) and copy the input
+func slurmScript(t *testing.T, dir string) string {
+	return servertest.WriteScript(t, dir, "slurm.sh", `#!/bin/bash
+in="$1" out="$3"
+read -r cmd arg <"$in/input.txt"
+echo "script for $RECON_JOB_ID in Slurm job $SLURM_JOB_ID"
+case "$cmd" in
+fail)
+	echo "bad input: cannot reconstruct" >&2
+	exit 3 ;;
+block)
+	echo $$ >"$arg/pid-$RECON_JOB_ID"
+	setsid bash -c 'echo $$ >"$0"; exec sleep 300' "$arg/child-$RECON_JOB_ID" </dev/null >/dev/null 2>&1 &
+	for i in $(seq 1 1200); do [ -e "$arg/release" ] && break; sleep 0.1; done ;;
+esac
+printf '%s' "$SLURM_JOB_ID" >"$out/slurm_job_id.txt"
+cp "$in/input.txt" "$out/result.txt"
+`)
+}
+
+// slurmServer writes the config of a server that runs its jobs on the test
+// cluster, starts it, and writes client.opts and admin.opts for it.
+func slurmServer(t *testing.T, dir string, extra ...string) (*serverProc, string) {
+	t.Helper()
+	script := slurmScript(t, dir)
+	key := serverOpts(t, dir, script, append([]string{"EXECUTOR = slurm", "SLURM_POLL_INTERVAL_MS = 50", "KILL_GRACE_SECONDS = 1"}, extra...)...)
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+	return srv, key
+}
+
+// submitInput submits a job whose input.txt holds content.
+func submitInput(t *testing.T, dir, content string) string {
+	t.Helper()
+	return submitFile(t, dir, "client.opts", "input.txt", content)
+}
+
+// slurmJobs lists what the cluster knows of the Slurm jobs of recon job
+// id: "slurm id|state" by job name.
+func slurmJobs(t *testing.T, id string) []string {
+	t.Helper()
+	names := make([]string, 0, 5)
+	for k := 1; k <= 5; k++ {
+		names = append(names, "recon-"+id+"-"+strconv.Itoa(k))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "squeue", "-h", "-t", "all", "-o", "%i|%T|%j", "-n", strings.Join(names, ",")).Output()
+	if err != nil {
+		t.Fatalf("squeue: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+type statusJSON struct {
+	State    string `json:"state"`
+	ExitCode *int   `json:"exit_code"`
+	Error    string `json:"error"`
+	Detail   string `json:"detail"`
+	Attempts int    `json:"attempts"`
+}
+
+func slurmStatus(t *testing.T, dir, id string) statusJSON {
+	t.Helper()
+	r := runRecon(t, dir, "status", "--opts", "client.opts", "--json", id)
+	var s statusJSON
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("status --json %s: exit %d, %v\n%s%s", id, r.code, err, r.stdout, r.stderr)
+	}
+	return s
+}
+
+func waitSlurmState(t *testing.T, dir, id, want string, d time.Duration) statusJSON {
+	t.Helper()
+	var s statusJSON
+	servertest.Eventually(t, d, "job "+id+" "+want, func() bool {
+		s = slurmStatus(t, dir, id)
+		return s.State == want
+	})
+	return s
+}
+
+// TestSlurmJobSucceedsAndFails: on the cluster a job's script runs inside
+// Slurm (it sees SLURM_JOB_ID), as one Slurm job named recon-<id>-1, its
+// results come back as for a local job, and its output reaches the
+// server's log with both ids and recon admin logs --jobid; a failing
+// script's exit status and stderr reach the user.
+func TestSlurmJobSucceedsAndFails(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	slurmServer(t, dir, "MAX_CONCURRENT_JOBS = 2")
+
+	ok := submitInput(t, dir, "ok\n")
+	bad := submitInput(t, dir, "fail\n")
+	waitSlurmState(t, dir, ok, "succeeded", 60*time.Second)
+	st := waitSlurmState(t, dir, bad, "failed", 60*time.Second)
+	if st.ExitCode == nil || *st.ExitCode != 3 || !strings.Contains(st.Error, "status 3") || !strings.Contains(st.Error, "bad input: cannot reconstruct") {
+		t.Errorf("failed job: exit %v, error %q; want exit 3 and the script's stderr", st.ExitCode, st.Error)
+	}
+
+	r := runRecon(t, dir, "fetch", "--opts", "client.opts", "--output", "out", ok)
+	if r.code != 0 {
+		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+	}
+	sid, err := os.ReadFile(filepath.Join(dir, "out", "slurm_job_id.txt"))
+	if err != nil || len(sid) == 0 {
+		t.Fatalf("the script saw no SLURM_JOB_ID: %q, %v", sid, err)
+	}
+	if got := slurmJobs(t, ok); len(got) != 1 || got[0] != string(sid)+"|COMPLETED|recon-"+ok+"-1" {
+		t.Errorf("Slurm jobs of %s = %q; want one, %s, COMPLETED, named recon-%s-1", ok, got, sid, ok)
+	}
+
+	// The script's stdout line, in the log with both ids.
+	var found bool
+	for _, rec := range readLog(t, filepath.Join(dir, "recon.log")) {
+		if rec.str("msg") == "script output" && rec.str("job_id") == ok && strings.Contains(rec.str("line"), "in Slurm job "+string(sid)) {
+			found = rec.str("slurm_job_id") == string(sid) && rec.str("stream") == "stdout"
+		}
+	}
+	if !found {
+		t.Errorf("no script output record with job_id %s and slurm_job_id %s in the log", ok, sid)
+	}
+	if r := admin(t, dir, "logs", "--jobid", bad); r.code != 0 || !strings.Contains(r.stdout, "bad input: cannot reconstruct") {
+		t.Errorf("admin logs --jobid %s: exit %d, stdout lacks the script's stderr:\n%s%s", bad, r.code, r.stdout, r.stderr)
+	}
+	if r := admin(t, dir, "status"); !strings.Contains(r.stdout, "executor        slurm: probe job ok") {
+		t.Errorf("admin status does not show the probe's success:\n%s", r.stdout)
+	}
+}
+
+// TestSlurmCancelPendingAndRunning: with room on the cluster for one job,
+// the second waits in Slurm and says why (status, admin workers); cancel
+// of the pending job and of the running one end their Slurm jobs, and the
+// running script's processes, a daemonised child too, are gone.
+func TestSlurmCancelPendingAndRunning(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	// Each job takes all 8 CPUs of the test node: one runs at a time.
+	slurmServer(t, dir, "MAX_CONCURRENT_JOBS = 2", "SLURM_CPUS_PER_JOB = 8")
+	t.Cleanup(func() { os.WriteFile(filepath.Join(pids, "release"), nil, 0o644) })
+
+	running := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "the first job's script runs", func() bool {
+		_, err := os.Stat(filepath.Join(pids, "child-"+running))
+		return err == nil
+	})
+	pending := submitInput(t, dir, "block "+pids+"\n")
+	var st statusJSON
+	servertest.Eventually(t, 30*time.Second, "the second job pending in Slurm", func() bool {
+		st = slurmStatus(t, dir, pending)
+		return st.State == "running" && st.Detail == "pending in Slurm: Resources"
+	})
+	r := runRecon(t, dir, "status", "--opts", "client.opts", pending)
+	if !strings.Contains(r.stdout, "running (pending in Slurm: Resources)") {
+		t.Errorf("status of the pending job:\n%s", r.stdout)
+	}
+	w := admin(t, dir, "workers")
+	pendingSlurm := slurmJobs(t, pending)
+	runningSlurm := slurmJobs(t, running)
+	if len(pendingSlurm) != 1 || len(runningSlurm) != 1 {
+		t.Fatalf("Slurm jobs: %q, %q; want one each", runningSlurm, pendingSlurm)
+	}
+	pid, _, _ := strings.Cut(pendingSlurm[0], "|")
+	rid, _, _ := strings.Cut(runningSlurm[0], "|")
+	if !strings.Contains(w.stdout, "SLURM JOB") || !strings.Contains(w.stdout, pid) || !strings.Contains(w.stdout, "PENDING") ||
+		!strings.Contains(w.stdout, rid) || !strings.Contains(w.stdout, "RUNNING") {
+		t.Errorf("admin workers does not list both Slurm jobs (%s pending, %s running):\n%s", pid, rid, w.stdout)
+	}
+
+	if r := admin(t, dir, "cancel", pending); r.code != 0 {
+		t.Fatalf("cancel pending: exit %d\n%s", r.code, r.stderr)
+	}
+	waitSlurmState(t, dir, pending, "cancelled", 30*time.Second)
+	if got := slurmJobs(t, pending); len(got) != 1 || !strings.Contains(got[0], "|CANCELLED|") {
+		t.Errorf("Slurm job of the cancelled pending job: %q, want CANCELLED", got)
+	}
+
+	scriptPid := readPid(t, filepath.Join(pids, "pid-"+running))
+	childPid := readPid(t, filepath.Join(pids, "child-"+running))
+	if processGone(scriptPid) || processGone(childPid) {
+		t.Fatalf("the script (%d) or its child (%d) is not running before the cancel", scriptPid, childPid)
+	}
+	if r := admin(t, dir, "cancel", running); r.code != 0 {
+		t.Fatalf("cancel running: exit %d\n%s", r.code, r.stderr)
+	}
+	waitSlurmState(t, dir, running, "cancelled", 30*time.Second)
+	servertest.Eventually(t, 10*time.Second, "the script and its daemonised child gone", func() bool {
+		return processGone(scriptPid) && processGone(childPid)
+	})
+	// SIGTERM ends the script within KILL_GRACE_SECONDS: Slurm says
+	// FAILED (the batch script died of it) or CANCELLED (scancel).
+	if got := slurmJobs(t, running); len(got) != 1 || !(strings.Contains(got[0], "|CANCELLED|") || strings.Contains(got[0], "|FAILED|")) {
+		t.Errorf("Slurm job of the cancelled running job: %q, want it ended", got)
+	}
+}
+
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return n
+}
+
+// TestSlurmServerKilledMidJob: the server is SIGKILLed while its job runs
+// on the cluster; restarted, it attaches to the same Slurm job instead of
+// submitting another, and the results are delivered.
+func TestSlurmServerKilledMidJob(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	srv, key := slurmServer(t, dir)
+	id := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "the script runs", func() bool {
+		_, err := os.Stat(filepath.Join(pids, "child-"+id))
+		return err == nil
+	})
+	srv.kill9(t)
+
+	srv = startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+	servertest.Eventually(t, 30*time.Second, "the restarted server attaches to the Slurm job", func() bool {
+		return strings.Contains(srv.stderr.String(), "") && len(logMessages(t, filepath.Join(dir, "recon.log"), "attaching to the job's Slurm job")) > 0
+	})
+	writeFile(t, filepath.Join(pids, "release"), "", 0o644)
+	waitSlurmState(t, dir, id, "succeeded", 60*time.Second)
+	r := runRecon(t, dir, "fetch", "--opts", "client.opts", "--output", "out", id)
+	if r.code != 0 {
+		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out", "result.txt")); err != nil || !strings.HasPrefix(string(b), "block ") {
+		t.Errorf("result.txt = %q, %v", b, err)
+	}
+	if got := slurmJobs(t, id); len(got) != 1 || !strings.Contains(got[0], "|COMPLETED|recon-"+id+"-1") {
+		t.Errorf("Slurm jobs of %s = %q; want exactly one, COMPLETED", id, got)
+	}
+}
+
+// TestSlurmControllerRestartedMidJob: slurmctld stops and starts again
+// while a job runs; the server keeps following the job and delivers it.
+func TestSlurmControllerRestartedMidJob(t *testing.T) {
+	cluster := slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	slurmServer(t, dir)
+	id := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "the script runs", func() bool {
+		_, err := os.Stat(filepath.Join(pids, "child-"+id))
+		return err == nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, filepath.Join(cluster, "restart-ctld.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("restart slurmctld: %v\n%s", err, out)
+	}
+	writeFile(t, filepath.Join(pids, "release"), "", 0o644)
+	waitSlurmState(t, dir, id, "succeeded", 60*time.Second)
+	if got := slurmJobs(t, id); len(got) != 1 {
+		t.Errorf("Slurm jobs of %s = %q; want exactly one", id, got)
+	}
+}
+
+// TestSlurmMaxConcurrentJobs: with MAX_CONCURRENT_JOBS = 2, at most two of
+// the server's jobs are in the cluster's hands at any time, although the
+// cluster has room for more.
+func TestSlurmMaxConcurrentJobs(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	slurmServer(t, dir, "MAX_CONCURRENT_JOBS = 2")
+	var ids []string
+	for range 4 {
+		ids = append(ids, submitInput(t, dir, "block "+pids+"\n"))
+	}
+	started := func() int {
+		n := 0
+		for _, id := range ids {
+			if _, err := os.Stat(filepath.Join(pids, "child-"+id)); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	inCluster := func() int {
+		n := 0
+		for _, id := range ids {
+			for _, j := range slurmJobs(t, id) {
+				if !strings.Contains(j, "|COMPLETED|") && !strings.Contains(j, "|CANCELLED|") {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	servertest.Eventually(t, 60*time.Second, "two scripts running", func() bool { return started() == 2 })
+	// Long enough for a third to start if the server let it.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := inCluster(); n > 2 {
+			t.Fatalf("%d of the server's jobs in the cluster, MAX_CONCURRENT_JOBS = 2", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := started(); n != 2 {
+		t.Fatalf("%d scripts started, want 2", n)
+	}
+	writeFile(t, filepath.Join(pids, "release"), "", 0o644)
+	for _, id := range ids {
+		waitSlurmState(t, dir, id, "succeeded", 60*time.Second)
+	}
+}
