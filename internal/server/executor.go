@@ -58,8 +58,11 @@ func newExecutor(cfg *config.Server, log *slog.Logger, store *jobs.Store, killGr
 // executor has them.
 type (
 	// holder keeps the pool's workers from taking jobs (with a reason)
-	// until the executor is ready: the Slurm executor's probe job.
-	holder interface{ held() (bool, string) }
+	// until the executor is ready (the Slurm executor's probe job); ready
+	// is closed then.
+	holder interface {
+		held() (held bool, why string, ready <-chan struct{})
+	}
 	// looper has a goroutine of its own, run by the server's lifecycle.
 	looper interface{ loop(ctx context.Context) }
 	// placer tells where an attempt runs outside the server: its Slurm

@@ -181,9 +181,9 @@ func (p *pool) work(ctx context.Context, w *worker) {
 		// A job waits: take it only if the executor is ready and the
 		// machine has room.
 		if h, ok := p.exec.(holder); ok {
-			if held, _ := h.held(); held {
+			if held, _, ready := h.held(); held {
 				p.set(w, workerPaused, "")
-				p.sleep(ctx, w, wake, p.gate.interval)
+				p.sleep(ctx, w, ready, p.gate.interval)
 				continue
 			}
 		}
@@ -275,7 +275,7 @@ func (p *pool) snapshot() protocol.WorkersReply {
 		r.Paused, r.PauseReason = true, reason
 	}
 	if h, ok := p.exec.(holder); ok && waiting {
-		if held, why := h.held(); held {
+		if held, why, _ := h.held(); held {
 			r.Paused, r.PauseReason = true, why
 		}
 	}

@@ -73,7 +73,7 @@ type slurmInflight struct {
 func newSlurmExecutor(cfg *config.Server, log *slog.Logger, store *jobs.Store, killGrace time.Duration) *slurmExecutor {
 	cli := &slurmCLI{}
 	return &slurmExecutor{cfg: cfg, log: log, store: store, cli: cli, killGrace: killGrace,
-		poll: newSlurmPoller(cli), inflight: map[string]*slurmInflight{}}
+		poll: newSlurmPoller(cli), inflight: map[string]*slurmInflight{}, probe: slurmProbe{ready: make(chan struct{})}}
 }
 
 func (e *slurmExecutor) outputDir(id string) string { return filepath.Join(e.cfg.OutputBaseDir, id) }
@@ -165,12 +165,12 @@ var osLookPath = lookPath
 
 // held keeps workers from taking jobs until the probe job has shown that
 // the compute nodes see the server's directories.
-func (e *slurmExecutor) held() (bool, string) {
+func (e *slurmExecutor) held() (bool, string, <-chan struct{}) {
 	st := e.probe.get()
 	if st.ok {
-		return false, ""
+		return false, "", nil
 	}
-	return true, "waiting for the Slurm probe job: " + st.text
+	return true, "waiting for the Slurm probe job: " + st.text, e.probe.ready
 }
 
 // checkOptions refuses Slurm job options the server does not let clients

@@ -196,6 +196,8 @@ func (o *slurmOutput) stderrTail() string {
 // slurmProbe is the state of the probe job, which checks that the compute
 // nodes see the server's directories.
 type slurmProbe struct {
+	ready chan struct{} // closed when a probe succeeds
+
 	mu   sync.Mutex
 	ok   bool
 	text string
@@ -218,6 +220,9 @@ func (p *slurmProbe) get() probeState {
 func (p *slurmProbe) set(ok bool, text string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if ok && !p.ok {
+		close(p.ready)
+	}
 	p.ok, p.text = ok, text
 }
 
