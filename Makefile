@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/recon
 
-.PHONY: build test demo fuzz clean deps notebook bench
+.PHONY: build test demo fuzz clean deps notebook bench test-slurm-slow bench-slurm
 
 # The version `recon version` prints: git describe of the checkout (a tag,
 # or the commit, with -dirty for uncommitted changes). Outside a git
@@ -15,9 +15,12 @@ build:
 # The whole test suite: vet, every test with the race detector, the example
 # notebook, the demo (into a temporary directory: it must leave a non-empty
 # DICOM and PNG), then every fuzz target for a bounded number of executions.
+# A single-node Slurm cluster (scripts/slurm-up.sh) runs for the Go tests
+# and is stopped after them, whatever they do.
 test: deps build
 	$(GO) vet ./...
-	RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
+	slurm=$$(scripts/slurm-up.sh) && trap 'scripts/slurm-down.sh "$$slurm"' EXIT && \
+	  RECON_TEST_SLURM="$$slurm" RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
 	scripts/notebook.sh $(BIN)
 	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	  DEMO_OUTPUT="$$out/demo" scripts/demo.sh $(BIN) && \
@@ -47,6 +50,14 @@ fuzz:
 # RUNS, BENCH_DIR, DISK_DIR, SIZE_MIB, BIG_MIB, QUEUED (see bench/run.sh).
 bench: build
 	bench/run.sh
+
+# The slow Slurm tests (a job at Slurm's own time limit, about 2 minutes)
+# and the benchmark of what recon adds to a Slurm job (50 jobs), each on a
+# cluster of its own. Not part of `make test`.
+test-slurm-slow bench-slurm: build
+	slurm=$$(scripts/slurm-up.sh) && trap 'scripts/slurm-down.sh "$$slurm"' EXIT && \
+	  RECON_TEST_SLURM="$$slurm" RECON_TEST_STRICT=1 RECON_SLURM_$(if $(filter bench-slurm,$@),BENCH,SLOW)=1 \
+	  $(GO) test -count=1 -timeout 20m -v -run '$(if $(filter bench-slurm,$@),TestSlurmBench,TestSlurmSlow)' ./cmd/recon
 
 # Tools the tests need: BART, the reference reconstruction, and Debian's
 # Jupyter for the example notebook.
