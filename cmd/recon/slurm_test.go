@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/servertest"
 )
 
@@ -359,4 +360,146 @@ func TestSlurmMaxConcurrentJobs(t *testing.T) {
 	for _, id := range ids {
 		waitSlurmState(t, dir, id, "succeeded", 60*time.Second)
 	}
+}
+
+// restartSlurmServer starts the server of dir again and rewrites the
+// client's and the admin's configs for its new ports.
+func restartSlurmServer(t *testing.T, dir, key string) *serverProc {
+	t.Helper()
+	srv := startServer(t, dir, "recon.opts")
+	clientOpts(t, filepath.Join(dir, "client.opts"), srv.clientAddr, key)
+	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
+	return srv
+}
+
+// TestSlurmKilledBetweenSubmitAndRecord: the server dies after sbatch but
+// before the Slurm job id reached the store (here: the record is removed
+// from the stopped server's store). Restarted, it finds the Slurm job by
+// its name and attaches to it: one Slurm job in all, results delivered.
+func TestSlurmKilledBetweenSubmitAndRecord(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	srv, key := slurmServer(t, dir)
+	id := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "the script runs", func() bool {
+		_, err := os.Stat(filepath.Join(pids, "child-"+id))
+		return err == nil
+	})
+	srv.kill9(t)
+	st, err := jobs.Open(filepath.Join(dir, "data", "state", "jobs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetPlacement(t.Context(), id); err != nil {
+		t.Errorf("no placement recorded for the running job: %v", err)
+	}
+	err = st.ClearPlacement(t.Context(), id)
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	restartSlurmServer(t, dir, key)
+	servertest.Eventually(t, 30*time.Second, "the restarted server finds the Slurm job by its name", func() bool {
+		return len(logMessages(t, filepath.Join(dir, "recon.log"), "found the job's Slurm job by its name: attaching to it")) > 0
+	})
+	writeFile(t, filepath.Join(pids, "release"), "", 0o644)
+	waitSlurmState(t, dir, id, "succeeded", 60*time.Second)
+	if r := runRecon(t, dir, "fetch", "--opts", "client.opts", "--output", "out", id); r.code != 0 {
+		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+	}
+	if got := slurmJobs(t, id); len(got) != 1 || !strings.Contains(got[0], "|COMPLETED|recon-"+id+"-1") {
+		t.Errorf("Slurm jobs of %s = %q; want exactly one, COMPLETED", id, got)
+	}
+}
+
+// TestSlurmExpiredRecordDecidedFromFiles: jobs that ended while the server
+// was down, and that Slurm has forgotten by the time it is back (fake
+// squeue and scontrol hide them), are decided from the batch wrapper's
+// files: the one whose exit status is recorded succeeds with its results,
+// the one whose exit file is missing fails, and neither runs again.
+func TestSlurmExpiredRecordDecidedFromFiles(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	srv, key := slurmServer(t, dir, "MAX_CONCURRENT_JOBS = 2")
+	done := submitInput(t, dir, "block "+pids+"\n")
+	lost := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "both scripts run", func() bool {
+		_, err1 := os.Stat(filepath.Join(pids, "child-"+done))
+		_, err2 := os.Stat(filepath.Join(pids, "child-"+lost))
+		return err1 == nil && err2 == nil
+	})
+	srv.kill9(t)
+	writeFile(t, filepath.Join(pids, "release"), "", 0o644)
+	var hide []string
+	servertest.Eventually(t, 30*time.Second, "both Slurm jobs completed", func() bool {
+		hide = hide[:0]
+		for _, id := range []string{done, lost} {
+			if got := slurmJobs(t, id); len(got) == 1 && strings.Contains(got[0], "|COMPLETED|") {
+				sid, _, _ := strings.Cut(got[0], "|")
+				hide = append(hide, sid)
+			}
+		}
+		return len(hide) == 2
+	})
+	if err := os.Remove(filepath.Join(dir, "data", "outputs", ".slurm-"+lost+"-1", "exit")); err != nil {
+		t.Fatal(err)
+	}
+
+	// squeue and scontrol that no longer know the two jobs.
+	fake := t.TempDir()
+	squeue, err1 := exec.LookPath("squeue")
+	scontrol, err2 := exec.LookPath("scontrol")
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	re := strings.Join(hide, "|")
+	writeFile(t, filepath.Join(fake, "squeue"), "#!/bin/bash\nout=$("+squeue+` "$@"); rc=$?
+[ -n "$out" ] && printf '%s\n' "$out" | grep -v -E '^(`+re+`)\|'
+exit $rc
+`, 0o755)
+	writeFile(t, filepath.Join(fake, "scontrol"), `#!/bin/bash
+for a in "$@"; do case "$a" in `+re+`) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;; esac; done
+exec `+scontrol+` "$@"
+`, 0o755)
+	realPath := os.Getenv("PATH")
+	t.Setenv("PATH", fake+string(os.PathListSeparator)+realPath)
+
+	restartSlurmServer(t, dir, key)
+	waitSlurmState(t, dir, done, "succeeded", 60*time.Second)
+	st := waitSlurmState(t, dir, lost, "failed", 60*time.Second)
+	if !strings.Contains(st.Error, "no longer known to Slurm, and the script's exit status was not recorded") {
+		t.Errorf("error of the job without an exit file: %q", st.Error)
+	}
+	if r := runRecon(t, dir, "fetch", "--opts", "client.opts", "--output", "out", done); r.code != 0 {
+		t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out", "result.txt")); err != nil || !strings.HasPrefix(string(b), "block ") {
+		t.Errorf("result.txt = %q, %v", b, err)
+	}
+	os.Setenv("PATH", realPath) // the real squeue again (t.Setenv restores it at the end too)
+	for _, id := range []string{done, lost} {
+		if got := slurmJobs(t, id); len(got) != 1 {
+			t.Errorf("Slurm jobs of %s = %q; want exactly one", id, got)
+		}
+	}
+}
+
+// TestSlurmJobTimeout: JOB_TIMEOUT_SECONDS holds on the cluster: recon
+// cancels the Slurm job and the job fails for its timeout.
+func TestSlurmJobTimeout(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	t.Cleanup(func() { os.WriteFile(filepath.Join(pids, "release"), nil, 0o644) })
+	slurmServer(t, dir, "JOB_TIMEOUT_SECONDS = 2")
+	id := submitInput(t, dir, "block "+pids+"\n")
+	st := waitSlurmState(t, dir, id, "failed", 60*time.Second)
+	if !strings.Contains(st.Error, "timed out after 2s (JOB_TIMEOUT_SECONDS)") {
+		t.Errorf("error = %q, want the job timeout", st.Error)
+	}
+	child := readPid(t, filepath.Join(pids, "child-"+id))
+	servertest.Eventually(t, 10*time.Second, "the script's daemonised child gone", func() bool { return processGone(child) })
 }
