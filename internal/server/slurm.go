@@ -512,10 +512,15 @@ func (e *slurmExecutor) follow(ctx context.Context, a attempt, log *slog.Logger,
 				if err := e.stopSlurm(context.WithoutCancel(ctx), log, p.slurmID); err != nil {
 					return failure("the job timed out, and its Slurm job could not be confirmed ended; see the server log", nil)
 				}
-				tail.relay()
+				stderr := tail.stderrTail()
+				// As for a local script that timed out: its output is the
+				// job's (KEEP_FAILED_OUTPUTS decides its fate).
+				if err := (&localExecutor{cfg: e.cfg}).promoteAttempt(a.jobID, work); err != nil {
+					log.Error("cannot keep the job's output", "err", err)
+				}
 				e.cleanup(context.WithoutCancel(ctx), a, p, true)
 				exit := -1
-				return outcome{end: exited, exit: &exit, signal: "terminated", timedOut: true, stderrTail: tail.stderrTail()}
+				return outcome{end: exited, exit: &exit, signal: "terminated", timedOut: true, stderrTail: stderr}
 			}
 		}
 		if !sleepCtx(runCtx, e.poll.wait(e.cfg.Slurm.PollInterval)) {
@@ -610,6 +615,7 @@ func (e *slurmExecutor) ended(ctx context.Context, a attempt, log *slog.Logger, 
 		}
 	}
 	log.Info("Slurm job ended", "slurm_state", sj.State, "slurm_reason", sj.Reason, "slurm_exit", sj.Exit, "exit_file", haveExit)
+	stderr := tail.stderrTail() // before cleanup removes the files
 	switch sj.State {
 	case "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "CANCELLED", "REVOKED":
 		// Slurm ended it: whatever the wrapper wrote, the script did not
@@ -620,7 +626,7 @@ func (e *slurmExecutor) ended(ctx context.Context, a attempt, log *slog.Logger, 
 			exit = &st
 		}
 		o := failure(slurmEndMessage(p.slurmID, sj), exit)
-		o.stderrTail = tail.stderrTail()
+		o.stderrTail = stderr
 		return o
 	}
 	if !haveExit {
@@ -636,7 +642,6 @@ func (e *slurmExecutor) ended(ctx context.Context, a attempt, log *slog.Logger, 
 		e.cleanup(ctx, a, p, true)
 		return failure("the server could not keep the job's output; see the server log", nil)
 	}
-	stderr := tail.stderrTail()
 	e.cleanup(ctx, a, p, false)
 	return outcome{end: exited, exit: &st, stderrTail: stderr}
 }
