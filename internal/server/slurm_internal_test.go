@@ -134,7 +134,7 @@ func testSlurmExecutor(t *testing.T, fakeTools map[string]string, mod func(*conf
 func TestSlurmEndsFail(t *testing.T) {
 	for _, tc := range []struct {
 		state, reason, want string
-		exitFile           bool
+		exitFile            bool
 	}{
 		{"TIMEOUT", "TimeLimit", "Slurm job 9 ended TIMEOUT (TimeLimit): it reached its Slurm time limit", false},
 		{"OUT_OF_MEMORY", "OutOfMemory", "Slurm job 9 ended OUT_OF_MEMORY (OutOfMemory): it ran out of memory", true},
