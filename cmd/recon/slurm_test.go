@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -502,4 +503,126 @@ func TestSlurmJobTimeout(t *testing.T) {
 	}
 	child := readPid(t, filepath.Join(pids, "child-"+id))
 	servertest.Eventually(t, 10*time.Second, "the script's daemonised child gone", func() bool { return processGone(child) })
+}
+
+// TestSlurmCleanStopLeavesJobRunning: a server stopped cleanly leaves its
+// job running on the cluster and attaches to it when it starts again; the
+// stop costs the job no attempt.
+func TestSlurmCleanStopLeavesJobRunning(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	t.Cleanup(func() { os.WriteFile(filepath.Join(pids, "release"), nil, 0o644) })
+	srv, key := slurmServer(t, dir)
+	id := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "the script runs", func() bool {
+		_, err := os.Stat(filepath.Join(pids, "child-"+id))
+		return err == nil
+	})
+	srv.stop(t)
+	if got := slurmJobs(t, id); len(got) != 1 || !strings.Contains(got[0], "|RUNNING|") {
+		t.Fatalf("Slurm jobs after a clean stop: %q, want the job still RUNNING", got)
+	}
+	restartSlurmServer(t, dir, key)
+	writeFile(t, filepath.Join(pids, "release"), "", 0o644)
+	st := waitSlurmState(t, dir, id, "succeeded", 60*time.Second)
+	if st.Attempts != 1 {
+		t.Errorf("attempts = %d, want 1", st.Attempts)
+	}
+	if got := slurmJobs(t, id); len(got) != 1 {
+		t.Errorf("Slurm jobs of %s = %q; want exactly one", id, got)
+	}
+}
+
+// TestSlurmSlowTimeLimit: a job that outlives its Slurm time limit
+// (SLURM_TIME_LIMIT_MINUTES = 1; Slurm notices within about 90 s) fails
+// with Slurm's reason, and its processes are gone. Slow: make
+// test-slurm-slow runs it, make test does not.
+func TestSlurmSlowTimeLimit(t *testing.T) {
+	if os.Getenv("RECON_SLURM_SLOW") == "" {
+		t.Skip("slow (about 2 minutes): make test-slurm-slow runs it")
+	}
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	t.Cleanup(func() { os.WriteFile(filepath.Join(pids, "release"), nil, 0o644) })
+	// The script waits for release at most 120 s: longer than the limit.
+	slurmServer(t, dir, "SLURM_TIME_LIMIT_MINUTES = 1")
+	id := submitInput(t, dir, "block "+pids+"\n")
+	st := waitSlurmState(t, dir, id, "failed", 4*time.Minute)
+	if !strings.Contains(st.Error, "ended TIMEOUT") || !strings.Contains(st.Error, "time limit") {
+		t.Errorf("error = %q, want Slurm's TIMEOUT", st.Error)
+	}
+	child := readPid(t, filepath.Join(pids, "child-"+id))
+	servertest.Eventually(t, 10*time.Second, "the script's daemonised child gone", func() bool { return processGone(child) })
+}
+
+// TestSlurmBench measures what recon adds to a Slurm job: 50 trivial jobs
+// one after another through a server (from "job started" to "job ended"
+// in its log: sbatch, polling, collecting the results, recording the end)
+// against 50 bare sbatch --parsable runs polled with squeue at the same
+// interval. Not part of make test: make bench-slurm runs it.
+func TestSlurmBench(t *testing.T) {
+	if os.Getenv("RECON_SLURM_BENCH") == "" {
+		t.Skip("benchmark: make bench-slurm runs it")
+	}
+	slurmCluster(t)
+	const n, poll = 50, 50 * time.Millisecond
+	dir := t.TempDir()
+
+	bare := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := exec.CommandContext(ctx, "sbatch", "--parsable", "--no-requeue", "--chdir="+dir, "--output=/dev/null", "--error=/dev/null")
+		cmd.Stdin = strings.NewReader("#!/bin/bash\ntrue\n")
+		out, err := cmd.Output()
+		if err != nil {
+			cancel()
+			t.Fatalf("sbatch: %v", err)
+		}
+		id := strings.TrimSpace(string(out))
+		for {
+			out, err := exec.CommandContext(ctx, "squeue", "-h", "-t", "all", "-o", "%T", "-j", id).Output()
+			if err != nil {
+				cancel()
+				t.Fatalf("squeue: %v", err)
+			}
+			if s := strings.TrimSpace(string(out)); s == "COMPLETED" || s == "FAILED" {
+				break
+			}
+			time.Sleep(poll - time.Duration(time.Now().UnixNano()%int64(poll)))
+		}
+		cancel()
+		bare = append(bare, time.Since(start))
+	}
+
+	slurmServer(t, dir, "SLURM_POLL_INTERVAL_MS = 50")
+	for range n {
+		id := submitInput(t, dir, "ok\n")
+		waitSlurmState(t, dir, id, "succeeded", time.Minute)
+	}
+	started := map[string]time.Time{}
+	var withRecon []time.Duration
+	for _, rec := range readLog(t, filepath.Join(dir, "recon.log")) {
+		at, _ := time.Parse(time.RFC3339Nano, rec.str("time"))
+		switch rec.str("msg") {
+		case "job started":
+			started[rec.str("job_id")] = at
+		case "job ended":
+			withRecon = append(withRecon, at.Sub(started[rec.str("job_id")]))
+		}
+	}
+	if len(withRecon) != n {
+		t.Fatalf("%d jobs ended in the log, want %d", len(withRecon), n)
+	}
+	pct := func(d []time.Duration, p int) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[(len(s)-1)*p/100]
+	}
+	for _, p := range []int{50, 90} {
+		b, r := pct(bare, p), pct(withRecon, p)
+		t.Logf("p%d: bare sbatch+squeue %v, through recon %v, recon adds %v", p, b.Round(time.Millisecond), r.Round(time.Millisecond), (r - b).Round(time.Millisecond))
+	}
 }
