@@ -558,7 +558,7 @@ func TestSlurmSlowTimeLimit(t *testing.T) {
 }
 
 // TestSlurmBench measures what recon adds to a Slurm job: 50 trivial jobs
-// one after another through a server (from "job started" to "job ended"
+// queued at once and run one after another by a server (from "job started" to "job ended"
 // in its log: sbatch, polling, collecting the results, recording the end)
 // against 50 bare sbatch --parsable runs polled with squeue at the same
 // interval. Not part of make test: make bench-slurm runs it.
@@ -567,7 +567,10 @@ func TestSlurmBench(t *testing.T) {
 		t.Skip("benchmark: make bench-slurm runs it")
 	}
 	slurmCluster(t)
-	const n, poll = 50, 50 * time.Millisecond
+	n, poll := 50, 50*time.Millisecond
+	if v, err := strconv.Atoi(os.Getenv("RECON_SLURM_BENCH_JOBS")); err == nil && v > 0 {
+		n = v
+	}
 	dir := t.TempDir()
 
 	bare := make([]time.Duration, 0, n)
@@ -597,20 +600,37 @@ func TestSlurmBench(t *testing.T) {
 		bare = append(bare, time.Since(start))
 	}
 
-	slurmServer(t, dir, "SLURM_POLL_INTERVAL_MS = 50")
+	// All queued at once, one at a time on the cluster: the server runs
+	// them back to back, as the bare loop does.
+	slurmServer(t, dir, "SLURM_POLL_INTERVAL_MS = 50", "MAX_CONCURRENT_JOBS = 1")
+	var ids []string
 	for range n {
-		id := submitInput(t, dir, "ok\n")
-		waitSlurmState(t, dir, id, "succeeded", time.Minute)
+		ids = append(ids, submitInput(t, dir, "ok\n"))
 	}
-	started := map[string]time.Time{}
-	var withRecon []time.Duration
+	for _, id := range ids {
+		waitSlurmState(t, dir, id, "succeeded", 5*time.Minute)
+	}
+	// Each job's steps, from its log records.
+	steps := []string{"job started", "submitted to Slurm", "running in Slurm", "Slurm job ended", "job ended"}
+	seen := map[string]map[string]time.Time{}
 	for _, rec := range readLog(t, filepath.Join(dir, "recon.log")) {
 		at, _ := time.Parse(time.RFC3339Nano, rec.str("time"))
-		switch rec.str("msg") {
-		case "job started":
-			started[rec.str("job_id")] = at
-		case "job ended":
-			withRecon = append(withRecon, at.Sub(started[rec.str("job_id")]))
+		if id := rec.str("job_id"); id != "" && slices.Contains(steps, rec.str("msg")) {
+			if seen[id] == nil {
+				seen[id] = map[string]time.Time{}
+			}
+			seen[id][rec.str("msg")] = at
+		}
+	}
+	var withRecon []time.Duration
+	phases := make([][]time.Duration, len(steps)-1)
+	for _, m := range seen {
+		if len(m) != len(steps) {
+			continue
+		}
+		withRecon = append(withRecon, m["job ended"].Sub(m["job started"]))
+		for i := range phases {
+			phases[i] = append(phases[i], m[steps[i+1]].Sub(m[steps[i]]))
 		}
 	}
 	if len(withRecon) != n {
@@ -620,6 +640,9 @@ func TestSlurmBench(t *testing.T) {
 		s := slices.Clone(d)
 		slices.Sort(s)
 		return s[(len(s)-1)*p/100]
+	}
+	for i, ph := range phases {
+		t.Logf("%q to %q: p50 %v, p90 %v", steps[i], steps[i+1], pct(ph, 50).Round(time.Millisecond), pct(ph, 90).Round(time.Millisecond))
 	}
 	for _, p := range []int{50, 90} {
 		b, r := pct(bare, p), pct(withRecon, p)

@@ -263,8 +263,10 @@ func sbatchEnv() []string {
 }
 
 // wrapperScript is the batch script of one attempt. It records that it
-// started (with the Slurm job id) and the script's exit status in ctl,
-// each file written whole and renamed into place, and runs the script in
+// started (with the Slurm job id) and the script's exit status in ctl, with
+// shell builtins only (a process start is a good part of a trivial job's
+// time; the files are read only once Slurm reports the job ended, and one
+// cut short reads as not recorded), and runs the script in
 // the local executor's environment: the allow-listed variables, the job's
 // RECON_* variables, and Slurm's SLURM_* ones. Every value is quoted as
 // $'...' with every byte outside printable ASCII escaped, so the script
@@ -279,7 +281,7 @@ func (e *slurmExecutor) wrapperScript(a attempt, n int) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/bin/bash\n# recon batch wrapper: job %s, attempt %d\n", a.jobID, n)
 	fmt.Fprintf(&b, "ctl=%s\n", shellQuote(ctl))
-	b.WriteString(`printf '%s\n' "$SLURM_JOB_ID" >"$ctl/started.tmp" && /bin/mv -f "$ctl/started.tmp" "$ctl/started" || exit 111` + "\n")
+	b.WriteString(`printf '%s\n' "$SLURM_JOB_ID" >"$ctl/started" || exit 111` + "\n")
 	b.WriteString(`for v in $(compgen -e); do case $v in SLURM_*|SLURMD_*) ;; *) unset "$v" ;; esac; done` + "\n")
 	for _, name := range runner.EnvAllowList {
 		v, ok := os.LookupEnv(name)
@@ -298,7 +300,7 @@ func (e *slurmExecutor) wrapperScript(a attempt, n int) (string, error) {
 	fmt.Fprintf(&b, "cd %s || exit 112\n", shellQuote(in))
 	fmt.Fprintf(&b, "%s %s --output-dir %s\n", shellQuote(e.cfg.ScriptPath), shellQuote(in), shellQuote(out))
 	b.WriteString("st=$?\n")
-	b.WriteString(`printf '%s\n' "$st" >"$ctl/exit.tmp" && /bin/mv -f "$ctl/exit.tmp" "$ctl/exit"` + "\n")
+	b.WriteString(`printf '%s\n' "$st" >"$ctl/exit"` + "\n")
 	b.WriteString("exit $st\n")
 	return b.String(), nil
 }
@@ -499,7 +501,7 @@ func (e *slurmExecutor) follow(ctx context.Context, a attempt, log *slog.Logger,
 		case !known || slurmTerminal(j.State):
 			watched()
 			tail.relay()
-			return e.ended(context.WithoutCancel(ctx), a, log, p, tail, known)
+			return e.ended(context.WithoutCancel(ctx), a, log, p, tail, known, j)
 		default:
 			e.setInflight(a.jobID, p.slurmID, j.State, j.Reason)
 			if j.State == "RUNNING" && running.IsZero() {
@@ -602,16 +604,19 @@ func (e *slurmExecutor) waitEnded(ctx context.Context, id string, d time.Duratio
 // ended decides how an attempt whose Slurm job is over (or forgotten by
 // Slurm) ended: from the wrapper's exit file when the script finished,
 // else from Slurm's state and reason.
-func (e *slurmExecutor) ended(ctx context.Context, a attempt, log *slog.Logger, p earlier, tail *slurmOutput, known bool) outcome {
+func (e *slurmExecutor) ended(ctx context.Context, a attempt, log *slog.Logger, p earlier, tail *slurmOutput, known bool, last slurmJob) outcome {
 	ctl := e.ctlDir(a.jobID, p.n)
 	raw, exitErr := os.ReadFile(filepath.Join(ctl, "exit"))
 	st, convErr := strconv.Atoi(strings.TrimSpace(string(raw)))
 	haveExit := exitErr == nil && convErr == nil
-	var sj slurmJob
-	if known {
-		var err error
-		if sj, err = e.cli.show(ctx, p.slurmID); err != nil {
+	// squeue's answer says how the job ended; scontrol adds why, needed
+	// unless the script's own end is recorded and Slurm agrees.
+	sj := last
+	if known && !(haveExit && last.State == "COMPLETED") {
+		if j, err := e.cli.show(ctx, p.slurmID); err != nil {
 			log.Warn("cannot read the Slurm job's end", "err", err)
+		} else {
+			sj = j
 		}
 	}
 	log.Info("Slurm job ended", "slurm_state", sj.State, "slurm_reason", sj.Reason, "slurm_exit", sj.Exit, "exit_file", haveExit)

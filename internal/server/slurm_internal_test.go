@@ -154,7 +154,8 @@ func TestSlurmEndsFail(t *testing.T) {
 				os.WriteFile(filepath.Join(ctl, "exit"), []byte("137\n"), 0o644)
 			}
 			os.WriteFile(filepath.Join(ctl, "stderr"), []byte("killed while writing\n"), 0o644)
-			o := e.ended(t.Context(), a, a.log, earlier{n: 1, slurmID: "9"}, newSlurmOutput(a.log, ctl), true)
+			last := slurmJob{ID: "9", State: tc.state, Reason: "None", Name: "recon-j-1"}
+			o := e.ended(t.Context(), a, a.log, earlier{n: 1, slurmID: "9"}, newSlurmOutput(a.log, ctl), true, last)
 			if o.end != failed || o.msg != tc.want {
 				t.Errorf("outcome %v %q, want failed %q", o.end, o.msg, tc.want)
 			}
