@@ -59,6 +59,7 @@ block)
 	for i in $(seq 1 1200); do [ -e "$arg/release" ] && break; sleep 0.1; done ;;
 esac
 printf '%s' "$SLURM_JOB_ID" >"$out/slurm_job_id.txt"
+env >"$out/env.txt"
 cp "$in/input.txt" "$out/result.txt"
 `)
 }
@@ -134,6 +135,9 @@ func waitSlurmState(t *testing.T, dir, id, want string, d time.Duration) statusJ
 func TestSlurmJobSucceedsAndFails(t *testing.T) {
 	slurmCluster(t)
 	dir := t.TempDir()
+	// A secret in the server's environment must reach neither the
+	// controller nor the script.
+	t.Setenv("RECON_TEST_SECRET", "s3cret-value")
 	slurmServer(t, dir, "MAX_CONCURRENT_JOBS = 2")
 
 	ok := submitInput(t, dir, "ok\n")
@@ -151,6 +155,21 @@ func TestSlurmJobSucceedsAndFails(t *testing.T) {
 	sid, err := os.ReadFile(filepath.Join(dir, "out", "slurm_job_id.txt"))
 	if err != nil || len(sid) == 0 {
 		t.Fatalf("the script saw no SLURM_JOB_ID: %q, %v", sid, err)
+	}
+	env, err := os.ReadFile(filepath.Join(dir, "out", "env.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"SLURM_JOB_ID=" + string(sid) + "\n", "RECON_JOB_ID=" + ok + "\n", "RECON_OPTIONS_JSON={}\n"} {
+		if !strings.Contains(string(env), want) {
+			t.Errorf("the script's environment lacks %q:\n%s", want, env)
+		}
+	}
+	if strings.Contains(string(env), "s3cret-value") {
+		t.Errorf("a variable of the server's environment outside the allow-list reached the script:\n%s", env)
+	}
+	if out, err := exec.Command("scontrol", "show", "job", "-o", string(sid)).Output(); err != nil || strings.Contains(string(out), "s3cret") {
+		t.Errorf("scontrol show job %s: %v, or it holds the secret", sid, err)
 	}
 	if got := slurmJobs(t, ok); len(got) != 1 || got[0] != string(sid)+"|COMPLETED|recon-"+ok+"-1" {
 		t.Errorf("Slurm jobs of %s = %q; want one, %s, COMPLETED, named recon-%s-1", ok, got, sid, ok)
@@ -647,5 +666,50 @@ func TestSlurmBench(t *testing.T) {
 	for _, p := range []int{50, 90} {
 		b, r := pct(bare, p), pct(withRecon, p)
 		t.Logf("p%d: bare sbatch+squeue %v, through recon %v, recon adds %v", p, b.Round(time.Millisecond), r.Round(time.Millisecond), (r - b).Round(time.Millisecond))
+	}
+}
+
+// TestSlurmProbeFailsJobsHeld: when the probe job cannot see the input
+// directory (here a fake sbatch swaps the probe's script for one that
+// fails as it would), jobs are accepted and held, queued, and recon admin
+// status says why.
+func TestSlurmProbeFailsJobsHeld(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	fake := t.TempDir()
+	sbatch, err := exec.LookPath("sbatch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(fake, "sbatch"), `#!/bin/bash
+for a in "$@"; do
+	if [ "$a" = --job-name=recon-probe ]; then
+		printf '#!/bin/bash\nexit 3\n' | `+sbatch+` "$@"
+		exit
+	fi
+done
+exec `+sbatch+` "$@"
+`, 0o755)
+	t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+	slurmServer(t, dir)
+	id := submitInput(t, dir, "ok\n")
+	var r cmdResult
+	defer func() {
+		if t.Failed() {
+			t.Logf("admin status:\n%s", r.stdout)
+		}
+	}()
+	servertest.Eventually(t, 30*time.Second, "admin status shows the failed probe", func() bool {
+		r = admin(t, dir, "status")
+		return strings.Contains(r.stdout, "executor        slurm: probe job failed, retrying: the probe job could not read a file under RECON_SERVER_BASE_PFILE_DIR")
+	})
+	if !strings.Contains(r.stdout, "filesystem the compute nodes share") || !strings.Contains(r.stdout, "paused          waiting for the Slurm probe job") {
+		t.Errorf("admin status:\n%s", r.stdout)
+	}
+	if st := slurmStatus(t, dir, id); st.State != "queued" {
+		t.Errorf("job %s is %s while the probe fails, want queued", id, st.State)
+	}
+	if got := slurmJobs(t, id); len(got) != 0 {
+		t.Errorf("Slurm jobs of %s while held: %q", id, got)
 	}
 }
