@@ -441,19 +441,52 @@ func (e *slurmExecutor) submit(ctx context.Context, a attempt) (string, outcome)
 		os.RemoveAll(work)
 		return "", failure("the server could not prepare the job's Slurm job; see the server log", nil)
 	}
-	id, err := e.cli.submit(context.WithoutCancel(ctx), args, script)
-	if err != nil {
-		a.log.Error("sbatch failed", "err", err)
-		os.RemoveAll(ctl)
-		os.RemoveAll(work)
-		return "", failure("Slurm refused the job: "+safeSlurmMessage(err), nil)
+	name := slurmJobName(a.jobID, a.n)
+	var id string
+	for {
+		var err error
+		id, err = e.cli.submit(context.WithoutCancel(ctx), args, script)
+		if err == nil {
+			break
+		}
+		if !transientSlurmError(err) {
+			a.log.Error("sbatch failed", "err", err)
+			os.RemoveAll(ctl)
+			os.RemoveAll(work)
+			return "", failure("Slurm refused the job: "+safeSlurmMessage(err), nil)
+		}
+		// The controller is away: try again until it is back (or the
+		// server stops), after checking that the job did not reach it.
+		a.log.Warn("sbatch could not reach the Slurm controller; retrying", "err", err)
+		if !sleepCtx(ctx, max(e.cfg.Slurm.PollInterval*4, time.Second)) {
+			os.RemoveAll(ctl)
+			os.RemoveAll(work)
+			return "", outcome{end: stopped}
+		}
+		if found, err := e.cli.findByName(ctx, []string{name}); err == nil && len(found) > 0 {
+			id = found[0].ID
+			break
+		}
 	}
-	a.log.Info("submitted to Slurm", "slurm_job_id", id, "slurm_job_name", slurmJobName(a.jobID, a.n))
+	a.log.Info("submitted to Slurm", "slurm_job_id", id, "slurm_job_name", name)
 	if err := e.store.SetPlacement(context.WithoutCancel(ctx), a.jobID, a.n, id); err != nil {
 		// The job name still finds it after a restart.
 		a.log.Error("record the Slurm job id", "slurm_job_id", id, "err", err)
 	}
 	return id, outcome{}
+}
+
+// transientSlurmError reports whether a tool failed because the controller
+// could not be reached or was busy, so that the same command may work
+// later.
+func transientSlurmError(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"Unable to contact slurm controller", "Socket timed out", "temporarily unable", "Zero Bytes were transmitted", "Connection refused", "signal: killed", "deadline exceeded"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // safeSlurmMessage is the part of an error of the Slurm tools that a client

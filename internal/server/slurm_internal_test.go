@@ -261,3 +261,51 @@ func TestCheckSlurmOptions(t *testing.T) {
 		t.Errorf("the local executor refused a slurm option: %v", err)
 	}
 }
+
+// TestSlurmSubmitRetriesWhileControllerAway: sbatch failing because the
+// controller cannot be reached is tried again (after checking by name that
+// the job did not get in) instead of failing the job; sbatch refusing the
+// job fails it with Slurm's message.
+func TestSlurmSubmitRetriesWhileControllerAway(t *testing.T) {
+	dir := t.TempDir()
+	up, count := filepath.Join(dir, "up"), filepath.Join(dir, "count")
+	e := testSlurmExecutor(t, map[string]string{
+		"sbatch": `cat >/dev/null; echo x >>` + count + `; [ -e ` + up + ` ] || { echo "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)" >&2; exit 1; }; echo 77`,
+		"squeue": `exit 0`,
+	}, nil)
+	store := e.store
+	j, _, err := store.Create(t.Context(), &jobs.Job{})
+	if err == nil {
+		j, err = store.Claim(t.Context())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := attempt{jobID: j.ID, n: 1, log: slog.New(slog.DiscardHandler)}
+	go func() {
+		for {
+			if b, _ := os.ReadFile(count); len(b) >= 4 { // two tries failed
+				os.WriteFile(up, nil, 0o644)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	id, o := e.submit(ctx, a)
+	if id != "77" {
+		t.Fatalf("submit = %q, %+v; want 77 once the controller is back", id, o)
+	}
+	if p, err := store.GetPlacement(t.Context(), j.ID); err != nil || p.Ref != "77" {
+		t.Errorf("placement %+v, %v", p, err)
+	}
+
+	e = testSlurmExecutor(t, map[string]string{
+		"sbatch": `cat >/dev/null; echo "sbatch: error: Batch job submission failed: Invalid partition name specified" >&2; exit 1`,
+	}, nil)
+	if id, o := e.submit(ctx, attempt{jobID: "j", n: 1, log: slog.New(slog.DiscardHandler)}); id != "" || o.end != failed ||
+		o.msg != "Slurm refused the job: Batch job submission failed: Invalid partition name specified" {
+		t.Errorf("submit refused = %q, %+v", id, o)
+	}
+}
