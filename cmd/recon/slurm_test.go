@@ -713,3 +713,39 @@ exec `+sbatch+` "$@"
 		t.Errorf("Slurm jobs of %s while held: %q", id, got)
 	}
 }
+
+// TestSlurmCancelQueuedAfterStop: a job whose Slurm job was left running by
+// a clean stop is queued again; cancelled then, before the new server
+// takes it (the probe holds it), its Slurm job is cancelled too.
+func TestSlurmCancelQueuedAfterStop(t *testing.T) {
+	slurmCluster(t)
+	dir := t.TempDir()
+	pids := t.TempDir()
+	t.Cleanup(func() { os.WriteFile(filepath.Join(pids, "release"), nil, 0o644) })
+	srv, key := slurmServer(t, dir)
+	id := submitInput(t, dir, "block "+pids+"\n")
+	servertest.Eventually(t, 60*time.Second, "the script runs", func() bool {
+		_, err := os.Stat(filepath.Join(pids, "child-"+id))
+		return err == nil
+	})
+	srv.stop(t)
+	// The restarted server holds its jobs: its probe never succeeds.
+	fake := t.TempDir()
+	writeFile(t, filepath.Join(fake, "sbatch"), "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account' >&2\nexit 1\n", 0o755)
+	t.Setenv("PATH", fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+	restartSlurmServer(t, dir, key)
+	if st := slurmStatus(t, dir, id); st.State != "queued" {
+		t.Fatalf("job %s is %s after the restart, want queued", id, st.State)
+	}
+	if r := admin(t, dir, "cancel", id); r.code != 0 {
+		t.Fatalf("cancel: exit %d\n%s", r.code, r.stderr)
+	}
+	child := readPid(t, filepath.Join(pids, "child-"+id))
+	servertest.Eventually(t, 30*time.Second, "the Slurm job ended and the script's child gone", func() bool {
+		got := slurmJobs(t, id)
+		return len(got) == 1 && !strings.Contains(got[0], "|RUNNING|") && processGone(child)
+	})
+	if _, err := os.Stat(filepath.Join(dir, "data", "outputs", ".slurm-"+id+"-1")); !os.IsNotExist(err) {
+		t.Errorf("the wrapper's files are left: %v", err)
+	}
+}

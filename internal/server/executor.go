@@ -30,6 +30,9 @@ import (
 //   - run ends the attempt when ctx is done (an administrator's cancel, or
 //     the server stopping: the pool tells which by ctx's cause) and reports
 //     it as stopped, its output removed.
+//     An executor whose attempts run outside the server (slurm.go) may
+//     leave an attempt running when the server stops, provided the next
+//     run of the server attaches to it instead of starting another.
 //   - run reports how the attempt ended: exited (an exit status, or the
 //     signal that ended it, or its time limit, JOB_TIMEOUT_SECONDS), or
 //     failed, with a message for the client, when the executor could not
@@ -69,6 +72,12 @@ type (
 	// job id, state and the reason Slurm gives.
 	placer interface {
 		where(jobID string) (ref, state, reason string, ok bool)
+	}
+	// releaser ends what an executor still holds of a queued job that is
+	// cancelled: an attempt left running by an earlier run of the server,
+	// which the job would have attached to.
+	releaser interface {
+		release(ctx context.Context, jobID string)
 	}
 )
 

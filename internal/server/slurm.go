@@ -731,6 +731,21 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// release ends the Slurm job a queued job would have attached to (one
+// left running by an earlier run of the server) when the job is cancelled
+// before it ran again, and removes its files.
+func (e *slurmExecutor) release(ctx context.Context, jobID string) {
+	p, err := e.store.GetPlacement(ctx, jobID)
+	if err != nil {
+		return
+	}
+	log := e.log.With("job_id", jobID, "slurm_job_id", p.Ref)
+	if err := e.stopSlurm(context.WithoutCancel(ctx), log, p.Ref); err != nil {
+		log.Error("cancel the Slurm job of a cancelled job", "err", err)
+	}
+	e.cleanup(context.WithoutCancel(ctx), attempt{jobID: jobID, log: log}, earlier{n: p.Attempt, slurmID: p.Ref}, true)
+}
+
 // jobDetail says where a running job is when the Slurm executor holds
 // it: "pending in Slurm: Resources", "running in Slurm job 42".
 func (s *Server) jobDetail(j *jobs.Job) string {
