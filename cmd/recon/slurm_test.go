@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 // The tests in this file run jobs on a real single-node Slurm cluster,
 // started by scripts/slurm-up.sh (make test does it and passes its
 // directory in RECON_TEST_SLURM). Without one they skip, except in strict
-// mode, where they fail.
+// mode, where they fail. Tests that need the cluster's CPUs to themselves,
+// restart its controller or change PATH run alone; the others in parallel.
 
 // slurmCluster points the test's processes at the test cluster and
 // returns its directory.
@@ -33,9 +35,13 @@ func slurmCluster(t *testing.T) string {
 	if _, err := os.Stat(conf); err != nil {
 		t.Fatalf("RECON_TEST_SLURM=%s holds no cluster: %v", dir, err)
 	}
-	t.Setenv("SLURM_CONF", conf)
+	// Every Slurm test uses the one cluster: set once for the process, so
+	// that tests can run in parallel (t.Setenv forbids it).
+	slurmConfOnce.Do(func() { os.Setenv("SLURM_CONF", conf) })
 	return dir
 }
+
+var slurmConfOnce, secretOnce sync.Once
 
 // slurmScript is the test's reconstruction script, driven by the first
 // line of its input file:
@@ -133,11 +139,12 @@ func waitSlurmState(t *testing.T, dir, id, want string, d time.Duration) statusJ
 // server's log with both ids and recon admin logs --jobid; a failing
 // script's exit status and stderr reach the user.
 func TestSlurmJobSucceedsAndFails(t *testing.T) {
+	t.Parallel()
 	slurmCluster(t)
 	dir := t.TempDir()
 	// A secret in the server's environment must reach neither the
 	// controller nor the script.
-	t.Setenv("RECON_TEST_SECRET", "s3cret-value")
+	secretOnce.Do(func() { os.Setenv("RECON_TEST_SECRET", "s3cret-value") })
 	slurmServer(t, dir, "MAX_CONCURRENT_JOBS = 2")
 
 	ok := submitInput(t, dir, "ok\n")
@@ -277,6 +284,7 @@ func readPid(t *testing.T, path string) int {
 // on the cluster; restarted, it attaches to the same Slurm job instead of
 // submitting another, and the results are delivered.
 func TestSlurmServerKilledMidJob(t *testing.T) {
+	t.Parallel()
 	slurmCluster(t)
 	dir := t.TempDir()
 	pids := t.TempDir()
@@ -336,6 +344,7 @@ func TestSlurmControllerRestartedMidJob(t *testing.T) {
 // the server's jobs are in the cluster's hands at any time, although the
 // cluster has room for more.
 func TestSlurmMaxConcurrentJobs(t *testing.T) {
+	t.Parallel()
 	slurmCluster(t)
 	dir := t.TempDir()
 	pids := t.TempDir()
@@ -397,6 +406,7 @@ func restartSlurmServer(t *testing.T, dir, key string) *serverProc {
 // from the stopped server's store). Restarted, it finds the Slurm job by
 // its name and attaches to it: one Slurm job in all, results delivered.
 func TestSlurmKilledBetweenSubmitAndRecord(t *testing.T) {
+	t.Parallel()
 	slurmCluster(t)
 	dir := t.TempDir()
 	pids := t.TempDir()
@@ -510,6 +520,7 @@ exec `+scontrol+` "$@"
 // TestSlurmJobTimeout: JOB_TIMEOUT_SECONDS holds on the cluster: recon
 // cancels the Slurm job and the job fails for its timeout.
 func TestSlurmJobTimeout(t *testing.T) {
+	t.Parallel()
 	slurmCluster(t)
 	dir := t.TempDir()
 	pids := t.TempDir()
@@ -528,6 +539,7 @@ func TestSlurmJobTimeout(t *testing.T) {
 // job running on the cluster and attaches to it when it starts again; the
 // stop costs the job no attempt.
 func TestSlurmCleanStopLeavesJobRunning(t *testing.T) {
+	t.Parallel()
 	slurmCluster(t)
 	dir := t.TempDir()
 	pids := t.TempDir()
