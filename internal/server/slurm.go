@@ -358,6 +358,9 @@ func (e *slurmExecutor) findEarlier(ctx context.Context, a attempt) (earlier, bo
 		best := earlier{}
 		for _, j := range found {
 			k, _ := strconv.Atoi(strings.TrimPrefix(j.Name, slurmJobPrefix+a.jobID+"-"))
+			if _, err := os.Stat(e.ctlDir(a.jobID, k)); err != nil && slurmTerminal(j.State) {
+				continue // ended and already decided: its files are gone
+			}
 			if k > best.n {
 				best = earlier{n: k, slurmID: j.ID}
 			}
@@ -675,7 +678,12 @@ func (e *slurmExecutor) ended(ctx context.Context, a attempt, log *slog.Logger, 
 		return failure(slurmEndMessage(p.slurmID, sj)+" before the script's exit status was recorded", nil)
 	}
 	work := e.attemptDir(a.jobID, p.n)
-	if err := (&localExecutor{cfg: e.cfg}).promoteAttempt(a.jobID, work); err != nil {
+	_, werr := os.Stat(work)
+	_, oerr := os.Stat(e.outputDir(a.jobID))
+	if werr != nil && oerr == nil {
+		// Promoted already, by a run of the server that stopped before it
+		// recorded the job's end.
+	} else if err := (&localExecutor{cfg: e.cfg}).promoteAttempt(a.jobID, work); err != nil {
 		log.Error("cannot keep the job's output", "err", err)
 		e.cleanup(ctx, a, p, true)
 		return failure("the server could not keep the job's output; see the server log", nil)
@@ -710,12 +718,14 @@ func slurmEndMessage(id string, j slurmJob) string {
 // cleanup removes an attempt's wrapper files (and its output when
 // dropOutput) and forgets its placement.
 func (e *slurmExecutor) cleanup(ctx context.Context, a attempt, p earlier, dropOutput bool) {
+	// The placement first: a crash before the files go leaves them to be
+	// found (and decided from) by the job's next run.
+	if err := e.store.ClearPlacement(ctx, a.jobID); err != nil {
+		a.log.Warn("forget the Slurm job id", "err", err)
+	}
 	os.RemoveAll(e.ctlDir(a.jobID, p.n))
 	if dropOutput {
 		os.RemoveAll(e.attemptDir(a.jobID, p.n))
-	}
-	if err := e.store.ClearPlacement(ctx, a.jobID); err != nil {
-		a.log.Warn("forget the Slurm job id", "err", err)
 	}
 }
 

@@ -309,3 +309,39 @@ func TestSlurmSubmitRetriesWhileControllerAway(t *testing.T) {
 		t.Errorf("submit refused = %q, %+v", id, o)
 	}
 }
+
+// TestSlurmFindEarlierSkipsDecided: a crash after an attempt's end was
+// decided (its files gone) but before the store recorded the job's end
+// re-runs the job: the ended Slurm job found by its name is not attached
+// to. One whose wrapper files are still there is.
+func TestSlurmFindEarlierSkipsDecided(t *testing.T) {
+	e := testSlurmExecutor(t, nil, nil)
+	var ids []string
+	for range 2 {
+		_, _, err := e.store.Create(t.Context(), &jobs.Job{})
+		var j *jobs.Job
+		if err == nil {
+			j, err = e.store.Claim(t.Context())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	decided, running := ids[0], ids[1]
+	fake := "#!/bin/sh\necho '5|COMPLETED|None|recon-" + decided + "-1'; echo '6|RUNNING|None|recon-" + running + "-1'\n"
+	if err := os.WriteFile(e.cli.prefix+"squeue", []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if p, found, err := e.findEarlier(t.Context(), attempt{jobID: decided, n: 2, log: log}); err != nil || found {
+		t.Errorf("findEarlier for a decided attempt = %+v, %v, %v; want none", p, found, err)
+	}
+	os.MkdirAll(e.ctlDir(decided, 1), 0o755)
+	if p, found, err := e.findEarlier(t.Context(), attempt{jobID: decided, n: 2, log: log}); err != nil || !found || p.slurmID != "5" || p.n != 1 {
+		t.Errorf("findEarlier with the wrapper's files = %+v, %v, %v; want Slurm job 5, attempt 1", p, found, err)
+	}
+	if p, found, err := e.findEarlier(t.Context(), attempt{jobID: running, n: 2, log: log}); err != nil || !found || p.slurmID != "6" {
+		t.Errorf("findEarlier for a running Slurm job = %+v, %v, %v; want Slurm job 6", p, found, err)
+	}
+}
