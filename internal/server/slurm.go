@@ -779,12 +779,12 @@ func (s *Server) jobDetail(j *jobs.Job) string {
 // the SLURM_* keys to its settings.
 func (s *Server) executorStatus(out *protocol.AdminStatus) {
 	c := s.cfg
-	out.Executor = c.Executor
 	out.Config["EXECUTOR"] = c.Executor
 	e, ok := s.pool.exec.(*slurmExecutor)
 	if !ok {
-		return
+		return // the reply as before, for admin tools that predate the field
 	}
+	out.Executor = c.Executor
 	st := e.probe.get()
 	out.ExecutorCheck = "probe job " + st.text
 	for k, v := range map[string]string{
