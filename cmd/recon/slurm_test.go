@@ -591,8 +591,8 @@ func TestSlurmSlowTimeLimit(t *testing.T) {
 // TestSlurmBench measures what recon adds to a Slurm job: 50 trivial jobs
 // queued at once and run one after another by a server (from "job started" to "job ended"
 // in its log: sbatch, polling, collecting the results, recording the end)
-// against 50 bare sbatch --parsable runs polled with squeue at the same
-// interval. Not part of make test: make bench-slurm runs it.
+// against 50 bare sbatch --parsable runs of the same script on the same
+// input, polled with squeue at the same interval. Not part of make test: make bench-slurm runs it.
 func TestSlurmBench(t *testing.T) {
 	if os.Getenv("RECON_SLURM_BENCH") == "" {
 		t.Skip("benchmark: make bench-slurm runs it")
@@ -604,12 +604,19 @@ func TestSlurmBench(t *testing.T) {
 	}
 	dir := t.TempDir()
 
+	// The bare jobs run the same script on the same input, without recon.
+	script := slurmScript(t, dir)
+	in, out := filepath.Join(dir, "bare-in"), filepath.Join(dir, "bare-out")
+	os.MkdirAll(out, 0o755)
+	os.MkdirAll(in, 0o755)
+	writeFile(t, filepath.Join(in, "input.txt"), "ok\n", 0o644)
+	bareJob := "#!/bin/bash\ncd " + in + " && exec " + script + " " + in + " --output-dir " + out + "\n"
 	bare := make([]time.Duration, 0, n)
 	for range n {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		cmd := exec.CommandContext(ctx, "sbatch", "--parsable", "--no-requeue", "--chdir="+dir, "--output=/dev/null", "--error=/dev/null")
-		cmd.Stdin = strings.NewReader("#!/bin/bash\ntrue\n")
+		cmd.Stdin = strings.NewReader(bareJob)
 		out, err := cmd.Output()
 		if err != nil {
 			cancel()
