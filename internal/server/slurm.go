@@ -35,6 +35,10 @@ const (
 	// slurmErrorLogEvery spaces the log records of a controller that does
 	// not answer.
 	slurmErrorLogEvery = time.Minute
+	// maxSlurmLogFileBytes bounds what a script run by Slurm may write to
+	// its stdout and stderr together: Slurm keeps them in files beside
+	// the job's output until the job ends.
+	maxSlurmLogFileBytes = 1 << 30
 )
 
 // slurmExecutor runs each attempt as a Slurm batch job, through the
@@ -58,6 +62,8 @@ type slurmExecutor struct {
 	poll      *slurmPoller
 	killGrace time.Duration
 	probe     slurmProbe
+	// maxLogFile is maxSlurmLogFileBytes; tests lower it.
+	maxLogFile int64
 
 	mu       sync.Mutex
 	inflight map[string]*slurmInflight // by recon job id
@@ -72,7 +78,7 @@ type slurmInflight struct {
 
 func newSlurmExecutor(cfg *config.Server, log *slog.Logger, store *jobs.Store, killGrace time.Duration) *slurmExecutor {
 	cli := &slurmCLI{}
-	return &slurmExecutor{cfg: cfg, log: log, store: store, cli: cli, killGrace: killGrace,
+	return &slurmExecutor{cfg: cfg, log: log, store: store, cli: cli, killGrace: killGrace, maxLogFile: maxSlurmLogFileBytes,
 		poll: newSlurmPoller(cli), inflight: map[string]*slurmInflight{}, probe: slurmProbe{ready: make(chan struct{})}}
 }
 
@@ -524,6 +530,13 @@ func (e *slurmExecutor) follow(ctx context.Context, a attempt, log *slog.Logger,
 		tail.relay()
 		if runCtx.Err() != nil {
 			return e.interrupted(ctx, a, p, tail, watched())
+		}
+		if n := tail.size(); n > e.maxLogFile {
+			// Slurm writes the script's stdout and stderr to files on the
+			// shared filesystem, where a local script's go through pipes
+			// and are drained: bound them as the output is bounded.
+			stop(&outputStop{msg: fmt.Sprintf("the script wrote more than %d bytes to its standard output and error (%d): the script was stopped and its output removed", e.maxLogFile, n)})
+			continue
 		}
 		j, known, err := e.poll.get(runCtx, p.slurmID)
 		switch {

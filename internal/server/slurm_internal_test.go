@@ -345,3 +345,38 @@ func TestSlurmFindEarlierSkipsDecided(t *testing.T) {
 		t.Errorf("findEarlier for a running Slurm job = %+v, %v, %v; want Slurm job 6", p, found, err)
 	}
 }
+
+// TestSlurmLogFilesBounded: a script that floods its stdout (kept by Slurm
+// in a file on the shared filesystem, not drained through a pipe) is
+// stopped once its stdout and stderr pass the limit, and the attempt fails
+// with its output removed.
+func TestSlurmLogFilesBounded(t *testing.T) {
+	dir := t.TempDir()
+	cancelled := filepath.Join(dir, "cancelled")
+	e := testSlurmExecutor(t, map[string]string{
+		"squeue":  `if [ -e ` + cancelled + ` ]; then echo '9|CANCELLED|None|recon-j-1'; else echo '9|RUNNING|None|recon-j-1'; fi`,
+		"scancel": `touch ` + cancelled,
+	}, nil)
+	e.maxLogFile = 1 << 20
+	a := attempt{jobID: "j", n: 1, log: slog.New(slog.DiscardHandler)}
+	ctl, work := e.ctlDir("j", 1), e.attemptDir("j", 1)
+	os.MkdirAll(ctl, 0o755)
+	os.MkdirAll(work, 0o700)
+	if err := os.WriteFile(filepath.Join(ctl, "stdout"), make([]byte, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	o := e.follow(ctx, a, a.log, earlier{n: 1, slurmID: "9"})
+	if o.end != failed || !strings.Contains(o.msg, "wrote more than 1048576 bytes to its standard output and error") {
+		t.Errorf("outcome %+v, want failed for the output flood", o)
+	}
+	if _, err := os.Stat(cancelled); err != nil {
+		t.Errorf("the Slurm job was not cancelled: %v", err)
+	}
+	for _, d := range []string{ctl, work} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", d, err)
+		}
+	}
+}

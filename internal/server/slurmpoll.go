@@ -174,6 +174,17 @@ func (o *slurmOutput) line(s *outputFile, line []byte) {
 	o.log.Info("script output", append(attrs, "line", strings.ToValidUTF8(string(line), "\uFFFD"))...)
 }
 
+// size is the size of the stdout and stderr files together.
+func (o *slurmOutput) size() int64 {
+	var n int64
+	for _, s := range o.streams {
+		if fi, err := os.Stat(s.path); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
 // stderrTail logs what is left of unfinished lines and returns the end of
 // stderr, for the job's error.
 func (o *slurmOutput) stderrTail() string {
