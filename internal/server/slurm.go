@@ -288,7 +288,7 @@ func (e *slurmExecutor) wrapperScript(a attempt, n int) (string, error) {
 	fmt.Fprintf(&b, "#!/bin/bash\n# recon batch wrapper: job %s, attempt %d\n", a.jobID, n)
 	fmt.Fprintf(&b, "ctl=%s\n", shellQuote(ctl))
 	b.WriteString(`printf '%s\n' "$SLURM_JOB_ID" >"$ctl/started" || exit 111` + "\n")
-	b.WriteString(`for v in $(compgen -e); do case $v in SLURM_*|SLURMD_*) ;; *) unset "$v" ;; esac; done` + "\n")
+	b.WriteString(`for v in $(compgen -e); do case $v in SLURM_*|SLURMD_*) ;; *) unset "$v" 2>/dev/null ;; esac; done` + "\n")
 	for _, name := range runner.EnvAllowList {
 		v, ok := os.LookupEnv(name)
 		if name == "PATH" && (!ok || v == "") {
