@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/recon
 
-.PHONY: build test demo fuzz clean deps notebook bench cross release python-test
+.PHONY: build test demo fuzz clean deps notebook bench cross release python-test test-slurm-slow bench-slurm
 
 # The version `recon version` prints: git describe of the checkout (a tag,
 # or the commit, with -dirty for uncommitted changes). Outside a git
@@ -13,17 +13,20 @@ build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/recon
 
 # The whole test suite: vet, every test with the race detector (with a
-# private Orthanc on 127.0.0.1 for the PACS delivery tests, started by
-# scripts/orthanc-up.sh and stopped after them), the Python client's tests
-# (against bin/recon), the binary and the client-side packages with their
-# tests built for Windows and macOS, the example notebook, the demo (into a
-# temporary directory: it must leave a non-empty DICOM and PNG), then every
-# fuzz target for a bounded number of executions.
+# single-node Slurm cluster from scripts/slurm-up.sh for the Slurm executor's
+# tests, and a private Orthanc on 127.0.0.1 from scripts/orthanc-up.sh for the
+# PACS delivery tests, both stopped after them whatever they do), the Python
+# client's tests (against bin/recon), the binary and the client-side packages
+# with their tests built for Windows and macOS, the example notebook, the demo
+# (into a temporary directory: it must leave a non-empty DICOM and PNG), then
+# every fuzz target for a bounded number of executions.
 test: deps build
 	$(GO) vet ./...
-	pacs=$$(mktemp -d) && trap 'scripts/orthanc-down.sh "$$pacs"; rm -rf "$$pacs"' EXIT && \
+	pacs=$$(mktemp -d) && slurm= && \
+	  trap 'test -z "$$slurm" || scripts/slurm-down.sh "$$slurm"; scripts/orthanc-down.sh "$$pacs"; rm -rf "$$pacs"' EXIT && \
+	  slurm=$$(scripts/slurm-up.sh) && \
 	  scripts/orthanc-up.sh "$$pacs" && . "$$pacs/env" && \
-	  RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
+	  RECON_TEST_SLURM="$$slurm" RECON_TEST_STRICT=1 $(GO) test -race -timeout 15m ./...
 	RECON_TEST_STRICT=1 scripts/python-test.sh $(BIN)
 	scripts/cross.sh
 	scripts/notebook.sh $(BIN)
@@ -70,6 +73,14 @@ fuzz:
 # RUNS, BENCH_DIR, DISK_DIR, SIZE_MIB, BIG_MIB, QUEUED (see bench/run.sh).
 bench: build
 	bench/run.sh
+
+# The slow Slurm tests (a job at Slurm's own time limit, about 2 minutes)
+# and the benchmark of what recon adds to a Slurm job (50 jobs), each on a
+# cluster of its own. Not part of `make test`.
+test-slurm-slow bench-slurm: build
+	slurm=$$(scripts/slurm-up.sh) && trap 'scripts/slurm-down.sh "$$slurm"' EXIT && \
+	  RECON_TEST_SLURM="$$slurm" RECON_TEST_STRICT=1 RECON_SLURM_$(if $(filter bench-slurm,$@),BENCH,SLOW)=1 \
+	  $(GO) test -count=1 -timeout 20m -v -run '$(if $(filter bench-slurm,$@),TestSlurmBench,TestSlurmSlow)' ./cmd/recon
 
 # Tools the tests need: BART, the reference reconstruction, and Debian's
 # Jupyter for the example notebook.

@@ -265,10 +265,22 @@ func printWorkers(w io.Writer, ws *protocol.WorkersReply) {
 	}
 	fmt.Fprintf(w, "max jobs  %d\npool      %s\n\n", ws.MaxJobs, state)
 	var rows [][]string
+	cluster := false
 	for _, x := range ws.Workers {
-		rows = append(rows, []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Since.Local().Format(time.DateTime)})
+		cluster = cluster || x.ClusterJobID != ""
 	}
-	table(w, []string{"WORKER", "STATE", "JOB ID", "SINCE"}, rows)
+	for _, x := range ws.Workers {
+		row := []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Since.Local().Format(time.DateTime)}
+		if cluster {
+			row = append(row, x.ClusterJobID, x.ClusterState)
+		}
+		rows = append(rows, row)
+	}
+	head := []string{"WORKER", "STATE", "JOB ID", "SINCE"}
+	if cluster {
+		head = append(head, "SLURM JOB", "SLURM STATE")
+	}
+	table(w, head, rows)
 }
 
 func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
@@ -289,6 +301,9 @@ func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {
 	fmt.Fprintf(w, "workers         %d max: %d busy, %d idle, %d paused\n", st.Workers.MaxJobs, busy, idle, paused)
 	if st.Workers.Paused {
 		fmt.Fprintf(w, "paused          %s\n", st.Workers.PauseReason)
+	}
+	if st.Executor != "" && st.Executor != "local" {
+		fmt.Fprintf(w, "executor        %s: %s\n", st.Executor, st.ExecutorCheck)
 	}
 	r := st.Resources
 	if r.Error != "" {

@@ -12,6 +12,9 @@ import (
 func stateLine(j *client.Job) string {
 	line := string(j.State)
 	if j.State != client.StateQueued {
+		if j.Detail != "" { // where an outside executor holds it: "pending in Slurm: Resources"
+			line += " (" + j.Detail + ")"
+		}
 		return line
 	}
 	if j.Position > 0 {

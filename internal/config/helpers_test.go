@@ -107,6 +107,8 @@ func defaultServer(t testing.TB, path string, shared, admin keys.Key) *config.Se
 		AdminHostname:           "127.0.0.1",
 		AdminPort:               60003,
 		AdminSharedKey:          admin,
+		Executor:                "local",
+		Slurm:                   config.Slurm{PollInterval: 250 * time.Millisecond},
 	}
 }
 

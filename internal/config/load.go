@@ -88,6 +88,9 @@ type Server struct {
 	AdminHostname  string   // SERVER_ADMIN_HOSTNAME
 	AdminPort      int      // SERVER_ADMIN_PORT; 0 picks a free port
 	AdminSharedKey keys.Key // SERVER_ADMIN_SHARED_KEY
+
+	Executor string // EXECUTOR: "local" or "slurm"
+	Slurm    Slurm  // the SLURM_* keys (slurm.go)
 }
 
 // Addr is the client listener's address, host:port.
@@ -538,6 +541,7 @@ func buildServer(s *source) *Server {
 		AdminSharedKey:          get[keys.Key](s, "SERVER_ADMIN_SHARED_KEY"),
 	}
 	c.PACS = buildPACS(s)
+	c.Executor, c.Slurm = buildSlurm(s)
 	s.distinctKeys([]string{"SHARED_KEY", "SERVER_ADMIN_SHARED_KEY"}, []keys.Key{c.SharedKey, c.AdminSharedKey})
 	s.distinctListeners("SERVER_HOSTNAME", "SERVER_PORT", "SERVER_ADMIN_HOSTNAME", "SERVER_ADMIN_PORT",
 		c.Hostname, c.Port, c.AdminHostname, c.AdminPort)

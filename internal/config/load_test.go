@@ -91,6 +91,28 @@ func TestLoadServer(t *testing.T) {
 			mod: func(c *config.Server, _ string) {
 				c.MaxResultFiles, c.MaxResultBytes, c.MaxFilesPerJob, c.MaxQueuedJobs, c.MinFreeDiskBytes, c.MaxJobAttempts = 5, 1<<20, 7, 9, 0, 1
 			}},
+		{name: "slurm keys", extra: lines("EXECUTOR = slurm", "SLURM_PARTITION = gpu", "SLURM_ACCOUNT = mri.lab", "SLURM_QOS = normal",
+			"SLURM_TIME_LIMIT_MINUTES = 90", "SLURM_CPUS_PER_JOB = 4", "SLURM_MEM_PER_JOB_MB = 8000", "SLURM_GRES = gpu:a100:1",
+			"SLURM_EXTRA_ARGS = --constraint=ib --exclusive", "SLURM_POLL_INTERVAL_MS = 100", "SLURM_OPTIONS_FROM_JOB = slurm_gres, slurm_mem_mb"),
+			mod: func(c *config.Server, _ string) {
+				c.Executor = "slurm"
+				c.Slurm = config.Slurm{Partition: "gpu", Account: "mri.lab", QOS: "normal", TimeLimitMinutes: 90, CPUsPerJob: 4,
+					MemPerJobMB: 8000, GRES: "gpu:a100:1", ExtraArgs: []string{"--constraint=ib", "--exclusive"},
+					PollInterval: 100 * time.Millisecond, OptionsFromJob: []string{"slurm_gres", "slurm_mem_mb"}}
+			}},
+		{name: "executor unknown", extra: "EXECUTOR = k8s", wantErr: `{F}:3: EXECUTOR must be local or slurm (got "k8s")`},
+		{name: "slurm partition with space", extra: "SLURM_PARTITION = a b",
+			wantErr: `{F}:3: SLURM_PARTITION must be at most 64 letters, digits, '_', '.' or '-' (got "a b")`},
+		{name: "slurm time 0", extra: "SLURM_TIME_LIMIT_MINUTES = 0",
+			wantErr: `{F}:3: SLURM_TIME_LIMIT_MINUTES must be a whole number from 1 to 525600, or empty (got "0")`},
+		{name: "slurm extra arg not allowed", extra: "SLURM_EXTRA_ARGS = --output=/x",
+			wantErr: `{F}:3: SLURM_EXTRA_ARGS options must be among constraint, nodelist, exclude, reservation, nice, tmp, gpus, gpus-per-node, cpus-per-gpu, mem-per-cpu, mem-per-gpu, exclusive, hint, licenses, comment, begin (got "--output=/x")`},
+		{name: "slurm extra arg shell", extra: "SLURM_EXTRA_ARGS = --comment=$(reboot)",
+			wantErr: `{F}:3: SLURM_EXTRA_ARGS option values may hold only letters, digits and _.:,=+/@%- (got "--comment=$(reboot)")`},
+		{name: "slurm extra arg short", extra: "SLURM_EXTRA_ARGS = -J x",
+			wantErr: `{F}:3: SLURM_EXTRA_ARGS options must be --name or --name=value (at most 256 bytes) (got "-J")`},
+		{name: "slurm options from job unknown", extra: "SLURM_OPTIONS_FROM_JOB = slurm_account",
+			wantErr: `{F}:3: SLURM_OPTIONS_FROM_JOB may name only slurm_gres, slurm_time_limit_minutes, slurm_partition, slurm_mem_mb (got "slurm_account")`},
 		{name: "attempts 0", extra: "MAX_JOB_ATTEMPTS = 0", wantErr: `{F}:3: MAX_JOB_ATTEMPTS must be an integer from 1 to 100 (got "0")`},
 		{name: "job timeout", extra: "JOB_TIMEOUT_SECONDS = 3600", mod: func(c *config.Server, _ string) { c.JobTimeout = time.Hour }},
 		{name: "job timeout negative", extra: "JOB_TIMEOUT_SECONDS = -5", wantErr: `{F}:3: JOB_TIMEOUT_SECONDS must be a number of seconds from 0 to 31536000 (got "-5")`},

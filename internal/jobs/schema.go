@@ -62,4 +62,14 @@ var migrations = [...]string{
 		confirmed_at     INTEGER,
 		PRIMARY KEY (job_id, dest, file)
 	) STRICT;`,
+	// 2 → 3: where an executor outside this process (a Slurm cluster)
+	// holds a job's attempt: ref is its id there (the Slurm job id),
+	// recorded once the attempt was handed over, so that a restarted
+	// server finds it again instead of handing it over twice.
+	`CREATE TABLE placements (
+		job_id      TEXT    PRIMARY KEY,
+		attempt     INTEGER NOT NULL,
+		ref         TEXT    NOT NULL,
+		recorded_at INTEGER NOT NULL
+	) STRICT;`,
 }

@@ -262,6 +262,9 @@ type JobInfo struct {
 	Backend string `json:"backend,omitempty"`
 	// Delivery is the job's delivery to a PACS, when it has one.
 	Delivery *Delivery `json:"delivery,omitempty"`
+	// Detail says where a running job is when an executor outside the
+	// server holds it, e.g. "pending in Slurm: Resources".
+	Detail string `json:"detail,omitempty"`
 }
 
 // Terminal reports whether the job has ended.
@@ -826,6 +829,10 @@ type WorkerInfo struct {
 	State WorkerState `json:"state"`
 	JobID string      `json:"job_id,omitempty"`
 	Since time.Time   `json:"since"`
+	// ClusterJobID and ClusterState name the job's attempt in a batch
+	// system (EXECUTOR = slurm): its Slurm job id and state.
+	ClusterJobID string `json:"cluster_job_id,omitempty"`
+	ClusterState string `json:"cluster_state,omitempty"`
 }
 
 // WorkersReply describes the worker pool.
@@ -867,6 +874,10 @@ type AdminStatus struct {
 	KeptUploads []KeptUpload `json:"kept_uploads"`
 	// Space is how the disk space is held.
 	Space SpaceUse `json:"space"`
+	// Executor is where jobs run (EXECUTOR), and ExecutorCheck the state
+	// of its check of the cluster (the Slurm probe job); "" when none.
+	Executor      string `json:"executor,omitempty"`
+	ExecutorCheck string `json:"executor_check,omitempty"`
 }
 
 // SpaceUse describes how a server's disk space is held for its clients,

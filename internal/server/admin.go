@@ -126,6 +126,7 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 	s.pacsConfig(out.Config)
 	out.KeptUploads = s.partials.list()
 	out.Space = s.spaceUse(ctx)
+	s.executorStatus(out)
 	return out, nil
 }
 

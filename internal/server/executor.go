@@ -3,6 +3,10 @@ package server
 import (
 	"context"
 	"log/slog"
+	"time"
+
+	"github.com/recon-mri/recon/internal/config"
+	"github.com/recon-mri/recon/internal/jobs"
 )
 
 // An executor runs the attempts of jobs for the pool: the seam between
@@ -26,6 +30,9 @@ import (
 //   - run ends the attempt when ctx is done (an administrator's cancel, or
 //     the server stopping: the pool tells which by ctx's cause) and reports
 //     it as stopped, its output removed.
+//     An executor whose attempts run outside the server (slurm.go) may
+//     leave an attempt running when the server stops, provided the next
+//     run of the server attaches to it instead of starting another.
 //   - run reports how the attempt ended: exited (an exit status, or the
 //     signal that ended it, or its time limit, JOB_TIMEOUT_SECONDS), or
 //     failed, with a message for the client, when the executor could not
@@ -40,6 +47,39 @@ type executor interface {
 	recover(ctx context.Context) error
 	run(ctx context.Context, a attempt) outcome
 }
+
+// newExecutor is the executor EXECUTOR names: local (local.go) or slurm
+// (slurm.go).
+func newExecutor(cfg *config.Server, log *slog.Logger, store *jobs.Store, killGrace time.Duration) executor {
+	if cfg.Executor == config.ExecutorSlurm {
+		return newSlurmExecutor(cfg, log, store, killGrace)
+	}
+	return newLocalExecutor(cfg, log, killGrace)
+}
+
+// Optional parts of an executor, which the pool and the server use when an
+// executor has them.
+type (
+	// holder keeps the pool's workers from taking jobs (with a reason)
+	// until the executor is ready (the Slurm executor's probe job); ready
+	// is closed then.
+	holder interface {
+		held() (held bool, why string, ready <-chan struct{})
+	}
+	// looper has a goroutine of its own, run by the server's lifecycle.
+	looper interface{ loop(ctx context.Context) }
+	// placer tells where an attempt runs outside the server: its Slurm
+	// job id, state and the reason Slurm gives.
+	placer interface {
+		where(jobID string) (ref, state, reason string, ok bool)
+	}
+	// releaser ends what an executor still holds of a queued job that is
+	// cancelled: an attempt left running by an earlier run of the server,
+	// which the job would have attached to.
+	releaser interface {
+		release(ctx context.Context, jobID string)
+	}
+)
 
 // attempt is one run of a job, as the pool hands it to an executor.
 type attempt struct {

@@ -179,7 +179,15 @@ func (p *pool) work(ctx context.Context, w *worker) {
 			p.sleep(ctx, w, wake, idlePoll)
 			continue
 		}
-		// A job waits: take it only if the machine has room.
+		// A job waits: take it only if the executor is ready and the
+		// machine has room.
+		if h, ok := p.exec.(holder); ok {
+			if held, _, ready := h.held(); held {
+				p.set(w, workerPaused, "")
+				p.sleep(ctx, w, ready, p.gate.interval)
+				continue
+			}
+		}
 		if ok, _ := p.gate.check(ctx); !ok {
 			p.pause(w)
 			p.sleep(ctx, w, nil, p.gate.interval)
@@ -266,6 +274,18 @@ func (p *pool) snapshot() protocol.WorkersReply {
 	sort.Slice(r.Workers, func(i, j int) bool { return r.Workers[i].ID < r.Workers[j].ID })
 	if gatePaused && waiting {
 		r.Paused, r.PauseReason = true, reason
+	}
+	if h, ok := p.exec.(holder); ok && waiting {
+		if held, why, _ := h.held(); held {
+			r.Paused, r.PauseReason = true, why
+		}
+	}
+	if pl, ok := p.exec.(placer); ok {
+		for i := range r.Workers {
+			if ref, state, _, ok := pl.where(r.Workers[i].JobID); ok && r.Workers[i].JobID != "" {
+				r.Workers[i].ClusterJobID, r.Workers[i].ClusterState = ref, state
+			}
+		}
 	}
 	return r
 }

@@ -176,8 +176,12 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 	}
 	log.Info("disk space caps", "max_reserved_bytes_per_client", s.caps.reservedPerClient,
 		"max_kept_upload_bytes_per_client", s.caps.keptPerClient, "max_kept_upload_bytes", s.caps.keptTotal)
-	g := newGate(sampler, cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes, cfg.ResourceCheckInterval, log)
-	exec := newLocalExecutor(cfg, log, s.opts.KillGrace)
+	maxCPU, minMem := cfg.MaxCPULoadPercent, cfg.MinAvailableMemoryBytes
+	if cfg.Executor == config.ExecutorSlurm { // the cluster decides (docs/SLURM.md)
+		maxCPU, minMem = 100, 0
+	}
+	g := newGate(sampler, maxCPU, minMem, cfg.ResourceCheckInterval, log)
+	exec := newExecutor(cfg, log, store, s.opts.KillGrace)
 	s.metrics = newMetrics(s)
 	s.pacs = s.newDeliverer()
 	s.pool = newPool(poolDeps{cfg: cfg, log: log, store: store, exec: exec, changed: s.changed, durations: s.metrics.jobDuration, pacs: s.pacs},
@@ -256,6 +260,9 @@ func (s *Server) Start() error {
 	}
 	if s.pacs.enabled() {
 		loops["pacs delivery"] = s.pacs.run
+	}
+	if l, ok := s.pool.exec.(looper); ok {
+		loops["executor"] = l.loop
 	}
 	if hs != nil {
 		loops["metrics endpoint"] = func(ctx context.Context) { s.serveMetrics(ctx, hs, mln) }

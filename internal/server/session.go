@@ -100,6 +100,7 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 		info.WaitReason = s.pool.waitReason()
 	}
 	s.withDelivery(ctx, info)
+	info.Detail = s.jobDetail(j)
 	return info, nil
 }
 

@@ -52,6 +52,9 @@ func (s *Server) validateSubmission(sub *protocol.Submit) (total int64, err erro
 	if _, err := runner.OptionsEnv(sub.Options); err != nil {
 		return 0, protocol.Errorf(protocol.CodeBadRequest, "options do not fit in the reconstruction script's environment: %v", err)
 	}
+	if err := checkSlurmOptions(s.cfg, sub.Options); err != nil {
+		return 0, protocol.Errorf(protocol.CodeBadRequest, "%v", err)
+	}
 	seen := make(map[string]string, n)
 	for _, f := range sub.Files {
 		if err := protocol.ValidateFileName(f.Name); err != nil {

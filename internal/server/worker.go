@@ -141,6 +141,9 @@ func (p *pool) cancelJob(ctx context.Context, id string) (prev jobs.State, err e
 	}
 	switch prev {
 	case jobs.Queued:
+		if r, ok := p.exec.(releaser); ok {
+			r.release(ctx, id)
+		}
 		p.removeInput(id)
 		p.changed.JobChanged(id, true)
 	case jobs.Running:
