@@ -108,9 +108,9 @@ func newAdminCmd(e *env) *cobra.Command {
 					bytes += f.Size
 				}
 				rows = append(rows, []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime), started,
-					strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
+					strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.Identity, j.ClientAddr})
 			}
-			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
+			table(e.stdout, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "IDENTITY", "CLIENT"}, rows)
 			return nil
 		}),
 	}
@@ -208,7 +208,7 @@ edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
 			return nil
 		}),
 	}
-	cmd.AddCommand(status, queue, workers, logs, cancel, setmax)
+	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAdminReloadCmd(e, &opts, &asJSON))
 	return cmd
 }
 
@@ -238,9 +238,9 @@ func printWorkers(w io.Writer, ws *protocol.WorkersReply) {
 	fmt.Fprintf(w, "max jobs  %d\npool      %s\n\n", ws.MaxJobs, state)
 	var rows [][]string
 	for _, x := range ws.Workers {
-		rows = append(rows, []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Since.Local().Format(time.DateTime)})
+		rows = append(rows, []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Identity, x.Since.Local().Format(time.DateTime)})
 	}
-	table(w, []string{"WORKER", "STATE", "JOB ID", "SINCE"}, rows)
+	table(w, []string{"WORKER", "STATE", "JOB ID", "IDENTITY", "SINCE"}, rows)
 }
 
 func printAdminStatus(w io.Writer, st *protocol.AdminStatus) {

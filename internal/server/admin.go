@@ -20,11 +20,11 @@ const cancelWait = time.Minute
 
 // serveAdmin answers an administrator's requests in sequence.
 func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	s.adminMux.Serve(ctx, c, log, struct{}{})
+	s.adminMux.Serve(ctx, c, log, &sessionState{})
 }
 
 // adminRequests is the table of an administrator session's requests.
-func (s *Server) adminRequests() *rpc.Mux[struct{}] {
+func (s *Server) adminRequests() *rpc.Mux[*sessionState] {
 	m := s.newMux()
 	m.Unknown = "admin request"
 	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
@@ -34,7 +34,7 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		return s.adminStatus(ctx)
 	})
 	rpc.Reply(m, protocol.TypeAdminQueue, protocol.TypeAdminQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		return s.queue(ctx, time.Now().Add(-24*time.Hour))
+		return s.queue(ctx, "", time.Now().Add(-24*time.Hour))
 	})
 	rpc.Reply(m, protocol.TypeAdminWorkers, protocol.TypeAdminWorkersReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (protocol.WorkersReply, error) {
 		return s.pool.snapshot(), nil
@@ -43,11 +43,14 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		return s.sendLogs(ss.Conn, *req)
 	})
 	rpc.Reply(m, protocol.TypeAdminCancel, protocol.TypeAdminCancelReply, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
-		rep, err := s.adminCancel(ctx, ref.JobID)
+		rep, err := s.cancel(ctx, "", ref.JobID)
 		if err == nil {
 			ss.Log.Info("job cancelled by an administrator", "job_id", ref.JobID, "previous_state", rep.PreviousState)
 		}
 		return rep, err // the reply's write deadline is armed after the wait for the script
+	})
+	rpc.Reply(m, protocol.TypeAdminReload, protocol.TypeAdminReloadReply, func(ctx context.Context, ss *session, _ *protocol.Empty) (*protocol.ReloadReply, error) {
+		return s.ReloadClientKeys()
 	})
 	rpc.Reply(m, protocol.TypeAdminSetMaxJobs, protocol.TypeAdminSetMaxJobsRep, func(ctx context.Context, ss *session, req *protocol.SetMaxJobs) (protocol.SetMaxJobsReply, error) {
 		if req.N < 1 || req.N > protocol.MaxWorkers {
@@ -117,11 +120,12 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 	return out, nil
 }
 
-// adminCancel cancels a job and, for a running one, waits until its script
-// has ended and the job is recorded as cancelled.
-func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelReply, error) {
-	if !jobs.ValidID(id) {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
+// cancel cancels a job of owner ("": any job, for admins) and, for a
+// running one, waits until its script has ended and the job is recorded
+// as cancelled.
+func (s *Server) cancel(ctx context.Context, owner, id string) (*protocol.CancelReply, error) {
+	if _, _, err := s.lookup(ctx, owner, id); err != nil {
+		return nil, err
 	}
 	wake := s.changed.Wait()
 	prev, err := s.pool.cancelJob(ctx, id)

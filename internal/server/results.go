@@ -20,8 +20,8 @@ import (
 
 // sendResults runs the fetch request: announce a finished job's result
 // files, stream each, and on the client's acknowledgement remove them.
-func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log *slog.Logger) error {
-	j, _, err := s.lookup(ctx, id)
+func (s *Server) sendResults(ctx context.Context, c *secure.Conn, owner, id string, log *slog.Logger) error {
+	j, _, err := s.lookup(ctx, owner, id)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (s *Server) sweepResults(ctx context.Context) {
 			s.log.Warn("list expired results", "err", err)
 		}
 		for _, j := range expired {
-			s.log.Info("results expired unfetched", "job_id", j.ID)
+			s.log.Info("results expired unfetched", "job_id", j.ID, "identity", j.Identity)
 			s.removeOutput(ctx, j.ID)
 		}
 		select {

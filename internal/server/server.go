@@ -67,7 +67,9 @@ type Server struct {
 	// msgs bounds the memory of the control messages being read.
 	msgs *protocol.Budget
 	// clientMux and adminMux answer the requests of the two listeners.
-	clientMux, adminMux *rpc.Mux[struct{}]
+	clientMux, adminMux *rpc.Mux[*sessionState]
+	// ids are the client identities and their open sessions (identity.go).
+	ids *identities
 }
 
 // Options are optional settings for New.
@@ -137,6 +139,9 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 		changed:  newNotifier(),
 		uploads:  newReservations(),
 		partials: &partials{m: map[string]*partial{}},
+	}
+	if s.ids, err = newIdentities(cfg); err != nil {
+		return nil, err
 	}
 	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
@@ -236,7 +241,7 @@ func (s *Server) Start() error {
 
 	clientEP := &listen.Endpoint{
 		Name: "client", Listener: cl, Allow: s.cfg.TrustedIPs, Handle: s.serveClient,
-		Secure: secure.Config{Key: s.cfg.SharedKey, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
+		Secure: secure.Config{Keys: s.ids.keyring, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
 	}
 	adminEP := &listen.Endpoint{
 		Name: "admin", Listener: al, Allow: s.cfg.TrustedIPs, Handle: s.serveAdmin,

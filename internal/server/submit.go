@@ -87,21 +87,24 @@ var zeroSHA256 = strings.Repeat("0", protocol.SHA256HexLen)
 // disk with its hash checked, then commit the job. An upload with a
 // submission id that breaks is kept for resuming (see upload and
 // resume.go).
-func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *protocol.Submit, log *slog.Logger) (err error) {
+//
+// The job belongs to identity; a submission id names a submission of that
+// identity only.
+func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity string, sub *protocol.Submit, log *slog.Logger) (err error) {
 	total, err := s.validateSubmission(sub)
 	if err != nil {
 		return err
 	}
-	u, err := s.claimUpload(ctx, c, sub, log)
+	u, err := s.claimUpload(ctx, c, identity, sub, log)
 	if err != nil {
 		return err
 	}
 	defer func() { u.end(err) }()
 	if sub.SubmissionID != "" {
-		j, err := s.store.GetBySubmission(ctx, sub.SubmissionID)
+		j, err := s.store.GetBySubmission(ctx, identity, sub.SubmissionID)
 		if err == nil {
 			u.abandon() // holds nothing: a committed upload is dropped
-			info, err := s.job(ctx, j.ID)
+			info, err := s.job(ctx, identity, j.ID)
 			if err != nil {
 				return err
 			}
@@ -132,6 +135,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 	}
 	j, created, err := s.store.Create(ctx, &jobs.Job{
 		ID:           id,
+		Identity:     identity,
 		SubmissionID: sub.SubmissionID,
 		State:        jobs.Queued,
 		Files:        files,
