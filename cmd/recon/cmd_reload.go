@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/relay"
 )
 
 // newAdminReloadCmd is `recon admin reload`; opts and asJSON are the admin
@@ -52,4 +53,16 @@ func printReload(w io.Writer, r *protocol.ReloadReply) {
 		}
 	}
 	fmt.Fprintf(w, "sessions closed: %d\n", r.ClosedSessions)
+}
+
+// relayIdentitiesNote says, at the relay's start, which healthy backends
+// do not take its clients' identities: through them every job belongs to
+// the identity of BACKEND_SHARED_KEY.
+func relayIdentitiesNote(e *env, r *relay.Relay) {
+	for _, b := range r.Backends().Backends {
+		if b.Healthy && !b.TakesIdentities {
+			fmt.Fprintf(e.stderr, "recon relay: backend %s does not take the relay's client identities (its RELAY_SHARED_KEY is not BACKEND_SHARED_KEY): "+
+				"every job through the relay to it belongs to the identity of BACKEND_SHARED_KEY there, and the relay's clients see each other's jobs on it\n", b.Address)
+		}
+	}
 }

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/recon-mri/recon/internal/servertest"
 )
@@ -258,4 +264,241 @@ func TestKeysFileRefusedAtStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdentitiesThroughRelay: a relay with its own CLIENT_KEYS_FILE in
+// front of a server with RELAY_SHARED_KEY: each scanner sees, fetches and
+// cancels only its own jobs through the relay too, another's answering as
+// a job that does not exist; the jobs are the identity's on the server
+// (alice sees her relayed jobs directly). A relay that reaches the server
+// with a client key says at start that its jobs belong to that identity.
+func TestIdentitiesThroughRelay(t *testing.T) {
+	dir := t.TempDir()
+	_, relayKey := keygenLine(t, dir, "relay")
+	srv, ks := twoScanners(t, dir, "RELAY_SHARED_KEY = "+relayKey)
+
+	rdir := t.TempDir()
+	aliceLine, aliceKey := keygenLine(t, rdir, "alice")
+	bobLine, bobKey := keygenLine(t, rdir, "bob")
+	writeFile(t, filepath.Join(rdir, "clients.keys"), aliceLine+"\n"+bobLine+"\n", 0o600)
+	relayOpts(t, rdir, []string{srv.clientAddr}, relayKey, "CLIENT_KEYS_FILE = clients.keys")
+	rp := startRelayProc(t, rdir, "relay.opts")
+	if strings.Contains(rp.output(), "does not take") {
+		t.Errorf("relay with the server's RELAY_SHARED_KEY says its backend does not take identities:\n%s", rp.output())
+	}
+	clientOpts(t, filepath.Join(dir, "ralice.opts"), rp.clientAddr, aliceKey)
+	clientOpts(t, filepath.Join(dir, "rbob.opts"), rp.clientAddr, bobKey)
+
+	a1 := submitFile(t, dir, "ralice.opts", "hold.dat", "alice one")
+	waitState(t, dir, "ralice.opts", a1, "running")
+	a2 := submitFile(t, dir, "ralice.opts", "a2.dat", "alice two")
+	b1 := submitFile(t, dir, "rbob.opts", "b1.dat", "bob one")
+
+	q := queueOf(t, dir, "queue", "--opts", "rbob.opts", "--json")
+	if len(q.Jobs) != 1 || q.Jobs[0].JobID != b1 || q.Jobs[0].Position != 2 {
+		t.Errorf("bob's queue through the relay = %+v, want only %s at 2", q.Jobs, b1)
+	}
+	// alice's relayed jobs are alice's on the server.
+	q = queueOf(t, dir, "queue", "--opts", "alice.opts", "--json")
+	if len(q.Jobs) != 2 {
+		t.Errorf("alice's queue on the server = %+v, want her two relayed jobs", q.Jobs)
+	}
+	for _, id := range []string{a1, a2} {
+		sameAsUnknown(t, dir, "rbob.opts", "status", id)
+		sameAsUnknown(t, dir, "rbob.opts", "fetch", id, "--output", "stolen")
+		sameAsUnknown(t, dir, "rbob.opts", "cancel", id)
+	}
+	if r := runRecon(t, dir, "cancel", "--opts", "rbob.opts", b1); r.code != 0 || !strings.Contains(r.stdout, "cancelled, was queued") {
+		t.Errorf("bob cancels his job through the relay: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	writeFile(t, filepath.Join(dir, "release"), "", 0o644)
+	waitState(t, dir, "ralice.opts", a2, "succeeded")
+	sameAsUnknown(t, dir, "rbob.opts", "fetch", a2, "--output", "stolen")
+	if r := runRecon(t, dir, "fetch", "--opts", "ralice.opts", "--output", "mine", a2); r.code != 0 {
+		t.Fatalf("alice fetches through the relay: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "stolen")); err == nil {
+		t.Error("bob's fetch through the relay created its output dir")
+	}
+
+	// The relay reloads its keys: bob is refused there, alice goes on; a
+	// broken file keeps them.
+	relayAdminOpts(t, filepath.Join(rdir, "radmin.opts"), rp.adminAddr, relayAdminKeyOf(t, rdir))
+	writeFile(t, filepath.Join(rdir, "clients.keys"), aliceLine+"\nbroken line\n", 0o600)
+	if r := runRecon(t, rdir, "relay-admin", "--opts", "radmin.opts", "reload"); r.code == 0 || !strings.Contains(r.stderr, "previous ones stay in force") {
+		t.Errorf("relay reload of a broken file: exit %d %q", r.code, r.stderr)
+	}
+	if r := runRecon(t, dir, "queue", "--opts", "rbob.opts"); r.code != 0 {
+		t.Errorf("bob through the relay after a failed reload: exit %d %q", r.code, r.stderr)
+	}
+	writeFile(t, filepath.Join(rdir, "clients.keys"), aliceLine+"\n", 0o600)
+	if r := runRecon(t, rdir, "relay-admin", "--opts", "radmin.opts", "reload"); r.code != 0 || !strings.Contains(r.stdout, "removed   bob") {
+		t.Errorf("relay reload without bob: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runRecon(t, dir, "queue", "--opts", "rbob.opts"); r.code == 0 || !strings.Contains(r.stderr, "without answering") {
+		t.Errorf("bob through the relay after his removal: exit %d %q", r.code, r.stderr)
+	}
+	if r := runRecon(t, dir, "status", "--opts", "ralice.opts", a2); r.code != 0 {
+		t.Errorf("alice through the relay after bob's removal: exit %d %q", r.code, r.stderr)
+	}
+
+	// A relay that reaches the server with alice's client key: it says so,
+	// and its clients' jobs are alice's.
+	r2 := t.TempDir()
+	defKey, _ := relayOpts(t, r2, []string{srv.clientAddr}, ks["alice"])
+	rp2 := startRelayProc(t, r2, "relay.opts")
+	servertest.Eventually(t, 30*time.Second, "the relay with a client key says so at start", func() bool {
+		return strings.Contains(rp2.output(), "does not take the relay's client identities")
+	})
+	clientOpts(t, filepath.Join(dir, "r2.opts"), rp2.clientAddr, defKey)
+	j := submitFile(t, dir, "r2.opts", "via2.dat", "through a client key")
+	if st := jobState(t, dir, "alice.opts", j); st == "" {
+		t.Errorf("the job through a relay with alice's key is not alice's")
+	}
+}
+
+// TestRevocationRotationReload: recon admin reload (and SIGHUP) read
+// CLIENT_KEYS_FILE again. A removed identity's waiting session is closed
+// within a second and new ones are refused, its jobs stay for admins; a
+// rotated key (NAME = OLD,NEW, then NEW) keeps the identity's jobs; a file
+// that fails to load leaves the keys in force and says why.
+func TestRevocationRotationReload(t *testing.T) {
+	dir := t.TempDir()
+	srv, ks := twoScanners(t, dir)
+	keysFile := filepath.Join(dir, "clients.keys")
+	line := func(name, key string) string { return name + " = " + key + "\n" }
+
+	b1 := submitFile(t, dir, "bob.opts", "hold.dat", "bob's held job")
+	waitState(t, dir, "bob.opts", b1, "running")
+	a1 := submitFile(t, dir, "alice.opts", "a1.dat", "alice one")
+
+	// bob waits for his job in a session of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	wait := exec.CommandContext(ctx, reconBin, "fetch", "--opts", "bob.opts", "--reconnects", "0", "--output", "bobout", b1)
+	wait.Dir = dir
+	waitErr := &lockedBuffer{}
+	wait.Stderr = waitErr
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- wait.Wait() }()
+	servertest.Eventually(t, 30*time.Second, "bob's fetch is waiting", func() bool {
+		return strings.Contains(waitErr.String(), "job "+b1+": running")
+	})
+
+	// bob is removed.
+	writeFile(t, keysFile, line("alice", ks["alice"]), 0o600)
+	start := time.Now()
+	r := admin(t, dir, "reload")
+	if r.code != 0 || !strings.Contains(r.stdout, "removed   bob") || !strings.Contains(r.stdout, "sessions closed: 1") {
+		t.Fatalf("reload without bob: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	select {
+	case err := <-waited:
+		t.Logf("bob's waiting fetch ended %v after the reload began: %v", time.Since(start), err)
+		if err == nil {
+			t.Error("bob's waiting fetch succeeded after bob was removed")
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Errorf("bob's session closed %v after the reload, want within a second", time.Since(start))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob's waiting session was not closed")
+	}
+	if r := runRecon(t, dir, "status", "--opts", "bob.opts"); r.code == 0 || !strings.Contains(r.stderr, "without answering") {
+		t.Errorf("bob after his removal: exit %d %q", r.code, r.stderr)
+	}
+	if q := queueOf(t, dir, "admin", "--opts", "admin.opts", "--json", "queue"); !hasJob(q, b1, "bob") {
+		t.Errorf("bob's job is gone from the admin queue: %+v", q.Jobs)
+	}
+
+	// alice rotates: old and new key, then the new one alone.
+	_, newKey := keygenLine(t, dir, "alice")
+	clientOpts(t, filepath.Join(dir, "alice2.opts"), srv.clientAddr, newKey)
+	writeFile(t, keysFile, "alice = "+ks["alice"]+","+newKey+"\n", 0o600)
+	if r := admin(t, dir, "reload"); r.code != 0 || !strings.Contains(r.stdout, "new keys  alice") || !strings.Contains(r.stdout, "sessions closed: 0") {
+		t.Fatalf("reload with alice's second key: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, o := range []string{"alice.opts", "alice2.opts"} {
+		if st := jobState(t, dir, o, a1); st != "queued" {
+			t.Errorf("alice's job through %s: %q, want queued", o, st)
+		}
+	}
+	writeFile(t, keysFile, line("alice", newKey), 0o600)
+	if r := admin(t, dir, "reload"); r.code != 0 {
+		t.Fatalf("reload with alice's new key alone: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := runRecon(t, dir, "status", "--opts", "alice.opts", a1); r.code == 0 {
+		t.Error("alice's old key still works after the rotation")
+	}
+	if st := jobState(t, dir, "alice2.opts", a1); st != "queued" {
+		t.Errorf("alice's job with her new key: %q, want queued", st)
+	}
+
+	// A broken file: the keys in force stay, and the reply and the log say why.
+	writeFile(t, keysFile, line("alice", newKey)+"carol = not-a-key\n", 0o600)
+	r = admin(t, dir, "reload")
+	if r.code == 0 || !strings.Contains(r.stderr, "previous ones stay in force") || !strings.Contains(r.stderr, "clients.keys:2: key 1 of carol") {
+		t.Errorf("reload of a broken file: exit %d %q", r.code, r.stderr)
+	}
+	if st := jobState(t, dir, "alice2.opts", a1); st != "queued" {
+		t.Errorf("alice after a failed reload: %q, want her job", st)
+	}
+	if r := admin(t, dir, "logs", "--lines", "50"); !strings.Contains(r.stdout, "client keys not reloaded") {
+		t.Errorf("the log does not say the reload failed:\n%s", r.stdout)
+	}
+
+	// SIGHUP reads the file too: carol may connect once it is fixed.
+	_, carolKey := keygenLine(t, dir, "carol")
+	clientOpts(t, filepath.Join(dir, "carol.opts"), srv.clientAddr, carolKey)
+	writeFile(t, keysFile, line("alice", newKey)+line("carol", carolKey), 0o600)
+	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 30*time.Second, "carol is let in after SIGHUP", func() bool {
+		return runRecon(t, dir, "queue", "--opts", "carol.opts").code == 0
+	})
+}
+
+// lockedBuffer collects a process's output for concurrent readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// relayAdminKeyOf reads RELAY_ADMIN_SHARED_KEY from dir/relay.opts.
+func relayAdminKeyOf(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "relay.opts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^RELAY_ADMIN_SHARED_KEY = (\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no RELAY_ADMIN_SHARED_KEY in relay.opts")
+	}
+	return string(m[1])
+}
+
+func hasJob(q queueJSON, id, identity string) bool {
+	for _, j := range q.Jobs {
+		if j.JobID == id && j.Identity == identity {
+			return true
+		}
+	}
+	return false
 }

@@ -7,13 +7,16 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
 )
 
 // clientSession is one connected client, for relay-admin clients.
 type clientSession struct {
-	id    string
-	addr  string
-	since time.Time
+	id       string
+	addr     string
+	identity string       // of the client's key: what the backends are told
+	conn     *secure.Conn // closed when a reload removes its key
+	since    time.Time
 
 	requests atomic.Int64
 	bytesIn  atomic.Int64
@@ -57,8 +60,8 @@ type clientTable struct {
 	total int64
 }
 
-func (t *clientTable) add(id, addr string) *clientSession {
-	cs := &clientSession{id: id, addr: addr, since: time.Now()}
+func (t *clientTable) add(id string, c *secure.Conn) *clientSession {
+	cs := &clientSession{id: id, addr: c.RemoteAddr().String(), identity: c.KeyName(), conn: c, since: time.Now()}
 	t.mu.Lock()
 	t.m[id] = cs
 	t.total++
@@ -92,6 +95,7 @@ func (t *clientTable) snapshot() []protocol.RelayClientInfo {
 		cs.mu.Lock()
 		ci := protocol.RelayClientInfo{
 			Address:        cs.addr,
+			Identity:       cs.identity,
 			ConnectedSince: cs.since.UTC(),
 			Request:        cs.request,
 			JobID:          cs.jobID,

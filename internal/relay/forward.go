@@ -67,7 +67,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	var tried []string
 	for _, b := range order {
 		r.pool.reserve(b)
-		bc, ready, err := r.offer(ctx, b, sub)
+		bc, ready, err := r.offer(ctx, b, cs.identity, sub)
 		if err != nil {
 			r.pool.release(b, false)
 			if ctx.Err() != nil {
@@ -161,10 +161,11 @@ func (r *Relay) submitOrder(ctx context.Context, sid string, log *slog.Logger) (
 	return out, pinned, nil
 }
 
-// offer opens a session to b and sends it the submission. It returns the
-// session once b is ready for the files (or knows the submission already).
-func (r *Relay) offer(ctx context.Context, b *backend, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
-	bc, err := r.pool.dial(ctx, b)
+// offer opens a session to b for identity and sends it the submission. It
+// returns the session once b is ready for the files (or knows the
+// submission already).
+func (r *Relay) offer(ctx context.Context, b *backend, identity string, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
+	bc, err := r.pool.dial(ctx, b, identity)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -325,12 +326,12 @@ func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, h
 // fetch relays a finished job's results from its backend, and the client's
 // acknowledgement back.
 func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id string, log *slog.Logger) error {
-	b, err := r.route(ctx, id)
+	b, err := r.route(ctx, cs.identity, id)
 	if err != nil {
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, id)
+	bc, err := r.open(ctx, b, cs.identity, id)
 	if err != nil {
 		return err
 	}

@@ -194,16 +194,3 @@ func owner(ss *session) (string, error) {
 	}
 	return ss.State.Identity, nil
 }
-
-// refuseOldProtocol answers every request of a client of protocol version
-// 1 with an error that tells it to upgrade.
-func refuseOldProtocol(c *secure.Conn, log *slog.Logger, name string) {
-	log.Info("client of protocol version 1 told to upgrade")
-	msg, err := protocol.ReadMessage(c)
-	if err != nil {
-		return
-	}
-	msg.Release()
-	protocol.WriteError(c, protocol.Errorf(protocol.CodeBadRequest,
-		"this %s speaks recon protocol version %d and no longer serves version 1: upgrade recon on this client", name, secure.ProtocolVersion))
-}

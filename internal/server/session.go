@@ -28,7 +28,7 @@ type session = rpc.Session[*sessionState]
 // session or breaks the protocol.
 func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
 	if c.OldProtocol() {
-		refuseOldProtocol(c, log, "server")
+		rpc.TellToUpgrade(c, log, "server")
 		return
 	}
 	st := s.ids.open(c)
