@@ -290,3 +290,57 @@ func version1Request(t *testing.T, ctx context.Context, addr string, k keys.Key)
 	}
 	return pe.Message
 }
+
+// TestQueueSharePerIdentity: with MAX_QUEUED_JOBS_PER_CLIENT = 2, a
+// scanner with two jobs waiting is refused a third (queue_full, naming the
+// key) while another scanner still gets in.
+func TestQueueSharePerIdentity(t *testing.T) {
+	s, ks := scanners(t, map[string]string{"MAX_QUEUED_JOBS_PER_CLIENT": "2", "MAX_CONCURRENT_JOBS": "1"})
+	ctx := testContext(t)
+	alice, bob := dialAs(t, ctx, s, ks["alice"]), dialAs(t, ctx, s, ks["bob"])
+	first := submitOne(t, ctx, alice, "a0.dat", []byte("runs"))
+	waitJob(t, ctx, alice, first.JobID, "running", func(j *client.Job) bool { return j.State == client.StateRunning })
+	submitOne(t, ctx, alice, "a1.dat", []byte("waits"))
+	submitOne(t, ctx, alice, "a2.dat", []byte("waits too"))
+	p := writeInput(t, t.TempDir(), "a3.dat", []byte("one too many"))
+	_, err := alice.Submit(ctx, []string{p}, &client.SubmitOptions{Reconnects: -1})
+	if !client.IsCode(err, client.CodeQueueFull) || !strings.Contains(err.Error(), "MAX_QUEUED_JOBS_PER_CLIENT = 2") {
+		t.Errorf("alice's third waiting job: %v, want queue_full over MAX_QUEUED_JOBS_PER_CLIENT", err)
+	}
+	if j := submitOne(t, ctx, bob, "b.dat", []byte("bob's")); j.Identity != "bob" {
+		t.Errorf("bob's job: %+v", j)
+	}
+	release(t, s.Dir, "all")
+}
+
+// TestReservationSharedByIdentity: the disk an identity's uploads hold is
+// counted per identity, wherever its sessions come from: the same key
+// from two addresses shares one MAX_RESERVED_BYTES_PER_CLIENT.
+func TestReservationSharedByIdentity(t *testing.T) {
+	s, ks := scanners(t, map[string]string{"MAX_RESERVED_BYTES_PER_CLIENT": "10MiB"})
+	ctx := testContext(t)
+	c1, err := rawDial(ctx, s.Addr().String(), "127.0.0.1", ks["alice"], secure.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	startUpload(t, c1, protocol.FileInfo{Name: "big.7", Size: 8 << 20})
+	c2, err := rawDial(ctx, s.Addr().String(), "127.0.0.2", ks["alice"], secure.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	m, err := request(c2, protocol.TypeSubmit, protocol.Submit{Files: []protocol.FileInfo{{Name: "more.7", Size: 4 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Decode(protocol.TypeSubmitReady, nil); !protocol.IsCode(err, protocol.CodeNoSpace) || !strings.Contains(err.Error(), "(alice)") {
+		t.Errorf("alice's second upload from another address: %v, want no_space over her share", err)
+	}
+	c3, err := rawDial(ctx, s.Addr().String(), "127.0.0.1", ks["bob"], secure.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	startUpload(t, c3, protocol.FileInfo{Name: "bob.7", Size: 4 << 20})
+}
