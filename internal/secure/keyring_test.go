@@ -281,22 +281,21 @@ func BenchmarkServerHandshakeKeys(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			for b.Loop() {
 				a, s := memPipe()
-				done := make(chan error, 1)
+				done := make(chan serverResult, 1)
 				go func() {
 					c, err := Server(testContext(b), s, scfg)
-					if err == nil {
-						c.Close()
-					}
-					done <- err
+					done <- serverResult{conn: c, err: err}
 				}()
 				c, err := Client(testContext(b), a, ccfg)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := <-done; err != nil {
-					b.Fatal(err)
+				res := <-done
+				if res.err != nil {
+					b.Fatal(res.err)
 				}
 				c.Close()
+				res.conn.Close()
 			}
 		})
 	}
