@@ -164,6 +164,12 @@ func TestIdentitiesSeeOnlyTheirOwnJobs(t *testing.T) {
 			t.Errorf("admin queue: job %s identity %q, want %q (all: %v)", id, owners[id], who, owners)
 		}
 	}
+	var st struct {
+		Config map[string]string `json:"config"`
+	}
+	if r := admin(t, dir, "--json", "status"); json.Unmarshal([]byte(r.stdout), &st) != nil || st.Config["client_identities"] != "alice,bob,default" {
+		t.Errorf("admin status does not list the identities: %v", st.Config)
+	}
 	if r := admin(t, dir, "queue"); !strings.Contains(r.stdout, "IDENTITY") || !strings.Contains(r.stdout, "alice") {
 		t.Errorf("admin queue text has no identity column:\n%s", r.stdout)
 	}
