@@ -28,7 +28,9 @@ type sessionState struct {
 
 	// relay is set for a session authenticated with RELAY_SHARED_KEY.
 	relay bool
-	// acted is set once a relay's session has named its client.
+	// acted is set once a relay's session has named its client. It and
+	// Identity change only under identities.mu, once, before the
+	// session's next request.
 	acted bool
 
 	conn    *secure.Conn
@@ -130,7 +132,8 @@ func (ids *identities) reload(cfg *config.Server, log *slog.Logger) (*protocol.R
 	ids.current = current
 	var gone []*sessionState
 	for st := range ids.sessions {
-		if !ids.keyring.Has(st.keyID, st.keyName) {
+		_, known := current[st.Identity]
+		if !ids.keyring.Has(st.keyID, st.keyName) || st.acted && !known {
 			gone = append(gone, st)
 			delete(ids.sessions, st)
 		}
@@ -152,6 +155,18 @@ func sameKeys(a, b []keys.Key) bool {
 	return slices.EqualFunc(a, b, keys.Key.Equal)
 }
 
+// act makes st, a relay's session, act for identity if it is in force. It
+// holds the lock a reload reads st under.
+func (ids *identities) act(st *sessionState, identity string) bool {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if _, ok := ids.current[identity]; !ok {
+		return false
+	}
+	st.Identity, st.acted = identity, true
+	return true
+}
+
 // names returns the identities in force, sorted.
 func (ids *identities) names() []string {
 	ids.mu.Lock()
@@ -169,8 +184,10 @@ func (s *Server) ReloadClientKeys() (*protocol.ReloadReply, error) {
 }
 
 // actAs answers a relay's act_as: from now on the session acts for the
-// relay's client identity. Only a session of RELAY_SHARED_KEY may, once
-// and before anything else; any other is refused and ends.
+// relay's client identity, which must be one of this server's (so that
+// removing it here ends its sessions through the relay too). Only a
+// session of RELAY_SHARED_KEY may, once and before anything else; any
+// other is refused and ends.
 func (s *Server) actAs(ss *session, req *protocol.ActAs) error {
 	st := ss.State
 	switch {
@@ -180,8 +197,11 @@ func (s *Server) actAs(ss *session, req *protocol.ActAs) error {
 		return rpc.Fatal(protocol.Errorf(protocol.CodeBadRequest, "act_as was already sent on this session"))
 	case !config.ValidIdentity(req.Identity):
 		return rpc.Fatal(protocol.Errorf(protocol.CodeBadRequest, "act_as names no valid identity"))
+	case !s.ids.act(st, req.Identity):
+		ss.Log.Warn("relay names an identity this server does not have", "acting_for", req.Identity)
+		return rpc.Fatal(protocol.Errorf(protocol.CodeBadRequest,
+			"the server does not know the client identity %s: it must be in the server's CLIENT_KEYS_FILE (or be default, with SHARED_KEY) as in the relay's", req.Identity))
 	}
-	st.Identity, st.acted = req.Identity, true
 	ss.Log = ss.Log.With("identity", req.Identity)
 	return nil
 }

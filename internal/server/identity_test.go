@@ -200,6 +200,31 @@ func TestActAsOnlyFromTheRelayKey(t *testing.T) {
 	if err != nil || !protocol.IsCode(m.Decode(protocol.TypeJob, &j), protocol.CodeNotFound) {
 		t.Errorf("relay acting for bob sees alice's job: %v", err)
 	}
+
+	// An identity the server does not have is refused.
+	rc2 := relay()
+	if err := protocol.WriteMessage(rc2, protocol.TypeActAs, protocol.ActAs{Identity: "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	if code := wireError(t, rc2); code != protocol.CodeBadRequest {
+		t.Errorf("act_as for an unknown identity: %s, want bad_request", code)
+	}
+	expectSessionEnd(t, rc2)
+
+	// bob removed from the server's file: the relay's session acting for
+	// him is closed by the reload; alice's client session stays.
+	body := fmt.Sprintf("alice = %s\n", ks["alice"].Encode())
+	if err := os.WriteFile(filepath.Join(s.Dir, "clients.keys"), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.ReloadClientKeys()
+	if err != nil || len(rep.Removed) != 1 || rep.Removed[0] != "bob" || rep.ClosedSessions != 1 {
+		t.Fatalf("reload without bob: %+v, %v; want bob removed and the relay's session for him closed", rep, err)
+	}
+	expectSessionEnd(t, rc)
+	if _, err := alice.Job(ctx, ja.JobID); err != nil {
+		t.Errorf("alice's session after bob's removal: %v", err)
+	}
 }
 
 // TestVersion1ClientToldToUpgrade: a client of protocol version 1 (the
