@@ -29,6 +29,7 @@ for f in "$in"/*; do
     n=0
     while [ ! -e %q ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done;;
   esac
+  echo "reconstructing $b"
   cp "$f" "$out/$b.out"
 done
 `, filepath.Join(dir, "release"))
@@ -223,6 +224,7 @@ func TestIdentitiesSeeOnlyTheirOwnJobs(t *testing.T) {
 	for _, rec := range []struct{ msg, id, who string }{
 		{"job queued", a2, "alice"}, {"job started", a2, "alice"}, {"job queued", b1, "bob"},
 		{"job cancelled by its owner", b2, "bob"}, {"results delivered", a2, "alice"},
+		{"script output", a2, "alice"}, {"job ended", a2, "alice"},
 	} {
 		re := regexp.MustCompile(`(?m)^.*"msg":"` + rec.msg + `".*$`)
 		found := false

@@ -115,7 +115,6 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"UPLOAD_RESUME_HOURS":             strconv.FormatFloat(c.UploadResume.Hours(), 'f', -1, 64),
 		"KEEP_FAILED_OUTPUTS":             strconv.FormatBool(c.KeepFailedOutputs),
 		"IDLE_TIMEOUT_SECONDS":            strconv.FormatFloat(s.opts.IdleTimeout.Seconds(), 'f', -1, 64),
-		"CLIENT_KEYS_FILE":                c.ClientKeysFile,
 		"MAX_QUEUED_JOBS_PER_CLIENT":      strconv.Itoa(c.MaxQueuedJobsPerClient),
 		"client_identities":               strings.Join(s.ids.names(), ","),
 	}

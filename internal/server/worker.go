@@ -39,7 +39,7 @@ func (p *pool) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	p.changed.JobChanged(j.ID, true) // claimed: it left the queue
 	log.Info("job started", "attempt", j.Attempts)
 
-	o := p.exec.run(jobCtx, attempt{jobID: j.ID, n: j.Attempts, options: j.Options, worker: worker, log: log})
+	o := p.exec.run(jobCtx, attempt{jobID: j.ID, n: j.Attempts, options: j.Options, worker: worker, log: log, identity: j.Identity})
 	// Store writes must land even when the server is stopping.
 	bg := context.WithoutCancel(ctx)
 	switch {
