@@ -204,10 +204,10 @@ or its connected clients. --json prints one JSON document.`,
 				if c.Backend != "" {
 					req += " @ " + c.Backend
 				}
-				rows = append(rows, []string{c.Address, c.ConnectedSince.Local().Format(time.DateTime),
+				rows = append(rows, []string{c.Address, c.Identity, c.ConnectedSince.Local().Format(time.DateTime),
 					strconv.FormatInt(c.Requests, 10), humanBytes(c.BytesIn), humanBytes(c.BytesOut), req})
 			}
-			table(e.stdout, []string{"ADDRESS", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"}, rows)
+			table(e.stdout, []string{"ADDRESS", "IDENTITY", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"}, rows)
 			return nil
 		}),
 	)
