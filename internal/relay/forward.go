@@ -56,7 +56,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	if err := checkAnnounced(sub.Files); err != nil {
 		return err
 	}
-	order, pinned, err := r.submitOrder(ctx, sub.SubmissionID, log)
+	order, pinned, err := r.submitOrder(ctx, submissionRoute(cs.identity, sub.SubmissionID), sub.SubmissionID, log)
 	if err != nil {
 		return err
 	}
@@ -125,12 +125,14 @@ func mayHoldNoJob(err error) bool {
 // become a job, so if its backend is down the submission goes to the
 // others and starts over there (what the first one kept expires after its
 // UPLOAD_RESUME_HOURS).
-func (r *Relay) submitOrder(ctx context.Context, sid string, log *slog.Logger) (order []*backend, pinned *backend, err error) {
+//
+// key is the submission's route (submissionRoute), sid its id.
+func (r *Relay) submitOrder(ctx context.Context, key, sid string, log *slog.Logger) (order []*backend, pinned *backend, err error) {
 	order = r.pool.candidates()
 	if sid == "" {
 		return order, nil, nil
 	}
-	addr, handedOver, err := r.routes.submission(ctx, sid)
+	addr, handedOver, err := r.routes.submission(ctx, key)
 	if errors.Is(err, errNoRoute) {
 		return order, nil, nil
 	}
@@ -170,7 +172,7 @@ func (r *Relay) offer(ctx context.Context, b *backend, identity string, sub *pro
 		return nil, nil, err
 	}
 	if sub.SubmissionID != "" {
-		if err := r.routes.putSubmission(ctx, sub.SubmissionID, b.addr); err != nil {
+		if err := r.routes.putSubmission(ctx, submissionRoute(identity, sub.SubmissionID), b.addr); err != nil {
 			bc.Close()
 			return nil, nil, rpc.Internal(err)
 		}
@@ -201,7 +203,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr); err != nil {
 			return false, rpc.Internal(err)
 		}
-		if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
+		if err := r.routes.handOver(ctx, submissionRoute(cs.identity, sub.SubmissionID), b.addr); err != nil {
 			return false, rpc.Internal(err)
 		}
 		bc.CloseWrite()
@@ -246,7 +248,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if i == len(sub.Files)-1 && sub.SubmissionID != "" {
 			// From the last FileDone on, b may make a job of the
 			// submission: a retry must not go elsewhere.
-			if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
+			if err := r.routes.handOver(ctx, submissionRoute(cs.identity, sub.SubmissionID), b.addr); err != nil {
 				return false, rpc.Internal(err)
 			}
 			handedOver = true

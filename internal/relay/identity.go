@@ -18,6 +18,18 @@ import (
 // one client, and every job through the relay belongs to that key's
 // identity: the relay logs so when the backend comes up.
 
+// submissionRoute is the key of identity's submission sid in the route
+// store: submission ids are each identity's own, so one identity's cannot
+// move another's upload to another backend. The identity default keeps
+// the bare id, as the routes from before identities have it (neither
+// names nor ids contain '/').
+func submissionRoute(identity, sid string) string {
+	if identity == config.DefaultIdentity || sid == "" {
+		return sid
+	}
+	return identity + "/" + sid
+}
+
 // clientKeys builds the named keys of the client listener.
 func clientKeys(cfg *config.Relay) ([]secure.NamedKey, map[string][]keys.Key, error) {
 	ids, err := cfg.Identities()
