@@ -200,7 +200,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 			return false, rpc.Internal(fmt.Errorf("backend %s: submit_ready for an existing job without a valid job", b.addr))
 		}
 		cs.about(ready.Job.JobID, "")
-		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr); err != nil {
+		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr, cs.identity); err != nil {
 			return false, rpc.Internal(err)
 		}
 		if err := r.routes.handOver(ctx, submissionRoute(cs.identity, sub.SubmissionID), b.addr); err != nil {
@@ -281,7 +281,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	}
 	cs.about(job.JobID, "")
 	// Durable before the client hears of the job.
-	if err := r.routes.putJob(ctx, job.JobID, b.addr); err != nil {
+	if err := r.routes.putJob(ctx, job.JobID, b.addr, cs.identity); err != nil {
 		return false, rpc.Internal(err)
 	}
 	bc.CloseWrite()

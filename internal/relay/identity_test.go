@@ -10,6 +10,7 @@ import (
 
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/keys"
+	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/servertest"
 )
 
@@ -24,6 +25,7 @@ func TestIdentitiesAcrossBackends(t *testing.T) {
 	relayKey := keys.MustGenerate()
 	direct := map[string]keys.Key{"alice": keys.MustGenerate(), "bob": keys.MustGenerate()}
 	var addrs []string
+	servers := map[string]*servertest.Server{}
 	for range 2 {
 		dir := t.TempDir()
 		body := fmt.Sprintf("alice = %s\nbob = %s\n", direct["alice"].Encode(), direct["bob"].Encode())
@@ -33,6 +35,7 @@ func TestIdentitiesAcrossBackends(t *testing.T) {
 		s := servertest.Start(t, servertest.Options{Dir: dir, Extra: map[string]string{
 			"CLIENT_KEYS_FILE": "clients.keys", "RELAY_SHARED_KEY": relayKey.Encode()}})
 		addrs = append(addrs, s.Addr().String())
+		servers[s.Addr().String()] = s
 	}
 	dir := t.TempDir()
 	viaRelay := map[string]keys.Key{"alice": keys.MustGenerate(), "bob": keys.MustGenerate()}
@@ -64,10 +67,12 @@ func TestIdentitiesAcrossBackends(t *testing.T) {
 	alice, bob := dial("alice"), dial("bob")
 	var ids []string
 	onBackend := map[string]bool{}
+	where := map[string]string{}
 	for i := range 4 {
 		j := submitAndFetch(t, alice, writeInput(t, dir, fmt.Sprintf("a%d.7", i), 1000, byte(i)))
 		ids = append(ids, j.JobID)
 		onBackend[j.Backend] = true
+		where[j.JobID] = j.Backend
 	}
 	if len(onBackend) != 2 {
 		t.Errorf("alice's jobs are on %v, want both backends", onBackend)
@@ -89,10 +94,31 @@ func TestIdentitiesAcrossBackends(t *testing.T) {
 		}
 	}
 
+	// The backend of alice's first job goes down: bob is not told that the
+	// job exists (as for an unknown job), alice is told its backend is down.
+	down := where[ids[0]]
+	servers[down].Stop(t)
+	servertest.Eventually(t, 10*time.Second, "the stopped backend marked down", func() bool { return !r.healthy(t, down) })
+	_, err := bob.Job(ctx, ids[0])
+	_, uerr := bob.Job(ctx, "aaaaaaaaaaaaaaaaaaaaaaaaaa")
+	if err == nil || uerr == nil || err.Error() != strings.ReplaceAll(uerr.Error(), "aaaaaaaaaaaaaaaaaaaaaaaaaa", ids[0]) {
+		t.Errorf("bob's status of alice's job on a down backend: %v; of an unknown job: %v", err, uerr)
+	}
+	if _, err := alice.Job(ctx, ids[0]); !client.IsCode(err, client.CodeUnavailable) {
+		t.Errorf("alice's status of her job on a down backend: %v, want unavailable", err)
+	}
+	alive := ids[0]
+	for _, id := range ids {
+		if where[id] != down {
+			alive = id
+		}
+	}
+
 	// bob is removed at the relay: his session ends, alice's goes on.
 	write("alice")
 	start := time.Now()
-	rep, err := r.ReloadClientKeys()
+	var rep *protocol.ReloadReply
+	rep, err = r.ReloadClientKeys()
 	if err != nil || len(rep.Removed) != 1 || rep.ClosedSessions != 1 {
 		t.Fatalf("relay reload without bob: %+v, %v", rep, err)
 	}
@@ -100,7 +126,7 @@ func TestIdentitiesAcrossBackends(t *testing.T) {
 		t.Error("bob's session through the relay goes on after his removal")
 	}
 	t.Logf("bob's session ended within %v of the reload", time.Since(start))
-	if _, err := alice.Job(ctx, ids[0]); err != nil {
+	if _, err := alice.Job(ctx, alive); err != nil {
 		t.Errorf("alice after bob's removal: %v", err)
 	}
 	if _, err := client.Dial(ctx, client.Config{Address: r.Addr().String(), Key: viaRelay["bob"].Encode()}); err == nil {

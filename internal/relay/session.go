@@ -124,8 +124,10 @@ func (r *Relay) route(ctx context.Context, identity, id string) (*backend, error
 	if !jobs.ValidID(id) {
 		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
 	}
-	addr, err := r.routes.job(ctx, id)
-	if errors.Is(err, errNoRoute) {
+	addr, owner, err := r.routes.job(ctx, id)
+	if errors.Is(err, errNoRoute) || err == nil && owner != "" && owner != identity {
+		// Another identity's job is looked for as one the relay does not
+		// know: its backend, up or down, is not named.
 		return r.discover(ctx, identity, id)
 	}
 	if err != nil {
@@ -165,7 +167,7 @@ func (r *Relay) discover(ctx context.Context, identity, id string) (*backend, er
 	})
 	for i, ok := range found {
 		if ok {
-			if err := r.routes.putJob(ctx, id, up[i].addr); err != nil {
+			if err := r.routes.putJob(ctx, id, up[i].addr, identity); err != nil {
 				return nil, rpc.Internal(err)
 			}
 			return up[i], nil
