@@ -60,12 +60,18 @@ type clientTable struct {
 	total int64
 }
 
-func (t *clientTable) add(id string, c *secure.Conn) *clientSession {
+// add registers the session on c; nil when kr no longer has its key (a
+// reload removed it during the handshake: the reload's sweep, under the
+// same lock after the keyring changed, could not see it).
+func (t *clientTable) add(id string, c *secure.Conn, kr *secure.Keyring) *clientSession {
 	cs := &clientSession{id: id, addr: c.RemoteAddr().String(), identity: c.KeyName(), conn: c, since: time.Now()}
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if kr != nil && !kr.Has(c.KeyID(), c.KeyName()) {
+		return nil
+	}
 	t.m[id] = cs
 	t.total++
-	t.mu.Unlock()
 	return cs
 }
 

@@ -30,7 +30,11 @@ func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logge
 		rpc.TellToUpgrade(c, log, "relay")
 		return
 	}
-	cs := r.clients.add(listen.NewConnID(), c)
+	cs := r.clients.add(listen.NewConnID(), c, r.keyring)
+	if cs == nil {
+		log.Info("session closed: its key was removed by a reload during its handshake")
+		return
+	}
 	defer r.clients.remove(cs)
 	r.clientMux.Serve(ctx, c, log.With("identity", cs.identity), cs)
 }

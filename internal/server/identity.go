@@ -81,7 +81,8 @@ func newIdentities(cfg *config.Server) (*identities, error) {
 	return &identities{keyring: kr, current: current, sessions: map[*sessionState]struct{}{}}, nil
 }
 
-// open registers the session on c.
+// open registers the session on c; nil when a reload removed its key
+// since its handshake (the reload's sweep could not see it).
 func (ids *identities) open(c *secure.Conn) *sessionState {
 	st := &sessionState{conn: c, keyID: c.KeyID(), keyName: c.KeyName()}
 	if st.keyName == relayKeyName {
@@ -90,8 +91,13 @@ func (ids *identities) open(c *secure.Conn) *sessionState {
 		st.Identity = st.keyName
 	}
 	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	// A reload replaces the keyring before it sweeps under mu: a session
+	// registered after the sweep sees the new keyring here.
+	if !ids.keyring.Has(st.keyID, st.keyName) {
+		return nil
+	}
 	ids.sessions[st] = struct{}{}
-	ids.mu.Unlock()
 	return st
 }
 

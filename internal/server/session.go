@@ -32,6 +32,10 @@ func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logg
 		return
 	}
 	st := s.ids.open(c)
+	if st == nil {
+		log.Info("session closed: its key was removed by a reload during its handshake")
+		return
+	}
 	defer s.ids.close(st)
 	if st.relay {
 		log = log.With("relay_session", true)
