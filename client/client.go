@@ -275,6 +275,24 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 	return &j, nil
 }
 
+// CancelReply is the answer to Cancel: the job's state before and after.
+type CancelReply = protocol.CancelReply
+
+// Cancel cancels a job of this client's identity: a queued one at once, a
+// running one by stopping its script (Cancel returns once it has ended, or
+// after a minute with State still running). A job of another identity is
+// CodeNotFound, as one that does not exist; a finished one is a conflict.
+func (c *Client) Cancel(ctx context.Context, id string) (*CancelReply, error) {
+	var rep CancelReply
+	err := c.do(ctx, func() error {
+		return rpc.Exchange(c.conn, protocol.TypeCancel, protocol.JobRef{JobID: id}, protocol.TypeCancelReply, &rep)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
 // Queue lists the jobs that have not finished, in queue order (running
 // first), followed by those that finished in the last 24 hours.
 func (c *Client) Queue(ctx context.Context) ([]Job, error) {

@@ -153,14 +153,14 @@ func TestAdminBothForms(t *testing.T) {
 			t.Errorf("succeeded job finished_at %v, started_at %v", j.FinishedAt, j.StartedAt)
 		}
 		r := admin(t, dir, "queue")
-		if r.code != 0 || !regexp.MustCompile(`(?m)^JOB ID +STATE +POS +SUBMITTED +STARTED +FILES +SIZE +ATTEMPTS +CLIENT$`).MatchString(r.stdout) {
+		if r.code != 0 || !regexp.MustCompile(`(?m)^JOB ID +STATE +POS +SUBMITTED +STARTED +FILES +SIZE +ATTEMPTS +IDENTITY +CLIENT$`).MatchString(r.stdout) {
 			t.Errorf("admin queue: exit %d, no header\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		day := byID[done].SubmittedAt.Local().Format(time.DateOnly)
 		for _, c := range []struct{ id, want string }{
-			{done, `succeeded +` + day + ` \S+ +` + day + ` \S+ +1 +5 B +1 +127\.0\.0\.1`},
-			{running, `running +` + day + ` \S+ +` + day + ` \S+ +1 +9 B +1 +127\.0\.0\.1`},
-			{queued, `queued +1 +` + day + ` \S+ +1 +1 B +0 +127\.0\.0\.1`},
+			{done, `succeeded +` + day + ` \S+ +` + day + ` \S+ +1 +5 B +1 +default +127\.0\.0\.1`},
+			{running, `running +` + day + ` \S+ +` + day + ` \S+ +1 +9 B +1 +default +127\.0\.0\.1`},
+			{queued, `queued +1 +` + day + ` \S+ +1 +1 B +0 +default +127\.0\.0\.1`},
 		} {
 			l := lineWith(r.stdout, c.id)
 			if !regexp.MustCompile(`^` + c.id + ` +` + c.want).MatchString(l) {
@@ -172,8 +172,8 @@ func TestAdminBothForms(t *testing.T) {
 	t.Run("workers", func(t *testing.T) {
 		r := admin(t, dir, "workers")
 		if r.code != 0 || !strings.Contains(r.stdout, "max jobs  1\n") || !strings.Contains(r.stdout, "pool      running\n") ||
-			!regexp.MustCompile(`(?m)^WORKER +STATE +JOB ID +SINCE$`).MatchString(r.stdout) ||
-			!regexp.MustCompile(`(?m)^1 +busy +`+running+` +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`).MatchString(r.stdout) {
+			!regexp.MustCompile(`(?m)^WORKER +STATE +JOB ID +IDENTITY +SINCE$`).MatchString(r.stdout) ||
+			!regexp.MustCompile(`(?m)^1 +busy +`+running+` +default +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$`).MatchString(r.stdout) {
 			t.Errorf("admin workers: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})

@@ -137,7 +137,7 @@ edit MAX_CONCURRENT_JOBS in the config file to keep it.`,
 			return runAdminSetMaxJobs(ctx, a, n, printer{e.stdout, asJSON})
 		}),
 	}
-	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAuditCmd(e), newRedeliverCmd(e))
+	cmd.AddCommand(status, queue, workers, logs, cancel, setmax, newAuditCmd(e), newRedeliverCmd(e), newAdminReloadCmd(e, &opts, &asJSON))
 	return cmd
 }
 
@@ -178,9 +178,9 @@ func printAdminQueue(w io.Writer, jobs []protocol.JobInfo) {
 			bytes += f.Size
 		}
 		rows = append(rows, []string{j.JobID, string(j.State), pos, j.SubmittedAt.Local().Format(time.DateTime), started,
-			strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.ClientAddr})
+			strconv.Itoa(len(j.Files)), humanBytes(bytes), strconv.Itoa(j.Attempts), j.Identity, j.ClientAddr})
 	}
-	table(w, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "CLIENT"}, rows)
+	table(w, []string{"JOB ID", "STATE", "POS", "SUBMITTED", "STARTED", "FILES", "SIZE", "ATTEMPTS", "IDENTITY", "CLIENT"}, rows)
 	pendingDeliveries(w, jobs)
 }
 
@@ -270,13 +270,13 @@ func printWorkers(w io.Writer, ws *protocol.WorkersReply) {
 		cluster = cluster || x.ClusterJobID != ""
 	}
 	for _, x := range ws.Workers {
-		row := []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Since.Local().Format(time.DateTime)}
+		row := []string{strconv.Itoa(x.ID), string(x.State), x.JobID, x.Identity, x.Since.Local().Format(time.DateTime)}
 		if cluster {
 			row = append(row, x.ClusterJobID, x.ClusterState)
 		}
 		rows = append(rows, row)
 	}
-	head := []string{"WORKER", "STATE", "JOB ID", "SINCE"}
+	head := []string{"WORKER", "STATE", "JOB ID", "IDENTITY", "SINCE"}
 	if cluster {
 		head = append(head, "SLURM JOB", "SLURM STATE")
 	}

@@ -26,7 +26,7 @@ func newRelayCmd(e *env) *cobra.Command {
 		Short: "Run a relay in front of several reconstruction servers",
 		Long: `Run a relay: one address (RELAY_HOSTNAME:RELAY_PORT, key SHARED_KEY_RELAY_TO_CLIENTS)
 in front of the recon servers in BACKEND_SERVERS, which it reaches with
-BACKEND_SHARED_KEY (their SHARED_KEY). Clients use it exactly like a server.
+BACKEND_SHARED_KEY (their RELAY_SHARED_KEY, or a client key). Clients use it exactly like a server.
 Each submission goes to the healthy backend with the most free workers, then
 the shortest queue; which backend holds
 which job is kept in RELAY_STATE_DIR, so status and fetch find it, also after a
@@ -37,7 +37,8 @@ Administrators use 'recon relay-admin' on RELAY_ADMIN_HOSTNAME:RELAY_ADMIN_PORT
 When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600); the relay then still needs BACKEND_SHARED_KEY set
 to the backends' SHARED_KEY before it starts. SIGINT or SIGTERM stop it
-cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
+cleanly; SIGHUP reopens LOG_FILEPATH (after logrotate renamed it) and reads
+CLIENT_KEYS_FILE again (as recon relay-admin reload does).`,
 	}, "relay.opts", "config `file` (created with fresh keys when missing)", runRelay), initRelay)
 }
 
@@ -59,7 +60,7 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 		return err
 	}
 	if cfg.BackendSharedKey.IsZero() {
-		return fmt.Errorf("%s: BACKEND_SHARED_KEY is not set: set it to the SHARED_KEY of the servers in BACKEND_SERVERS (%s), then start the relay again",
+		return fmt.Errorf("%s: BACKEND_SHARED_KEY is not set: set it to the RELAY_SHARED_KEY of the servers in BACKEND_SERVERS (%s), or a client key of theirs, then start the relay again",
 			optsPath, strings.Join(cfg.BackendServers, ", "))
 	}
 	return runDaemon(ctx, e, daemonSpec[*relay.Relay]{
@@ -76,6 +77,12 @@ func runRelay(ctx context.Context, e *env, optsPath string) error {
 			}
 			fmt.Fprintf(e.stderr, "recon relay %s: clients on %s, admin on %s, backends %d (%d healthy), log %s\n",
 				versionString(), r.Addr(), r.AdminAddr(), len(cfg.BackendServers), healthy, logName)
+			relayIdentitiesNote(e, r)
+		},
+		hangup: func(r *relay.Relay) {
+			if _, err := r.ReloadClientKeys(); err != nil {
+				fmt.Fprintf(e.stderr, "recon relay: SIGHUP: %v\n", err)
+			}
 		},
 	})
 }
@@ -118,6 +125,17 @@ or its connected clients. --json prints one JSON document.`,
 		}
 	}
 	cmd.AddCommand(
+		sub("reload", "Read CLIENT_KEYS_FILE again (as SIGHUP does)", func(ctx context.Context, a *relay.AdminClient) error {
+			r, err := a.Reload(ctx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(e.stdout, r)
+			}
+			printReload(e.stdout, r)
+			return nil
+		}),
 		sub("status", "Show the relay's version, uptime, clients and traffic", func(ctx context.Context, a *relay.AdminClient) error {
 			st, err := a.Status(ctx)
 			if err != nil {
@@ -183,10 +201,10 @@ or its connected clients. --json prints one JSON document.`,
 					if c.Backend != "" {
 						req += " @ " + c.Backend
 					}
-					rows = append(rows, []string{c.Address, c.ConnectedSince.Local().Format(time.DateTime),
+					rows = append(rows, []string{c.Address, c.Identity, c.ConnectedSince.Local().Format(time.DateTime),
 						strconv.FormatInt(c.Requests, 10), humanBytes(c.BytesIn), humanBytes(c.BytesOut), req})
 				}
-				table(w, []string{"ADDRESS", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"}, rows)
+				table(w, []string{"ADDRESS", "IDENTITY", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"}, rows)
 			})
 		}),
 	)

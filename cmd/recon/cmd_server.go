@@ -32,7 +32,8 @@ and returns the results. JSON logs go to LOG_FILEPATH.
 When the --opts file does not exist, it is created with defaults and freshly
 generated keys (mode 0600), with default_recon_script.sh beside it.
 SIGINT or SIGTERM stop the server cleanly; a job that was running is run again
-at the next start. SIGHUP reopens LOG_FILEPATH (after logrotate renamed it).`,
+at the next start. SIGHUP reopens LOG_FILEPATH (after logrotate renamed it) and reads CLIENT_KEYS_FILE
+again (as recon admin reload does).`,
 	}, "recon.opts", "config `file` (created with fresh keys when missing)", runServer), initServer)
 }
 
@@ -58,6 +59,12 @@ func runServer(ctx context.Context, e *env, optsPath string) error {
 			}
 			fmt.Fprintf(e.stderr, "recon server %s: clients on %s, admin on %s, log %s\n",
 				versionString(), srv.Addr(), srv.AdminAddr(), logName)
+		},
+		hangup: func(srv *server.Server) {
+			// CLIENT_KEYS_FILE again; a file that fails leaves the keys in force.
+			if _, err := srv.ReloadClientKeys(); err != nil {
+				fmt.Fprintf(e.stderr, "recon server: SIGHUP: %v\n", err)
+			}
 		},
 	})
 }

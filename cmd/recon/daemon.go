@@ -44,6 +44,7 @@ type daemonSpec[S service] struct {
 	open     func(log *slog.Logger) (S, error) // builds the service, not started yet
 	started  func(s S, logName string)         // prints where it listens
 	warnings []config.Warning                  // of its config file, also written into the log
+	hangup   func(s S)                         // runs at SIGHUP, after the log is reopened; may be nil
 }
 
 // runDaemon runs a service until ctx ends (SIGINT or SIGTERM) or the
@@ -68,7 +69,11 @@ func runDaemon[S service](ctx context.Context, e *env, spec daemonSpec[S]) error
 		return err
 	}
 	spec.started(s, log.name)
-	if log.waitStop(ctx, s.Done(), hup, e.stderr) {
+	var onHup func()
+	if spec.hangup != nil {
+		onHup = func() { spec.hangup(s) }
+	}
+	if log.waitStop(ctx, s.Done(), hup, e.stderr, onHup) {
 		fmt.Fprintf(e.stderr, "recon %s: stopping\n", spec.name)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

@@ -149,6 +149,9 @@ func TestFreshConfigServerAndStatus(t *testing.T) {
 	for _, line := range strings.Split(string(opts), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok && strings.Contains(k, "KEY") {
 			v = strings.TrimSpace(v)
+			if v == "" {
+				continue // an unset key (RELAY_SHARED_KEY) or the empty CLIENT_KEYS_FILE
+			}
 			if strings.Contains(string(log), v) || strings.Contains(first.stderr+srv.stderr.String(), v) || strings.Contains(r.stdout+r.stderr, v) {
 				t.Errorf("the value of %s appears in the log or the output", strings.TrimSpace(k))
 			}

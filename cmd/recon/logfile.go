@@ -111,8 +111,9 @@ func notifyHangup() (hup <-chan os.Signal, stop func()) {
 }
 
 // waitStop blocks until ctx ends (it returns true: the command was asked to
-// stop) or done is closed (false), reopening the log file at each SIGHUP.
-func (d *daemonLog) waitStop(ctx context.Context, done <-chan struct{}, hup <-chan os.Signal, stderr io.Writer) bool {
+// stop) or done is closed (false), reopening the log file at each SIGHUP
+// and then calling onHup (if not nil).
+func (d *daemonLog) waitStop(ctx context.Context, done <-chan struct{}, hup <-chan os.Signal, stderr io.Writer, onHup func()) bool {
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,6 +122,9 @@ func (d *daemonLog) waitStop(ctx context.Context, done <-chan struct{}, hup <-ch
 			return false
 		case <-hup:
 			d.reopen(stderr)
+			if onHup != nil {
+				onHup()
+			}
 		}
 	}
 }

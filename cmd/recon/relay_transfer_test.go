@@ -155,10 +155,10 @@ func TestRelayAdminClientsTransfer(t *testing.T) {
 	// The human table lists it, with its bytes.
 	r := runRecon(t, dir, "relay-admin", "clients", "--opts", "admin.opts")
 	line := lineOf(r.stdout, fetched.Address)
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "ADDRESS") || strings.Count(line, "8.0 MiB") != 2 {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "ADDRESS") || strings.Count(line, "8.0 MiB") != 2 || !strings.Contains(line, " default ") {
 		t.Errorf("relay-admin clients: exit %d; want the header and the client's line with 8.0 MiB in and out:\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	for _, h := range []string{"CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"} {
+	for _, h := range []string{"IDENTITY", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "CURRENT REQUEST"} {
 		if !strings.Contains(r.stdout, h) {
 			t.Errorf("relay-admin clients: no %s column:\n%s", h, r.stdout)
 		}

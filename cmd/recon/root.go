@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/keys"
 )
 
@@ -82,6 +83,7 @@ before or have expired.`,
 		newQueueCmd(e),
 		newSubmitCmd(e),
 		newFetchCmd(e),
+		newCancelCmd(e),
 		newWatchCmd(e),
 		newAdminCmd(e),
 		newRelayCmd(e),
@@ -170,21 +172,34 @@ func newVersionCmd(e *env) *cobra.Command {
 }
 
 func newKeygenCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	var name string
+	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "Print a fresh random key",
 		Long: `Print a fresh key: 32 random bytes as url-safe base64 with padding (44
 characters), the format of Python's Fernet.generate_key(). Use a separate key
-for each role: SHARED_KEY, SERVER_ADMIN_SHARED_KEY, SHARED_KEY_RELAY_TO_CLIENTS
-and RELAY_ADMIN_SHARED_KEY.`,
+for each role: SHARED_KEY, SERVER_ADMIN_SHARED_KEY, RELAY_SHARED_KEY,
+SHARED_KEY_RELAY_TO_CLIENTS and RELAY_ADMIN_SHARED_KEY.
+
+With --name NAME it prints NAME = KEY, a line for CLIENT_KEYS_FILE; the client
+puts KEY in its SHARED_KEY.`,
 		Args: argsRange(0, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("name") && !config.ValidIdentity(name) {
+				return &usageError{fmt.Errorf("--name: an identity name is 1 to %d letters, digits, '-', '_' or '.'", config.MaxIdentityLen)}
+			}
 			k, err := keys.Generate()
 			if err != nil {
+				return err
+			}
+			if name != "" {
+				_, err = fmt.Fprintf(e.stdout, "%s = %s\n", name, k.Encode())
 				return err
 			}
 			_, err = fmt.Fprintln(e.stdout, k.Encode())
 			return err
 		},
 	}
+	cmd.Flags().StringVar(&name, "name", "", "print `NAME` = KEY, a line for CLIENT_KEYS_FILE")
+	return cmd
 }

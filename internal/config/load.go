@@ -40,8 +40,12 @@ type Server struct {
 
 	Hostname   string          // SERVER_HOSTNAME
 	Port       int             // SERVER_PORT; 0 picks a free port
-	SharedKey  keys.Key        // SHARED_KEY
+	SharedKey  keys.Key        // SHARED_KEY; zero when unset (CLIENT_KEYS_FILE is then set)
 	TrustedIPs *allowlist.List // TRUSTED_IPS; nil allows every address
+
+	ClientKeysFile         string   // CLIENT_KEYS_FILE; "" for none (read by Identities)
+	RelaySharedKey         keys.Key // RELAY_SHARED_KEY; zero when unset
+	MaxQueuedJobsPerClient int      // MAX_QUEUED_JOBS_PER_CLIENT; 0 means MaxQueuedJobs
 
 	InputBaseDir  string // RECON_SERVER_BASE_PFILE_DIR
 	ScriptPath    string // RECON_SCRIPT_PATH
@@ -151,7 +155,8 @@ type Relay struct {
 	LogFile  string     // LOG_FILEPATH; "" logs to standard error
 	LogLevel slog.Level // LOG_LEVEL
 
-	ClientSharedKey  keys.Key        // SHARED_KEY_RELAY_TO_CLIENTS
+	ClientSharedKey  keys.Key        // SHARED_KEY_RELAY_TO_CLIENTS; zero when unset (CLIENT_KEYS_FILE is then set)
+	ClientKeysFile   string          // CLIENT_KEYS_FILE; "" for none (read by Identities)
 	TrustedClientIPs *allowlist.List // TRUSTED_CLIENT_IPS; nil allows every address
 
 	BackendServers   []string      // BACKEND_SERVERS, each host:port (IPv6 in brackets)
@@ -449,6 +454,23 @@ func (s *source) distinctKeys(names []string, ks []keys.Key) {
 	}
 }
 
+// requireKey refuses an unset optional key that this program needs,
+// with the errors a required key gets.
+func (s *source) requireKey(name string) {
+	if s.failed[name] || s.value(name) != nil {
+		return
+	}
+	s.failed[name] = true
+	e, ok := s.entries[name]
+	if !ok {
+		s.fail(0, "%s is required: generate one with recon keygen", name)
+		return
+	}
+	if _, verr := parseValue(s.sch.field(name), e.Value, s.dir); verr != nil {
+		s.errs = append(s.errs, &ParseError{File: s.path, Line: e.Line, Msg: name + " " + verr.msg, Err: verr.err})
+	}
+}
+
 // distinctListeners refuses two listeners on the same host and port.
 func (s *source) distinctListeners(hostA, portA, hostB, portB string, ha string, pa int, hb string, pb int) {
 	if pa == 0 || pa != pb || ha != hb || s.failed[portA] || s.failed[portB] {
@@ -539,10 +561,16 @@ func buildServer(s *source) *Server {
 		AdminHostname:           get[string](s, "SERVER_ADMIN_HOSTNAME"),
 		AdminPort:               get[int](s, "SERVER_ADMIN_PORT"),
 		AdminSharedKey:          get[keys.Key](s, "SERVER_ADMIN_SHARED_KEY"),
+		ClientKeysFile:          get[string](s, "CLIENT_KEYS_FILE"),
+		RelaySharedKey:          get[keys.Key](s, "RELAY_SHARED_KEY"),
+		MaxQueuedJobsPerClient:  get[int](s, "MAX_QUEUED_JOBS_PER_CLIENT"),
 	}
 	c.PACS = buildPACS(s)
 	c.Executor, c.Slurm = buildSlurm(s)
-	s.distinctKeys([]string{"SHARED_KEY", "SERVER_ADMIN_SHARED_KEY"}, []keys.Key{c.SharedKey, c.AdminSharedKey})
+	if c.ClientKeysFile == "" {
+		s.requireKey("SHARED_KEY")
+	}
+	s.distinctKeys([]string{"SHARED_KEY", "SERVER_ADMIN_SHARED_KEY", "RELAY_SHARED_KEY"}, []keys.Key{c.SharedKey, c.AdminSharedKey, c.RelaySharedKey})
 	s.distinctListeners("SERVER_HOSTNAME", "SERVER_PORT", "SERVER_ADMIN_HOSTNAME", "SERVER_ADMIN_PORT",
 		c.Hostname, c.Port, c.AdminHostname, c.AdminPort)
 	s.separateDirs(
@@ -575,6 +603,7 @@ func buildClient(s *source) *Client {
 		WatchAttempts:    get[int](s, "CLIENT_DAEMON_MAX_JOB_ATTEMPTS"),
 		WatchLogFile:     get[string](s, "CLIENT_DAEMON_LOG_FILEPATH"),
 	}
+	s.requireKey("SHARED_KEY")
 	s.dialPort("SERVER_PORT", c.Port)
 	return c
 }
@@ -609,6 +638,10 @@ func buildRelay(s *source) *Relay {
 		AdminHostname:    get[string](s, "RELAY_ADMIN_HOSTNAME"),
 		AdminPort:        get[int](s, "RELAY_ADMIN_PORT"),
 		AdminSharedKey:   get[keys.Key](s, "RELAY_ADMIN_SHARED_KEY"),
+		ClientKeysFile:   get[string](s, "CLIENT_KEYS_FILE"),
+	}
+	if c.ClientKeysFile == "" {
+		s.requireKey("SHARED_KEY_RELAY_TO_CLIENTS")
 	}
 	s.distinctKeys([]string{"SHARED_KEY_RELAY_TO_CLIENTS", "RELAY_ADMIN_SHARED_KEY", "BACKEND_SHARED_KEY"},
 		[]keys.Key{c.ClientSharedKey, c.AdminSharedKey, c.BackendSharedKey})

@@ -166,7 +166,7 @@ func TestLoadServer(t *testing.T) {
 		{name: "missing shared key", file: lines("SERVER_ADMIN_SHARED_KEY = " + testKeyText(2)),
 			wantErr: `{F}: SHARED_KEY is required: generate one with recon keygen`},
 		{name: "missing both keys", file: "",
-			wantErr: "{F}: SHARED_KEY is required: generate one with recon keygen\n{F}: SERVER_ADMIN_SHARED_KEY is required: generate one with recon keygen"},
+			wantErr: "{F}: SERVER_ADMIN_SHARED_KEY is required: generate one with recon keygen\n{F}: SHARED_KEY is required: generate one with recon keygen"},
 		{name: "placeholder key", file: lines("SHARED_KEY = SET_YOUR_SHARED_KEY_HERE # For client-server communication", "SERVER_ADMIN_SHARED_KEY = "+testKeyText(2)),
 			wantErr: `{F}:1: SHARED_KEY is still a placeholder: generate a key with recon keygen and put it here`},
 		{name: "empty key", file: lines("SHARED_KEY =", "SERVER_ADMIN_SHARED_KEY = "+testKeyText(2)),
@@ -408,7 +408,7 @@ func TestLoadRelay(t *testing.T) {
 		{name: "same keys", file: lines("SHARED_KEY_RELAY_TO_CLIENTS = "+testKeyText(1), "RELAY_ADMIN_SHARED_KEY = "+testKeyText(1), "BACKEND_SHARED_KEY = "+testKeyText(3)),
 			wantErr: "{F}:2: SHARED_KEY_RELAY_TO_CLIENTS and RELAY_ADMIN_SHARED_KEY are the same key; each role needs its own: generate another with recon keygen"},
 		{name: "missing keys", file: "BACKEND_SHARED_KEY = " + testKeyText(3),
-			wantErr: "{F}: SHARED_KEY_RELAY_TO_CLIENTS is required: generate one with recon keygen\n{F}: RELAY_ADMIN_SHARED_KEY is required: generate one with recon keygen"},
+			wantErr: "{F}: RELAY_ADMIN_SHARED_KEY is required: generate one with recon keygen\n{F}: SHARED_KEY_RELAY_TO_CLIENTS is required: generate one with recon keygen"},
 		{name: "backends", extra: lines("BACKEND_SHARED_KEY = "+testKeyText(3), "BACKEND_SERVERS = localhost:60000, [::1]:60001,127.0.0.1:7 # three"),
 			mod: func(c *config.Relay, _ string) {
 				c.BackendSharedKey = k3

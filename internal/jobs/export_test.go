@@ -11,8 +11,8 @@ import (
 func InsertQueuedForTest(ctx context.Context, s *Store, n int) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO jobs
-			(id, state, files, options, client_addr, submitted_at)
-			VALUES (?, ?, ?, ?, ?, ?)`)
+			(id, identity, state, files, options, client_addr, submitted_at)
+			VALUES (?, 'default', ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}

@@ -93,6 +93,8 @@ type File struct {
 type Job struct {
 	// ID is the job's random, unguessable id (see NewID).
 	ID string
+	// Identity is the client identity that submitted the job and owns it.
+	Identity string
 	// SubmissionID is the client's id for the submission, which makes a
 	// retried submission idempotent. Empty when the client sent none.
 	SubmissionID string

@@ -72,4 +72,43 @@ var migrations = [...]string{
 		ref         TEXT    NOT NULL,
 		recorded_at INTEGER NOT NULL
 	) STRICT;`,
+	// 3 → 4: every job belongs to the client identity that submitted it;
+	// the jobs from before identities belong to "default", the identity
+	// of SHARED_KEY. A submission id is unique per identity (another
+	// identity's equal id must neither find nor block the job), which
+	// needs a new table. seq values are kept, and so is the counter of
+	// AUTOINCREMENT, so no job ever jumps ahead in the queue.
+	`CREATE TABLE jobs_v2 (
+		seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+		id                 TEXT    NOT NULL UNIQUE,
+		identity           TEXT    NOT NULL,
+		submission_id      TEXT,
+		state              TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+		files              TEXT    NOT NULL,
+		options            TEXT    NOT NULL,
+		client_addr        TEXT    NOT NULL,
+		submitted_at       INTEGER NOT NULL,
+		started_at         INTEGER,
+		finished_at        INTEGER,
+		attempts           INTEGER NOT NULL DEFAULT 0,
+		exit_code          INTEGER,
+		error              TEXT    NOT NULL DEFAULT '',
+		results            TEXT,
+		delivered_at       INTEGER,
+		results_removed_at INTEGER,
+		UNIQUE (identity, submission_id)
+	) STRICT;
+	INSERT INTO jobs_v2 (seq, id, identity, submission_id, state, files, options, client_addr,
+		submitted_at, started_at, finished_at, attempts, exit_code, error, results, delivered_at, results_removed_at)
+		SELECT seq, id, 'default', submission_id, state, files, options, client_addr,
+		submitted_at, started_at, finished_at, attempts, exit_code, error, results, delivered_at, results_removed_at
+		FROM jobs;
+	INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs_v2', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'jobs_v2');
+	UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)) WHERE name = 'jobs_v2';
+	DROP TABLE jobs;
+	ALTER TABLE jobs_v2 RENAME TO jobs;
+	CREATE INDEX jobs_state_seq ON jobs (state, seq);
+	CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+	-- An identity's own jobs: queue, per-identity limits.
+	CREATE INDEX jobs_identity_state_seq ON jobs (identity, state, seq);`,
 }

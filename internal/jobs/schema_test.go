@@ -65,6 +65,7 @@ func TestOpenVersion1Store(t *testing.T) {
 	got := mustGet(t, s, id)
 	want := &jobs.Job{
 		ID:           id,
+		Identity:     "default",
 		SubmissionID: "sub-1",
 		State:        jobs.Queued,
 		Files:        []jobs.File{{Name: "meas.dat", Size: 3, SHA256: "ab"}},
@@ -76,12 +77,24 @@ func TestOpenVersion1Store(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("job written by the old store (-want +got):\n%s", diff)
 	}
-	if j, created, err := s.Create(t.Context(), &jobs.Job{SubmissionID: "sub-1"}); err != nil || created || j.ID != want.ID {
+	if j, created, err := s.Create(t.Context(), &jobs.Job{Identity: "default", SubmissionID: "sub-1"}); err != nil || created || j.ID != want.ID {
 		t.Errorf("Create with the old job's submission id = %v, %v, %v; want the old job", j, created, err)
 	}
-	mustCreate(t, s, &jobs.Job{SubmissionID: "sub-2"})
-	if n, err := s.QueuedCount(t.Context()); err != nil || n != 2 {
-		t.Errorf("QueuedCount = %d, %v; want 2", n, err)
+	// Another identity's equal submission id is another job.
+	other := mustCreate(t, s, &jobs.Job{Identity: "b", SubmissionID: "sub-1"})
+	if other.ID == id {
+		t.Error("identity b got default's job by its submission id")
+	}
+	mustCreate(t, s, &jobs.Job{Identity: "default", SubmissionID: "sub-2"})
+	if n, err := s.QueuedCount(t.Context()); err != nil || n != 3 {
+		t.Errorf("QueuedCount = %d, %v; want 3", n, err)
+	}
+	// The old job keeps its place at the head of the queue.
+	if pos, err := s.QueuePosition(t.Context(), id); err != nil || pos != 1 {
+		t.Errorf("QueuePosition of the old job = %d, %v; want 1", pos, err)
+	}
+	if pos, err := s.QueuePositions(t.Context(), "b"); err != nil || pos[other.ID] != 2 || len(pos) != 1 {
+		t.Errorf("QueuePositions(b) = %v, %v; want %s at 2", pos, err, other.ID)
 	}
 }
 

@@ -89,7 +89,7 @@ func (s *Store) Close() error {
 
 // jobColumns is the column list every query that returns jobs selects, in
 // the order scanJob reads.
-const jobColumns = `id, submission_id, state, files, options, client_addr,
+const jobColumns = `id, identity, submission_id, state, files, options, client_addr,
 	submitted_at, started_at, finished_at, attempts, exit_code, error,
 	results, delivered_at, results_removed_at`
 
@@ -104,7 +104,7 @@ func scanJob(row scanner) (*Job, error) {
 		started, finished, delivered, removed sql.NullInt64
 		exit                                  sql.NullInt64
 	)
-	err := row.Scan(&j.ID, &sid, &j.State, &files, &options, &j.ClientAddr,
+	err := row.Scan(&j.ID, &j.Identity, &sid, &j.State, &files, &options, &j.ClientAddr,
 		&submitted, &started, &finished, &j.Attempts, &exit, &j.Error,
 		&results, &delivered, &removed)
 	if err != nil {
@@ -245,12 +245,13 @@ var (
 //
 // Only the submission fields of j are read: ID (a fresh NewID when empty;
 // otherwise it must satisfy ValidID and be unused, else ErrExists),
-// SubmissionID, Files, Options, ClientAddr and SubmittedAt (now when zero).
+// Identity, SubmissionID, Files, Options, ClientAddr and SubmittedAt (now
+// when zero).
 // The new job has State queued and every other field zero. j itself is not
 // modified.
 //
-// When j.SubmissionID is not empty and a job with that submission id
-// already exists, Create changes nothing and returns the existing job with
+// When j.SubmissionID is not empty and a job of the same identity with that
+// submission id already exists, Create changes nothing and returns the existing job with
 // created=false, whatever its state: a retried submission gets the job of
 // the first. This holds under concurrent callers, in this process or
 // another.
@@ -284,7 +285,7 @@ func (s *Store) Create(ctx context.Context, j *Job) (job *Job, created bool, err
 		job, created = nil, false
 		if j.SubmissionID != "" {
 			job, err = scanJob(s.txQueryRow(ctx, tx,
-				"SELECT "+jobColumns+" FROM jobs WHERE submission_id = ?", j.SubmissionID))
+				"SELECT "+jobColumns+" FROM jobs WHERE identity = ? AND submission_id = ?", j.Identity, j.SubmissionID))
 			if err == nil {
 				return nil // created stays false
 			}
@@ -300,10 +301,10 @@ func (s *Store) Create(ctx context.Context, j *Job) (job *Job, created bool, err
 			return ErrExists
 		}
 		job, err = scanJob(s.txQueryRow(ctx, tx, `INSERT INTO jobs
-			(id, submission_id, state, files, options, client_addr, submitted_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)
+			(id, identity, submission_id, state, files, options, client_addr, submitted_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			RETURNING `+jobColumns,
-			id, nullIfEmpty(j.SubmissionID), Queued, files, options, j.ClientAddr, submitted.UnixNano()))
+			id, j.Identity, nullIfEmpty(j.SubmissionID), Queued, files, options, j.ClientAddr, submitted.UnixNano()))
 		if err != nil {
 			return err
 		}
@@ -328,14 +329,14 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	return j, nil
 }
 
-// GetBySubmission returns the job created with the given non-empty
-// submission id, or an error matching ErrNotFound.
-func (s *Store) GetBySubmission(ctx context.Context, submissionID string) (*Job, error) {
+// GetBySubmission returns the job identity created with the given
+// non-empty submission id, or an error matching ErrNotFound.
+func (s *Store) GetBySubmission(ctx context.Context, identity, submissionID string) (*Job, error) {
 	if submissionID == "" {
 		return nil, fmt.Errorf("get job by submission id %q: %w", submissionID, ErrNotFound)
 	}
 	j, err := scanJob(s.queryRow(ctx,
-		"SELECT "+jobColumns+" FROM jobs WHERE submission_id = ?", submissionID))
+		"SELECT "+jobColumns+" FROM jobs WHERE identity = ? AND submission_id = ?", identity, submissionID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get job by submission id %q: %w", submissionID, ErrNotFound)
 	}
@@ -565,6 +566,8 @@ type ListOptions struct {
 	// Limit caps the number of jobs returned; zero or negative means
 	// DefaultListLimit.
 	Limit int
+	// Identity, when not empty, returns only the jobs of that identity.
+	Identity string
 }
 
 // List returns, from one consistent snapshot and at most opts.Limit jobs:
@@ -583,11 +586,13 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*Job, error) {
 	}
 	defer tx.Rollback()
 
+	// "?3 = ''" keeps one query text for both: the planner still uses
+	// the identity's index when it is given.
 	var out []*Job
 	for _, st := range []State{Running, Queued} {
 		js, err := scanJobs(s.txQuery(ctx, tx, true,
-			"SELECT "+jobColumns+" FROM jobs WHERE state = ? ORDER BY seq LIMIT ?",
-			st, limit-len(out)))
+			"SELECT "+jobColumns+" FROM jobs WHERE state = ?1 AND (?3 = '' OR identity = ?3) ORDER BY seq LIMIT ?2",
+			st, limit-len(out), opts.Identity))
 		if err != nil {
 			return nil, fmt.Errorf("list jobs: %w", err)
 		}
@@ -595,9 +600,9 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*Job, error) {
 	}
 	if !opts.IncludeFinishedSince.IsZero() && len(out) < limit {
 		js, err := scanJobs(s.txQuery(ctx, tx, true,
-			"SELECT "+jobColumns+` FROM jobs WHERE finished_at >= ?
-				ORDER BY finished_at DESC, seq DESC LIMIT ?`,
-			queryNanos(opts.IncludeFinishedSince), limit-len(out)))
+			"SELECT "+jobColumns+` FROM jobs WHERE finished_at >= ?1 AND (?3 = '' OR identity = ?3)
+				ORDER BY finished_at DESC, seq DESC LIMIT ?2`,
+			queryNanos(opts.IncludeFinishedSince), limit-len(out), opts.Identity))
 		if err != nil {
 			return nil, fmt.Errorf("list jobs: %w", err)
 		}
@@ -627,6 +632,40 @@ func (s *Store) Counts(ctx context.Context) (map[State]int, error) {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
 	return m, nil
+}
+
+// QueuePositions returns the 1-based place in the whole queue of each
+// queued job of identity, by job id: one pass over the queue.
+func (s *Store) QueuePositions(ctx context.Context, identity string) (map[string]int, error) {
+	rows, err := s.query(ctx, `SELECT id, pos FROM (
+			SELECT id, identity, row_number() OVER (ORDER BY seq) AS pos FROM jobs WHERE state = ?1)
+		WHERE identity = ?2`, Queued, identity)
+	if err != nil {
+		return nil, fmt.Errorf("queue positions of %q: %w", identity, err)
+	}
+	defer rows.Close()
+	m := map[string]int{}
+	for rows.Next() {
+		var id string
+		var pos int
+		if err := rows.Scan(&id, &pos); err != nil {
+			return nil, fmt.Errorf("queue positions of %q: %w", identity, err)
+		}
+		m[id] = pos
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("queue positions of %q: %w", identity, err)
+	}
+	return m, nil
+}
+
+// QueuedCountOf returns the number of queued jobs of identity.
+func (s *Store) QueuedCountOf(ctx context.Context, identity string) (int, error) {
+	var n int
+	if err := s.queryRow(ctx, "SELECT count(*) FROM jobs WHERE identity = ? AND state = ?", identity, Queued).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count queued jobs of %q: %w", identity, err)
+	}
+	return n, nil
 }
 
 // QueuedCount returns the number of queued jobs.

@@ -146,7 +146,7 @@ func TestCreateGetRoundTrip(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("%s: Get (-want +got):\n%s", step, diff)
 		}
-		got, err := s.GetBySubmission(ctx, want.SubmissionID)
+		got, err := s.GetBySubmission(ctx, want.Identity, want.SubmissionID)
 		if err != nil {
 			t.Fatalf("%s: GetBySubmission: %v", step, err)
 		}
@@ -368,7 +368,7 @@ func TestGetNotFound(t *testing.T) {
 		t.Errorf("Get(injection) error = %v, want ErrNotFound", err)
 	}
 	for _, sid := range []string{"", "y", "X"} {
-		if _, err := s.GetBySubmission(ctx, sid); !errors.Is(err, jobs.ErrNotFound) {
+		if _, err := s.GetBySubmission(ctx, "", sid); !errors.Is(err, jobs.ErrNotFound) {
 			t.Errorf("GetBySubmission(%q) error = %v, want ErrNotFound", sid, err)
 		}
 	}

@@ -30,8 +30,10 @@ import (
 	"github.com/recon-mri/recon/internal/options"
 )
 
-// Version is the protocol version spoken inside the channel.
-const Version = 1
+// Version is the protocol version spoken inside the channel. Version 2
+// added client identities: the cancel and act_as requests, identities on
+// jobs and workers, and the key id of the channel's preamble.
+const Version = 2
 
 // Limits on what a peer may send. They are checked before anything is
 // allocated or stored.
@@ -97,7 +99,22 @@ const (
 	TypeResults Type = "results"
 	TypeAck     Type = "ack"
 	TypeAckDone Type = "ack_done"
+
+	// Cancel: the owner cancels its own job (JobRef → CancelReply).
+	TypeCancel      Type = "cancel"
+	TypeCancelReply Type = "cancel_reply"
+
+	// ActAs, from a relay only (a session authenticated with the server's
+	// RELAY_SHARED_KEY), names the client identity the rest of the
+	// session acts for. It has no reply; a refused one is answered with
+	// TypeError and the session ends. It is allowed once, first.
+	TypeActAs Type = "act_as"
 )
+
+// ActAs is the body of TypeActAs.
+type ActAs struct {
+	Identity string `json:"identity"`
+}
 
 // Code is a stable error code carried on the wire.
 type Code string
@@ -258,6 +275,8 @@ type JobInfo struct {
 	ResultsGone  bool              `json:"results_gone,omitempty"`
 	ClientAddr   string            `json:"client_addr,omitempty"`
 	SubmissionID string            `json:"submission_id,omitempty"`
+	// Identity is the client identity that owns the job.
+	Identity string `json:"identity,omitempty"`
 	// Backend is set by a relay: the address of the server holding the job.
 	Backend string `json:"backend,omitempty"`
 	// Delivery is the job's delivery to a PACS, when it has one.
@@ -283,6 +302,9 @@ type StatusReply struct {
 	StartedAt     time.Time        `json:"started_at"`
 	Jobs          map[JobState]int `json:"jobs"` // by state
 	MaxWorkers    int              `json:"max_workers"`
+	// RelaySession is set for a session authenticated with the server's
+	// RELAY_SHARED_KEY: it may send ActAs.
+	RelaySession bool `json:"relay_session,omitempty"`
 }
 
 // QueueReply lists jobs.
@@ -803,7 +825,22 @@ const (
 	TypeAdminCancelReply   Type = "admin_cancel_reply"
 	TypeAdminSetMaxJobs    Type = "admin_setmaxjobs" // SetMaxJobs → SetMaxJobsReply
 	TypeAdminSetMaxJobsRep Type = "admin_setmaxjobs_reply"
+	TypeAdminReload        Type = "admin_reload" // Empty → ReloadReply
+	TypeAdminReloadReply   Type = "admin_reload_reply"
 )
+
+// ReloadReply says what a reload of CLIENT_KEYS_FILE changed. A file that
+// fails to load is an error reply, and the identities in force stay.
+type ReloadReply struct {
+	Identities int      `json:"identities"`        // in force now
+	Added      []string `json:"added,omitempty"`   // identities new
+	Removed    []string `json:"removed,omitempty"` // identities gone
+	// Changed are identities whose keys changed (a rotation).
+	Changed []string `json:"changed,omitempty"`
+	// ClosedSessions is the number of sessions closed because their key
+	// is gone.
+	ClosedSessions int `json:"closed_sessions"`
+}
 
 // Limits of admin requests.
 const (
@@ -828,7 +865,9 @@ type WorkerInfo struct {
 	ID    int         `json:"id"`
 	State WorkerState `json:"state"`
 	JobID string      `json:"job_id,omitempty"`
-	Since time.Time   `json:"since"`
+	// Identity owns the worker's job.
+	Identity string    `json:"identity,omitempty"`
+	Since    time.Time `json:"since"`
 	// ClusterJobID and ClusterState name the job's attempt in a batch
 	// system (EXECUTOR = slurm): its Slurm job id and state.
 	ClusterJobID string `json:"cluster_job_id,omitempty"`
@@ -917,13 +956,15 @@ const (
 // KeptUpload is an upload that may be resumed: being received or broken
 // and kept until Expires.
 type KeptUpload struct {
-	SubmissionID string      `json:"submission_id"`
-	Client       string      `json:"client,omitempty"` // the address it counts for
-	State        UploadState `json:"state"`
-	Files        int         `json:"files"`
-	Bytes        int64       `json:"bytes"`      // announced
-	BytesKept    int64       `json:"bytes_kept"` // on disk
-	Expires      *time.Time  `json:"expires,omitempty"`
+	SubmissionID string `json:"submission_id"`
+	Client       string `json:"client,omitempty"` // the address it came from
+	// Identity is the client identity it belongs to and counts for.
+	Identity  string      `json:"identity,omitempty"`
+	State     UploadState `json:"state"`
+	Files     int         `json:"files"`
+	Bytes     int64       `json:"bytes"`      // announced
+	BytesKept int64       `json:"bytes_kept"` // on disk
+	Expires   *time.Time  `json:"expires,omitempty"`
 }
 
 // LogsRequest asks for the last Lines log records, of one job if JobID is

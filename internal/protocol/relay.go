@@ -12,6 +12,8 @@ const (
 	TypeRelayBackendsReply Type = "relay_backends_reply"
 	TypeRelayClients       Type = "relay_clients" // Empty → RelayClients
 	TypeRelayClientsReply  Type = "relay_clients_reply"
+	TypeRelayReload        Type = "relay_reload" // Empty → ReloadReply
+	TypeRelayReloadReply   Type = "relay_reload_reply"
 )
 
 // RelayStatus describes a relay for its administrators.
@@ -49,6 +51,11 @@ type BackendInfo struct {
 	FreeWorkers int   `json:"free_workers"`
 	Uploading   int   `json:"uploading"`
 	JobsPlaced  int64 `json:"jobs_placed"` // by this relay since its start
+	// TakesIdentities: the backend accepts the relay's client identities
+	// (its RELAY_SHARED_KEY is the relay's BACKEND_SHARED_KEY), as of the
+	// last check. Without it every job through the relay belongs to one
+	// identity there.
+	TakesIdentities bool `json:"takes_identities"`
 }
 
 // RelayBackends lists a relay's backends in BACKEND_SERVERS order.
@@ -58,7 +65,9 @@ type RelayBackends struct {
 
 // RelayClientInfo is one client session connected to a relay.
 type RelayClientInfo struct {
-	Address        string    `json:"address"`
+	Address string `json:"address"`
+	// Identity is the client identity of the session's key.
+	Identity       string    `json:"identity,omitempty"`
 	ConnectedSince time.Time `json:"connected_since"`
 	// Request is the request in progress ("" between requests), with the
 	// job and backend it concerns when known.

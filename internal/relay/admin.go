@@ -28,6 +28,9 @@ func (r *Relay) adminRequests() *rpc.Mux[struct{}] {
 	rpc.Reply(m, protocol.TypeRelayClients, protocol.TypeRelayClientsReply, func(context.Context, *rpc.Session[struct{}], *protocol.Empty) (*protocol.RelayClients, error) {
 		return r.Clients(), nil
 	})
+	rpc.Reply(m, protocol.TypeRelayReload, protocol.TypeRelayReloadReply, func(context.Context, *rpc.Session[struct{}], *protocol.Empty) (*protocol.ReloadReply, error) {
+		return r.ReloadClientKeys()
+	})
 	return m
 }
 

@@ -57,3 +57,8 @@ func (a *AdminClient) Backends(ctx context.Context) (*protocol.RelayBackends, er
 func (a *AdminClient) Clients(ctx context.Context) (*protocol.RelayClients, error) {
 	return adminCall[protocol.RelayClients](ctx, a, protocol.TypeRelayClients, protocol.TypeRelayClientsReply)
 }
+
+// Reload has the relay read its CLIENT_KEYS_FILE again.
+func (a *AdminClient) Reload(ctx context.Context) (*protocol.ReloadReply, error) {
+	return adminCall[protocol.ReloadReply](ctx, a, protocol.TypeRelayReload, protocol.TypeRelayReloadReply)
+}

@@ -39,7 +39,12 @@ type backend struct {
 	downSince time.Time
 	latency   time.Duration // of the last passed check
 	version   string
-	queued    int // from the last check, plus jobs placed since
+	// actAs: the backend takes the relay's client identities (act_as):
+	// its RELAY_SHARED_KEY is BACKEND_SHARED_KEY. Without it every job
+	// through the relay belongs to the identity of BACKEND_SHARED_KEY.
+	actAs     bool
+	actAsSeen bool // actAs was learnt from a check
+	queued    int  // from the last check, plus jobs placed since
 	running   int
 	workers   int // the backend's maximum of concurrent jobs, from the last check
 	uploading int // submissions in progress toward it
@@ -145,6 +150,16 @@ func (p *pool) markUp(b *backend, st *protocol.StatusReply, started time.Time) {
 			p.log.Info("backend up again", "backend", b.addr, "version", st.Version, "down_for", time.Since(b.downSince).Round(time.Millisecond).String())
 		}
 	}
+	if !b.actAsSeen || b.actAs != st.RelaySession {
+		if st.RelaySession {
+			p.log.Info("backend takes the relay's client identities", "backend", b.addr)
+		} else {
+			p.log.Warn("backend does not take the relay's client identities: BACKEND_SHARED_KEY is a client key there, not its RELAY_SHARED_KEY, "+
+				"so every job through the relay to it belongs to that key's identity, and the relay's clients see each other's jobs on it",
+				"backend", b.addr)
+		}
+	}
+	b.actAs, b.actAsSeen = st.RelaySession, true
 	b.healthy = true
 	b.lastCheck = time.Now()
 	b.latency = latency
@@ -161,11 +176,21 @@ func (p *pool) checkFailed(b *backend, err error) {
 	p.markDown(b, err)
 }
 
-// dial opens a session to b. A failure marks b down.
-func (p *pool) dial(ctx context.Context, b *backend) (*secure.Conn, error) {
+// dial opens a session to b for a client of identity: a backend that
+// takes the relay's client identities is told it first (act_as, which has
+// no reply). A failure marks b down.
+func (p *pool) dial(ctx context.Context, b *backend, identity string) (*secure.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, BackendDialTimeout)
 	defer cancel()
 	c, err := secure.Dial(dctx, b.addr, p.secure)
+	if err == nil && identity != "" && p.takesIdentities(b) {
+		c.SetWriteDeadline(time.Now().Add(BackendDialTimeout))
+		err = protocol.WriteMessage(c, protocol.TypeActAs, protocol.ActAs{Identity: identity})
+		c.SetWriteDeadline(time.Time{})
+		if err != nil {
+			c.Close()
+		}
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			p.markDown(b, err)
@@ -173,6 +198,12 @@ func (p *pool) dial(ctx context.Context, b *backend) (*secure.Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+func (p *pool) takesIdentities(b *backend) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return b.actAs
 }
 
 // failed marks b down after a session to it broke, unless ctx ended (the
@@ -292,6 +323,8 @@ func (p *pool) snapshot() []protocol.BackendInfo {
 			FreeWorkers:    b.free(),
 			Uploading:      b.uploading,
 			JobsPlaced:     b.placed,
+
+			TakesIdentities: b.actAs,
 		})
 	}
 	return out

@@ -7,13 +7,16 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/internal/protocol"
+	"github.com/recon-mri/recon/internal/secure"
 )
 
 // clientSession is one connected client, for relay-admin clients.
 type clientSession struct {
-	id    string
-	addr  string
-	since time.Time
+	id       string
+	addr     string
+	identity string       // of the client's key: what the backends are told
+	conn     *secure.Conn // closed when a reload removes its key
+	since    time.Time
 
 	requests atomic.Int64
 	bytesIn  atomic.Int64
@@ -57,12 +60,18 @@ type clientTable struct {
 	total int64
 }
 
-func (t *clientTable) add(id, addr string) *clientSession {
-	cs := &clientSession{id: id, addr: addr, since: time.Now()}
+// add registers the session on c; nil when kr no longer has its key (a
+// reload removed it during the handshake: the reload's sweep, under the
+// same lock after the keyring changed, could not see it).
+func (t *clientTable) add(id string, c *secure.Conn, kr *secure.Keyring) *clientSession {
+	cs := &clientSession{id: id, addr: c.RemoteAddr().String(), identity: c.KeyName(), conn: c, since: time.Now()}
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if kr != nil && !kr.Has(c.KeyID(), c.KeyName()) {
+		return nil
+	}
 	t.m[id] = cs
 	t.total++
-	t.mu.Unlock()
 	return cs
 }
 
@@ -92,6 +101,7 @@ func (t *clientTable) snapshot() []protocol.RelayClientInfo {
 		cs.mu.Lock()
 		ci := protocol.RelayClientInfo{
 			Address:        cs.addr,
+			Identity:       cs.identity,
 			ConnectedSince: cs.since.UTC(),
 			Request:        cs.request,
 			JobID:          cs.jobID,

@@ -56,7 +56,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	if err := checkAnnounced(sub.Files); err != nil {
 		return err
 	}
-	order, pinned, err := r.submitOrder(ctx, sub.SubmissionID, log)
+	order, pinned, err := r.submitOrder(ctx, submissionRoute(cs.identity, sub.SubmissionID), sub.SubmissionID, log)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	var tried []string
 	for _, b := range order {
 		r.pool.reserve(b)
-		bc, ready, err := r.offer(ctx, b, sub)
+		bc, ready, err := r.offer(ctx, b, cs.identity, sub)
 		if err != nil {
 			r.pool.release(b, false)
 			if ctx.Err() != nil {
@@ -125,12 +125,14 @@ func mayHoldNoJob(err error) bool {
 // become a job, so if its backend is down the submission goes to the
 // others and starts over there (what the first one kept expires after its
 // UPLOAD_RESUME_HOURS).
-func (r *Relay) submitOrder(ctx context.Context, sid string, log *slog.Logger) (order []*backend, pinned *backend, err error) {
+//
+// key is the submission's route (submissionRoute), sid its id.
+func (r *Relay) submitOrder(ctx context.Context, key, sid string, log *slog.Logger) (order []*backend, pinned *backend, err error) {
 	order = r.pool.candidates()
 	if sid == "" {
 		return order, nil, nil
 	}
-	addr, handedOver, err := r.routes.submission(ctx, sid)
+	addr, handedOver, err := r.routes.submission(ctx, key)
 	if errors.Is(err, errNoRoute) {
 		return order, nil, nil
 	}
@@ -161,15 +163,16 @@ func (r *Relay) submitOrder(ctx context.Context, sid string, log *slog.Logger) (
 	return out, pinned, nil
 }
 
-// offer opens a session to b and sends it the submission. It returns the
-// session once b is ready for the files (or knows the submission already).
-func (r *Relay) offer(ctx context.Context, b *backend, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
-	bc, err := r.pool.dial(ctx, b)
+// offer opens a session to b for identity and sends it the submission. It
+// returns the session once b is ready for the files (or knows the
+// submission already).
+func (r *Relay) offer(ctx context.Context, b *backend, identity string, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
+	bc, err := r.pool.dial(ctx, b, identity)
 	if err != nil {
 		return nil, nil, err
 	}
 	if sub.SubmissionID != "" {
-		if err := r.routes.putSubmission(ctx, sub.SubmissionID, b.addr); err != nil {
+		if err := r.routes.putSubmission(ctx, submissionRoute(identity, sub.SubmissionID), b.addr); err != nil {
 			bc.Close()
 			return nil, nil, rpc.Internal(err)
 		}
@@ -197,10 +200,10 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 			return false, rpc.Internal(fmt.Errorf("backend %s: submit_ready for an existing job without a valid job", b.addr))
 		}
 		cs.about(ready.Job.JobID, "")
-		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr); err != nil {
+		if err := r.routes.putJob(ctx, ready.Job.JobID, b.addr, cs.identity); err != nil {
 			return false, rpc.Internal(err)
 		}
-		if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
+		if err := r.routes.handOver(ctx, submissionRoute(cs.identity, sub.SubmissionID), b.addr); err != nil {
 			return false, rpc.Internal(err)
 		}
 		bc.CloseWrite()
@@ -245,7 +248,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 		if i == len(sub.Files)-1 && sub.SubmissionID != "" {
 			// From the last FileDone on, b may make a job of the
 			// submission: a retry must not go elsewhere.
-			if err := r.routes.handOver(ctx, sub.SubmissionID, b.addr); err != nil {
+			if err := r.routes.handOver(ctx, submissionRoute(cs.identity, sub.SubmissionID), b.addr); err != nil {
 				return false, rpc.Internal(err)
 			}
 			handedOver = true
@@ -278,7 +281,7 @@ func (r *Relay) upload(ctx context.Context, c *secure.Conn, cs *clientSession, b
 	}
 	cs.about(job.JobID, "")
 	// Durable before the client hears of the job.
-	if err := r.routes.putJob(ctx, job.JobID, b.addr); err != nil {
+	if err := r.routes.putJob(ctx, job.JobID, b.addr, cs.identity); err != nil {
 		return false, rpc.Internal(err)
 	}
 	bc.CloseWrite()
@@ -325,12 +328,12 @@ func (r *Relay) uploadFailed(ctx context.Context, b *backend, bc *secure.Conn, h
 // fetch relays a finished job's results from its backend, and the client's
 // acknowledgement back.
 func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id string, log *slog.Logger) error {
-	b, err := r.route(ctx, id)
+	b, err := r.route(ctx, cs.identity, id)
 	if err != nil {
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, id)
+	bc, err := r.open(ctx, b, cs.identity, id)
 	if err != nil {
 		return err
 	}

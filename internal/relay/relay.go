@@ -40,11 +40,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/daemon"
+	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/listen"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/rpc"
@@ -62,6 +64,12 @@ type Relay struct {
 	life    *daemon.Lifecycle // owns the goroutines, the route store and the state dir's lock
 	started time.Time
 	clients clientTable
+
+	// keyring holds the clients' keys (identity.go); identities the
+	// identities last loaded, for a reload's reply.
+	keyring    *secure.Keyring
+	idMu       sync.Mutex
+	identities map[string][]keys.Key
 
 	jobsRelayed atomic.Int64
 	bytesIn     atomic.Int64
@@ -87,7 +95,7 @@ type Options struct {
 }
 
 // ErrNoBackendKey is returned by New when BACKEND_SHARED_KEY is not set.
-var ErrNoBackendKey = errors.New("BACKEND_SHARED_KEY is not set: set it to the SHARED_KEY of the backend servers (BACKEND_SERVERS)")
+var ErrNoBackendKey = errors.New("BACKEND_SHARED_KEY is not set: set it to the RELAY_SHARED_KEY (or a client key) of the backend servers (BACKEND_SERVERS)")
 
 // New prepares a relay: it checks the configuration, creates the state
 // directory, takes its lock and opens the route store. It does not listen
@@ -101,6 +109,10 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 	}
 	if len(cfg.BackendServers) == 0 {
 		return nil, errors.New("BACKEND_SERVERS is empty: list the recon servers the relay forwards to")
+	}
+	keyring, identities, err := newClientKeyring(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
@@ -147,6 +159,7 @@ func New(cfg *config.Relay, log *slog.Logger, opts Options) (*Relay, error) {
 		life:    daemon.New(log, "relay"),
 		started: time.Now(),
 		clients: clientTable{m: map[string]*clientSession{}},
+		keyring: keyring, identities: identities,
 		// A message waits for room as long as a session may wait for a
 		// byte.
 		msgs: protocol.NewBudget(protocol.MessageBudget, opts.IdleTimeout),
@@ -177,7 +190,7 @@ func (r *Relay) Start() error {
 
 	clientEP := &listen.Endpoint{
 		Name: "client", Listener: cl, Allow: r.cfg.TrustedClientIPs, Handle: r.serveClient,
-		Secure: secure.Config{Key: r.cfg.ClientSharedKey, Role: secure.RoleClient, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
+		Secure: secure.Config{Keys: r.keyring, Role: secure.RoleClient, HandshakeTimeout: r.opts.HandshakeTimeout, IdleTimeout: r.opts.IdleTimeout},
 	}
 	// The admin listener is guarded by its own key and, by default, by
 	// listening on loopback only; TRUSTED_CLIENT_IPS is about clients.

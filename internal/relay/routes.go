@@ -33,6 +33,10 @@ var routeMigrations = [...]string{
 	// backend (so the backend may have made a job of it). Rows from
 	// before are taken as handed over: the safe assumption.
 	`ALTER TABLE submissions ADD COLUMN handed_over INTEGER NOT NULL DEFAULT 1;`,
+	// 2 → 3: the client identity a job was placed or found for, so that
+	// another identity's request about it is not told where it is ('':
+	// a route from before identities).
+	`ALTER TABLE routes ADD COLUMN identity TEXT NOT NULL DEFAULT '';`,
 }
 
 // routeStore is the relay's durable map from job id to backend address:
@@ -53,30 +57,30 @@ func openRoutes(path string) (*routeStore, error) {
 
 func (s *routeStore) Close() error { return s.db.Close() }
 
-// putJob records that backend holds job id; it is committed when putJob
-// returns.
-func (s *routeStore) putJob(ctx context.Context, id, backend string) error {
+// putJob records that backend holds job id of identity; it is committed
+// when putJob returns.
+func (s *routeStore) putJob(ctx context.Context, id, backend, identity string) error {
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO routes (job_id, backend, created_at) VALUES (?, ?, ?)
-		 ON CONFLICT (job_id) DO UPDATE SET backend = excluded.backend`,
-		id, backend, time.Now().UnixNano())
+		`INSERT INTO routes (job_id, backend, created_at, identity) VALUES (?, ?, ?, ?)
+		 ON CONFLICT (job_id) DO UPDATE SET backend = excluded.backend, identity = excluded.identity`,
+		id, backend, time.Now().UnixNano(), identity)
 	if err != nil {
 		return fmt.Errorf("record route of job %s: %w", id, err)
 	}
 	return nil
 }
 
-// job returns the backend holding job id, or errNoRoute.
-func (s *routeStore) job(ctx context.Context, id string) (string, error) {
-	var b string
-	err := s.db.QueryRowContext(ctx, `SELECT backend FROM routes WHERE job_id = ?`, id).Scan(&b)
+// job returns the backend holding job id and the identity it was put for
+// ("" for a route from before identities), or errNoRoute.
+func (s *routeStore) job(ctx context.Context, id string) (backend, identity string, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT backend, identity FROM routes WHERE job_id = ?`, id).Scan(&backend, &identity)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", errNoRoute
+		return "", "", errNoRoute
 	}
 	if err != nil {
-		return "", fmt.Errorf("look up route of job %s: %w", id, err)
+		return "", "", fmt.Errorf("look up route of job %s: %w", id, err)
 	}
-	return b, nil
+	return backend, identity, nil
 }
 
 // putSubmission records that submission sid is being sent to backend.

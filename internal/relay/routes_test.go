@@ -62,8 +62,14 @@ func TestRoutesFromOlderRelay(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if b, err := s.job(ctx, "job-1"); err != nil || b != "b:1" {
-				t.Errorf("job route = %q, %v; want b:1", b, err)
+			if b, who, err := s.job(ctx, "job-1"); err != nil || b != "b:1" || who != "" {
+				t.Errorf("job route = %q (%q), %v; want b:1 of no known identity", b, who, err)
+			}
+			if err := s.putJob(ctx, "job-2", "c:1", "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if b, who, err := s.job(ctx, "job-2"); err != nil || b != "c:1" || who != "alice" {
+				t.Errorf("new job route = %q (%q), %v; want c:1 of alice", b, who, err)
 			}
 			if b, h, err := s.submission(ctx, "sid-1"); err != nil || b != "b:1" || h != tt.handed {
 				t.Errorf("submission = %q, %v, %v; want b:1, %v", b, h, err, tt.handed)

@@ -22,10 +22,21 @@ type session = rpc.Session[*clientSession]
 
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
+//
+// The session acts for the identity of the client's key; the backends
+// that take the relay's act_as see only that identity's jobs.
 func (r *Relay) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	cs := r.clients.add(listen.NewConnID(), c.RemoteAddr().String())
+	if c.OldProtocol() {
+		rpc.TellToUpgrade(c, log, "relay")
+		return
+	}
+	cs := r.clients.add(listen.NewConnID(), c, r.keyring)
+	if cs == nil {
+		log.Info("session closed: its key was removed by a reload during its handshake")
+		return
+	}
 	defer r.clients.remove(cs)
-	r.clientMux.Serve(ctx, c, log, cs)
+	r.clientMux.Serve(ctx, c, log.With("identity", cs.identity), cs)
 }
 
 // clientRequests is the table of a client session's requests.
@@ -41,8 +52,11 @@ func (r *Relay) clientRequests() *rpc.Mux[*clientSession] {
 	rpc.Handle(m, protocol.TypeJobStatus, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
 		return r.jobStatus(ctx, s.Conn, s.State, ref.JobID)
 	})
-	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		return r.queue(ctx)
+	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, s *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
+		return r.queue(ctx, s.State.identity)
+	})
+	rpc.Reply(m, protocol.TypeCancel, protocol.TypeCancelReply, func(ctx context.Context, s *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
+		return r.cancel(ctx, s.State, ref.JobID)
 	})
 	rpc.Handle(m, protocol.TypeSubmit, func(ctx context.Context, s *session, sub *protocol.Submit) error {
 		return r.submit(ctx, s.Conn, s.State, sub, s.Log)
@@ -108,15 +122,17 @@ func (r *Relay) eachBackend(ctx context.Context, bs []*backend, timeout time.Dur
 
 // route finds the backend holding job id: from the route store, or, for a
 // job the relay has not placed (submitted to a backend directly), by
-// asking every healthy backend. A job whose backend is down is a clear
-// CodeUnavailable error.
-func (r *Relay) route(ctx context.Context, id string) (*backend, error) {
+// asking every healthy backend as identity. A job whose backend is down is
+// a clear CodeUnavailable error.
+func (r *Relay) route(ctx context.Context, identity, id string) (*backend, error) {
 	if !jobs.ValidID(id) {
 		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
 	}
-	addr, err := r.routes.job(ctx, id)
-	if errors.Is(err, errNoRoute) {
-		return r.discover(ctx, id)
+	addr, owner, err := r.routes.job(ctx, id)
+	if errors.Is(err, errNoRoute) || err == nil && owner != "" && owner != identity {
+		// Another identity's job is looked for as one the relay does not
+		// know: its backend, up or down, is not named.
+		return r.discover(ctx, identity, id)
 	}
 	if err != nil {
 		return nil, rpc.Internal(err)
@@ -135,13 +151,13 @@ func downError(id, addr string) error {
 	return protocol.Errorf(protocol.CodeUnavailable, "job %s is on backend %s, which is down; try again when it is back", id, addr)
 }
 
-// discover asks every healthy backend for job id and records the one that
-// has it.
-func (r *Relay) discover(ctx context.Context, id string) (*backend, error) {
+// discover asks every healthy backend for job id of identity and records
+// the one that has it.
+func (r *Relay) discover(ctx context.Context, identity, id string) (*backend, error) {
 	up, down := r.pool.split()
 	found := make([]bool, len(up))
 	r.eachBackend(ctx, up, backendReplyTimeout, func(ctx context.Context, i int, b *backend) {
-		c, err := r.pool.dial(ctx, b)
+		c, err := r.pool.dial(ctx, b, identity)
 		if err != nil {
 			return
 		}
@@ -155,7 +171,7 @@ func (r *Relay) discover(ctx context.Context, id string) (*backend, error) {
 	})
 	for i, ok := range found {
 		if ok {
-			if err := r.routes.putJob(ctx, id, up[i].addr); err != nil {
+			if err := r.routes.putJob(ctx, id, up[i].addr, identity); err != nil {
 				return nil, rpc.Internal(err)
 			}
 			return up[i], nil
@@ -167,10 +183,10 @@ func (r *Relay) discover(ctx context.Context, id string) (*backend, error) {
 	return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)
 }
 
-// open connects to the backend holding job id; a failure is a clear
-// CodeUnavailable error.
-func (r *Relay) open(ctx context.Context, b *backend, id string) (*secure.Conn, error) {
-	c, err := r.pool.dial(ctx, b)
+// open connects to the backend holding job id, for identity; a failure is
+// a clear CodeUnavailable error.
+func (r *Relay) open(ctx context.Context, b *backend, identity, id string) (*secure.Conn, error) {
+	c, err := r.pool.dial(ctx, b, identity)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -191,12 +207,12 @@ func (r *Relay) lost(ctx context.Context, b *backend, id string, err error) erro
 }
 
 func (r *Relay) jobStatus(ctx context.Context, c *secure.Conn, cs *clientSession, id string) error {
-	b, err := r.route(ctx, id)
+	b, err := r.route(ctx, cs.identity, id)
 	if err != nil {
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, id)
+	bc, err := r.open(ctx, b, cs.identity, id)
 	if err != nil {
 		return err
 	}
@@ -215,12 +231,12 @@ func (r *Relay) jobStatus(ctx context.Context, c *secure.Conn, cs *clientSession
 
 // wait forwards the backend's events about job id until one is terminal.
 func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id string) error {
-	b, err := r.route(ctx, id)
+	b, err := r.route(ctx, cs.identity, id)
 	if err != nil {
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, id)
+	bc, err := r.open(ctx, b, cs.identity, id)
 	if err != nil {
 		return err
 	}
@@ -254,15 +270,15 @@ func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id 
 	}
 }
 
-// queue lists the jobs of every healthy backend, each labelled with its
-// backend: running first, then queued, then finished, each group in
+// queue lists identity's jobs on every healthy backend, each labelled with
+// its backend: running first, then queued, then finished, each group in
 // submission order. Backends that are down are named in Unavailable.
-func (r *Relay) queue(ctx context.Context) (*protocol.QueueReply, error) {
+func (r *Relay) queue(ctx context.Context, identity string) (*protocol.QueueReply, error) {
 	up, down := r.pool.split()
 	lists := make([][]protocol.JobInfo, len(up))
 	failed := make([]bool, len(up))
 	r.eachBackend(ctx, up, backendReplyTimeout, func(ctx context.Context, i int, b *backend) {
-		c, err := r.pool.dial(ctx, b)
+		c, err := r.pool.dial(ctx, b, identity)
 		if err != nil {
 			failed[i] = true
 			return
@@ -298,6 +314,32 @@ func (r *Relay) queue(ctx context.Context) (*protocol.QueueReply, error) {
 	})
 	fitQueue(reply)
 	return reply, nil
+}
+
+// cancel forwards the owner's cancel of job id to its backend.
+func (r *Relay) cancel(ctx context.Context, cs *clientSession, id string) (*protocol.CancelReply, error) {
+	b, err := r.route(ctx, cs.identity, id)
+	if err != nil {
+		return nil, err
+	}
+	cs.about(id, b.addr)
+	bc, err := r.open(ctx, b, cs.identity, id)
+	if err != nil {
+		return nil, err
+	}
+	defer bc.Close()
+	var rep protocol.CancelReply
+	// A running job's cancel waits for its script to end (up to a minute).
+	cctx, stop := context.WithTimeout(ctx, 2*time.Minute)
+	defer stop()
+	if err := rpc.Call(cctx, bc, protocol.TypeCancel, protocol.JobRef{JobID: id}, protocol.TypeCancelReply, &rep); err != nil {
+		if isWireError(err) {
+			return nil, err
+		}
+		return nil, r.lost(ctx, b, id, err)
+	}
+	bc.CloseWrite()
+	return &rep, nil
 }
 
 func stateRank(s protocol.JobState) int {

@@ -227,3 +227,18 @@ func (m *Mux[S]) serveOne(ctx context.Context, s *Session[S], msg protocol.Messa
 	}
 	return false
 }
+
+// TellToUpgrade answers the first request of a client of protocol version
+// 1 (secure.Conn.OldProtocol) with an error that tells it to upgrade; name
+// is "server" or "relay". The prototype's client prints it.
+func TellToUpgrade(c *secure.Conn, log *slog.Logger, name string) {
+	log.Info("client of protocol version 1 told to upgrade")
+	msg, err := protocol.ReadMessage(c)
+	if err != nil {
+		return
+	}
+	msg.Release()
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	protocol.WriteError(c, protocol.Errorf(protocol.CodeBadRequest,
+		"this %s speaks recon protocol version %d and no longer serves version 1: upgrade recon on this client", name, secure.ProtocolVersion))
+}

@@ -37,9 +37,12 @@ import (
 //
 // The Conn owns the underlying connection: Close closes it.
 type Conn struct {
-	conn net.Conn
-	role Role
-	idle time.Duration
+	conn    net.Conn
+	role    Role
+	idle    time.Duration
+	keyID   KeyID
+	keyName string
+	old     bool
 
 	dl deadlines
 
@@ -99,6 +102,18 @@ func newConn(conn net.Conn, cfg *Config, send, recv *noise.CipherState) *Conn {
 
 // Role returns the role the connection was authenticated for.
 func (c *Conn) Role() Role { return c.role }
+
+// KeyID returns the id of the key the connection was authenticated with.
+func (c *Conn) KeyID() KeyID { return c.keyID }
+
+// KeyName returns, on a server side, the name the Keyring gave the key the
+// client proved ("" with Config.Key alone, and on a client side).
+func (c *Conn) KeyName() string { return c.keyName }
+
+// OldProtocol reports, on a server side, that the client speaks protocol
+// version 1: the connection is authenticated, and good only for telling
+// the client to upgrade.
+func (c *Conn) OldProtocol() bool { return c.old }
 
 // LocalAddr returns the underlying connection's local address.
 func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }

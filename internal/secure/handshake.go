@@ -84,7 +84,7 @@ func clientHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 
 	// Preamble, length and first message go out in one write.
 	var out [PreambleSize + lengthSize + handshakeMessageSize]byte
-	pre := preamble(cfg.Role)
+	pre := preamble(cfg.Role, hs.keyID)
 	copy(out[:], pre[:])
 	binary.BigEndian.PutUint16(out[PreambleSize:], handshakeMessageSize)
 	msg, _, _, err := hs.WriteMessage(out[PreambleSize+lengthSize:PreambleSize+lengthSize], nil)
@@ -101,13 +101,25 @@ func clientHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 
 	// The server answers only if it accepted the first message. A
 	// connection closed or reset here is ErrClosedUnanswered; an answer that
-	// is not a valid second message wraps ErrAuth.
+	// is not a valid second message wraps ErrAuth. A server of another
+	// protocol version answers with its version instead (versionRefusal).
 	var in [lengthSize + handshakeMessageSize]byte
-	if _, err := io.ReadFull(conn, in[:]); err != nil {
+	if _, err := io.ReadFull(conn, in[:lengthSize]); err != nil {
 		return nil, g.clientErr(err)
+	}
+	if string(in[:lengthSize]) == magic[:lengthSize] {
+		var rest [versionRefusalSize - lengthSize]byte
+		if _, err := io.ReadFull(conn, rest[:]); err != nil || string(rest[:len(magic)-lengthSize]) != magic[lengthSize:] {
+			return nil, fmt.Errorf("%w: the server's answer has a wrong length", ErrAuth)
+		}
+		return nil, fmt.Errorf("%w: the server speaks recon protocol version %d, this client version %d: "+
+			"upgrade the older of the two", ErrVersion, rest[len(rest)-1], ProtocolVersion)
 	}
 	if binary.BigEndian.Uint16(in[:]) != handshakeMessageSize {
 		return nil, fmt.Errorf("%w: the server's answer has a wrong length", ErrAuth)
+	}
+	if _, err := io.ReadFull(conn, in[lengthSize:]); err != nil {
+		return nil, g.clientErr(err)
 	}
 	_, send, recv, err := hs.ReadMessage(nil, in[lengthSize:])
 	if err != nil || send == nil || recv == nil {
@@ -124,7 +136,9 @@ func clientHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 	if err := g.finish(); err != nil {
 		return nil, err
 	}
-	return newConn(conn, cfg, send, recv), nil
+	c := newConn(conn, cfg, send, recv)
+	c.keyID = hs.keyID
+	return c, nil
 }
 
 func serverHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, error) {
@@ -138,14 +152,44 @@ func serverHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 	defer g.stop()
 
 	var pre [PreambleSize]byte
-	if _, err := io.ReadFull(conn, pre[:]); err != nil {
+	if _, err := io.ReadFull(conn, pre[:preambleHeadSize]); err != nil {
 		return nil, fmt.Errorf("read preamble: %w", g.ioErr(err))
 	}
 	if err := checkPreamble(pre, cfg.Role); err != nil {
 		return nil, err
 	}
-
-	hs, err := newHandshake(cfg, false)
+	kr := cfg.Keys
+	if kr == nil {
+		if kr, err = NewKeyring(cfg.Role, []NamedKey{{Key: cfg.Key, V1: true}}); err != nil {
+			return nil, err
+		}
+	}
+	var hs *handshake
+	switch v := pre[len(magic)]; {
+	case v == ProtocolVersion:
+		if _, err := io.ReadFull(conn, pre[preambleHeadSize:]); err != nil {
+			return nil, fmt.Errorf("read preamble: %w", g.ioErr(err))
+		}
+		// An unknown key id gets a key nobody holds: the first message
+		// fails below exactly as it does for a wrong key.
+		rk := kr.lookup(KeyID(pre[preambleHeadSize:]))
+		hs, err = newHandshakeState(cfg, false, rk.psk, pre[:])
+		if err == nil {
+			hs.keyName, hs.keyID = rk.name, rk.id
+		}
+	case v == 1 && kr.v1() != nil:
+		// A client of version 1 may finish its handshake with the one
+		// key it can have (SHARED_KEY), only to be told to upgrade.
+		rk := kr.v1()
+		hs, err = newHandshakeState(cfg, false, rk.psk1, pre[:preambleHeadSize])
+		if err == nil {
+			hs.keyName, hs.keyID, hs.old = rk.name, rk.id, true
+		}
+	default:
+		refuse := [versionRefusalSize]byte{magic[0], magic[1], magic[2], magic[3], ProtocolVersion}
+		_, _ = conn.Write(refuse[:])
+		return nil, fmt.Errorf("%w: protocol version %d, want %d", ErrPreamble, v, ProtocolVersion)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -202,20 +246,27 @@ func serverHandshake(ctx context.Context, conn net.Conn, cfg *Config) (*Conn, er
 	if err := g.finish(); err != nil {
 		return nil, err
 	}
-	return newConn(conn, cfg, send, recv), nil
+	c := newConn(conn, cfg, send, recv)
+	c.keyName, c.keyID, c.old = hs.keyName, hs.keyID, hs.old
+	return c, nil
 }
 
-// preamble returns the cleartext preamble (and Noise prologue) for role r.
-func preamble(r Role) [PreambleSize]byte {
-	return [PreambleSize]byte{magic[0], magic[1], magic[2], magic[3], ProtocolVersion, byte(r)}
+// preamble returns the cleartext preamble (and Noise prologue) for role r
+// and key id.
+func preamble(r Role, id KeyID) [PreambleSize]byte {
+	p := [PreambleSize]byte{magic[0], magic[1], magic[2], magic[3], ProtocolVersion, byte(r)}
+	copy(p[preambleHeadSize:], id[:])
+	return p
 }
 
+// checkPreamble checks the head of a preamble (magic, version, role). A
+// known older or newer version passes: serverHandshake answers it.
 func checkPreamble(pre [PreambleSize]byte, want Role) error {
 	if string(pre[:len(magic)]) != magic {
 		return fmt.Errorf("%w: not a recon client", ErrPreamble)
 	}
-	if v := pre[len(magic)]; v != ProtocolVersion {
-		return fmt.Errorf("%w: protocol version %d, want %d", ErrPreamble, v, ProtocolVersion)
+	if v := pre[len(magic)]; v == 0 {
+		return fmt.Errorf("%w: protocol version 0", ErrPreamble)
 	}
 	if r := Role(pre[len(magic)+1]); r != want {
 		return fmt.Errorf("%w: client asked for the %s role on a %s listener", ErrPreamble, r, want)
@@ -223,42 +274,65 @@ func checkPreamble(pre [PreambleSize]byte, want Role) error {
 	return nil
 }
 
-// derivePSK derives the Noise PSK of role r from key k. The raw key never
-// enters Noise, and each role (and protocol version) gets its own PSK.
-func derivePSK(k keys.Key, r Role) ([]byte, error) {
+// derivePSK derives the Noise PSK of role r from key k for protocol
+// version v. The raw key never enters Noise, and each role (and protocol
+// version) gets its own PSK.
+func derivePSK(k keys.Key, r Role, v int) ([]byte, error) {
 	secret := k.Bytes()
 	defer clear(secret)
-	psk, err := hkdf.Key(sha256.New, secret, nil, fmt.Sprintf("recon/%d psk %s", ProtocolVersion, r), 32)
+	psk, err := hkdf.Key(sha256.New, secret, nil, fmt.Sprintf("recon/%d psk %s", v, r), 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive psk: %w", err)
 	}
 	return psk, nil
 }
 
-func newHandshake(cfg *Config, initiator bool) (*noise.HandshakeState, error) {
-	psk, err := derivePSK(cfg.Key, cfg.Role)
+// handshake is a Noise handshake with what the preamble said of the key.
+type handshake struct {
+	*noise.HandshakeState
+	keyID   KeyID
+	keyName string // server: the name of the key the preamble's id named
+	old     bool   // server: the client speaks protocol version 1
+}
+
+// newHandshake starts the client's handshake with cfg.Key.
+func newHandshake(cfg *Config, initiator bool) (*handshake, error) {
+	psk, err := derivePSK(cfg.Key, cfg.Role, ProtocolVersion)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(psk) // noise keeps its own copy
+	id, err := DeriveKeyID(cfg.Key, cfg.Role)
+	if err != nil {
+		return nil, err
+	}
+	pre := preamble(cfg.Role, id)
+	hs, err := newHandshakeState(cfg, initiator, psk, pre[:])
+	if err != nil {
+		return nil, err
+	}
+	hs.keyID = id
+	return hs, nil
+}
+
+func newHandshakeState(cfg *Config, initiator bool, psk, prologue []byte) (*handshake, error) {
 	suite := cfg.suite
 	if suite == nil {
 		suite = suiteAESGCM
 	}
-	pre := preamble(cfg.Role)
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite:           suite,
 		Random:                cfg.random,
 		Pattern:               noise.HandshakeNN,
 		Initiator:             initiator,
-		Prologue:              pre[:],
+		Prologue:              prologue,
 		PresharedKey:          psk,
 		PresharedKeyPlacement: 0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start handshake: %w", err)
 	}
-	return hs, nil
+	return &handshake{HandshakeState: hs}, nil
 }
 
 // guard bounds a handshake by its timeout and by a context, through the

@@ -40,12 +40,13 @@ func TestPreambleBytes(t *testing.T) {
 		r    Role
 		want []byte
 	}{
-		{RoleClient, []byte{'R', 'C', 'N', 0, 1, 1}},
-		{RoleAdmin, []byte{'R', 'C', 'N', 0, 1, 2}},
-		{RoleRelayAdmin, []byte{'R', 'C', 'N', 0, 1, 3}},
+		{RoleClient, []byte{'R', 'C', 'N', 0, 2, 1}},
+		{RoleAdmin, []byte{'R', 'C', 'N', 0, 2, 2}},
+		{RoleRelayAdmin, []byte{'R', 'C', 'N', 0, 2, 3}},
 	} {
-		got := preamble(tc.r)
-		if !bytes.Equal(got[:], tc.want) {
+		id := KeyID{0: 0xaa, KeyIDSize - 1: 0xbb}
+		got := preamble(tc.r, id)
+		if !bytes.Equal(got[:preambleHeadSize], tc.want) || KeyID(got[preambleHeadSize:]) != id {
 			t.Errorf("preamble(%v) = %q, want %q", tc.r, got, tc.want)
 		}
 	}
@@ -55,7 +56,7 @@ func TestPSKPerRole(t *testing.T) {
 	k := keys.MustGenerate()
 	seen := map[string]Role{}
 	for _, r := range []Role{RoleClient, RoleAdmin, RoleRelayAdmin} {
-		psk, err := derivePSK(k, r)
+		psk, err := derivePSK(k, r, ProtocolVersion)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +70,7 @@ func TestPSKPerRole(t *testing.T) {
 			t.Errorf("roles %v and %v share a psk", other, r)
 		}
 		seen[string(psk)] = r
-		again, _ := derivePSK(k, r)
+		again, _ := derivePSK(k, r, ProtocolVersion)
 		if !bytes.Equal(psk, again) {
 			t.Errorf("psk for %v is not deterministic", r)
 		}
@@ -226,8 +227,9 @@ func TestPSKBindsRole(t *testing.T) {
 		_, err := Server(testContext(t), b, testConfig(k, RoleAdmin))
 		done <- err
 	}()
-	psk, _ := derivePSK(k, RoleClient)
-	pre := preamble(RoleAdmin)
+	psk, _ := derivePSK(k, RoleClient, ProtocolVersion)
+	id, _ := DeriveKeyID(k, RoleAdmin)
+	pre := preamble(RoleAdmin, id)
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite: suiteAESGCM, Pattern: noise.HandshakeNN, Initiator: true,
 		Prologue: pre[:], PresharedKey: psk,
@@ -250,15 +252,14 @@ func TestPSKBindsRole(t *testing.T) {
 }
 
 func TestBadPreamble(t *testing.T) {
-	good := preamble(RoleClient)
+	good := preamble(RoleClient, KeyID{})
 	for name, pre := range map[string][]byte{
 		"magic":    append([]byte("RCX\x00"), good[4:]...),
 		"http":     []byte("GET / "),
-		"version":  {'R', 'C', 'N', 0, 2, 1},
 		"version0": {'R', 'C', 'N', 0, 0, 1},
-		"role0":    {'R', 'C', 'N', 0, 1, 0},
-		"role":     {'R', 'C', 'N', 0, 1, 2},
-		"role99":   {'R', 'C', 'N', 0, 1, 99},
+		"role0":    {'R', 'C', 'N', 0, 2, 0},
+		"role":     {'R', 'C', 'N', 0, 2, 2},
+		"role99":   {'R', 'C', 'N', 0, 2, 99},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := testContext(t)
@@ -292,7 +293,7 @@ func TestBadPreamble(t *testing.T) {
 func TestBadHandshakeLength(t *testing.T) {
 	for _, n := range []uint16{0, 1, handshakeMessageSize - 1, handshakeMessageSize + 1, 0xffff} {
 		sc := &scriptConn{block: true}
-		pre := preamble(RoleClient)
+		pre := preamble(RoleClient, KeyID{})
 		sc.in = binary.BigEndian.AppendUint16(pre[:], n)
 		_, err := Server(context.Background(), sc, testConfig(keys.MustGenerate(), RoleClient))
 		if !errors.Is(err, ErrAuth) {
@@ -400,7 +401,7 @@ func TestServerHandshakeTimeout(t *testing.T) {
 	}
 	defer raw.Close()
 	// A client that sends the preamble and then stalls.
-	pre := preamble(RoleClient)
+	pre := preamble(RoleClient, KeyID{})
 	if _, err := raw.Write(pre[:]); err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +486,7 @@ func TestServerContextCancel(t *testing.T) {
 		_, err := Server(ctx, b, testConfig(keys.MustGenerate(), RoleClient))
 		done <- err
 	}()
-	pre := preamble(RoleClient)
+	pre := preamble(RoleClient, KeyID{})
 	if _, err := a.Write(pre[:]); err != nil { // the server has read this
 		t.Fatal(err)
 	}

@@ -4,11 +4,32 @@
 //
 // # Protocol
 //
-// The client opens with a 6-byte cleartext preamble: the magic "RCN\x00",
-// the protocol version and the role byte. The same six bytes are the Noise
-// prologue, so a preamble altered in transit fails the handshake. The server
-// checks the preamble first and closes the connection at once if it names
-// another magic, version or role; a listener serves exactly one [Role].
+// The client opens with a 22-byte cleartext preamble: the magic "RCN\x00",
+// the protocol version (2), the role byte and the 16-byte key id of its key
+// ([KeyID]: the first 16 bytes of HKDF-SHA256 of the 32-byte key, no salt,
+// info "recon/2 key id <role>"). The same 22 bytes are the Noise prologue,
+// so a preamble altered in transit fails the handshake. The server checks
+// magic, version and role first and closes the connection at once if the
+// magic or role is wrong; a listener serves exactly one [Role].
+//
+// The key id lets a server that accepts many keys (a [Keyring]: one per
+// client identity) find the one the client claims in a single map lookup,
+// without trying each. It is derived from the key and reveals nothing of it
+// (it links the sessions of one key, as their address does), and never a
+// name. A key id the server does not know gets a random key nobody holds:
+// the first Noise message then fails to decrypt exactly as it does for a
+// wrong key, after the same work, so a peer cannot tell an unknown key id
+// from a wrong key.
+//
+// A server that reads another version answers with five bytes, the magic
+// and its own version ("RCN\x00\x02"), and closes; a client that reads
+// them where the server's handshake message should be reports
+// [ErrVersion] naming both versions (the first two bytes, "RC", are never
+// the length of a handshake message). A version-1 client (the six-byte
+// preamble without key id, PSK info "recon/1 psk <role>") whose key is the
+// keyring's [NamedKey.V1] key (a server's SHARED_KEY) completes a version-1
+// handshake, so that the server can tell it, inside the channel, to
+// upgrade ([Conn.OldProtocol]); with any other key it gets no answer.
 //
 // The handshake is Noise_NNpsk0_25519_AESGCM_SHA256:
 //
@@ -17,7 +38,7 @@
 //
 // each message framed as a 2-byte big-endian length and the message. The
 // pre-shared key of a role is HKDF-SHA256 of the configured 32-byte key with
-// "recon/1 psk <role>" as info, so the raw key never enters Noise and two
+// "recon/2 psk <role>" as info, so the raw key never enters Noise and two
 // roles never share a PSK even when an operator reuses a key. A wrong key or
 // a wrong role makes the first message fail to decrypt at the server, before
 // any Diffie-Hellman work; the server then closes without answering, and the
@@ -65,11 +86,11 @@ import (
 const (
 	// ProtocolVersion is the version byte of the preamble; it is also part
 	// of the HKDF info of every PSK.
-	ProtocolVersion = 1
+	ProtocolVersion = 2
 
 	// PreambleSize is the length of the cleartext preamble: 4 bytes of
-	// magic, the version byte and the role byte.
-	PreambleSize = 6
+	// magic, the version byte, the role byte and the key id.
+	PreambleSize = preambleHeadSize + KeyIDSize
 
 	// MaxRecordSize is the largest ciphertext of one record, the value of
 	// its 2-byte length prefix. Longer lengths are rejected before anything
@@ -83,6 +104,14 @@ const (
 	// DefaultHandshakeTimeout bounds the whole handshake (preamble, both
 	// Noise messages and the hello record) when Config.HandshakeTimeout is 0.
 	DefaultHandshakeTimeout = 10 * time.Second
+
+	// preambleHeadSize is the part of the preamble every version shares:
+	// magic, version, role.
+	preambleHeadSize = 6
+	// versionRefusalSize is a server's answer to a preamble of another
+	// protocol version: the magic and its own version byte. Its first two
+	// bytes ("RC") can never be the length of a handshake message.
+	versionRefusalSize = 5
 
 	// recordOverhead is the type byte plus the AEAD tag.
 	recordOverhead = 1 + tagSize
@@ -159,8 +188,12 @@ func (r Role) valid() bool { return r >= RoleClient && r <= RoleRelayAdmin }
 
 // Config configures one side of a connection.
 type Config struct {
-	// Key is the role's pre-shared key. Required.
+	// Key is the role's pre-shared key. Required, except on a server side
+	// with Keys.
 	Key keys.Key
+	// Keys, on a server side, are the keys it accepts, found by the key id
+	// of the client's preamble; nil means Key alone.
+	Keys *Keyring
 	// Role is the role this connection is for. Required.
 	Role Role
 	// HandshakeTimeout bounds the handshake; 0 means
@@ -182,7 +215,7 @@ type Config struct {
 
 func (cfg *Config) check() error {
 	switch {
-	case cfg.Key.IsZero():
+	case cfg.Key.IsZero() && cfg.Keys == nil:
 		return errors.New("secure: config has no key")
 	case !cfg.Role.valid():
 		return fmt.Errorf("secure: config has invalid role %d", uint8(cfg.Role))
@@ -216,6 +249,10 @@ var (
 	// with a backoff is reasonable.
 	ErrClosedUnanswered = fmt.Errorf("%w: the server closed the connection without answering: "+
 		"the key is wrong, or the role (port), or this address is not allowed, or the server is busy", ErrAuth)
+
+	// ErrVersion is the error a client gets from a server that speaks
+	// another protocol version; its text names both versions.
+	ErrVersion = errors.New("protocol version mismatch")
 
 	// ErrPreamble is wrapped by a server's error for a connection whose
 	// preamble has a wrong magic, version or role.

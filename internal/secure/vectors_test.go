@@ -29,6 +29,8 @@ type vectors struct {
 	Comment                string   `json:"comment"`
 	Key                    string   `json:"key"`
 	Role                   uint8    `json:"role"`
+	KeyIDInfo              string   `json:"key_id_info"`
+	KeyID                  string   `json:"key_id"`
 	Preamble               string   `json:"preamble"`
 	PSKInfo                string   `json:"psk_info"`
 	PSK                    string   `json:"psk"`
@@ -138,11 +140,15 @@ func TestVectors(t *testing.T) {
 	}
 	res.conn.Close()
 
-	psk, err := derivePSK(k, RoleClient)
+	psk, err := derivePSK(k, RoleClient, ProtocolVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pre := preamble(RoleClient)
+	id, err := DeriveKeyID(k, RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre := preamble(RoleClient, id)
 	cOut, sOut := cRec.bytes(), sRec.bytes()
 	first := PreambleSize + lengthSize + handshakeMessageSize
 	hello := lengthSize + minRecordSize
@@ -153,6 +159,8 @@ func TestVectors(t *testing.T) {
 			"internal/secure TestVectors: hex strings are bytes on the wire, in order.",
 		Key:                    k.Encode(),
 		Role:                   uint8(RoleClient),
+		KeyIDInfo:              fmt.Sprintf("recon/%d key id %s", ProtocolVersion, RoleClient),
+		KeyID:                  hex.EncodeToString(id[:]),
 		Preamble:               hex.EncodeToString(pre[:]),
 		PSKInfo:                fmt.Sprintf("recon/%d psk %s", ProtocolVersion, RoleClient),
 		PSK:                    hex.EncodeToString(psk),

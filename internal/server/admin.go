@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/recon-mri/recon/internal/jobs"
@@ -23,11 +24,11 @@ func (s *Server) serveAdmin(ctx context.Context, c *secure.Conn, log *slog.Logge
 	if !s.auditSession(ctx, c, "admin", adminIdentity) {
 		return
 	}
-	s.adminMux.Serve(ctx, c, log, struct{}{})
+	s.adminMux.Serve(ctx, c, log, &sessionState{})
 }
 
 // adminRequests is the table of an administrator session's requests.
-func (s *Server) adminRequests() *rpc.Mux[struct{}] {
+func (s *Server) adminRequests() *rpc.Mux[*sessionState] {
 	m := s.newMux()
 	m.Unknown = "admin request"
 	m.Check = s.auditAdminRequest // every admin request is audited before it runs
@@ -39,7 +40,7 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		return s.adminStatus(ctx)
 	})
 	rpc.Reply(m, protocol.TypeAdminQueue, protocol.TypeAdminQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		q, err := s.queue(ctx, time.Now().Add(-24*time.Hour))
+		q, err := s.queue(ctx, "", time.Now().Add(-24*time.Hour))
 		if err == nil {
 			s.addPendingDeliveries(ctx, q)
 		}
@@ -52,13 +53,16 @@ func (s *Server) adminRequests() *rpc.Mux[struct{}] {
 		return s.sendLogs(ss.Conn, *req)
 	})
 	rpc.Reply(m, protocol.TypeAdminCancel, protocol.TypeAdminCancelReply, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
-		rep, err := s.adminCancel(ctx, ref.JobID)
+		rep, err := s.cancel(ctx, "", ref.JobID)
 		if err == nil {
 			ss.Log.Info("job cancelled by an administrator", "job_id", ref.JobID, "previous_state", rep.PreviousState)
 		}
 		return rep, err // the reply's write deadline is armed after the wait for the script
 	})
 	rpc.Reply(m, protocol.TypeAdminRedeliver, protocol.TypeAdminRedeliverReply, s.adminRedeliver)
+	rpc.Reply(m, protocol.TypeAdminReload, protocol.TypeAdminReloadReply, func(ctx context.Context, ss *session, _ *protocol.Empty) (*protocol.ReloadReply, error) {
+		return s.ReloadClientKeys()
+	})
 	rpc.Reply(m, protocol.TypeAdminSetMaxJobs, protocol.TypeAdminSetMaxJobsRep, func(ctx context.Context, ss *session, req *protocol.SetMaxJobs) (protocol.SetMaxJobsReply, error) {
 		if req.N < 1 || req.N > protocol.MaxWorkers {
 			return protocol.SetMaxJobsReply{}, protocol.Errorf(protocol.CodeBadRequest, "setmaxjobs takes a number from 1 to %d, not %d", protocol.MaxWorkers, req.N)
@@ -122,6 +126,8 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 		"UPLOAD_RESUME_HOURS":             strconv.FormatFloat(c.UploadResume.Hours(), 'f', -1, 64),
 		"KEEP_FAILED_OUTPUTS":             strconv.FormatBool(c.KeepFailedOutputs),
 		"IDLE_TIMEOUT_SECONDS":            strconv.FormatFloat(s.opts.IdleTimeout.Seconds(), 'f', -1, 64),
+		"MAX_QUEUED_JOBS_PER_CLIENT":      strconv.Itoa(c.MaxQueuedJobsPerClient),
+		"client_identities":               strings.Join(s.ids.names(), ","),
 	}
 	s.pacsConfig(out.Config)
 	out.KeptUploads = s.partials.list()
@@ -130,11 +136,12 @@ func (s *Server) adminStatus(ctx context.Context) (*protocol.AdminStatus, error)
 	return out, nil
 }
 
-// adminCancel cancels a job and, for a running one, waits until its script
-// has ended and the job is recorded as cancelled.
-func (s *Server) adminCancel(ctx context.Context, id string) (*protocol.CancelReply, error) {
-	if !jobs.ValidID(id) {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
+// cancel cancels a job of owner ("": any job, for admins) and, for a
+// running one, waits until its script has ended and the job is recorded
+// as cancelled.
+func (s *Server) cancel(ctx context.Context, owner, id string) (*protocol.CancelReply, error) {
+	if _, _, err := s.lookup(ctx, owner, id); err != nil {
+		return nil, err
 	}
 	wake := s.changed.Wait()
 	prev, err := s.pool.cancelJob(ctx, id)

@@ -13,17 +13,9 @@ import (
 	"github.com/recon-mri/recon/internal/secure"
 )
 
-// defaultIdentity is the identity of every client session until client
-// identities exist: the holder of SHARED_KEY.
-const defaultIdentity = "default"
-
 // adminIdentity is the identity of an administrator's session (the holder
 // of SERVER_ADMIN_SHARED_KEY).
 const adminIdentity = "admin"
-
-// connIdentity is the identity of the client session on c: the one place
-// that says who a session is, for the audit trail.
-func connIdentity(c *secure.Conn) string { return defaultIdentity }
 
 // auditHeadFile is the file, in RECON_SERVER_STATE_DIR, that keeps the
 // audit chain's head.
@@ -60,8 +52,8 @@ func (s *Server) record(ctx context.Context, r audit.Record) error {
 
 // recordCancel records the cancellation of job id by the client session
 // on c (its owner), before the job is cancelled; an error refuses it.
-func (s *Server) recordCancel(ctx context.Context, c *secure.Conn, id string) error {
-	return s.record(ctx, audit.Record{Kind: audit.KindCancel, Identity: connIdentity(c), Peer: c.RemoteAddr().String(), JobID: id})
+func (s *Server) recordCancel(ctx context.Context, c *secure.Conn, identity, id string) error {
+	return s.record(ctx, audit.Record{Kind: audit.KindCancel, Identity: identity, Peer: c.RemoteAddr().String(), JobID: id})
 }
 
 // recordKeysReload records a reload of the client keys: the identities

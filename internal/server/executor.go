@@ -87,7 +87,9 @@ type attempt struct {
 	n       int // the attempt's number: 1 for the first run of the job
 	options map[string]string
 	worker  int          // the pool's worker that waits for it
-	log     *slog.Logger // with job_id and worker
+	log     *slog.Logger // with job_id, identity and worker
+	// identity owns the job, for the records of the script's output.
+	identity string
 }
 
 // ending is how an attempt ended.

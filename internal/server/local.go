@@ -66,7 +66,7 @@ func (e *localExecutor) run(ctx context.Context, a attempt) outcome {
 		KillGrace: e.killGrace,
 		// The runner adds job_id to its records itself: given log, each
 		// would carry it twice.
-		Logger: e.log.With("worker", a.worker),
+		Logger: e.log.With("worker", a.worker, "identity", a.identity),
 	})
 	over := watched()
 	if err != nil {

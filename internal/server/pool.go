@@ -60,12 +60,13 @@ type poolDeps struct {
 }
 
 type worker struct {
-	id    int
-	state protocol.WorkerState
-	jobID string
-	since time.Time
-	stop  chan struct{} // closed to ask an idle worker to leave
-	quit  bool          // leave after the current job
+	id       int
+	state    protocol.WorkerState
+	jobID    string
+	identity string // the owner of jobID
+	since    time.Time
+	stop     chan struct{} // closed to ask an idle worker to leave
+	quit     bool          // leave after the current job
 	// claiming is set while the worker asks the store for a job: it may
 	// come back with one, so it is retired like a busy worker.
 	claiming bool
@@ -152,6 +153,9 @@ func (p *pool) set(w *worker, state protocol.WorkerState, jobID string) {
 	defer p.mu.Unlock()
 	if w.quit && state != workerBusy {
 		state = workerStopping
+	}
+	if w.jobID != jobID {
+		w.identity = ""
 	}
 	if w.state != state || w.jobID != jobID {
 		w.state, w.jobID, w.since = state, jobID, time.Now()
@@ -240,7 +244,7 @@ func (p *pool) claim(ctx context.Context, w *worker) (j *jobs.Job, leave bool, e
 		if w.quit { // retired while claiming: it runs this job, then leaves
 			state = workerStopping
 		}
-		w.state, w.jobID, w.since = state, j.ID, time.Now()
+		w.state, w.jobID, w.identity, w.since = state, j.ID, j.Identity, time.Now()
 	}
 	return j, false, err
 }
@@ -267,7 +271,7 @@ func (p *pool) snapshot() protocol.WorkersReply {
 	r := protocol.WorkersReply{MaxJobs: p.target, Workers: []protocol.WorkerInfo{}}
 	waiting := false
 	for _, w := range p.workers {
-		r.Workers = append(r.Workers, protocol.WorkerInfo{ID: w.id, State: w.state, JobID: w.jobID, Since: w.since.UTC()})
+		r.Workers = append(r.Workers, protocol.WorkerInfo{ID: w.id, State: w.state, JobID: w.jobID, Identity: w.identity, Since: w.since.UTC()})
 		waiting = waiting || w.state == workerPaused
 	}
 	p.mu.Unlock()

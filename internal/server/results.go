@@ -21,8 +21,8 @@ import (
 
 // sendResults runs the fetch request: announce a finished job's result
 // files, stream each, and on the client's acknowledgement remove them.
-func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log *slog.Logger) error {
-	j, _, err := s.lookup(ctx, id)
+func (s *Server) sendResults(ctx context.Context, c *secure.Conn, owner, id string, log *slog.Logger) error {
+	j, _, err := s.lookup(ctx, owner, id)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 	if manifest == nil {
 		manifest = []protocol.FileSum{}
 	}
-	if err := s.record(ctx, audit.Record{Kind: audit.KindFetch, Identity: connIdentity(c), Peer: c.RemoteAddr().String(),
+	if err := s.record(ctx, audit.Record{Kind: audit.KindFetch, Identity: owner, Peer: c.RemoteAddr().String(),
 		JobID: id, Files: auditFiles(files)}); err != nil {
 		return err
 	}
@@ -100,7 +100,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, id string, log
 		return rpc.BadRequest(fmt.Errorf("acknowledgement for job %q while fetching %q", ack.JobID, id))
 	}
 	// The results are deleted only once the confirmation is audited.
-	if err := s.record(ctx, audit.Record{Kind: audit.KindFetchConfirmed, Identity: connIdentity(c), Peer: c.RemoteAddr().String(),
+	if err := s.record(ctx, audit.Record{Kind: audit.KindFetchConfirmed, Identity: owner, Peer: c.RemoteAddr().String(),
 		JobID: id}); err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func (s *Server) sweepResults(ctx context.Context) {
 			if s.pacs.holds(ctx, j.ID) {
 				continue // removed when its PACS delivery ends
 			}
-			s.log.Info("results expired unfetched", "job_id", j.ID)
+			s.log.Info("results expired unfetched", "job_id", j.ID, "identity", j.Identity)
 			s.removeOutput(ctx, j.ID)
 		}
 		select {

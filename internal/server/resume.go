@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/recon-mri/recon/internal/config"
 	"github.com/recon-mri/recon/internal/jobs"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/rpc"
@@ -51,7 +52,26 @@ type manifest struct {
 	Options      map[string]string   `json:"options,omitempty"`
 	// Client is the address of the client that sent it (see clientOf).
 	Client string `json:"client,omitempty"`
+	// Identity is the client identity that sent it; its submission ids
+	// are its own ("" in a manifest from before identities: "default").
+	Identity string `json:"identity,omitempty"`
 }
+
+// owner is the identity of the upload.
+func (m *manifest) owner() string {
+	if m.Identity == "" {
+		return config.DefaultIdentity
+	}
+	return m.Identity
+}
+
+// key is the upload's key among the partials: its submission id, which is
+// one identity's own.
+func (m *manifest) key() string { return partialKey(m.owner(), m.SubmissionID) }
+
+// partialKey joins an identity and a submission id; neither may contain
+// '/'.
+func partialKey(identity, sid string) string { return identity + "/" + sid }
 
 // partial is an upload that may be resumed: being received (busy) or
 // broken and waiting for its client until expires.
@@ -85,12 +105,12 @@ const claimWait = 10 * time.Second
 // (its client has most likely reconnected after a break it has not seen
 // yet). An upload of other files or options under the same submission id
 // is a conflict.
-func (ps *partials) claim(ctx context.Context, sub *protocol.Submit, stop func()) (*partial, error) {
+func (ps *partials) claim(ctx context.Context, identity string, sub *protocol.Submit, stop func()) (*partial, error) {
 	deadline := time.NewTimer(claimWait)
 	defer deadline.Stop()
 	for {
 		ps.mu.Lock()
-		p := ps.m[sub.SubmissionID]
+		p := ps.m[partialKey(identity, sub.SubmissionID)]
 		if p == nil {
 			ps.mu.Unlock()
 			return nil, nil
@@ -125,12 +145,12 @@ func (ps *partials) claim(ctx context.Context, sub *protocol.Submit, stop func()
 func (ps *partials) add(p *partial, stop func()) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.m[p.SubmissionID] != nil {
+	if ps.m[p.key()] != nil {
 		return protocol.Errorf(protocol.CodeConflict,
 			"submission id %s is being uploaded on another connection; try again later", p.SubmissionID)
 	}
 	p.busy, p.stop, p.idle = true, stop, make(chan struct{})
-	ps.m[p.SubmissionID] = p
+	ps.m[p.key()] = p
 	return nil
 }
 
@@ -146,8 +166,8 @@ func (ps *partials) park(p *partial, expires time.Time) {
 // drop forgets a busy upload (committed, or not worth keeping).
 func (ps *partials) drop(p *partial) {
 	ps.mu.Lock()
-	if ps.m[p.SubmissionID] == p {
-		delete(ps.m, p.SubmissionID)
+	if ps.m[p.key()] == p {
+		delete(ps.m, p.key())
 	}
 	p.busy, p.stop = false, nil
 	close(p.idle)
@@ -186,7 +206,7 @@ func (ps *partials) evictOldest() *partial {
 }
 
 // overCaps removes and returns kept uploads, oldest first: those of each
-// client over perClient bytes in all, then those of anyone while all are
+// client identity over perClient bytes in all, then those of anyone while all are
 // over total bytes.
 func (ps *partials) overCaps(perClient, total int64) []*partial {
 	ps.mu.Lock()
@@ -197,15 +217,15 @@ func (ps *partials) overCaps(perClient, total int64) []*partial {
 	for _, p := range ps.m {
 		if !p.busy {
 			waiting = append(waiting, p)
-			byClient[p.Client] += p.kept
+			byClient[p.owner()] += p.kept
 			sum += p.kept
 		}
 	}
 	slices.SortFunc(waiting, func(a, b *partial) int { return a.expires.Compare(b.expires) })
 	var out []*partial
 	for _, p := range waiting {
-		if byClient[p.Client] > perClient {
-			byClient[p.Client] -= p.kept
+		if byClient[p.owner()] > perClient {
+			byClient[p.owner()] -= p.kept
 			sum -= p.kept
 			ps.evictLocked(p)
 			out = append(out, p)
@@ -215,7 +235,7 @@ func (ps *partials) overCaps(perClient, total int64) []*partial {
 		if sum <= total {
 			break
 		}
-		if ps.m[p.SubmissionID] == p {
+		if ps.m[p.key()] == p {
 			sum -= p.kept
 			ps.evictLocked(p)
 			out = append(out, p)
@@ -227,7 +247,7 @@ func (ps *partials) overCaps(perClient, total int64) []*partial {
 // evictLocked forgets p, a kept upload removed before it expired, and
 // remembers its submission id until then.
 func (ps *partials) evictLocked(p *partial) {
-	delete(ps.m, p.SubmissionID)
+	delete(ps.m, p.key())
 	if ps.evicted == nil {
 		ps.evicted = map[string]time.Time{}
 	}
@@ -239,16 +259,17 @@ func (ps *partials) evictLocked(p *partial) {
 			}
 		}
 	}
-	ps.evicted[p.SubmissionID] = p.expires
+	ps.evicted[p.key()] = p.expires
 }
 
-// takeEvicted reports whether the kept upload of submission sid was
-// removed before it expired, and forgets it.
-func (ps *partials) takeEvicted(sid string) bool {
+// takeEvicted reports whether the kept upload of identity's submission sid
+// was removed before it expired, and forgets it.
+func (ps *partials) takeEvicted(identity, sid string) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	until, ok := ps.evicted[sid]
-	delete(ps.evicted, sid)
+	k := partialKey(identity, sid)
+	until, ok := ps.evicted[k]
+	delete(ps.evicted, k)
 	return ok && time.Now().Before(until)
 }
 
@@ -298,7 +319,7 @@ func (ps *partials) list() []protocol.KeptUpload {
 	kept := make([]*partial, 0, len(ps.m))
 	var out []protocol.KeptUpload
 	for _, p := range ps.m {
-		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, Client: p.Client, State: protocol.UploadReceiving, Files: len(p.Files)}
+		k := protocol.KeptUpload{SubmissionID: p.SubmissionID, Client: p.Client, Identity: p.owner(), State: protocol.UploadReceiving, Files: len(p.Files)}
 		if !p.busy {
 			k.State = protocol.UploadWaiting
 			exp := p.expires
@@ -411,12 +432,12 @@ func (s *Server) loadPartials(names []string) {
 		keep := false
 		if s.cfg.UploadResume > 0 {
 			m, mtime, err := readManifest(dir)
-			if err == nil && now.Sub(mtime) < s.cfg.UploadResume && s.partials.m[m.SubmissionID] == nil {
+			if err == nil && now.Sub(mtime) < s.cfg.UploadResume && s.partials.m[m.key()] == nil {
 				p := &partial{
 					manifest: *m, dir: dir, sums: make([]string, len(m.Files)), expires: mtime.Add(s.cfg.UploadResume),
 				}
 				p.kept = p.keptBytes()
-				s.partials.m[m.SubmissionID] = p
+				s.partials.m[m.key()] = p
 				keep = true
 				s.log.Info("interrupted upload kept for resuming", "submission_id", m.SubmissionID, "dir", name)
 			}

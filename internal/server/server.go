@@ -69,7 +69,9 @@ type Server struct {
 	// msgs bounds the memory of the control messages being read.
 	msgs *protocol.Budget
 	// clientMux and adminMux answer the requests of the two listeners.
-	clientMux, adminMux *rpc.Mux[struct{}]
+	clientMux, adminMux *rpc.Mux[*sessionState]
+	// ids are the client identities and their open sessions (identity.go).
+	ids *identities
 
 	auditLog     *audit.Log      // audit.go
 	authFailures *audit.Failures // failed handshakes, summarised into auditLog
@@ -148,6 +150,9 @@ func New(cfg *config.Server, log *slog.Logger, opts Options) (_ *Server, err err
 		changed:  newNotifier(),
 		uploads:  newReservations(),
 		partials: &partials{m: map[string]*partial{}},
+	}
+	if s.ids, err = newIdentities(cfg); err != nil {
+		return nil, err
 	}
 	if s.opts.HandshakeTimeout == 0 {
 		s.opts.HandshakeTimeout = cfg.HandshakeTimeout // HANDSHAKE_TIMEOUT_SECONDS
@@ -242,7 +247,7 @@ func (s *Server) Start() error {
 
 	clientEP := &listen.Endpoint{
 		Name: "client", Listener: cl, Allow: s.cfg.TrustedIPs, Handle: s.serveClient,
-		Secure: secure.Config{Key: s.cfg.SharedKey, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
+		Secure: secure.Config{Keys: s.ids.keyring, Role: secure.RoleClient, HandshakeTimeout: s.opts.HandshakeTimeout, IdleTimeout: s.opts.IdleTimeout},
 		Failed: s.authFailures.Add,
 	}
 	adminEP := &listen.Endpoint{

@@ -21,21 +21,42 @@ const eventKeepalive = 30 * time.Second
 const positionSettle = 20 * time.Millisecond
 
 // session is a client's or an administrator's connection as a handler
-// sees it.
-type session = rpc.Session[struct{}]
+// sees it; State.Identity is the client identity (identity.go).
+type session = rpc.Session[*sessionState]
 
 // serveClient answers a client's requests in sequence until it closes the
 // session or breaks the protocol.
 func (s *Server) serveClient(ctx context.Context, c *secure.Conn, log *slog.Logger) {
-	if !s.auditSession(ctx, c, "client", connIdentity(c)) {
+	if c.OldProtocol() {
+		rpc.TellToUpgrade(c, log, "server")
 		return
 	}
-	s.clientMux.Serve(ctx, c, log, struct{}{})
+	st := s.ids.open(c)
+	if st == nil {
+		log.Info("session closed: its key was removed by a reload during its handshake")
+		return
+	}
+	defer s.ids.close(st)
+	// A relay's session is audited as the relay; the identity it then acts
+	// for is on each record of what it does.
+	who := st.Identity
+	if st.relay {
+		who = relayKeyName
+	}
+	if !s.auditSession(ctx, c, "client", who) {
+		return
+	}
+	if st.relay {
+		log = log.With("relay_session", true)
+	} else {
+		log = log.With("identity", st.Identity)
+	}
+	s.clientMux.Serve(ctx, c, log, st)
 }
 
 // newMux is an empty request table for the server's sessions.
-func (s *Server) newMux() *rpc.Mux[struct{}] {
-	return &rpc.Mux[struct{}]{Name: "server", Unknown: "request", Budget: s.msgs,
+func (s *Server) newMux() *rpc.Mux[*sessionState] {
+	return &rpc.Mux[*sessionState]{Name: "server", Unknown: "request", Budget: s.msgs,
 		IdleTimeout: s.opts.IdleTimeout, EndLevel: slog.LevelWarn}
 }
 
@@ -46,25 +67,70 @@ func (s *Server) armWrite(c *secure.Conn) {
 }
 
 // clientRequests is the table of a client session's requests.
-func (s *Server) clientRequests() *rpc.Mux[struct{}] {
+//
+// Every job request acts for the session's identity (owner): another
+// identity's job answers exactly as a job that does not exist.
+func (s *Server) clientRequests() *rpc.Mux[*sessionState] {
 	m := s.newMux()
-	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
-		return s.status(ctx)
+	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, ss *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
+		st, err := s.status(ctx)
+		if err == nil {
+			st.RelaySession = ss.State.relay
+		}
+		return st, err
 	})
-	rpc.Reply(m, protocol.TypeJobStatus, protocol.TypeJob, func(ctx context.Context, _ *session, ref *protocol.JobRef) (*protocol.JobInfo, error) {
-		return s.job(ctx, ref.JobID)
+	rpc.Handle(m, protocol.TypeActAs, func(ctx context.Context, ss *session, req *protocol.ActAs) error {
+		return s.actAs(ss, req)
 	})
-	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		return s.queue(ctx, time.Now().Add(-24*time.Hour))
+	rpc.Reply(m, protocol.TypeJobStatus, protocol.TypeJob, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.JobInfo, error) {
+		who, err := owner(ss)
+		if err != nil {
+			return nil, err
+		}
+		return s.job(ctx, who, ref.JobID)
+	})
+	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, ss *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
+		who, err := owner(ss)
+		if err != nil {
+			return nil, err
+		}
+		return s.queue(ctx, who, time.Now().Add(-24*time.Hour))
 	})
 	rpc.Handle(m, protocol.TypeSubmit, func(ctx context.Context, ss *session, sub *protocol.Submit) error {
-		return s.receiveSubmission(ctx, ss.Conn, sub, ss.Log)
+		who, err := owner(ss)
+		if err != nil {
+			return err
+		}
+		return s.receiveSubmission(ctx, ss.Conn, who, sub, ss.Log)
 	})
 	rpc.Handle(m, protocol.TypeWait, func(ctx context.Context, ss *session, ref *protocol.JobRef) error {
-		return s.sendEvents(ctx, ss.Conn, ref.JobID)
+		who, err := owner(ss)
+		if err != nil {
+			return err
+		}
+		return s.sendEvents(ctx, ss.Conn, who, ref.JobID)
 	})
 	rpc.Handle(m, protocol.TypeFetch, func(ctx context.Context, ss *session, ref *protocol.JobRef) error {
-		return s.sendResults(ctx, ss.Conn, ref.JobID, ss.Log)
+		who, err := owner(ss)
+		if err != nil {
+			return err
+		}
+		return s.sendResults(ctx, ss.Conn, who, ref.JobID, ss.Log)
+	})
+	rpc.Reply(m, protocol.TypeCancel, protocol.TypeCancelReply, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
+		who, err := owner(ss)
+		if err != nil {
+			return nil, err
+		}
+		// Audited before it takes effect: a cancel is never unaudited.
+		if err := s.recordCancel(ctx, ss.Conn, who, ref.JobID); err != nil {
+			return nil, err
+		}
+		rep, err := s.cancel(ctx, who, ref.JobID)
+		if err == nil {
+			ss.Log.Info("job cancelled by its owner", "job_id", ref.JobID, "previous_state", rep.PreviousState)
+		}
+		return rep, err
 	})
 	return m
 }
@@ -88,9 +154,10 @@ func (s *Server) status(ctx context.Context) (*protocol.StatusReply, error) {
 	}, nil
 }
 
-// job looks up one job for a client, as it travels.
-func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) {
-	j, pos, err := s.lookup(ctx, id)
+// job looks up one job of owner ("": any, for admins) for a client, as it
+// travels.
+func (s *Server) job(ctx context.Context, owner, id string) (*protocol.JobInfo, error) {
+	j, pos, err := s.lookup(ctx, owner, id)
 	if err != nil {
 		return nil, err
 	}
@@ -105,9 +172,10 @@ func (s *Server) job(ctx context.Context, id string) (*protocol.JobInfo, error) 
 }
 
 // lookup reads one job a client asks for, with its queue position (1-based
-// when it is queued, else 0). A job id that is not valid or not known is
-// a not_found error.
-func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) {
+// when it is queued, else 0). A job id that is not valid or not known, or
+// a job of another identity than owner ("" is an admin, who sees every
+// job), is the same not_found error.
+func (s *Server) lookup(ctx context.Context, owner, id string) (*jobs.Job, int, error) {
 	if !jobs.ValidID(id) {
 		return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", rpc.Truncate(id, 64))
 	}
@@ -115,7 +183,7 @@ func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) 
 	// them would show as queued at position 0, so read it again then.
 	for try := 0; ; try++ {
 		j, err := s.store.Get(ctx, id)
-		if errors.Is(err, jobs.ErrNotFound) {
+		if errors.Is(err, jobs.ErrNotFound) || err == nil && owner != "" && j.Identity != owner {
 			return nil, 0, protocol.Errorf(protocol.CodeNotFound, "no job %q", id)
 		}
 		if err != nil {
@@ -134,10 +202,19 @@ func (s *Server) lookup(ctx context.Context, id string) (*jobs.Job, int, error) 
 	}
 }
 
-func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.QueueReply, error) {
-	list, err := s.store.List(ctx, jobs.ListOptions{IncludeFinishedSince: finishedSince, Limit: 1000})
+// queue lists the jobs of owner ("": every job, for admins), with their
+// places in the whole queue.
+func (s *Server) queue(ctx context.Context, owner string, finishedSince time.Time) (*protocol.QueueReply, error) {
+	list, err := s.store.List(ctx, jobs.ListOptions{IncludeFinishedSince: finishedSince, Limit: 1000, Identity: owner})
 	if err != nil {
 		return nil, rpc.Internal(err)
+	}
+	var positions map[string]int
+	if owner != "" {
+		// Places in the whole queue: a number, nothing of the others.
+		if positions, err = s.store.QueuePositions(ctx, owner); err != nil {
+			return nil, rpc.Internal(err)
+		}
 	}
 	q := &protocol.QueueReply{Jobs: []protocol.JobInfo{}}
 	pos := 0
@@ -146,6 +223,9 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 		if j.State == jobs.Queued {
 			pos++
 			info.Position = pos
+			if positions != nil {
+				info.Position = positions[j.ID]
+			}
 		}
 		if j.State == jobs.Succeeded && s.pacs.enabled() {
 			s.withDelivery(ctx, info)
@@ -158,14 +238,14 @@ func (s *Server) queue(ctx context.Context, finishedSince time.Time) (*protocol.
 	return q, nil
 }
 
-// sendEvents streams the job's state to the client until it ends.
-func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, id string) error {
+// sendEvents streams the state of owner's job to the client until it ends.
+func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, owner, id string) error {
 	var lastState jobs.State
 	lastPos, lastWhy := 0, ""
 	first := true
 	for {
 		wake, seen := s.changed.mark() // before reading, so no change is missed
-		j, pos, err := s.lookup(ctx, id)
+		j, pos, err := s.lookup(ctx, owner, id)
 		if err != nil {
 			return err
 		}

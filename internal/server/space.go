@@ -83,7 +83,8 @@ func newSpaceCaps(cfg *config.Server) (spaceCaps, error) {
 	}, nil
 }
 
-// clientOf is the client a session's caps are counted for: its remote IP.
+// clientOf is the address a kept upload came from, for admins: its
+// remote IP. The caps are counted per client identity.
 func clientOf(a net.Addr) string {
 	ap, err := netip.ParseAddrPort(a.String())
 	if err != nil {
@@ -127,7 +128,7 @@ func (e *clientCapError) Error() string {
 		return fmt.Sprintf("this submission needs %d bytes, more than the %d bytes of disk space one client may hold with uploads in progress (MAX_RESERVED_BYTES_PER_CLIENT)",
 			e.n, e.limit)
 	}
-	return fmt.Sprintf("uploads in progress from this client (%s) already hold %d bytes; with this submission's %d bytes that is more than the %d bytes of disk space one client may hold (MAX_RESERVED_BYTES_PER_CLIENT): wait for them to finish, then try again",
+	return fmt.Sprintf("uploads in progress of this client identity (%s) already hold %d bytes; with this submission's %d bytes that is more than the %d bytes of disk space one client may hold (MAX_RESERVED_BYTES_PER_CLIENT): wait for them to finish, then try again",
 		e.client, e.held, e.n, e.limit)
 }
 
@@ -135,11 +136,24 @@ func (e *clientCapError) Error() string {
 // room for it besides the others in progress, the disk keeps `keep` bytes
 // free with every upload in progress counted (avail is the free space
 // now), and the client stays within perClient.
-func (r *reservations) reserve(client string, n, perClient, avail, keep int64, queued, maxQueued int) (*reservation, error) {
+//
+// mine are client's queued jobs; with its uploads in progress they must
+// stay under maxMine (0: no cap of its own).
+func (r *reservations) reserve(client string, n, perClient, avail, keep int64, queued, maxQueued, mine, maxMine int) (*reservation, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if queued+len(r.all) >= maxQueued {
 		return nil, errQueueFull
+	}
+	if maxMine > 0 {
+		for res := range r.all {
+			if res.client == client {
+				mine++
+			}
+		}
+		if mine >= maxMine {
+			return nil, errClientQueueFull
+		}
 	}
 	if avail-r.pendingLocked()-n < keep {
 		return nil, errNoSpace
@@ -208,7 +222,9 @@ func (r *reservations) usage() (count int, reserved, written int64) {
 
 var (
 	errQueueFull = errors.New("queue full")
-	errNoSpace   = errors.New("no space")
+	// errClientQueueFull refuses an upload over MAX_QUEUED_JOBS_PER_CLIENT.
+	errClientQueueFull = errors.New("client's share of the queue full")
+	errNoSpace         = errors.New("no space")
 )
 
 // reserveUpload admits an upload of n bytes from client. When the disk is
@@ -259,17 +275,25 @@ func (s *Server) tryReserve(ctx context.Context, client string, n int64) (*reser
 	if err != nil {
 		return nil, rpc.Internal(err)
 	}
+	mine, maxMine := 0, s.cfg.MaxQueuedJobsPerClient
+	if maxMine > 0 {
+		if mine, err = s.store.QueuedCountOf(ctx, client); err != nil {
+			return nil, rpc.Internal(err)
+		}
+	}
 	avail, err := s.uploadSpace()
 	if err != nil {
 		return nil, rpc.Internal(err)
 	}
-	res, err := s.uploads.reserve(client, n, s.caps.reservedPerClient, avail, s.cfg.MinFreeDiskBytes, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs)
+	res, err := s.uploads.reserve(client, n, s.caps.reservedPerClient, avail, s.cfg.MinFreeDiskBytes, queued+s.partials.waiting(), s.cfg.MaxQueuedJobs, mine, maxMine)
 	var ce *clientCapError
 	switch {
 	case errors.As(err, &ce):
 		return nil, protocol.Errorf(protocol.CodeNoSpace, "%v", ce)
 	case errors.Is(err, errQueueFull):
 		return nil, protocol.Errorf(protocol.CodeQueueFull, "the queue is full (MAX_QUEUED_JOBS = %d); try again later", s.cfg.MaxQueuedJobs)
+	case errors.Is(err, errClientQueueFull):
+		return nil, protocol.Errorf(protocol.CodeQueueFull, "this client has %d jobs waiting or being uploaded, its share of the queue (MAX_QUEUED_JOBS_PER_CLIENT = %d); try again when some have started", maxMine, maxMine)
 	}
 	return res, err
 }

@@ -6,6 +6,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/recon-mri/recon/client"
+	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/servertest"
@@ -33,9 +37,19 @@ func spaceServer(t *testing.T, opts servertest.Options, outputsToo bool) *server
 		t.Fatal(err)
 	}
 	mountTmpfs(t, disk, spaceDiskMiB<<20)
+	// The caps are per client identity: each test address has its own.
+	var ids strings.Builder
+	for i := 1; i <= 9; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		fmt.Fprintf(&ids, "%s = %s\n", ip, addrKey(ip).Encode())
+	}
+	if err := os.WriteFile(filepath.Join(dir, "clients.keys"), []byte(ids.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	extra := map[string]string{
 		"RECON_SERVER_BASE_PFILE_DIR": "disk/inputs",
 		"MIN_FREE_DISK_MB":            "0",
+		"CLIENT_KEYS_FILE":            "clients.keys",
 	}
 	if outputsToo {
 		extra["RECON_JOB_OUTPUT_BASE_DIR"] = "disk/outputs"
@@ -47,16 +61,38 @@ func spaceServer(t *testing.T, opts servertest.Options, outputsToo bool) *server
 	return servertest.Start(t, opts)
 }
 
-// clientFrom opens a client session from localIP; it is closed when the
+// addrKey is the key of the identity named after a test address.
+func addrKey(ip string) keys.Key {
+	sum := sha256.Sum256([]byte("space test identity " + ip))
+	k, err := keys.Parse(base64.StdEncoding.EncodeToString(sum[:]))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// clientFrom opens a client session from localIP, as the client identity
+// of that name (the caps are per identity); it is closed when the
 // test ends.
 func clientFrom(t *testing.T, ctx context.Context, s *servertest.Server, localIP string) *secure.Conn {
 	t.Helper()
-	rc, err := rawDial(ctx, s.Addr().String(), localIP, mustKey(t, s.Key), secure.RoleClient)
+	rc, err := rawDial(ctx, s.Addr().String(), localIP, addrKey(localIP), secure.RoleClient)
 	if err != nil {
 		t.Fatalf("dial from %s: %v", localIP, err)
 	}
 	t.Cleanup(func() { rc.Close() })
 	return rc
+}
+
+// dialAsAddr connects the Go client as the identity named after ip.
+func dialAsAddr(t *testing.T, ctx context.Context, s *servertest.Server, ip string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx, client.Config{Address: s.Addr().String(), Key: addrKey(ip).Encode()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // uploadFrom submits data as one file from localIP and returns the
@@ -171,7 +207,7 @@ func TestSlowClientHoldsOnlyItsShare(t *testing.T) {
 	if err != nil {
 		t.Fatalf("upload from another client while the slow one holds its reservation: %v", err)
 	}
-	if j := waitDone(t, ctx, s.Dial(t), job.JobID); j.State != "succeeded" {
+	if j := waitDone(t, ctx, dialAsAddr(t, ctx, s, "127.0.0.2"), job.JobID); j.State != "succeeded" {
 		t.Fatalf("job ended %s (%s)", j.State, j.Error)
 	}
 }
@@ -196,7 +232,7 @@ func TestKeptUploadsEvictedForSubmission(t *testing.T) {
 		t.Errorf("admin status space with four kept uploads: %+v", sp)
 	}
 
-	c := s.Dial(t)
+	c := dialAsAddr(t, ctx, s, "127.0.0.2") // the identity of kept-1's client
 	p := writeInput(t, t.TempDir(), "legit.7", randomBytes(t, 10<<20))
 	job, err := c.Submit(ctx, []string{p}, nil)
 	if err != nil {

@@ -93,24 +93,27 @@ var zeroSHA256 = strings.Repeat("0", protocol.SHA256HexLen)
 // disk with its hash checked, then commit the job. An upload with a
 // submission id that breaks is kept for resuming (see upload and
 // resume.go).
-func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *protocol.Submit, log *slog.Logger) (err error) {
+//
+// The job belongs to identity; a submission id names a submission of that
+// identity only.
+func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity string, sub *protocol.Submit, log *slog.Logger) (err error) {
 	total, err := s.validateSubmission(sub)
 	if err != nil {
 		return err
 	}
-	u, err := s.claimUpload(ctx, c, sub, log)
+	u, err := s.claimUpload(ctx, c, identity, sub, log)
 	if err != nil {
 		return err
 	}
 	defer func() { u.end(err) }()
 	if sub.SubmissionID != "" {
-		j, err := s.store.GetBySubmission(ctx, sub.SubmissionID)
+		j, err := s.store.GetBySubmission(ctx, identity, sub.SubmissionID)
 		if err == nil {
 			u.abandon() // holds nothing: a committed upload is dropped
 			if !sameJobSubmission(j, sub) {
 				return submissionConflict(j, sub)
 			}
-			info, err := s.job(ctx, j.ID)
+			info, err := s.job(ctx, identity, j.ID)
 			if err != nil {
 				return err
 			}
@@ -140,13 +143,14 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, sub *pro
 		return err
 	}
 	// Audited before the job exists: a job is never queued unaudited.
-	if err := s.record(ctx, audit.Record{Kind: audit.KindSubmit, Identity: connIdentity(c), Peer: c.RemoteAddr().String(),
+	if err := s.record(ctx, audit.Record{Kind: audit.KindSubmit, Identity: identity, Peer: c.RemoteAddr().String(),
 		JobID: id, Files: auditFiles(files)}); err != nil {
 		os.RemoveAll(s.inputDir(id))
 		return err
 	}
 	j, created, err := s.store.Create(ctx, &jobs.Job{
 		ID:           id,
+		Identity:     identity,
 		SubmissionID: sub.SubmissionID,
 		State:        jobs.Queued,
 		Files:        files,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/jobs"
+	"github.com/recon-mri/recon/internal/secure"
 	"github.com/recon-mri/recon/internal/server"
 	"github.com/recon-mri/recon/internal/servertest"
 )
@@ -62,8 +63,8 @@ func (tm tamper) String() string {
 	return fmt.Sprintf("%s %s frame %d", d, tm.op, tm.frame)
 }
 
-// A frame is a unit of the channel's wire format: the client's 6-byte
-// preamble, then (both ways) 2-byte big-endian lengths and their bytes -
+// A frame is a unit of the channel's wire format: the client's preamble
+// (secure.PreambleSize bytes, its key id last), then (both ways) 2-byte big-endian lengths and their bytes -
 // the two handshake messages, then the records.
 type frame struct {
 	off int // in the direction's stream
@@ -164,7 +165,7 @@ func forward(dst, src net.Conn, preamble bool, tm tamper, dir int, f *flow, cut 
 	read := func() (*frame, error) {
 		var b []byte
 		if preamble && len(f.frames) == 0 {
-			b = make([]byte, 6)
+			b = make([]byte, secure.PreambleSize)
 			if _, err := io.ReadFull(r, b); err != nil {
 				return nil, err
 			}

@@ -26,10 +26,11 @@ import (
 // broke while being received (or was refused before a byte came) is
 // parked for resuming, anything else is abandoned: removed.
 type upload struct {
-	s   *Server
-	c   *secure.Conn
-	sub *protocol.Submit
-	log *slog.Logger
+	s        *Server
+	c        *secure.Conn
+	identity string // the client identity: its submission ids, its caps
+	sub      *protocol.Submit
+	log      *slog.Logger
 
 	id  string // the job's id
 	dir string // the upload directory
@@ -49,10 +50,10 @@ type upload struct {
 // claimUpload starts an upload of sub for the session on c. A broken
 // upload of the same submission kept for resuming is claimed (see
 // partials.claim): it is this one's until it ends.
-func (s *Server) claimUpload(ctx context.Context, c *secure.Conn, sub *protocol.Submit, log *slog.Logger) (*upload, error) {
-	u := &upload{s: s, c: c, sub: sub, log: log}
+func (s *Server) claimUpload(ctx context.Context, c *secure.Conn, identity string, sub *protocol.Submit, log *slog.Logger) (*upload, error) {
+	u := &upload{s: s, c: c, identity: identity, sub: sub, log: log}
 	if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
-		p, err := s.partials.claim(ctx, sub, func() { c.Close() })
+		p, err := s.partials.claim(ctx, identity, sub, func() { c.Close() })
 		if err != nil {
 			return nil, err
 		}
@@ -81,20 +82,19 @@ func (u *upload) begin(ctx context.Context, total int64) (protocol.SubmitReady, 
 	for _, o := range u.offs {
 		u.have += o
 	}
-	client := clientOf(u.c.RemoteAddr())
 	ready := protocol.SubmitReady{}
-	res, err := s.reserveUpload(ctx, client, total-u.have, u.log)
+	res, err := s.reserveUpload(ctx, u.identity, total-u.have, u.log)
 	if err != nil {
 		return ready, err
 	}
 	u.res = res
-	if u.p == nil && sub.SubmissionID != "" && s.partials.takeEvicted(sub.SubmissionID) {
+	if u.p == nil && sub.SubmissionID != "" && s.partials.takeEvicted(u.identity, sub.SubmissionID) {
 		ready.Note = evictedNote
 		u.log.Info("kept upload was removed; the client sends every file again", "submission_id", sub.SubmissionID)
 	}
 	if u.p != nil {
 		u.log.Info("upload resumed", "job_id", u.id, "submission_id", sub.SubmissionID, "bytes_kept", u.have, "bytes", total)
-	} else if err := u.create(client); err != nil {
+	} else if err := u.create(clientOf(u.c.RemoteAddr())); err != nil {
 		return ready, err
 	}
 	if u.have > 0 || u.whole > 0 {
@@ -117,7 +117,7 @@ func (u *upload) create(client string) error {
 		return nil
 	}
 	p := &partial{
-		manifest: manifest{SubmissionID: sub.SubmissionID, JobID: id, Files: sub.Files, Options: sub.Options, Client: client},
+		manifest: manifest{SubmissionID: sub.SubmissionID, JobID: id, Files: sub.Files, Options: sub.Options, Client: client, Identity: u.identity},
 		dir:      dir, sums: make([]string, len(sub.Files)),
 	}
 	if err := writeManifest(dir, &p.manifest); err != nil {

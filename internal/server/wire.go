@@ -29,6 +29,7 @@ func jobInfo(j *jobs.Job) *protocol.JobInfo {
 		ResultsGone:  !j.ResultsRemovedAt.IsZero(),
 		ClientAddr:   j.ClientAddr,
 		SubmissionID: j.SubmissionID,
+		Identity:     j.Identity,
 	}
 	if !j.StartedAt.IsZero() {
 		t := j.StartedAt.UTC()

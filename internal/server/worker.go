@@ -21,7 +21,7 @@ var errCancelled = errors.New("cancelled by an administrator")
 // runJob runs one claimed job to its end through the executor, or
 // re-queues it if the server is shutting down.
 func (p *pool) runJob(ctx context.Context, j *jobs.Job, worker int) {
-	log := p.log.With("job_id", j.ID, "worker", worker)
+	log := p.log.With("job_id", j.ID, "identity", j.Identity, "worker", worker)
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	p.mu.Lock()
@@ -39,7 +39,7 @@ func (p *pool) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	p.changed.JobChanged(j.ID, true) // claimed: it left the queue
 	log.Info("job started", "attempt", j.Attempts)
 
-	o := p.exec.run(jobCtx, attempt{jobID: j.ID, n: j.Attempts, options: j.Options, worker: worker, log: log})
+	o := p.exec.run(jobCtx, attempt{jobID: j.ID, n: j.Attempts, options: j.Options, worker: worker, log: log, identity: j.Identity})
 	// Store writes must land even when the server is stopping.
 	bg := context.WithoutCancel(ctx)
 	switch {

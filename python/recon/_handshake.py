@@ -23,7 +23,7 @@ from . import _noise
 MAGIC = b"RCN\x00"
 #: The protocol version: the preamble's fifth byte and part of every PSK's
 #: HKDF info.
-VERSION = 1
+VERSION = 2
 
 #: Roles: what a listener serves. A client uses ROLE_CLIENT.
 ROLE_CLIENT = 1
@@ -31,11 +31,23 @@ ROLE_ADMIN = 2
 ROLE_RELAY_ADMIN = 3
 ROLE_NAMES = {ROLE_CLIENT: "client", ROLE_ADMIN: "admin", ROLE_RELAY_ADMIN: "relay-admin"}
 
-PREAMBLE_SIZE = 6
+KEY_ID_SIZE = 16
+PREAMBLE_SIZE = 6 + KEY_ID_SIZE  # 22
 HANDSHAKE_MESSAGE_SIZE = _noise.DHLEN + _noise.TAGLEN  # 48
 KEY_SIZE = 32
 
 RECORD_HELLO = 3
+
+
+class VersionMismatch(Exception):
+    """The server speaks another protocol version: it answered the preamble
+    with its own version instead of a handshake message."""
+
+    def __init__(self, server_version: int) -> None:
+        self.server_version = server_version
+        super().__init__(
+            "the server speaks recon protocol version %d, this client version %d: upgrade the older of the two"
+            % (server_version, VERSION))
 
 
 class HandshakeRefused(Exception):
@@ -80,9 +92,24 @@ def parse_key(key: "str | bytes") -> bytes:
     return raw
 
 
-def preamble(role: int = ROLE_CLIENT) -> bytes:
-    """The 6-byte cleartext preamble, also the Noise prologue."""
-    return MAGIC + bytes([VERSION, role])
+def key_id_info(role: int = ROLE_CLIENT) -> bytes:
+    return ("recon/%d key id %s" % (VERSION, ROLE_NAMES[role])).encode()
+
+
+def derive_key_id(key: bytes, role: int = ROLE_CLIENT) -> bytes:
+    """The key id: HKDF-SHA256 of the key, no salt, info "recon/2 key id
+    <role>", 16 bytes. It travels in the clear so that a server with one key
+    per client identity finds the key in one lookup; it reveals nothing of
+    the key and never the identity's name."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_ID_SIZE, salt=None, info=key_id_info(role)).derive(key)
+
+
+def preamble(role: int = ROLE_CLIENT, key_id: bytes = b"\x00" * KEY_ID_SIZE) -> bytes:
+    """The 22-byte cleartext preamble, also the Noise prologue: magic,
+    version, role and the key id."""
+    if len(key_id) != KEY_ID_SIZE:
+        raise ValueError("key id must be %d bytes" % KEY_ID_SIZE)
+    return MAGIC + bytes([VERSION, role]) + bytes(key_id)
 
 
 def psk_info(role: int = ROLE_CLIENT) -> bytes:
@@ -90,7 +117,7 @@ def psk_info(role: int = ROLE_CLIENT) -> bytes:
 
 
 def derive_psk(key: bytes, role: int = ROLE_CLIENT) -> bytes:
-    """HKDF-SHA256 of the key, no salt, info "recon/1 psk <role>"."""
+    """HKDF-SHA256 of the key, no salt, info "recon/2 psk <role>"."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=psk_info(role)).derive(key)
 
 
@@ -108,16 +135,20 @@ class ClientHandshake:
 
     def __init__(self, key: bytes, role: int = ROLE_CLIENT, ephemeral: Optional[bytes] = None) -> None:
         self.role = role
-        self._hs = _noise.NNpsk0Initiator(preamble(role), derive_psk(key, role), ephemeral)
+        self.preamble = preamble(role, derive_key_id(key, role))
+        self._hs = _noise.NNpsk0Initiator(self.preamble, derive_psk(key, role), ephemeral)
 
     def first_flight(self) -> bytes:
-        """Preamble, length and first Noise message: 56 bytes, one write."""
+        """Preamble, length and first Noise message: 72 bytes, one write."""
         msg = self._hs.write_message()
-        return preamble(self.role) + struct.pack(">H", len(msg)) + msg
+        return self.preamble + struct.pack(">H", len(msg)) + msg
 
     def finish(self, reply: bytes) -> Tuple[bytes, _noise.CipherState, _noise.CipherState]:
         """Check the server's 50-byte reply; return (hello record, send,
-        receive). HandshakeRefused if it does not authenticate."""
+        receive). HandshakeRefused if it does not authenticate,
+        VersionMismatch if the server answered with its protocol version."""
+        if len(reply) >= 5 and reply[:4] == MAGIC:
+            raise VersionMismatch(reply[4])
         if len(reply) != 2 + HANDSHAKE_MESSAGE_SIZE or struct.unpack(">H", reply[:2])[0] != HANDSHAKE_MESSAGE_SIZE:
             raise HandshakeRefused("the server's answer has a wrong length")
         try:

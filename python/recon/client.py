@@ -234,6 +234,8 @@ class Client:
             return Channel.connect(self.host, self.port, self._key, self.timeout, self.idle_timeout)
         except _handshake.HandshakeRefused as e:
             raise ReconError("auth", "connect to %s:%d: %s" % (self.host, self.port, e)) from None
+        except _handshake.VersionMismatch as e:
+            raise ReconError("version", "connect to %s:%d: %s" % (self.host, self.port, e)) from None
         except OSError as e:
             raise ReconError("connection", "connect to %s:%d: %s" % (self.host, self.port, e)) from None
 
@@ -308,15 +310,20 @@ class Client:
         return self._request(run)
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel one's own job.
+        """Cancel one's own job and return its state afterwards.
 
-        Not possible yet: protocol version 1 has no request for a client
-        to cancel a job (an administrator can: ``recon admin cancel
-        JOB_ID``). Raises ReconError with code ``not_implemented``.
+        A queued job is cancelled at once; a running one is stopped (its
+        script gets SIGTERM, then SIGKILL after the server's grace). A job
+        that has already ended is a ReconError of code ``conflict``;
+        another identity's job, like an unknown id, one of code
+        ``not_found``.
         """
-        raise ReconError("not_implemented",
-                         "protocol version %d has no request for a client to cancel a job; an administrator "
-                         "can cancel it with `recon admin cancel %s`" % (_handshake.VERSION, job_id))
+        def run(ch: Channel) -> Job:
+            rep = _protocol.call(ch, "cancel", {"job_id": job_id}, "cancel_reply")
+            if _protocol.get(rep, "job_id", str, required=True) != job_id:
+                raise protocol_error("a cancel reply for another job")
+            return Job._from_wire(_protocol.call(ch, "job_status", {"job_id": job_id}, "job"))
+        return self._request(run)
 
     def wait(self, job_id: str, on_event: Optional[Callable[[Job], None]] = None,
              timeout: Optional[float] = None) -> Job:

@@ -74,13 +74,14 @@ class HostileServer:
     @staticmethod
     def _accept(sock):
         buf = b""
-        while len(buf) < 56:
-            b = sock.recv(56 - len(buf))
+        n = _handshake.PREAMBLE_SIZE
+        while len(buf) < n + 50:
+            b = sock.recv(n + 50 - len(buf))
             assert b, "client hung up"
             buf += b
-        assert buf[:6] == _handshake.preamble()
-        r = _noise.NNpsk0Responder(buf[:6], _handshake.derive_psk(KEY))
-        r.read_message(buf[8:])
+        assert buf[:n] == _handshake.preamble(_handshake.ROLE_CLIENT, _handshake.derive_key_id(KEY))
+        r = _noise.NNpsk0Responder(buf[:n], _handshake.derive_psk(KEY))
+        r.read_message(buf[n + 2:])
         msg, send, recv = r.write_message()
         sock.sendall(struct.pack(">H", len(msg)) + msg)
         hello = b""
@@ -118,13 +119,24 @@ def code_of(fn):
 
 
 def test_silent_close_is_auth(hostile):
-    s = hostile(handshake=lambda sock: sock.recv(56))
+    s = hostile(handshake=lambda sock: sock.recv(72))
     assert code_of(s.client) == "auth"
+
+
+def test_other_version_is_named(hostile):
+    def hs(sock):
+        sock.recv(72)
+        sock.sendall(b"RCN\x00\x03")
+    s = hostile(handshake=hs)
+    with pytest.raises(recon.ReconError) as e:
+        s.client().status()
+    assert e.value.code == "version"
+    assert "version 3" in str(e.value) and "version 2" in str(e.value)
 
 
 def test_garbage_handshake_reply_is_auth(hostile):
     def hs(sock):
-        sock.recv(56)
+        sock.recv(72)
         sock.sendall(b"\x00\x30" + os.urandom(48))
     s = hostile(handshake=hs)
     assert code_of(s.client) == "auth"

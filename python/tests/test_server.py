@@ -3,6 +3,7 @@
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -101,11 +102,41 @@ def test_from_opts(server, tmp_path):
         assert c.status()["protocol"] == recon.PROTOCOL_VERSION
 
 
-def test_cancel_not_implemented(server):
-    with recon.Client(server.host, server.port, server.key) as c:
-        with pytest.raises(recon.ReconError) as e:
-            c.cancel("0" * 26)
-        assert e.value.code == "not_implemented"
+def test_identities_and_cancel(recon_bin, tmp_path):
+    """Two identities of one server: each sees only its own jobs (another's
+    answers as a job that does not exist), and the owner cancels its job."""
+    from conftest import start_server
+    d = str(tmp_path / "server")
+    os.makedirs(d)
+    lines = [subprocess.run([recon_bin, "keygen", "--name", n], capture_output=True, text=True, check=True,
+                            timeout=30).stdout.strip() for n in ("scanner-a", "scanner-b")]
+    with open(os.path.join(d, "keys.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(os.path.join(d, "keys.txt"), 0o600)
+    key_a, key_b = (line.split("=", 1)[1].strip() for line in lines)
+    s = start_server(recon_bin, d, extra=("CLIENT_KEYS_FILE = keys.txt",))
+    try:
+        a_file = tmp_path / "a.dat"
+        make_file(a_file, 10)
+        with recon.Client(s.host, s.port, key_a) as a, recon.Client(s.host, s.port, key_b) as b:
+            job = a.submit(a_file, options={"sleep": "30"})
+            assert [j.id for j in a.queue()] == [job.id]
+            assert job.id not in [j.id for j in b.queue()]
+            for call in (lambda: b.job(job.id), lambda: b.wait(job.id, timeout=5),
+                         lambda: b.fetch(job.id, tmp_path / "b-out"), lambda: b.cancel(job.id)):
+                with pytest.raises(recon.ReconError) as e:
+                    call()
+                assert e.value.code == "not_found"
+            cancelled = a.cancel(job.id)
+            assert cancelled.id == job.id and cancelled.state == "cancelled"
+            with pytest.raises(recon.ReconError) as e:
+                a.cancel(job.id)
+            assert e.value.code == "conflict"
+            with pytest.raises(recon.ReconError) as e:
+                a.cancel("0" * 26)
+            assert e.value.code == "not_found"
+    finally:
+        s.stop()
 
 
 def test_bad_local_input(server, tmp_path):

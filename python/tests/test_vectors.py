@@ -28,7 +28,9 @@ def h(s):
 
 def test_key_preamble_psk(v):
     key = _handshake.parse_key(v["key"])
-    assert _handshake.preamble(v["role"]) == h(v["preamble"])
+    assert _handshake.key_id_info(v["role"]).decode() == v["key_id_info"]
+    assert _handshake.derive_key_id(key, v["role"]) == h(v["key_id"])
+    assert _handshake.preamble(v["role"], h(v["key_id"])) == h(v["preamble"])
     assert _handshake.psk_info(v["role"]).decode() == v["psk_info"]
     assert _handshake.derive_psk(key, v["role"]) == h(v["psk"])
     assert _noise.PROTOCOL_NAME.decode() == v["noise_protocol"]
@@ -47,11 +49,11 @@ def test_handshake_transcript(v):
 def test_responder_matches(v):
     # The test server's side of the handshake gives the same bytes.
     key = _handshake.parse_key(v["key"])
-    pre = _handshake.preamble(v["role"])
+    pre = _handshake.preamble(v["role"], h(v["key_id"]))
     r = _noise.NNpsk0Responder(pre, _handshake.derive_psk(key, v["role"]), h(v["server_ephemeral_private"]))
     first = h(v["client_first_flight"])
-    assert first[:6] == pre
-    r.read_message(first[8:])
+    assert first[:_handshake.PREAMBLE_SIZE] == pre
+    r.read_message(first[_handshake.PREAMBLE_SIZE + 2:])
     msg, send, recv = r.write_message()
     assert struct.pack(">H", len(msg)) + msg == h(v["server_reply"])
     assert send.key == h(v["server_to_client_key"]) and recv.key == h(v["client_to_server_key"])
