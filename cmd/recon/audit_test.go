@@ -30,8 +30,10 @@ type auditRecord struct {
 		Size   int64  `json:"size"`
 		SHA256 string `json:"sha256"`
 	} `json:"files"`
-	Failures int    `json:"failures"`
-	Prev     string `json:"prev"`
+	Failures int      `json:"failures"`
+	Removed  []string `json:"removed"`
+	Error    string   `json:"error"`
+	Prev     string   `json:"prev"`
 }
 
 func auditRecords(t *testing.T, dir string, args ...string) []auditRecord {
@@ -259,5 +261,66 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || r.code != 1 || v.OK || v.Line != len(lines)-3 {
 		t.Fatalf("verify --json after a cut while stopped: exit %d, %+v (want line %d)\n%s%s", r.code, v, len(lines)-3, r.stdout, r.stderr)
+	}
+}
+
+// TestAuditIdentities: with a keys file, the audit trail names the
+// identity of each session and action: alice's session and submission,
+// her own cancel (recorded before it takes effect, also when refused for
+// another identity's job), and a key reload naming the identity removed,
+// never a key; a reload of a broken file is recorded with its error.
+func TestAuditIdentities(t *testing.T) {
+	dir := t.TempDir()
+	_, ks := twoScanners(t, dir)
+	id := submitFile(t, dir, "alice.opts", "hold.dat", "alice's held job")
+	if r := runRecon(t, dir, "cancel", "--opts", "bob.opts", id); r.code == 0 {
+		t.Fatalf("bob cancelled alice's job")
+	}
+	if r := runRecon(t, dir, "cancel", "--opts", "alice.opts", id); r.code != 0 {
+		t.Fatalf("alice's cancel: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	keysFile := filepath.Join(dir, "clients.keys")
+	writeFile(t, keysFile, "alice = "+ks["alice"]+"\n", 0o600)
+	if r := admin(t, dir, "reload"); r.code != 0 {
+		t.Fatalf("reload: exit %d\n%s", r.code, r.stderr)
+	}
+	writeFile(t, keysFile, "alice = not a key\n", 0o600)
+	if r := admin(t, dir, "reload"); r.code == 0 {
+		t.Fatalf("reload of a broken file succeeded")
+	}
+
+	var sawAuth, sawSubmit, sawBobCancel, sawAliceCancel, sawRemoved, sawBroken bool
+	recs := auditRecords(t, dir)
+	for _, rec := range recs {
+		switch {
+		case rec.Kind == "auth" && rec.Role == "client" && rec.Identity == "alice":
+			sawAuth = true
+		case rec.Kind == "submit":
+			sawSubmit = rec.JobID == id && rec.Identity == "alice"
+		case rec.Kind == "cancel" && rec.Identity == "bob":
+			sawBobCancel = rec.JobID == id
+		case rec.Kind == "cancel" && rec.Identity == "alice":
+			sawAliceCancel = rec.JobID == id
+		case rec.Kind == "keys_reload" && rec.Error == "":
+			sawRemoved = len(rec.Removed) == 1 && rec.Removed[0] == "bob"
+		case rec.Kind == "keys_reload" && rec.Error != "":
+			sawBroken = len(rec.Removed) == 0
+		}
+	}
+	if !sawAuth || !sawSubmit || !sawBobCancel || !sawAliceCancel || !sawRemoved || !sawBroken {
+		t.Fatalf("alice auth %v, submit %v, bob's cancel %v, alice's cancel %v, reload removing bob %v, broken reload %v\n%+v",
+			sawAuth, sawSubmit, sawBobCancel, sawAliceCancel, sawRemoved, sawBroken, recs)
+	}
+	out, err := os.ReadFile(filepath.Join(dir, "recon_audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, k := range ks {
+		if strings.Contains(string(out), k) {
+			t.Errorf("the audit file holds %s's key", name)
+		}
+	}
+	if r := admin(t, dir, "audit", "--verify"); r.code != 0 {
+		t.Errorf("audit --verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
