@@ -463,7 +463,7 @@ func (s *source) requireKey(name string) {
 	s.failed[name] = true
 	e, ok := s.entries[name]
 	if !ok {
-		s.fail(0, "%s is required: generate one with recon keygen", name)
+		s.fail(0, "%s", s.missingKeyMsg(name))
 		return
 	}
 	if _, verr := parseValue(s.sch.field(name), e.Value, s.dir); verr != nil {
