@@ -328,8 +328,11 @@ func mountTmpfs(t *testing.T, dir string, size int64) {
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
 		servertest.SkipUnlessStrict(t, "skipped: cannot mount a tmpfs on %s: %v", dir, err)
 	}
+	// Detached, as memDir does: a process of a parallel test that forked
+	// while a file here was open holds the mount until it execs, which
+	// made a plain unmount fail now and then with "device busy".
 	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
