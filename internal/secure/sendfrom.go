@@ -6,13 +6,18 @@ import (
 	"io"
 )
 
+// batchRecords is the most records SendFrom fills with one read: as many
+// full records as the write buffer holds.
+const batchRecords = writeBufferSize / maxFrameSize
+
 // SendFrom sends exactly n bytes read from r as data records, as Write
 // would, but reads them straight into the write buffer, where each record
 // is sealed in place: the data is copied once fewer than by Write (from
-// r's buffer into the record). It is meant for sending a file, which
-// yields whole records at every read; a reader that returns little at a
-// time (a network connection) gets records filled by io.ReadFull, so its
-// data waits until a record is full or n is reached.
+// r's buffer into the record). From an *os.File on Linux, one readv system
+// call fills a whole batch of records. It is meant for sending a file,
+// which yields all that is asked at every read; a reader that returns
+// little at a time (a network connection) gets its records filled by
+// io.ReadFull, so its data waits until a batch is full or n is reached.
 //
 // It returns the number of bytes sent. An r that ends before n bytes is
 // an error wrapping io.ErrUnexpectedEOF, and an error of r is returned as
@@ -29,36 +34,45 @@ func (c *Conn) SendFrom(r io.Reader, n int64) (int64, error) {
 	}
 	c.borrowWriteBuffer()
 	defer c.returnWriteBuffer()
-	var sent, pending int64
-	for n-sent-pending > 0 {
-		if cap(w.buf)-len(w.buf) < lengthSize+recordOverhead+MaxPayload {
-			if err := c.flush(); err != nil {
-				return sent, err
-			}
-			sent, pending = sent+pending, 0
+	var (
+		sent  int64
+		slots [batchRecords][]byte
+	)
+	for sent < n {
+		// Lay out a batch in the empty write buffer: record i at
+		// i*maxFrameSize, its plaintext (the type byte, then the payload
+		// read from r) where its ciphertext goes, after the length prefix
+		// and with room for the tag.
+		k, left := 0, n-sent
+		for ; k < batchRecords && left > 0; k++ {
+			p := int(min(int64(MaxPayload), left))
+			at := k*maxFrameSize + lengthSize + 1
+			slots[k] = w.buf[at : at+p]
+			left -= int64(p)
 		}
-		o := len(w.buf)
-		want := int(min(int64(MaxPayload), n-sent-pending))
-		// The record's plaintext (type byte, then the payload read from r)
-		// sits where its ciphertext goes.
-		pt := w.buf[o+lengthSize : o+lengthSize+1+want]
-		m, rerr := io.ReadFull(r, pt[1:])
-		if m > 0 {
+		m, rerr := readRecords(r, slots[:k])
+		start := sent
+		// Seal what was read. The reads fill the slots in order, so only
+		// the last record read may be short and the records stay packed.
+		for i := 0; m > 0; i++ {
+			p := min(m, len(slots[i]))
+			at := i*maxFrameSize + lengthSize
+			pt := w.buf[at : at+1+p]
 			pt[0] = recordData
-			buf, err := appendSealed(w.buf, w.cs, pt[:1+m])
+			buf, err := appendSealed(w.buf[:i*maxFrameSize], w.cs, pt)
 			if err != nil {
-				clear(pt)
+				clear(w.buf[:cap(w.buf)])
 				w.err = fmt.Errorf("secure: seal record: %w", err)
 				return sent, w.err
 			}
 			w.buf = buf
-			pending += int64(m)
+			m -= p
+			sent += int64(p)
+		}
+		if err := c.flush(); err != nil {
+			return start, err
 		}
 		if rerr != nil {
-			if err := c.flush(); err != nil {
-				return sent, err
-			}
-			sent += pending
 			if errors.Is(rerr, io.EOF) {
 				rerr = io.ErrUnexpectedEOF
 			}
@@ -68,8 +82,19 @@ func (c *Conn) SendFrom(r io.Reader, n int64) (int64, error) {
 			return sent, rerr
 		}
 	}
-	if err := c.flush(); err != nil {
-		return sent, err
+	return sent, nil
+}
+
+// readFullSlots fills slots in order with io.ReadFull and returns the
+// number of bytes read: all of them unless r ended or failed.
+func readFullSlots(r io.Reader, slots [][]byte) (int, error) {
+	total := 0
+	for _, s := range slots {
+		m, err := io.ReadFull(r, s)
+		total += m
+		if err != nil {
+			return total, err
+		}
 	}
-	return sent + pending, nil
+	return total, nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/iotest"
 )
@@ -95,6 +97,82 @@ func TestSendFromNoAllocs(t *testing.T) {
 	step()
 	if n := testing.AllocsPerRun(50, step); n != 0 && !raceEnabled {
 		t.Errorf("SendFrom+Read allocate %v times per 256 KiB", n)
+	}
+	if !bytes.Equal(buf, msg) {
+		t.Error("data corrupted")
+	}
+}
+
+// TestSendFromFile sends from a file (readv on Linux) sizes around the
+// record and batch bounds, then a file shorter than announced.
+func TestSendFromFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{1, MaxPayload, MaxPayload + 1, batchRecords * MaxPayload, batchRecords*MaxPayload + 1, 3<<20 + 5} {
+		send, recv := testCipherStates()
+		wire := &loopConn{}
+		w := newConn(wire, &Config{Role: RoleClient}, send, nil)
+		r := newConn(wire, &Config{Role: RoleClient}, nil, recv)
+		msg := randomBytes(n, uint64(n))
+		path := filepath.Join(dir, "f")
+		if err := os.WriteFile(path, append(msg, "tail"...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, err := w.SendFrom(f, int64(n))
+		if err != nil || sent != int64(n) {
+			t.Fatalf("SendFrom(file of %d) = %d, %v", n, sent, err)
+		}
+		// The file's offset is just past what was sent.
+		sent, err = w.SendFrom(f, 10)
+		if !errors.Is(err, io.ErrUnexpectedEOF) || sent != 4 {
+			t.Fatalf("SendFrom past the end of the file = %d, %v; want 4, io.ErrUnexpectedEOF", sent, err)
+		}
+		f.Close()
+		if err := w.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readAll(r)
+		if err != io.EOF || !bytes.Equal(got, append(msg, "tail"...)) {
+			t.Fatalf("size %d: read back %d bytes, %v", n, len(got), err)
+		}
+	}
+}
+
+// TestSendFromFileNoAllocs checks that SendFrom from a file does not
+// allocate once warm.
+func TestSendFromFileNoAllocs(t *testing.T) {
+	send, recv := testCipherStates()
+	wire := &loopConn{}
+	w := newConn(wire, &Config{Role: RoleClient}, send, nil)
+	r := newConn(wire, &Config{Role: RoleClient}, nil, recv)
+	msg := randomBytes(512<<10, 5)
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, len(msg))
+	step := func() {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.SendFrom(f, int64(len(msg))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step()
+	if n := testing.AllocsPerRun(50, step); n != 0 && !raceEnabled {
+		t.Errorf("SendFrom (file) + Read allocate %v times per 512 KiB", n)
 	}
 	if !bytes.Equal(buf, msg) {
 		t.Error("data corrupted")
