@@ -589,6 +589,16 @@ down_floor_ceiling=$(awk -v c="$down_floor" -v n="$ncpu" 'BEGIN{printf "%.0f", n
 up_target=$(awk -v g="$gcm_up_m" 'BEGIN{printf "%.0f", 2*g}')
 down_target=$(awk -v g="$gcm_down_m" 'BEGIN{printf "%.0f", 1.5*g}')
 
+# pin_targets: the rows of issue 21's targets (one core per end).
+pin_targets() {
+  [ "$ncores" -ge 2 ] || return 0
+  local r
+  r=$(ratio "$(med "${pup[recon]}")" "$(med "${pup[scp-gcm]}")")
+  printf '| one core per end: upload ≥ 1.5× scp aes128-gcm (issue 21) | %s× (section 0) | %s |\n' "$r" "$(verdict "$r" ">=" 1.5)"
+  r=$(ratio "$(med "${pdown[recon]}")" "$(med "${pdown[scp-gcm]}")")
+  printf '| one core per end: download ≥ 1.5× scp aes128-gcm (issue 21) | %s× (section 0) | %s |' "$r" "$(verdict "$r" ">=" 1.5)"
+}
+
 # pin_section: the table of section 0 (one core per end).
 pin_section() {
   if [ "$ncores" -lt 2 ]; then
@@ -828,6 +838,7 @@ this run it measured $gcm_up_m MB/s. Issue 9 (performance) set targets relative 
 | 1 GiB upload ≥ 650 MB/s (issue 3) | $recon_up_m MB/s (tmpfs; at most about $up_floor_ceiling MB/s on this machine from the floor of section 1, $up_cpu_ceiling MB/s from recon's CPU per GiB) | $(verdict "$recon_up_m" ">=" 650) |
 | peak RSS ≤ 64 MiB each at 1 and 4 GiB (issue 3) | client $(( $(maxof "${rss_up_1[@]}" "${rss_down_1[@]}") / 1024 )) and $rss_client_4g MiB, server $hwm_A_1g and $hwm_C_4g MiB | $(verdict "$(maxof "$hwm_A_1g" "$hwm_C_4g" "$rss_client_4g" $(( $(maxof "${rss_up_1[@]}" "${rss_down_1[@]}") / 1024 )))" "<=" 64) |
 | small job through the client package on one connection, p50 ≤ 10 ms (issue 3) | ${s_one[0]} ms (tmpfs), ${d_one[0]} ms (disk) | $(verdict "${d_one[0]}" "<=" 10) |
+$(pin_targets)
 | upload ≥ 2× scp aes128-gcm | ${up_ratio}× ($recon_up_m vs $gcm_up_m MB/s; CPU bound: at most about $up_cpu_ceiling MB/s here, section 1) | $(verdict "$up_ratio" ">=" 2) |
 | download ≥ 1.5× scp aes128-gcm | ${down_ratio}× ($recon_down_m vs $gcm_down_m MB/s; at most about $down_cpu_ceiling MB/s here) | $(verdict "$down_ratio" ">=" 1.5) |
 | server peak RSS ≤ 48 MiB ($BIG_MIB MiB) | $hwm_C_4g MiB | $(verdict "$hwm_C_4g" "<=" 48) |
