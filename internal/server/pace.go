@@ -1,7 +1,7 @@
 package server
 
 import (
-	"io"
+	"os"
 	"time"
 
 	"github.com/recon-mri/recon/internal/secure"
@@ -66,25 +66,24 @@ func (w *pacedWriter) Write(b []byte) (int, error) {
 	return w.c.Write(b)
 }
 
-// SendFrom sends exactly n bytes of r under the pacer's deadline, read
+// sendStep is how much of a file pacedWriter.SendFrom sends per deadline.
+const sendStep = 256 << 10
+
+// SendFrom sends exactly n bytes of f under the pacer's deadline, read
 // straight into the connection's records (secure.Conn.SendFrom: one copy
-// of the data fewer than Write). The bytes of each read count before they
-// are sent, as in Write.
-func (w *pacedWriter) SendFrom(r io.Reader, n int64) (int64, error) {
-	return w.c.SendFrom(&pacedSource{r: r, w: w}, n)
-}
-
-// pacedSource moves the pacer's write deadline forward for every read.
-type pacedSource struct {
-	r io.Reader
-	w *pacedWriter
-}
-
-func (s *pacedSource) Read(b []byte) (int, error) {
-	n, err := s.r.Read(b)
-	if n > 0 {
-		s.w.p.credit(n)
-		s.w.c.SetWriteDeadline(s.w.p.dl)
+// of the data fewer than Write, and from a file one readv per batch of
+// records). As in Write, the bytes of each step count before it starts.
+func (w *pacedWriter) SendFrom(f *os.File, n int64) (int64, error) {
+	var sent int64
+	for sent < n {
+		k := min(n-sent, sendStep)
+		w.p.credit(int(k))
+		w.c.SetWriteDeadline(w.p.dl)
+		m, err := w.c.SendFrom(f, k)
+		sent += m
+		if err != nil {
+			return sent, err
+		}
 	}
-	return n, err
+	return sent, nil
 }
