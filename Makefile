@@ -68,8 +68,9 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 # Whole-system benchmark side by side with OpenSSH (a private sshd on
-# 127.0.0.1): transfers, memory, small jobs, relay, restart. Writes
-# docs/PERFORMANCE.md; about 8 minutes. Not part of `make test`. Settings:
+# 127.0.0.1): transfers (one core per end first, then shared cores),
+# memory, small jobs, relay, restart. Writes
+# docs/PERFORMANCE.md; about 10 minutes. Not part of `make test`. Settings:
 # RUNS, BENCH_DIR, DISK_DIR, SIZE_MIB, BIG_MIB, QUEUED (see bench/run.sh).
 bench: build
 	bench/run.sh

@@ -4,8 +4,12 @@
 # 127.0.0.1 with its own config and keys in a temporary directory, recon
 # servers and a relay on 127.0.0.1, and measures:
 #
+#   0. the headline: 1 GiB upload and download with one core per end (the
+#      client and scp pinned to core 0 with taskset, `recon server` and sshd
+#      to core 1), recon vs scp aes128-gcm on tmpfs, with the CPU seconds
+#      per GiB of each end and the plain-copy floor beside them;
 #   1. 1 GiB upload and download: recon vs scp and sftp (aes128-gcm and the
-#      default cipher), on tmpfs and on disk;
+#      default cipher), on tmpfs and on disk, both ends sharing all cores;
 #   2. peak RSS of recon's client and server during 1 GiB and 4 GiB transfers;
 #   3. a whole small job (1 KiB, no-op script): CLI and client package, p50
 #      and p90, against `ssh host true`;
@@ -51,6 +55,7 @@ ensure_tools() {
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v scp >/dev/null && command -v sftp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
   [ -x /usr/bin/time ] || need+=(time)
+  command -v taskset >/dev/null || need+=(util-linux)
   [ ${#need[@]} -eq 0 ] && return
   [ "$(id -u)" -eq 0 ] || die "missing ${need[*]}; install them (apt-get install ${need[*]})"
   log "installing ${need[*]}"
@@ -103,8 +108,8 @@ proc_cs() { awk -v m="$2" '{s = $14 + $15; if (m == "tree") s += $16 + $17; prin
 # timed VAR PEER MODE CMD...: run CMD with its output in $tmp/cmd.out. VAR
 # gets its wall time in ms; cpu_cs the CPU time (1/100 s) of CMD with its
 # children plus that of the serving process PEER meanwhile (see proc_cs),
-# which other work on a shared machine does not inflate; rss_kb CMD's
-# peak RSS.
+# which other work on a shared machine does not inflate, and cli_cs and
+# peer_cs the two parts; rss_kb CMD's peak RSS.
 timed() {
   local var=$1 peer=$2 mode=$3 t0 t1 p0 u s
   shift 3
@@ -114,7 +119,9 @@ timed() {
   t1=$(now_ms)
   if [ "$mode" = tree ]; then sleep 0.3; fi # sshd reaps the session
   read -r u s rss_kb < <(tail -1 "$tmp/time.out")
-  cpu_cs=$(awk -v u="$u" -v s="$s" -v p=$(($(proc_cs "$peer" "$mode") - p0)) 'BEGIN{printf "%.0f", (u + s) * 100 + p}')
+  peer_cs=$(($(proc_cs "$peer" "$mode") - p0))
+  cli_cs=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.0f", (u + s) * 100}')
+  cpu_cs=$((cli_cs + peer_cs))
   printf -v "$var" '%s' $((t1 - t0))
 }
 # cpu_per_gib CS BYTES: CPU seconds per GiB.
@@ -144,7 +151,9 @@ SH
 chmod 755 "$tmp/script.sh"
 
 # start_server NAME DIR [ITEM=VALUE...]: a recon server with its data in
-# DIR/NAME; sets srv_pid and writes DIR/NAME/client.opts.
+# DIR/NAME; sets srv_pid and writes DIR/NAME/client.opts. With srv_pin set
+# to a CPU list, the server runs on those CPUs only (taskset).
+srv_pin=
 start_server() {
   local name=$1 base=$2 d addr kv k
   shift 2
@@ -159,7 +168,9 @@ start_server() {
   )
   for kv in "$@"; do item[${kv%%=*}]=${kv#*=}; done
   for k in "${!item[@]}"; do echo "$k = ${item[$k]}"; done > "$d/recon.opts"
-  "$recon" server --opts "$d/recon.opts" 2> "$d/server.err" &
+  local launch=()
+  [ -n "$srv_pin" ] && launch=(taskset -c "$srv_pin")
+  "${launch[@]}" "$recon" server --opts "$d/recon.opts" 2> "$d/server.err" &
   srv_pid=$!
   pids+=("$srv_pid")
   addr=
@@ -189,19 +200,23 @@ wait_job() {
   die "job $2 did not succeed in time"
 }
 
+# cli_launch: what the client commands below run under (taskset in the
+# one-core-per-end rows, nothing otherwise).
+cli_launch=()
+
 # recon_up SERVER_PID OPTS FILE [--option ...]: upload; sets up_ms, up_kb,
 # up_id and cpu_cs.
 recon_up() {
   local pid=$1 opts=$2 file=$3
   shift 3
-  timed up_ms "$pid" own "$recon" submit --opts "$opts" --no-wait "$@" "$file"
+  timed up_ms "$pid" own "${cli_launch[@]}" "$recon" submit --opts "$opts" --no-wait --new "$@" "$file"
   up_kb=$rss_kb; up_id=$(tail -1 "$tmp/cmd.out")
 }
 
 # recon_down SERVER_PID OPTS ID DIR: download; sets down_ms, down_kb and
 # cpu_cs.
 recon_down() {
-  timed down_ms "$1" own "$recon" fetch --opts "$2" --output "$4" "$3"
+  timed down_ms "$1" own "${cli_launch[@]}" "$recon" fetch --opts "$2" --output "$4" "$3"
   down_kb=$rss_kb
 }
 
@@ -288,6 +303,7 @@ mkdir -p "$tmp/src" "$tmp/dl" "$tmp/sshdst" "$dtmp/dl" "$dtmp/sshdst"
 head -c "$bytes" /dev/urandom > "$tmp/src/input.raw"
 cp "$tmp/src/input.raw" "$tmp/sshdst/served.raw"   # what scp and sftp download
 
+# Section 1's server (both ends sharing all cores); section 0 comes first.
 start_server A "$tmp"; pid_A=$srv_pid
 start_server B "$dtmp"; pid_B=$srv_pid
 
@@ -300,12 +316,57 @@ ssh_copy() {
   local var=$1 t=$2 src=$3 dst=$4 cipher=()
   case $t in *-gcm) cipher=(-c "$GCM") ;; esac
   case $t in
-    scp-*) timed "$var" "$sshd_pid" tree scp "${SSH[@]}" "${cipher[@]}" "$src" "$dst" ;;
+    scp-*) timed "$var" "$sshd_pid" tree "${cli_launch[@]}" scp "${SSH[@]}" "${cipher[@]}" "$src" "$dst" ;;
     sftp-*)
       if [[ $src == bench:* ]]; then echo "get ${src#bench:} $dst"; else echo "put $src ${dst#bench:}"; fi > "$tmp/sftp.batch"
-      timed "$var" "$sshd_pid" tree sftp "${SSH[@]}" "${cipher[@]}" -b "$tmp/sftp.batch" bench ;;
+      timed "$var" "$sshd_pid" tree "${cli_launch[@]}" sftp "${SSH[@]}" "${cipher[@]}" -b "$tmp/sftp.batch" bench ;;
   esac
 }
+
+# ------------------------------------------- 0. one core per end ---
+
+# The headline: each end on its own core, as on two machines. The client
+# and scp (with its ssh) run on core 0; recon server and sshd (with the
+# session processes it forks) on core 1. The Go runtime sizes GOMAXPROCS
+# to the CPUs it may use, so each recon process runs with GOMAXPROCS 1.
+pin_tools=(recon scp-gcm)
+declare -A pup pdown pcli_up pcli_down psrv_up psrv_down
+ncores=$(nproc)
+if [ "$ncores" -ge 2 ]; then
+  srv_pin=1
+  start_server P "$tmp"; pid_P=$srv_pid
+  srv_pin=
+  taskset -pc 1 "$sshd_pid" > /dev/null
+  cli_launch=(taskset -c 0)
+  for i in $(seq 1 "$RUNS"); do
+    log "one core per end (client on CPU 0, server and sshd on CPU 1): round $i of $RUNS"
+    for k in 0 1; do
+      t=${pin_tools[$(((k + i - 1) % 2))]}
+      if [ "$t" = recon ]; then
+        recon_up "$pid_P" "$tmp/P/client.opts" "$tmp/src/input.raw" --option COPY=1
+        pup[$t]+="$(mbps "$bytes" "$up_ms") "; pcli_up[$t]+="$(cpu_per_gib "$cli_cs" "$bytes") "; psrv_up[$t]+="$(cpu_per_gib "$peer_cs" "$bytes") "
+        wait_job "$tmp/P/client.opts" "$up_id"
+        recon_down "$pid_P" "$tmp/P/client.opts" "$up_id" "$tmp/dl/recon"
+        pdown[$t]+="$(mbps "$bytes" "$down_ms") "; pcli_down[$t]+="$(cpu_per_gib "$cli_cs" "$bytes") "; psrv_down[$t]+="$(cpu_per_gib "$peer_cs" "$bytes") "
+        cmp -s "$tmp/src/input.raw" "$tmp/dl/recon/input.raw.out" || die "recon download differs (one core per end)"
+        rm -rf "$tmp/dl/recon"
+      else
+        ssh_copy ms "$t" "$tmp/src/input.raw" "bench:$tmp/sshdst/up.raw"
+        pup[$t]+="$(mbps "$bytes" "$ms") "; pcli_up[$t]+="$(cpu_per_gib "$cli_cs" "$bytes") "; psrv_up[$t]+="$(cpu_per_gib "$peer_cs" "$bytes") "
+        rm -f "$tmp/sshdst/up.raw"
+        ssh_copy ms "$t" "bench:$tmp/sshdst/served.raw" "$tmp/dl/ssh.raw"
+        pdown[$t]+="$(mbps "$bytes" "$ms") "; pcli_down[$t]+="$(cpu_per_gib "$cli_cs" "$bytes") "; psrv_down[$t]+="$(cpu_per_gib "$peer_cs" "$bytes") "
+        cmp -s "$tmp/src/input.raw" "$tmp/dl/ssh.raw" || die "$t download differs (one core per end)"
+        rm -f "$tmp/dl/ssh.raw"
+      fi
+    done
+  done
+  cli_launch=()
+  taskset -pc "0-$((ncores - 1))" "$sshd_pid" > /dev/null
+  stop_pid "$pid_P"
+else
+  log "one core per end: skipped, this machine has $ncores core"
+fi
 
 rss_up_1=(); rss_down_1=()
 declare -A cpu_up cpu_down
@@ -434,7 +495,7 @@ small_jobs() { # DIR LABEL: sets cli_p50 cli_p90 pkg_new_* pkg_one_* jps
   local d=$1 i t0 t1 lat=()
   for i in $(seq 1 60); do
     t0=$(now_ms)
-    "$recon" submit --opts "$d/client.opts" "$tmp/small.raw" > /dev/null
+    "$recon" submit --opts "$d/client.opts" --new "$tmp/small.raw" > /dev/null
     t1=$(now_ms)
     lat+=($((t1 - t0)))
   done
@@ -528,6 +589,52 @@ down_floor_ceiling=$(awk -v c="$down_floor" -v n="$ncpu" 'BEGIN{printf "%.0f", n
 up_target=$(awk -v g="$gcm_up_m" 'BEGIN{printf "%.0f", 2*g}')
 down_target=$(awk -v g="$gcm_down_m" 'BEGIN{printf "%.0f", 1.5*g}')
 
+# pin_targets: the rows of issue 21's targets (one core per end).
+pin_targets() {
+  [ "$ncores" -ge 2 ] || return 0
+  local r
+  r=$(ratio "$(med "${pup[recon]}")" "$(med "${pup[scp-gcm]}")")
+  printf '| one core per end: upload ≥ 1.5× scp aes128-gcm (issue 21) | %s× (section 0) | %s |\n' "$r" "$(verdict "$r" ">=" 1.5)"
+  r=$(ratio "$(med "${pdown[recon]}")" "$(med "${pdown[scp-gcm]}")")
+  printf '| one core per end: download ≥ 1.5× scp aes128-gcm (issue 21) | %s× (section 0) | %s |' "$r" "$(verdict "$r" ">=" 1.5)"
+}
+
+# pin_section: the table of section 0 (one core per end).
+pin_section() {
+  if [ "$ncores" -lt 2 ]; then
+    printf '## 0. One core per end\n\nNot measured: this machine has %s core.\n\n' "$ncores"
+    return
+  fi
+  local rup rdown sup sdown
+  rup=$(med "${pup[recon]}"); rdown=$(med "${pdown[recon]}"); sup=$(med "${pup[scp-gcm]}"); sdown=$(med "${pdown[scp-gcm]}")
+  cat <<EOT
+## 0. One core per end (headline)
+
+As on two machines: the client (\`recon submit\`/\`recon fetch\`; \`scp\` with its \`ssh\`) pinned to CPU 0
+with \`taskset -c 0\`, \`recon server\` and \`sshd\` (with the session processes it forks) to CPU 1; data on
+\`$BENCH_DIR\` (tmpfs); $SIZE_MIB MiB each way, $RUNS runs alternating between the tools, medians in bold.
+Each recon process runs with GOMAXPROCS 1 (the Go runtime follows the CPU affinity). "CPU s/GiB" is the
+user and system time of that end alone per GiB (client: \`/usr/bin/time\`; server: \`/proc/PID/stat\`, for
+sshd including its finished sessions), median: the steadier measure on a shared machine, where the MB/s
+figures are noisy (other work runs on both cores; load average in the machine table).
+
+| | recon MB/s | runs | scp -c aes128-gcm MB/s | runs | recon ÷ scp | recon CPU s/GiB client / server | scp CPU s/GiB client / sshd |
+|---|---|---|---|---|---|---|---|
+| upload | **$rup** | $(joined ${pup[recon]}) | **$sup** | $(joined ${pup[scp-gcm]}) | **$(ratio "$rup" "$sup")×** | $(med "${pcli_up[recon]}") / $(med "${psrv_up[recon]}") | $(med "${pcli_up[scp-gcm]}") / $(med "${psrv_up[scp-gcm]}") |
+| download | **$rdown** | $(joined ${pdown[recon]}) | **$sdown** | $(joined ${pdown[scp-gcm]}) | **$(ratio "$rdown" "$sdown")×** | $(med "${pcli_down[recon]}") / $(med "${psrv_down[recon]}") | $(med "${pcli_down[scp-gcm]}") / $(med "${psrv_down[scp-gcm]}") |
+
+The floor beside them: a plain copy with neither crypto nor hashing (file → loopback TCP → file, 256 KiB
+blocks, \`reconbench limits\`, both ends in one process, unpinned, the least CPU of 3 runs) costs **$copy_cpu
+CPU s/GiB for both ends together**, about half of it per end. On one core, SHA-256 runs at $sha_mbps MB/s and
+AES-256-GCM at $aes256_mbps MB/s (Go), so the crypto work alone costs the uploading client (SHA-256 and
+sealing) $(awk -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", (1/s + 1/a)*1073.741824}') CPU s/GiB, and
+the receiving server (opening and SHA-256) the same; in a download the server does not hash the results
+again (their SHA-256 is taken when they are collected) and seals only, $(awk -v a="$aes256_mbps" 'BEGIN{printf "%.2f", 1073.741824/a}') CPU s/GiB.
+Issue 21's goal is recon ≥ 1.5× scp each way in this setting; bench/NOTES.md says what is done.
+
+EOT
+}
+
 mkdir -p "$(dirname "$OUT")"
 {
 cat <<EOF
@@ -551,8 +658,12 @@ of the whole command (process start, connection set-up, transfer, fsync), as a u
 | data, disk rows | \`$DISK_DIR\`: $disk_fs; \`dd if=/dev/zero bs=1M count=1024 conv=fdatasync\`: **$dd_mbps MB/s** |
 | load average | $load_before before, $load_after after (a shared machine: expect noise) |
 
-Client and server (and sshd) run on this one machine and share its $(nproc) cores.
+Client and server (and sshd) run on this one machine. In section 0 (the headline) each end has a core of
+its own; in the other sections they share all $(nproc) cores.
 
+EOF
+pin_section
+cat <<EOF
 ## 1. Transfers of $SIZE_MIB MiB
 
 On $BENCH_DIR (tmpfs): the sender reads from memory and the receiver writes to memory, so the figures
@@ -727,6 +838,7 @@ this run it measured $gcm_up_m MB/s. Issue 9 (performance) set targets relative 
 | 1 GiB upload ≥ 650 MB/s (issue 3) | $recon_up_m MB/s (tmpfs; at most about $up_floor_ceiling MB/s on this machine from the floor of section 1, $up_cpu_ceiling MB/s from recon's CPU per GiB) | $(verdict "$recon_up_m" ">=" 650) |
 | peak RSS ≤ 64 MiB each at 1 and 4 GiB (issue 3) | client $(( $(maxof "${rss_up_1[@]}" "${rss_down_1[@]}") / 1024 )) and $rss_client_4g MiB, server $hwm_A_1g and $hwm_C_4g MiB | $(verdict "$(maxof "$hwm_A_1g" "$hwm_C_4g" "$rss_client_4g" $(( $(maxof "${rss_up_1[@]}" "${rss_down_1[@]}") / 1024 )))" "<=" 64) |
 | small job through the client package on one connection, p50 ≤ 10 ms (issue 3) | ${s_one[0]} ms (tmpfs), ${d_one[0]} ms (disk) | $(verdict "${d_one[0]}" "<=" 10) |
+$(pin_targets)
 | upload ≥ 2× scp aes128-gcm | ${up_ratio}× ($recon_up_m vs $gcm_up_m MB/s; CPU bound: at most about $up_cpu_ceiling MB/s here, section 1) | $(verdict "$up_ratio" ">=" 2) |
 | download ≥ 1.5× scp aes128-gcm | ${down_ratio}× ($recon_down_m vs $gcm_down_m MB/s; at most about $down_cpu_ceiling MB/s here) | $(verdict "$down_ratio" ">=" 1.5) |
 | server peak RSS ≤ 48 MiB ($BIG_MIB MiB) | $hwm_C_4g MiB | $(verdict "$hwm_C_4g" "<=" 48) |

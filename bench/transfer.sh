@@ -4,6 +4,10 @@
 #
 #   bench/transfer.sh [SIZE_MIB] [RUNS]      (defaults: 1024 MiB, 3 runs)
 #
+# With PIN=1, one core per end: the server runs on CPU 1 and the client on
+# CPU 0 (taskset), and each run also prints the CPU seconds per GiB of the
+# client and of the server.
+#
 # Prints one line per run and the medians. Uses /usr/bin/time (Debian
 # package "time") for the client's peak RSS and /proc/PID/status (VmHWM) for
 # the server's.
@@ -46,7 +50,9 @@ LOG_FILEPATH = recon.log
 MAX_CPU_LOAD_PERCENT = 100
 MIN_FREE_DISK_MB = 256
 OPTS
-"$recon" server --opts "$tmp/recon.opts" 2>"$tmp/server.err" &
+srv_launch=(); cli_launch=()
+if [ "${PIN:-0}" = 1 ]; then srv_launch=(taskset -c 1); cli_launch=(taskset -c 0); fi
+"${srv_launch[@]}" "$recon" server --opts "$tmp/recon.opts" 2>"$tmp/server.err" &
 server_pid=$!
 addr=
 for _ in $(seq 1 100); do
@@ -64,22 +70,31 @@ echo "file: $size_mib MiB; runs: $runs"
 printf '%-4s %12s %12s %14s %14s\n' run "upload MB/s" "down MB/s" "client up RSS" "client dn RSS"
 ups=(); downs=(); rss_up=(); rss_down=()
 for i in $(seq 1 "$runs"); do
-  /usr/bin/time -f '%e %M' -o "$tmp/t.up" "$recon" submit --opts "$tmp/client.opts" --no-wait "$tmp/input.raw" > "$tmp/id"
+  srv_cs() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+  s0=$(srv_cs)
+  /usr/bin/time -f '%e %M %U %S' -o "$tmp/t.up" "${cli_launch[@]}" "$recon" submit --opts "$tmp/client.opts" --no-wait --new "$tmp/input.raw" > "$tmp/id"
   id=$(cat "$tmp/id")
   # Wait for the job to finish before timing the download alone.
   for _ in $(seq 1 600); do
     "$recon" status --opts "$tmp/client.opts" --json "$id" | grep -q '"state": "succeeded"' && break
     sleep 0.1
   done
-  /usr/bin/time -f '%e %M' -o "$tmp/t.down" "$recon" fetch --opts "$tmp/client.opts" --output "$tmp/out-$i" "$id" > /dev/null
+  s1=$(srv_cs)
+  /usr/bin/time -f '%e %M %U %S' -o "$tmp/t.down" "${cli_launch[@]}" "$recon" fetch --opts "$tmp/client.opts" --output "$tmp/out-$i" "$id" > /dev/null
   cmp -s "$tmp/input.raw" "$tmp/out-$i/input.raw.out" || { echo "run $i: downloaded file differs" >&2; exit 1; }
   rm -rf "$tmp/out-$i"
-  read -r up_s up_kb < "$tmp/t.up"
-  read -r down_s down_kb < "$tmp/t.down"
+  s2=$(srv_cs)
+  read -r up_s up_kb up_u up_sys < "$tmp/t.up"
+  read -r down_s down_kb down_u down_sys < "$tmp/t.down"
   up=$(awk -v b="$bytes" -v s="$up_s" 'BEGIN{printf "%.0f", b/s/1e6}')
   down=$(awk -v b="$bytes" -v s="$down_s" 'BEGIN{printf "%.0f", b/s/1e6}')
   ups+=("$up"); downs+=("$down"); rss_up+=("$up_kb"); rss_down+=("$down_kb")
   printf '%-4s %12s %12s %11s MiB %11s MiB\n' "$i" "$up" "$down" $((up_kb / 1024)) $((down_kb / 1024))
+  # CPU s/GiB of each end (the server's download figure includes the
+  # status polling between the two, which is small).
+  awk -v b="$bytes" -v cu="$up_u" -v su="$up_sys" -v cd="$down_u" -v sd="$down_sys" -v s0="$s0" -v s1="$s1" -v s2="$s2" \
+    'BEGIN{g=b/1073741824; printf "     CPU s/GiB: upload client %.2f server %.2f; download client %.2f server %.2f\n", (cu+su)/g, (s1-s0)/100/g, (cd+sd)/g, (s2-s1)/100/g}'
+
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 server_hwm=$(awk '/VmHWM/{print int($2/1024)}' "/proc/$server_pid/status")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"github.com/recon-mri/recon/internal/protocol"
 	"github.com/recon-mri/recon/internal/rpc"
 	"github.com/recon-mri/recon/internal/secure"
-	"github.com/recon-mri/recon/internal/xfer"
 )
 
 // sendResults runs the fetch request: announce a finished job's result
@@ -143,7 +141,7 @@ const deliveredPrefix = ".delivered-"
 // still be a regular file at least the size that was hashed: a file that
 // grew (a leftover process still appending) is sent as it was collected,
 // and the client's hash check catches one changed in place.
-func sendFile(w io.Writer, root *os.Root, f jobs.File) error {
+func sendFile(w *pacedWriter, root *os.Root, f jobs.File) error {
 	fh, err := root.OpenFile(f.Name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
@@ -156,7 +154,9 @@ func sendFile(w io.Writer, root *os.Root, f jobs.File) error {
 	if !st.Mode().IsRegular() || st.Size() < f.Size {
 		return fmt.Errorf("result %q changed after it was collected", f.Name)
 	}
-	if _, err := xfer.Copy(w, fh, f.Size, nil); err != nil {
+	// The server does not hash the file again: the client checks it
+	// against the SHA-256 taken when it was collected.
+	if _, err := w.SendFrom(fh, f.Size); err != nil {
 		return fmt.Errorf("result %q: %w", f.Name, err)
 	}
 	return nil
