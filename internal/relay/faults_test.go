@@ -393,8 +393,8 @@ func TestBackendStoppedMidUpload(t *testing.T) {
 }
 
 // TestBackendLostMidUploadNoOther loses the backend receiving an upload
-// while the only other backend is down: Submit tries again once, and the
-// caller gets a clear error that no backend is available; no backend has a
+// while the only other backend is down: Submit tries again at most once, and
+// the caller gets a clear error that no backend is available; no backend has a
 // job for the submission.
 func TestBackendLostMidUploadNoOther(t *testing.T) {
 	t.Parallel()
@@ -415,8 +415,12 @@ func TestBackendLostMidUploadNoOther(t *testing.T) {
 	if client.Resumable(err) {
 		t.Errorf("Resumable(%v) = true: no backend is available, retrying at once cannot help", err)
 	}
-	if len(reconnects) != 1 {
-		t.Errorf("Submit reconnected %d times (%v), want once", len(reconnects), reconnects)
+	// Once, after the relay said it lost the backend; or not at all when
+	// the relay's health check had marked that backend down before the
+	// upload's own failure reached it, and its first answer was already
+	// that no backend is available (retrying cannot help then).
+	if len(reconnects) > 1 {
+		t.Errorf("Submit reconnected %d times (%v), want at most once", len(reconnects), reconnects)
 	}
 	t.Logf("error: %v (after reconnecting on %v)", err, reconnects)
 }
