@@ -106,6 +106,7 @@ func FuzzServerHandshake(f *testing.F) {
 	f.Add(session[:PreambleSize+lengthSize+handshakeMessageSize])
 	f.Add([]byte("RCN\x00\x01\x01"))
 	f.Add([]byte("RCN\x00\x01\x01\x00\x30"))
+	f.Add([]byte("RCN\x00\x03\x01"))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte{})
 
@@ -116,9 +117,30 @@ func FuzzServerHandshake(f *testing.F) {
 			_ = c.Close()
 			t.Fatal("Server authenticated fuzz input")
 		}
-		// Nothing is answered until the first message decrypted.
-		if len(in) < PreambleSize+lengthSize+handshakeMessageSize && sc.written != 0 {
-			t.Fatalf("server wrote %d bytes before a whole first message", sc.written)
+		// Nothing is answered until the first message decrypted, except a
+		// preamble of another version, which gets exactly the version
+		// refusal (magic and the server's version). Version 1's first
+		// message follows a 6-byte preamble.
+		if sc.written == 0 {
+			return
+		}
+		version := -1
+		if len(in) > len(magic) && string(in[:len(magic)]) == magic {
+			version = int(in[len(magic)])
+		}
+		switch version {
+		case ProtocolVersion:
+			if len(in) < PreambleSize+lengthSize+handshakeMessageSize {
+				t.Fatalf("server wrote %d bytes before a whole first message", sc.written)
+			}
+		case 1:
+			if len(in) < preambleHeadSize+lengthSize+handshakeMessageSize {
+				t.Fatalf("server wrote %d bytes before a whole version-1 first message", sc.written)
+			}
+		default:
+			if sc.written != versionRefusalSize {
+				t.Fatalf("server wrote %d bytes to a preamble of version %d, want only the %d-byte version refusal", sc.written, version, versionRefusalSize)
+			}
 		}
 	})
 }
