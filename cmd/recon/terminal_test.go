@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,30 +18,12 @@ import (
 	"github.com/recon-mri/recon/internal/servertest"
 )
 
-// ptyBuffer collects what a process writes to its terminal.
-type ptyBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (p *ptyBuffer) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.b.Write(b)
-}
-
-func (p *ptyBuffer) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.b.String()
-}
-
 // ptyRecon is a recon process whose standard error is a pseudo-terminal
 // and whose standard output is a pipe.
 type ptyRecon struct {
 	cmd    *exec.Cmd
 	stdout bytes.Buffer
-	term   ptyBuffer     // what it wrote to the terminal
+	term   lockedBuffer  // what it wrote to the terminal
 	read   chan struct{} // closed once the terminal is read to its end
 	done   chan struct{} // closed once the process has exited
 	err    error         // of cmd.Wait, once done is closed
