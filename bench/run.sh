@@ -29,6 +29,7 @@
 #   SIZE_MIB=1024       the transfer size;  BIG_MIB=4096  the large one
 #   QUEUED=10000        jobs queued before the restart
 #   OUT=docs/PERFORMANCE.md
+#   HEADLINE_ONLY=1     section 0 alone, printed, docs/PERFORMANCE.md untouched
 #
 # Needs root only to install openssh-server (apt-get) when sshd is missing.
 set -euo pipefail
@@ -94,6 +95,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2}'; }
+med() { median ${1}; }
 maxof() { printf '%s\n' "$@" | sort -g | tail -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
 mbps() { awk -v b="$1" -v ms="$2" 'BEGIN{printf "%.0f", b/(ms/1000)/1e6}'; }
@@ -323,6 +325,42 @@ ssh_copy() {
   esac
 }
 
+# pin_section: the table of section 0 (one core per end).
+pin_section() {
+  if [ "$ncores" -lt 2 ]; then
+    printf '## 0. One core per end\n\nNot measured: this machine has %s core.\n\n' "$ncores"
+    return
+  fi
+  local rup rdown sup sdown
+  rup=$(med "${pup[recon]}"); rdown=$(med "${pdown[recon]}"); sup=$(med "${pup[scp-gcm]}"); sdown=$(med "${pdown[scp-gcm]}")
+  cat <<EOT
+## 0. One core per end (headline)
+
+As on two machines: the client (\`recon submit\`/\`recon fetch\`; \`scp\` with its \`ssh\`) pinned to CPU 0
+with \`taskset -c 0\`, \`recon server\` and \`sshd\` (with the session processes it forks) to CPU 1; data on
+\`$BENCH_DIR\` (tmpfs); $SIZE_MIB MiB each way, $RUNS runs alternating between the tools, medians in bold.
+Each recon process runs with GOMAXPROCS 1 (the Go runtime follows the CPU affinity). "CPU s/GiB" is the
+user and system time of that end alone per GiB (client: \`/usr/bin/time\`; server: \`/proc/PID/stat\`, for
+sshd including its finished sessions), median: the steadier measure on a shared machine, where the MB/s
+figures are noisy (other work runs on both cores; load average in the machine table).
+
+| | recon MB/s | runs | scp -c aes128-gcm MB/s | runs | recon ÷ scp | recon CPU s/GiB client / server | scp CPU s/GiB client / sshd |
+|---|---|---|---|---|---|---|---|
+| upload | **$rup** | $(joined ${pup[recon]}) | **$sup** | $(joined ${pup[scp-gcm]}) | **$(ratio "$rup" "$sup")×** | $(med "${pcli_up[recon]}") / $(med "${psrv_up[recon]}") | $(med "${pcli_up[scp-gcm]}") / $(med "${psrv_up[scp-gcm]}") |
+| download | **$rdown** | $(joined ${pdown[recon]}) | **$sdown** | $(joined ${pdown[scp-gcm]}) | **$(ratio "$rdown" "$sdown")×** | $(med "${pcli_down[recon]}") / $(med "${psrv_down[recon]}") | $(med "${pcli_down[scp-gcm]}") / $(med "${psrv_down[scp-gcm]}") |
+
+The floor beside them: a plain copy with neither crypto nor hashing (file → loopback TCP → file, 256 KiB
+blocks, \`reconbench limits\`, both ends in one process, unpinned, the least CPU of 3 runs) costs **$copy_cpu
+CPU s/GiB for both ends together**, about half of it per end. On one core, SHA-256 runs at $sha_mbps MB/s and
+AES-256-GCM at $aes256_mbps MB/s (Go), so the crypto work alone costs the uploading client (SHA-256 and
+sealing) $(awk -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", (1/s + 1/a)*1073.741824}') CPU s/GiB, and
+the receiving server (opening and SHA-256) the same; in a download the server does not hash the results
+again (their SHA-256 is taken when they are collected) and seals only, $(awk -v a="$aes256_mbps" 'BEGIN{printf "%.2f", 1073.741824/a}') CPU s/GiB.
+Issue 21's goal is recon ≥ 1.5× scp each way in this setting; bench/NOTES.md says what is done.
+
+EOT
+}
+
 # ------------------------------------------- 0. one core per end ---
 
 # The headline: each end on its own core, as on two machines. The client
@@ -366,6 +404,12 @@ if [ "$ncores" -ge 2 ]; then
   stop_pid "$pid_P"
 else
   log "one core per end: skipped, this machine has $ncores core"
+fi
+
+# HEADLINE_ONLY=1: section 0 alone, its table to stdout, docs untouched.
+if [ "${HEADLINE_ONLY:-0}" = 1 ]; then
+  pin_section
+  exit 0
 fi
 
 rss_up_1=(); rss_down_1=()
@@ -557,7 +601,6 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --------------------------------------------------------------- report ---
 
-med() { median ${1}; }
 recon_up_m=$(med "${up[recon]}"); recon_down_m=$(med "${down[recon]}")
 gcm_up_m=$(med "${up[scp-gcm]}"); gcm_down_m=$(med "${down[scp-gcm]}")
 ssh_true_m=$(median "${ssh_true[@]}")
@@ -599,41 +642,6 @@ pin_targets() {
   printf '| one core per end: download ≥ 1.5× scp aes128-gcm (issue 21) | %s× (section 0) | %s |' "$r" "$(verdict "$r" ">=" 1.5)"
 }
 
-# pin_section: the table of section 0 (one core per end).
-pin_section() {
-  if [ "$ncores" -lt 2 ]; then
-    printf '## 0. One core per end\n\nNot measured: this machine has %s core.\n\n' "$ncores"
-    return
-  fi
-  local rup rdown sup sdown
-  rup=$(med "${pup[recon]}"); rdown=$(med "${pdown[recon]}"); sup=$(med "${pup[scp-gcm]}"); sdown=$(med "${pdown[scp-gcm]}")
-  cat <<EOT
-## 0. One core per end (headline)
-
-As on two machines: the client (\`recon submit\`/\`recon fetch\`; \`scp\` with its \`ssh\`) pinned to CPU 0
-with \`taskset -c 0\`, \`recon server\` and \`sshd\` (with the session processes it forks) to CPU 1; data on
-\`$BENCH_DIR\` (tmpfs); $SIZE_MIB MiB each way, $RUNS runs alternating between the tools, medians in bold.
-Each recon process runs with GOMAXPROCS 1 (the Go runtime follows the CPU affinity). "CPU s/GiB" is the
-user and system time of that end alone per GiB (client: \`/usr/bin/time\`; server: \`/proc/PID/stat\`, for
-sshd including its finished sessions), median: the steadier measure on a shared machine, where the MB/s
-figures are noisy (other work runs on both cores; load average in the machine table).
-
-| | recon MB/s | runs | scp -c aes128-gcm MB/s | runs | recon ÷ scp | recon CPU s/GiB client / server | scp CPU s/GiB client / sshd |
-|---|---|---|---|---|---|---|---|
-| upload | **$rup** | $(joined ${pup[recon]}) | **$sup** | $(joined ${pup[scp-gcm]}) | **$(ratio "$rup" "$sup")×** | $(med "${pcli_up[recon]}") / $(med "${psrv_up[recon]}") | $(med "${pcli_up[scp-gcm]}") / $(med "${psrv_up[scp-gcm]}") |
-| download | **$rdown** | $(joined ${pdown[recon]}) | **$sdown** | $(joined ${pdown[scp-gcm]}) | **$(ratio "$rdown" "$sdown")×** | $(med "${pcli_down[recon]}") / $(med "${psrv_down[recon]}") | $(med "${pcli_down[scp-gcm]}") / $(med "${psrv_down[scp-gcm]}") |
-
-The floor beside them: a plain copy with neither crypto nor hashing (file → loopback TCP → file, 256 KiB
-blocks, \`reconbench limits\`, both ends in one process, unpinned, the least CPU of 3 runs) costs **$copy_cpu
-CPU s/GiB for both ends together**, about half of it per end. On one core, SHA-256 runs at $sha_mbps MB/s and
-AES-256-GCM at $aes256_mbps MB/s (Go), so the crypto work alone costs the uploading client (SHA-256 and
-sealing) $(awk -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", (1/s + 1/a)*1073.741824}') CPU s/GiB, and
-the receiving server (opening and SHA-256) the same; in a download the server does not hash the results
-again (their SHA-256 is taken when they are collected) and seals only, $(awk -v a="$aes256_mbps" 'BEGIN{printf "%.2f", 1073.741824/a}') CPU s/GiB.
-Issue 21's goal is recon ≥ 1.5× scp each way in this setting; bench/NOTES.md says what is done.
-
-EOT
-}
 
 mkdir -p "$(dirname "$OUT")"
 {
