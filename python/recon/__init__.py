@@ -16,7 +16,7 @@ with ``cryptography`` for X25519, AES-GCM and HKDF.
 
 from .client import Client, Job, Progress, Result
 from .errors import ReconError
-from ._handshake import VERSION as PROTOCOL_VERSION
+from ._protocol import VERSION as PROTOCOL_VERSION
 
 __all__ = ["Client", "Job", "Result", "ReconError", "Progress", "PROTOCOL_VERSION", "__version__"]
 __version__ = "0.1.0"
