@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -100,6 +101,12 @@ type Config struct {
 	// silently, is an error rather than a wait for ever. A server sends a
 	// waiting client its job's state at least every 30 s.
 	IdleTimeout time.Duration
+	// Hashes are the end-to-end hashes the client offers a server for
+	// checking file bytes, preferred first (protocol version 3's hello);
+	// nil means protocol.SupportedHashes(): BLAKE3, then SHA-256. With
+	// []string{"sha256"} every file is checked with SHA-256, as with a
+	// server of version 2. A result's SHA-256 is given either way.
+	Hashes []string
 }
 
 // Defaults of Config.
@@ -137,6 +144,12 @@ type Client struct {
 	closed bool // by Close: no redial
 	cfg    Config
 	key    keys.Key
+	// hash is the end-to-end hash of the current session, "" until its
+	// first request chose it (sessionHash); noHello is set once the
+	// server turned a hello down (protocol version 2): no session to it
+	// says hello again.
+	hash    string
+	noHello bool
 }
 
 // Dial connects to the server and authenticates with the key. A wrong key
@@ -199,8 +212,47 @@ func (c *Client) redial(ctx context.Context) error {
 		return err
 	}
 	c.conn.Close()
-	c.conn, c.broken = conn, nil
+	c.conn, c.broken, c.hash = conn, nil, ""
 	return nil
+}
+
+// sessionHash returns the session's end-to-end hash, choosing it with a
+// hello before the session's first request (do): the hash checks the
+// files of its transfers, and a session that chose BLAKE3 is shown the
+// BLAKE3 of its jobs' files. A server of protocol version 2
+// answers the hello with bad_request and closes the session: the client
+// then dials a new one, which checks files with SHA-256. Called under c.mu.
+func (c *Client) sessionHash(ctx context.Context) (string, error) {
+	if c.hash != "" {
+		return c.hash, nil
+	}
+	if c.noHello {
+		c.hash = protocol.HashSHA256
+		return c.hash, nil
+	}
+	offer := c.cfg.Hashes
+	if offer == nil {
+		offer = protocol.SupportedHashes()
+	}
+	var rep protocol.HelloReply
+	err := rpc.Exchange(c.conn, protocol.TypeHello, protocol.Hello{Hashes: offer}, protocol.TypeHelloReply, &rep)
+	if protocol.IsCode(err, protocol.CodeBadRequest) {
+		conn, derr := c.dial(ctx)
+		if derr != nil {
+			return "", derr
+		}
+		c.conn.Close()
+		c.conn, c.noHello, c.hash = conn, true, protocol.HashSHA256
+		return c.hash, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(offer, rep.Hash) || !protocol.KnownHash(rep.Hash) {
+		return "", fmt.Errorf("server chose the hash %q, which the client did not offer", rpc.Truncate(rep.Hash, 20))
+	}
+	c.hash = rep.Hash
+	return c.hash, nil
 }
 
 // ErrAuth matches the error of a failed handshake. A server refuses without
@@ -235,7 +287,10 @@ func (c *Client) do(ctx context.Context, f func() error) error {
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
-	err := f()
+	_, err := c.sessionHash(ctx)
+	if err == nil {
+		err = f()
+	}
 	if !stop() {
 		c.broken = ErrClosed
 		return ctx.Err()

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/recon-mri/recon/client"
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/protocol"
@@ -19,8 +21,9 @@ import (
 )
 
 // hostileServer answers one fetch on a loopback port with the manifest
-// files and then body, as a compromised server (or relay) might.
-func hostileServer(t *testing.T, key keys.Key, files []protocol.FileSum, body []byte, stall bool) string {
+// files and then body, as a compromised server (or relay) might. A hello
+// before the fetch is answered with hash ("" is SHA-256).
+func hostileServer(t *testing.T, key keys.Key, hash string, files []protocol.FileSum, body []byte, stall bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,8 +44,18 @@ func hostileServer(t *testing.T, key keys.Key, files []protocol.FileSum, body []
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := protocol.ReadMessage(c); err != nil {
+		m, err := protocol.ReadMessage(c)
+		if err != nil {
 			return
+		}
+		if m.Type == protocol.TypeHello {
+			if hash == "" {
+				hash = protocol.HashSHA256
+			}
+			protocol.WriteMessage(c, protocol.TypeHelloReply, protocol.HelloReply{Protocol: protocol.Version, Hash: hash})
+			if _, err := protocol.ReadMessage(c); err != nil {
+				return
+			}
 		}
 		protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{
 			Job:   protocol.JobInfo{JobID: "aaaaaaaaaaaaaaaaaaaaaaaaaa", State: "succeeded"},
@@ -79,32 +92,41 @@ func TestHostileManifests(t *testing.T) {
 	f := func(name string) protocol.FileSum {
 		return protocol.FileSum{Name: name, Size: int64(len(data)), SHA256: sum}
 	}
+	b3 := func(name string) protocol.FileSum {
+		s := blake3.Sum256(data)
+		return protocol.FileSum{Name: name, Size: int64(len(data)), SHA256: sum, BLAKE3: hex.EncodeToString(s[:])}
+	}
 	tests := []struct {
 		name  string
+		hash  string // the hello's answer; "" SHA-256
 		files []protocol.FileSum
 		body  []byte
 		want  string
 	}{
-		{"parent", []protocol.FileSum{f("../evil.dcm")}, data, "bad result name"},
-		{"nested parent", []protocol.FileSum{f("sub/../../evil.dcm")}, data, "bad result name"},
-		{"absolute", []protocol.FileSum{f("/tmp/evil.dcm")}, data, "bad result name"},
-		{"backslash", []protocol.FileSum{f(`..\evil.dcm`)}, data, "bad result name"},
-		{"drive", []protocol.FileSum{f("C:evil.dcm")}, data, "bad result name"},
-		{"device", []protocol.FileSum{f("sub/NUL")}, data, "bad result name"},
-		{"control character", []protocol.FileSum{f("a\nb.dcm")}, data, "bad result name"},
-		{"bidi", []protocol.FileSum{f("gpj.\u202eexe")}, data, "bad result name"},
-		{"empty name", []protocol.FileSum{f("")}, data, "bad result name"},
-		{"negative size", []protocol.FileSum{{Name: "a", Size: -1, SHA256: sum}}, nil, "bad manifest entry"},
-		{"bad hash", []protocol.FileSum{{Name: "a", Size: 1, SHA256: "xyz"}}, []byte("x"), "bad manifest entry"},
-		{"duplicate", []protocol.FileSum{f("a.dcm"), f("a.dcm")}, append(append([]byte{}, data...), data...), "exists"},
-		{"file and folder", []protocol.FileSum{f("a"), f("a/b")}, append(append([]byte{}, data...), data...), ""},
-		{"wrong bytes", []protocol.FileSum{f("a.dcm")}, []byte("IMAGE DATA"), "SHA-256 mismatch"},
-		{"short", []protocol.FileSum{f("a.dcm")}, data[:3], ""},
-		{"huge size", []protocol.FileSum{{Name: "a", Size: 1 << 62, SHA256: sum}}, data, ""},
+		{"parent", "", []protocol.FileSum{f("../evil.dcm")}, data, "bad result name"},
+		{"nested parent", "", []protocol.FileSum{f("sub/../../evil.dcm")}, data, "bad result name"},
+		{"absolute", "", []protocol.FileSum{f("/tmp/evil.dcm")}, data, "bad result name"},
+		{"backslash", "", []protocol.FileSum{f(`..\evil.dcm`)}, data, "bad result name"},
+		{"drive", "", []protocol.FileSum{f("C:evil.dcm")}, data, "bad result name"},
+		{"device", "", []protocol.FileSum{f("sub/NUL")}, data, "bad result name"},
+		{"control character", "", []protocol.FileSum{f("a\nb.dcm")}, data, "bad result name"},
+		{"bidi", "", []protocol.FileSum{f("gpj.\u202eexe")}, data, "bad result name"},
+		{"empty name", "", []protocol.FileSum{f("")}, data, "bad result name"},
+		{"negative size", "", []protocol.FileSum{{Name: "a", Size: -1, SHA256: sum}}, nil, "bad manifest entry"},
+		{"bad hash", "", []protocol.FileSum{{Name: "a", Size: 1, SHA256: "xyz"}}, []byte("x"), "bad manifest entry"},
+		{"duplicate", "", []protocol.FileSum{f("a.dcm"), f("a.dcm")}, append(append([]byte{}, data...), data...), "exists"},
+		{"file and folder", "", []protocol.FileSum{f("a"), f("a/b")}, append(append([]byte{}, data...), data...), ""},
+		{"wrong bytes", "", []protocol.FileSum{f("a.dcm")}, []byte("IMAGE DATA"), "SHA-256 mismatch"},
+		{"short", "", []protocol.FileSum{f("a.dcm")}, data[:3], ""},
+		{"blake3 wrong bytes", protocol.HashBLAKE3, []protocol.FileSum{b3("a.dcm")}, []byte("IMAGE DATA"), "BLAKE3 mismatch"},
+		{"blake3 bad digest", protocol.HashBLAKE3, []protocol.FileSum{{Name: "a", Size: 1, SHA256: sum, BLAKE3: "xyz"}}, []byte("x"), "bad manifest entry"},
+		{"blake3 in a sha256 session", protocol.HashSHA256, []protocol.FileSum{b3("a.dcm")}, data, "in a session that checks sha256"},
+		{"hash not offered", "md5", []protocol.FileSum{f("a.dcm")}, data, "did not offer"},
+		{"huge size", "", []protocol.FileSum{{Name: "a", Size: 1 << 62, SHA256: sum}}, data, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr := hostileServer(t, key, tt.files, tt.body, false)
+			addr := hostileServer(t, key, tt.hash, tt.files, tt.body, false)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			c, err := client.Dial(ctx, client.Config{Address: addr, Key: key.Encode()})
@@ -139,7 +161,7 @@ func TestHostileManifests(t *testing.T) {
 func TestStalledServer(t *testing.T) {
 	key := keys.MustGenerate()
 	data := make([]byte, 1<<20)
-	addr := hostileServer(t, key, []protocol.FileSum{{Name: "a.dcm", Size: int64(len(data)), SHA256: hexSHA(data)}}, data[:1000], true)
+	addr := hostileServer(t, key, "", []protocol.FileSum{{Name: "a.dcm", Size: int64(len(data)), SHA256: hexSHA(data)}}, data[:1000], true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, client.Config{Address: addr, Key: key.Encode(), IdleTimeout: 500 * time.Millisecond})

@@ -2,8 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -116,7 +114,7 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 	var job Job
 	err := b.run(ctx, func() error {
 		job = Job{}
-		return c.do(ctx, func() error { return c.submitOnce(&sub, paths, stats, total, &o, &job) })
+		return c.do(ctx, func() error { return c.submitOnce(ctx, &sub, paths, stats, total, &o, &job) })
 	}, func(err error) bool { return Resumable(err) && !c.isClosed() }, func() {
 		if derr := c.redial(ctx); derr != nil && ctx.Err() == nil && !errors.Is(derr, ErrClosed) {
 			// The server may be restarting: the next attempt fails with
@@ -150,7 +148,11 @@ func (o *SubmitOptions) backoff() Backoff {
 }
 
 // submitOnce runs one attempt of a submission on the current session.
-func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, o *SubmitOptions, job *Job) error {
+func (c *Client) submitOnce(ctx context.Context, sub *protocol.Submit, paths []string, stats []os.FileInfo, total int64, o *SubmitOptions, job *Job) error {
+	hash, err := c.sessionHash(ctx)
+	if err != nil {
+		return err
+	}
 	m, err := rpc.Send(c.conn, protocol.TypeSubmit, sub)
 	if err != nil {
 		return err
@@ -188,7 +190,7 @@ func (c *Client) submitOnce(sub *protocol.Submit, paths []string, stats []os.Fil
 		if ready.Resume != nil {
 			off = ready.Resume[i]
 		}
-		if err := c.sendPath(p, stats[i], sub.Files[i], off, pw); err != nil {
+		if err := c.sendPath(p, stats[i], sub.Files[i], hash, off, pw); err != nil {
 			// The server may have said why it stopped reading.
 			return backendLost(c.serverReason(err))
 		}
@@ -282,7 +284,7 @@ func statRegular(p string) (os.FileInfo, error) {
 
 // sendPath opens the file at p, checks it is still the file announced as
 // st, and sends it from byte off.
-func (c *Client) sendPath(p string, st os.FileInfo, fi protocol.FileInfo, off int64, w io.Writer) error {
+func (c *Client) sendPath(p string, st os.FileInfo, fi protocol.FileInfo, hash string, off int64, w io.Writer) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return &localError{err}
@@ -295,14 +297,15 @@ func (c *Client) sendPath(p string, st os.FileInfo, fi protocol.FileInfo, off in
 	if !os.SameFile(st, now) {
 		return &localError{fmt.Errorf("%s was replaced after the job was announced", p)}
 	}
-	return c.sendFile(f, fi, off, w)
+	return c.sendFile(f, fi, hash, off, w)
 }
 
-// sendFile sends the announced size of f from byte off, then the SHA-256
-// of the whole file: the first off bytes (which the server kept from an
-// earlier attempt) are read and hashed here, not sent.
-func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, off int64, w io.Writer) error {
-	h := sha256.New()
+// sendFile sends the announced size of f from byte off, then the digest
+// of the whole file under hash (the session's): the first off bytes
+// (which the server kept from an earlier attempt) are read and hashed
+// here, not sent.
+func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, hash string, off int64, w io.Writer) error {
+	h := protocol.NewHash(hash)
 	if off > 0 {
 		n, err := io.CopyN(h, localReader{f}, off)
 		if err != nil {
@@ -321,7 +324,7 @@ func (c *Client) sendFile(f *os.File, fi protocol.FileInfo, off int64, w io.Writ
 	if st, err := f.Stat(); err != nil || st.Size() != fi.Size {
 		return &localError{fmt.Errorf("%s changed size while it was sent", fi.Name)}
 	}
-	return protocol.WriteMessage(c.conn, protocol.TypeFileDone, protocol.FileDone{SHA256: hex.EncodeToString(h.Sum(nil))})
+	return protocol.WriteMessage(c.conn, protocol.TypeFileDone, protocol.NewFileDone(hash, protocol.HexSum(h)))
 }
 
 // serverReason turns a failed send into the server's own error when it sent
@@ -354,7 +357,9 @@ type FetchOptions struct {
 }
 
 // Fetch downloads the results of a finished job into dir, verifying each
-// file's size and SHA-256, and then confirms receipt so the server can
+// file's size and digest (BLAKE3 in a session that chose it, else
+// SHA-256; each LocalFile carries the SHA-256 the server took of it either
+// way), and then confirms receipt so the server can
 // delete them. Files are written into a fresh directory beside dir and
 // moved into place only once all are verified; dir is created if needed,
 // and files of the same name in it are replaced. A job that has not
@@ -366,6 +371,10 @@ func (c *Client) Fetch(ctx context.Context, id, dir string, opts *FetchOptions) 
 	var res protocol.Results
 	var out []LocalFile
 	err := c.do(ctx, func() error {
+		hash, err := c.sessionHash(ctx)
+		if err != nil {
+			return err
+		}
 		m, err := rpc.Send(c.conn, protocol.TypeFetch, protocol.JobRef{JobID: id})
 		if err != nil {
 			return err
@@ -373,7 +382,7 @@ func (c *Client) Fetch(ctx context.Context, id, dir string, opts *FetchOptions) 
 		if err := m.Decode(protocol.TypeResults, &res); err != nil {
 			return err
 		}
-		out, err = c.receiveResults(id, dir, res.Files, opts.Progress)
+		out, err = c.receiveResults(id, dir, hash, res.Files, opts.Progress)
 		if err != nil {
 			return err
 		}
@@ -389,14 +398,17 @@ func (c *Client) Fetch(ctx context.Context, id, dir string, opts *FetchOptions) 
 	return &res.Job, out, nil
 }
 
-func (c *Client) receiveResults(id, dir string, files []FileSum, progress Progress) ([]LocalFile, error) {
+func (c *Client) receiveResults(id, dir, hash string, files []FileSum, progress Progress) ([]LocalFile, error) {
 	var total int64
 	for _, f := range files {
 		if err := protocol.ValidateResultName(f.Name); err != nil {
 			return nil, fmt.Errorf("server sent a bad result name: %w", err)
 		}
-		if f.Size < 0 || !protocol.ValidSHA256(f.SHA256) {
+		if f.Size < 0 || !protocol.ValidSHA256(f.SHA256) || f.BLAKE3 != "" && !protocol.ValidDigest(f.BLAKE3) {
 			return nil, fmt.Errorf("server sent a bad manifest entry for %q", f.Name)
+		}
+		if f.BLAKE3 != "" && hash != protocol.HashBLAKE3 {
+			return nil, fmt.Errorf("server sent a BLAKE3 digest for %q in a session that checks %s", f.Name, hash)
 		}
 		total += f.Size
 	}
@@ -450,13 +462,19 @@ func receiveFile(r io.Reader, root *os.Root, f FileSum, pw *progressWriter) erro
 		return err
 	}
 	defer fh.Close()
-	h := sha256.New()
+	// The manifest's BLAKE3, when it has one (a session that chose it),
+	// else its SHA-256.
+	hash, want, title := protocol.HashSHA256, f.SHA256, "SHA-256"
+	if f.BLAKE3 != "" {
+		hash, want, title = protocol.HashBLAKE3, f.BLAKE3, "BLAKE3"
+	}
+	h := protocol.NewHash(hash)
 	pw.w = xfer.NewSyncingWriter(fh)
 	if _, err := xfer.Copy(pw, r, f.Size, h); err != nil {
 		return fmt.Errorf("receive %s: %w", f.Name, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
-		return fmt.Errorf("receive %s: SHA-256 mismatch (got %s, manifest says %s)", f.Name, got, f.SHA256)
+	if got := protocol.HexSum(h); got != want {
+		return fmt.Errorf("receive %s: %s mismatch (got %s, manifest says %s)", f.Name, title, got, want)
 	}
 	if err := xfer.Sync(fh); err != nil {
 		return err

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/recon-mri/recon/internal/keys"
 	"github.com/recon-mri/recon/internal/servertest"
 )
@@ -29,6 +31,7 @@ type auditRecord struct {
 		Name   string `json:"name"`
 		Size   int64  `json:"size"`
 		SHA256 string `json:"sha256"`
+		BLAKE3 string `json:"blake3"`
 	} `json:"files"`
 	Failures int      `json:"failures"`
 	Removed  []string `json:"removed"`
@@ -56,7 +59,7 @@ func TestAuditTrail(t *testing.T) {
 	adminOpts(t, dir, filepath.Join(dir, "admin.opts"), srv.adminAddr)
 	content := strings.Repeat("k-space ", 1000)
 	writeFile(t, filepath.Join(dir, "P00000.7"), content, 0o644)
-	sum := sha256.Sum256([]byte(content))
+	sum, b3 := sha256.Sum256([]byte(content)), blake3.Sum256([]byte(content))
 
 	r := runRecon(t, dir, "submit", "--opts", "client.opts", "--json", "--output", "out", "P00000.7")
 	if r.code != 0 {
@@ -84,11 +87,13 @@ func TestAuditTrail(t *testing.T) {
 		case rec.Kind == "submit":
 			sawSubmit = rec.JobID == job.JobID && rec.Identity == "default" && strings.HasPrefix(rec.Peer, "127.0.0.1:") &&
 				len(rec.Files) == 1 && rec.Files[0].Name == "P00000.7" && rec.Files[0].Size == int64(len(content)) &&
-				rec.Files[0].SHA256 == hex.EncodeToString(sum[:])
+				rec.Files[0].BLAKE3 == hex.EncodeToString(b3[:]) && rec.Files[0].SHA256 == "" // the session's hash
 		case rec.Kind == "fetch":
-			sawFetch = rec.JobID == job.JobID && len(rec.Files) == 1 && rec.Files[0].Name == "P00000.7.out"
+			sawFetch = rec.JobID == job.JobID && len(rec.Files) == 1 && rec.Files[0].Name == "P00000.7.out" &&
+				rec.Files[0].SHA256 == hex.EncodeToString(sum[:]) && rec.Files[0].BLAKE3 == hex.EncodeToString(b3[:])
 		case rec.Kind == "fetch_confirmed":
-			sawConfirm = rec.JobID == job.JobID
+			// The digest the client verified before it confirmed.
+			sawConfirm = rec.JobID == job.JobID && len(rec.Files) == 1 && rec.Files[0].BLAKE3 == hex.EncodeToString(b3[:])
 		case rec.Kind == "admin" && rec.Command == "admin_cancel":
 			sawAdminCancel = strings.Contains(rec.Request, job.JobID) && rec.Identity == "admin"
 		case rec.Kind == "auth" && rec.Role == "client":

@@ -21,8 +21,10 @@ func newFetchCmd(e *env) *cobra.Command {
 		Use:   "fetch [flags] JOB_ID",
 		Short: "Download a job's results (waiting for it if needed)",
 		Long: `Wait for the job if it is still queued or running, then download its results into
---output (default CLIENT_DOWNLOAD_DIR/<job_id>), verifying each file's SHA-256.
-The server deletes the results once they are received. When the connection
+--output (default CLIENT_DOWNLOAD_DIR/<job_id>), checking each file end to end
+(BLAKE3, or SHA-256 with a server of protocol version 2); --json gives each
+file's SHA-256, for sha256sum. The server deletes the results once they are
+received. When the connection
 breaks while waiting or downloading, or a relay's backend holding the job goes
 down, fetch reconnects (up to --reconnects times, waiting 1 s, then 2 s, 4 s…
 up to 30 s) and starts that step again. The first connection is tried the same

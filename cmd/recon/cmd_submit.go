@@ -30,8 +30,9 @@ func newSubmitCmd(e *env) *cobra.Command {
 		Use:   "submit [flags] FILE...",
 		Short: "Send files to the server as one reconstruction job",
 		Long: `Send the files as one job, wait for it, and download its results into --output
-(default CLIENT_DOWNLOAD_DIR/<job_id>). Every file is checked end to end with
-SHA-256. Options reach the reconstruction script as environment variables
+(default CLIENT_DOWNLOAD_DIR/<job_id>). Every file is checked end to end, with
+BLAKE3 (SHA-256 with a server of protocol version 2, or through a relay).
+Options reach the reconstruction script as environment variables
 RECON_OPT_<KEY> and RECON_OPTIONS_JSON, never as shell text.
 
 Running the same submit again resumes it. The submission id is derived from

@@ -148,8 +148,8 @@ func TestRelayAdminClientsTransfer(t *testing.T) {
 		t.Fatalf("fetch: %+v, %v", files, err)
 	}
 	fetched := one("after the download")
-	if *fetched.BytesIn != size || *fetched.BytesOut != size || fetched.Requests != 3 {
-		t.Errorf("client after its download: %+v; want %d bytes in, %d out, 3 requests (submit, wait, fetch)", fetched, size, size)
+	if *fetched.BytesIn != size || *fetched.BytesOut != size || fetched.Requests != 4 {
+		t.Errorf("client after its download: %+v; want %d bytes in, %d out, 4 requests (hello, submit, wait, fetch)", fetched, size, size)
 	}
 
 	// The human table lists it, with its bytes.

@@ -59,11 +59,16 @@ var kinds = map[Kind]bool{
 	KindFetchConfirmed: true, KindCancel: true, KindAdmin: true, KindKeysReload: true,
 }
 
-// File is one file of a submission or a download.
+// File is one file of a submission or a download, with the digest that
+// was verified or is to be: SHA256, BLAKE3 or both (a fetch's manifest
+// when the session checks BLAKE3). A submission's files carry the digest
+// the server verified them with; a confirmed fetch's carry the one the
+// client verified before acknowledging.
 type File struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256,omitempty"`
+	BLAKE3 string `json:"blake3,omitempty"`
 }
 
 // Record is one line of the audit log. Seq, Time and Prev are set by

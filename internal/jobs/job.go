@@ -84,8 +84,13 @@ type File struct {
 	Name string `json:"name"`
 	// Size is the file's length in bytes.
 	Size int64 `json:"size"`
-	// SHA256 is the lowercase hex SHA-256 of the file's contents.
+	// SHA256 is the lowercase hex SHA-256 of the file's contents. An input
+	// file uploaded in a session that checked it with BLAKE3 has none ("").
 	SHA256 string `json:"sha256"`
+	// BLAKE3 is the lowercase hex BLAKE3 of the file's contents, when it
+	// was taken: of an input uploaded with BLAKE3, and of every result
+	// collected by a server of protocol version 3.
+	BLAKE3 string `json:"blake3,omitempty"`
 }
 
 // Job is one reconstruction job as the store keeps it. Times are in UTC;

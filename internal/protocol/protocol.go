@@ -32,8 +32,10 @@ import (
 
 // Version is the protocol version spoken inside the channel. Version 2
 // added client identities: the cancel and act_as requests, identities on
-// jobs and workers, and the key id of the channel's preamble.
-const Version = 2
+// jobs and workers, and the key id of the channel's preamble. Version 3
+// added the hello request, by which a session chooses its end-to-end hash
+// (hash.go); the channel itself (package secure) is unchanged.
+const Version = 3
 
 // Limits on what a peer may send. They are checked before anything is
 // allocated or stored.
@@ -109,6 +111,12 @@ const (
 	// session acts for. It has no reply; a refused one is answered with
 	// TypeError and the session ends. It is allowed once, first.
 	TypeActAs Type = "act_as"
+
+	// Hello (version 3): the client offers the end-to-end hashes it can
+	// compute and the server chooses the session's (Hello → HelloReply).
+	// At most once, before the session's first submit or fetch.
+	TypeHello      Type = "hello"
+	TypeHelloReply Type = "hello_reply"
 )
 
 // ActAs is the body of TypeActAs.
@@ -163,10 +171,17 @@ type FileInfo struct {
 }
 
 // FileSum describes a stored file: name, size and SHA-256 (lower-case hex).
+//
+// An input file uploaded in a session that checked it with BLAKE3 has no
+// SHA-256: SHA256 is empty (absent on the wire). A result always has its
+// SHA-256. BLAKE3 is set only in the results manifest of a fetch whose
+// session chose BLAKE3 (and only for results the server took the BLAKE3
+// of): the client then checks the bytes against it instead.
 type FileSum struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256,omitempty"`
+	BLAKE3 string `json:"blake3,omitempty"`
 }
 
 // Submit starts a job submission.
@@ -213,9 +228,11 @@ func CheckResume(resume []int64, files []FileInfo) error {
 	return nil
 }
 
-// FileDone ends one file's bytes.
+// FileDone ends one file's bytes with the digest of the whole file under
+// the session's hash: exactly one of the fields is set (Digest).
 type FileDone struct {
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256,omitempty"`
+	BLAKE3 string `json:"blake3,omitempty"`
 }
 
 // JobRef names a job.

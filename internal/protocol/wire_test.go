@@ -54,6 +54,12 @@ func TestWireGolden(t *testing.T) {
 		{TypeAdminStatusReply, admin},
 		{TypeAdminCancelReply, CancelReply{JobID: queued.JobID, PreviousState: "running", State: "cancelled"}},
 		{TypeSubmit, Submit{SubmissionID: "sub-1", Files: []FileInfo{{Name: "P00000.7", Size: 12}}, Options: map[string]string{"b": "2", "a": "1"}}},
+		{TypeHello, Hello{Hashes: []string{HashBLAKE3, HashSHA256}}},
+		{TypeHelloReply, HelloReply{Protocol: 3, Hash: HashBLAKE3}},
+		{TypeFileDone, NewFileDone(HashSHA256, zeroHash)},
+		{TypeFileDone, NewFileDone(HashBLAKE3, zeroHash)},
+		{TypeResults, Results{Job: job, Files: []FileSum{{Name: "images/slice_001.dcm", Size: 3, SHA256: zeroHash, BLAKE3: zeroHash}}}},
+		{TypeJob, JobInfo{JobID: "cccccccccccccccccccccccccc", State: "queued", SubmittedAt: at, Files: []FileSum{{Name: "k.cfl", Size: 8}}}},
 	}
 	var buf bytes.Buffer
 	for _, m := range msgs {

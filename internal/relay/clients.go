@@ -22,6 +22,10 @@ type clientSession struct {
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 
+	// hello and transferred are the session's own (its goroutine only):
+	// it said hello; it made a submit or fetch (no hello after that).
+	hello, transferred bool
+
 	mu      sync.Mutex
 	request string
 	jobID   string

@@ -505,8 +505,8 @@ cp "$1"/* "$3"/
 		return false
 	})
 	if waiting.JobID != job.JobID || waiting.Backend != job.Backend || waiting.BytesIn != 12345 ||
-		!strings.HasPrefix(waiting.Address, "127.0.0.1:") || waiting.ConnectedSince.IsZero() || waiting.Requests != 2 {
-		t.Errorf("waiting client = %+v; want job %s on %s, 12345 bytes in, 2 requests", waiting, job.JobID, job.Backend)
+		!strings.HasPrefix(waiting.Address, "127.0.0.1:") || waiting.ConnectedSince.IsZero() || waiting.Requests != 3 {
+		t.Errorf("waiting client = %+v; want job %s on %s, 12345 bytes in, 3 requests (hello, submit, wait)", waiting, job.JobID, job.Backend)
 	}
 
 	st, err := adm.Status(ctx)

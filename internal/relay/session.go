@@ -49,6 +49,9 @@ func (r *Relay) clientRequests() *rpc.Mux[*clientSession] {
 	rpc.Reply(m, protocol.TypeStatus, protocol.TypeStatusReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.StatusReply, error) {
 		return r.status(ctx), nil
 	})
+	rpc.Reply(m, protocol.TypeHello, protocol.TypeHelloReply, func(ctx context.Context, s *session, req *protocol.Hello) (*protocol.HelloReply, error) {
+		return hello(s.State, req)
+	})
 	rpc.Handle(m, protocol.TypeJobStatus, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
 		return r.jobStatus(ctx, s.Conn, s.State, ref.JobID)
 	})
@@ -59,12 +62,14 @@ func (r *Relay) clientRequests() *rpc.Mux[*clientSession] {
 		return r.cancel(ctx, s.State, ref.JobID)
 	})
 	rpc.Handle(m, protocol.TypeSubmit, func(ctx context.Context, s *session, sub *protocol.Submit) error {
+		s.State.transferred = true
 		return r.submit(ctx, s.Conn, s.State, sub, s.Log)
 	})
 	rpc.Handle(m, protocol.TypeWait, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
 		return r.wait(ctx, s.Conn, s.State, ref.JobID)
 	})
 	rpc.Handle(m, protocol.TypeFetch, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
+		s.State.transferred = true
 		return r.fetch(ctx, s.Conn, s.State, ref.JobID, s.Log)
 	})
 	return m
@@ -355,3 +360,17 @@ func stateRank(s protocol.JobState) int {
 // fitQueue drops jobs from the end of the list (finished ones come last)
 // until the reply fits in one control message.
 func fitQueue(q *protocol.QueueReply) { protocol.FitQueue(q) }
+
+// hello answers a client's hello. The relay passes file bytes and their
+// file_done through to backend sessions that say no hello, so a session
+// through it checks files with SHA-256 whatever the client offers.
+func hello(cs *clientSession, req *protocol.Hello) (*protocol.HelloReply, error) {
+	if cs.hello || cs.transferred {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "hello must come before any transfer, once")
+	}
+	if err := req.Check(); err != nil {
+		return nil, rpc.BadRequest(err)
+	}
+	cs.hello = true
+	return &protocol.HelloReply{Protocol: protocol.Version, Hash: protocol.HashSHA256}, nil
+}

@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/recon-mri/recon/internal/runner"
 )
 
@@ -32,8 +34,8 @@ func put(t *testing.T, root, name string, n int) runner.ResultFile {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(data)
-	return runner.ResultFile{Name: name, Size: int64(n), SHA256: hex.EncodeToString(sum[:])}
+	sum, b3 := sha256.Sum256(data), blake3.Sum256(data)
+	return runner.ResultFile{Name: name, Size: int64(n), SHA256: hex.EncodeToString(sum[:]), BLAKE3: hex.EncodeToString(b3[:])}
 }
 
 func TestCollectResults(t *testing.T) {

@@ -40,7 +40,7 @@ func (s *Server) adminRequests() *rpc.Mux[*sessionState] {
 		return s.adminStatus(ctx)
 	})
 	rpc.Reply(m, protocol.TypeAdminQueue, protocol.TypeAdminQueueReply, func(ctx context.Context, _ *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		q, err := s.queue(ctx, "", time.Now().Add(-24*time.Hour))
+		q, err := s.queue(ctx, "", "", time.Now().Add(-24*time.Hour))
 		if err == nil {
 			s.addPendingDeliveries(ctx, q)
 		}

@@ -94,10 +94,32 @@ func (s *Server) auditAdminRequest(ctx context.Context, ss *session, msg protoco
 		Command: string(msg.Type), Request: body})
 }
 
-func auditFiles(files []jobs.File) []audit.File {
+// auditFiles is files as the audit trail records them, with their
+// digests: both, when withBLAKE3, else the SHA-256 only (and the BLAKE3 of
+// a file that has no SHA-256, an input uploaded with BLAKE3).
+func auditFiles(files []jobs.File, withBLAKE3 bool) []audit.File {
 	out := make([]audit.File, len(files))
 	for i, f := range files {
 		out[i] = audit.File{Name: f.Name, Size: f.Size, SHA256: f.SHA256}
+		if withBLAKE3 || f.SHA256 == "" {
+			out[i].BLAKE3 = f.BLAKE3
+		}
+	}
+	return out
+}
+
+// verifiedFiles is a fetch's files as a client of a session with hash h
+// verified them: each with the one digest it checked, BLAKE3 where the
+// manifest gave one, else SHA-256.
+func verifiedFiles(manifest []protocol.FileSum) []audit.File {
+	out := make([]audit.File, len(manifest))
+	for i, f := range manifest {
+		out[i] = audit.File{Name: f.Name, Size: f.Size}
+		if f.BLAKE3 != "" {
+			out[i].BLAKE3 = f.BLAKE3
+		} else {
+			out[i].SHA256 = f.SHA256
+		}
 	}
 	return out
 }

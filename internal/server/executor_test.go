@@ -150,7 +150,7 @@ func TestPoolRunsJobsThroughExecutor(t *testing.T) {
 	}
 	sum := "f6a214f7a5fcda0c2cee9660b7fc29f5649e3c68aad48e20e950137c98913a68"
 	want := map[string]end{
-		ok:        {State: jobs.Succeeded, Results: []jobs.File{{Name: "r.txt", Size: 6, SHA256: sum}}},
+		ok:        {State: jobs.Succeeded, Results: []jobs.File{{Name: "r.txt", Size: 6, SHA256: sum, BLAKE3: "44e86eb38ff9b065a1e805dd61f624e334a4296479e4be43c354ca8af90b0340"}}},
 		bad:       {State: jobs.Failed, Error: "the executor could not run it"},
 		cancelled: {State: jobs.Cancelled, Error: "cancelled by an administrator"},
 		stopping:  {State: jobs.Queued, Error: "the server stopped while the job was running", Input: true},

@@ -62,6 +62,22 @@ func sha256Hex(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
+func blake3Hex(b []byte) string {
+	h := protocol.NewHash(protocol.HashBLAKE3)
+	h.Write(b)
+	return protocol.HexSum(h)
+}
+
+// sameContent reports whether a file's digests, as stored or shown (a
+// SHA-256, a BLAKE3 or both: an input checked with BLAKE3 has no SHA-256),
+// are those of data; at least one must be there.
+func sameContent(sha, b3 string, data []byte) bool {
+	if sha == "" && b3 == "" {
+		return false
+	}
+	return (sha == "" || sha == sha256Hex(data)) && (b3 == "" || b3 == blake3Hex(data))
+}
+
 // dirNames lists dir's entry names, sorted ("" entries for a missing dir).
 func dirNames(t *testing.T, dir string) []string {
 	t.Helper()

@@ -37,6 +37,39 @@ type sessionState struct {
 	conn    *secure.Conn
 	keyID   secure.KeyID
 	keyName string
+
+	// hash is the session's end-to-end hash (protocol.HashSHA256 unless
+	// its hello chose another); hello is set once the session said hello,
+	// and transferred once it made its first submit or fetch: a hello
+	// comes at most once, before that.
+	hash        string
+	hello       bool
+	transferred bool
+}
+
+// sessionHash returns the session's end-to-end hash and marks the session
+// as having transferred (no hello after this).
+func sessionHash(ss *session) string {
+	ss.State.transferred = true
+	if ss.State.hash == "" {
+		return protocol.HashSHA256
+	}
+	return ss.State.hash
+}
+
+// hello answers a client's hello: it chooses the session's end-to-end
+// hash from those the client offers.
+func hello(ss *session, req *protocol.Hello) (*protocol.HelloReply, error) {
+	st := ss.State
+	if st.hello || st.transferred {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "hello must come before any transfer, once")
+	}
+	if err := req.Check(); err != nil {
+		return nil, rpc.BadRequest(err)
+	}
+	st.hello, st.hash = true, protocol.ChooseHash(req.Hashes)
+	ss.Log = ss.Log.With("hash", st.hash)
+	return &protocol.HelloReply{Protocol: protocol.Version, Hash: st.hash}, nil
 }
 
 // identities holds the client keyring and the open client sessions, so

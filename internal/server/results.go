@@ -19,7 +19,11 @@ import (
 
 // sendResults runs the fetch request: announce a finished job's result
 // files, stream each, and on the client's acknowledgement remove them.
-func (s *Server) sendResults(ctx context.Context, c *secure.Conn, owner, id string, log *slog.Logger) error {
+//
+// hash is the session's end-to-end hash: with BLAKE3 the manifest gives
+// each result's BLAKE3 (taken when it was collected) beside its SHA-256,
+// and the client checks the former.
+func (s *Server) sendResults(ctx context.Context, c *secure.Conn, owner, hash, id string, log *slog.Logger) error {
 	j, _, err := s.lookup(ctx, owner, id)
 	if err != nil {
 		return err
@@ -61,15 +65,16 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, owner, id stri
 			return protocol.Errorf(protocol.CodeGone, "result %q of job %s is no longer on the server as it was collected", f.Name, id)
 		}
 	}
-	manifest := wireFiles(files)
+	withBLAKE3 := hash == protocol.HashBLAKE3
+	manifest := manifestFiles(files, withBLAKE3)
 	if manifest == nil {
 		manifest = []protocol.FileSum{}
 	}
 	if err := s.record(ctx, audit.Record{Kind: audit.KindFetch, Identity: owner, Peer: c.RemoteAddr().String(),
-		JobID: id, Files: auditFiles(files)}); err != nil {
+		JobID: id, Files: auditFiles(files, withBLAKE3)}); err != nil {
 		return err
 	}
-	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *jobInfo(j), Files: manifest}); err != nil {
+	if err := protocol.WriteMessage(c, protocol.TypeResults, protocol.Results{Job: *viewFor(jobInfo(j), j, hash), Files: manifest}); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -99,7 +104,7 @@ func (s *Server) sendResults(ctx context.Context, c *secure.Conn, owner, id stri
 	}
 	// The results are deleted only once the confirmation is audited.
 	if err := s.record(ctx, audit.Record{Kind: audit.KindFetchConfirmed, Identity: owner, Peer: c.RemoteAddr().String(),
-		JobID: id}); err != nil {
+		JobID: id, Files: verifiedFiles(manifest)}); err != nil {
 		return err
 	}
 	if err := s.store.MarkDelivered(ctx, id); err != nil {

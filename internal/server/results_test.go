@@ -227,8 +227,10 @@ func TestResultChangedWhileSent(t *testing.T) {
 	}
 	dst := filepath.Join(t.TempDir(), "out")
 	_, _, err := c.Fetch(ctx, id, dst, &client.FetchOptions{Progress: progress})
-	if err == nil || !strings.Contains(err.Error(), "SHA-256 mismatch") {
-		t.Fatalf("fetch of a result changed while sent: %v, want a SHA-256 mismatch", err)
+	// The client checks BLAKE3 (its default) against the digest taken
+	// when the results were collected.
+	if err == nil || !strings.Contains(err.Error(), "BLAKE3 mismatch") {
+		t.Fatalf("fetch of a result changed while sent: %v, want a BLAKE3 mismatch", err)
 	}
 	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the destination exists after a failed fetch: %v", err)

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -78,7 +77,7 @@ func partialKey(identity, sid string) string { return identity + "/" + sid }
 type partial struct {
 	manifest
 	dir     string
-	sums    []string // SHA-256 of files verified whole by this process; "" unknown
+	sums    []string // "<hash>:<digest>" of files verified whole by this process; "" unknown
 	busy    bool
 	kept    int64         // bytes on disk when it was last parked
 	stop    func()        // ends the session receiving it (when busy)
@@ -486,15 +485,16 @@ func keepable(err error) bool {
 	return true
 }
 
-// hashFile returns the SHA-256 of the file at path, which must hold size
-// bytes: a file kept whole from an upload before a restart, read back.
-func hashFile(path string, size int64) (string, error) {
+// hashFile returns the digest under the named hash of the file at path,
+// which must hold size bytes: a file kept whole from an earlier upload,
+// read back.
+func hashFile(path, hash string, size int64) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h := protocol.NewHash(hash)
 	if _, err := io.CopyN(h, f, size); err != nil {
 		return "", fmt.Errorf("read back %s: %w", filepath.Base(path), err)
 	}

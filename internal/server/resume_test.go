@@ -409,7 +409,7 @@ func TestClientResumesAfterCut(t *testing.T) {
 	if len(reconnects) != 1 {
 		t.Errorf("reconnected %d times (%v), want once", len(reconnects), reconnects)
 	}
-	if len(job.Files) != 1 || job.Files[0].SHA256 != sha256Hex(data) {
+	if len(job.Files) != 1 || !sameContent(job.Files[0].SHA256, job.Files[0].BLAKE3, data) {
 		t.Fatalf("job files %+v", job.Files)
 	}
 	if up := p.UpTotal(); up > size*3/2 {

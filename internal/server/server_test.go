@@ -82,9 +82,11 @@ func TestSubmitOptionsAndResults(t *testing.T) {
 	if job.State != "queued" || !jobs.ValidID(job.JobID) {
 		t.Fatalf("Submit returned job %q in state %q, want a valid id, queued", job.JobID, job.State)
 	}
+	// The client's session checked the files with BLAKE3 (its default):
+	// the job's view gives their BLAKE3, and no SHA-256.
 	for _, f := range job.Files {
-		if want := sha256Hex(inputs[f.Name]); f.SHA256 != want || f.Size != int64(len(inputs[f.Name])) {
-			t.Errorf("server recorded input %q as %d bytes %s, want %d bytes %s", f.Name, f.Size, f.SHA256, len(inputs[f.Name]), want)
+		if want := blake3Hex(inputs[f.Name]); f.BLAKE3 != want || f.SHA256 != "" || f.Size != int64(len(inputs[f.Name])) {
+			t.Errorf("server recorded input %q as %d bytes %+v, want %d bytes, BLAKE3 %s", f.Name, f.Size, f, len(inputs[f.Name]), want)
 		}
 	}
 	if len(job.Files) != len(inputs) {

@@ -82,40 +82,43 @@ func (s *Server) clientRequests() *rpc.Mux[*sessionState] {
 	rpc.Handle(m, protocol.TypeActAs, func(ctx context.Context, ss *session, req *protocol.ActAs) error {
 		return s.actAs(ss, req)
 	})
+	rpc.Reply(m, protocol.TypeHello, protocol.TypeHelloReply, func(ctx context.Context, ss *session, req *protocol.Hello) (*protocol.HelloReply, error) {
+		return hello(ss, req)
+	})
 	rpc.Reply(m, protocol.TypeJobStatus, protocol.TypeJob, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.JobInfo, error) {
 		who, err := owner(ss)
 		if err != nil {
 			return nil, err
 		}
-		return s.job(ctx, who, ref.JobID)
+		return s.job(ctx, who, ss.State.hash, ref.JobID)
 	})
 	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, ss *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
 		who, err := owner(ss)
 		if err != nil {
 			return nil, err
 		}
-		return s.queue(ctx, who, time.Now().Add(-24*time.Hour))
+		return s.queue(ctx, who, ss.State.hash, time.Now().Add(-24*time.Hour))
 	})
 	rpc.Handle(m, protocol.TypeSubmit, func(ctx context.Context, ss *session, sub *protocol.Submit) error {
 		who, err := owner(ss)
 		if err != nil {
 			return err
 		}
-		return s.receiveSubmission(ctx, ss.Conn, who, sub, ss.Log)
+		return s.receiveSubmission(ctx, ss.Conn, who, sessionHash(ss), sub, ss.Log)
 	})
 	rpc.Handle(m, protocol.TypeWait, func(ctx context.Context, ss *session, ref *protocol.JobRef) error {
 		who, err := owner(ss)
 		if err != nil {
 			return err
 		}
-		return s.sendEvents(ctx, ss.Conn, who, ref.JobID)
+		return s.sendEvents(ctx, ss.Conn, who, ss.State.hash, ref.JobID)
 	})
 	rpc.Handle(m, protocol.TypeFetch, func(ctx context.Context, ss *session, ref *protocol.JobRef) error {
 		who, err := owner(ss)
 		if err != nil {
 			return err
 		}
-		return s.sendResults(ctx, ss.Conn, who, ref.JobID, ss.Log)
+		return s.sendResults(ctx, ss.Conn, who, sessionHash(ss), ref.JobID, ss.Log)
 	})
 	rpc.Reply(m, protocol.TypeCancel, protocol.TypeCancelReply, func(ctx context.Context, ss *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
 		who, err := owner(ss)
@@ -155,13 +158,13 @@ func (s *Server) status(ctx context.Context) (*protocol.StatusReply, error) {
 }
 
 // job looks up one job of owner ("": any, for admins) for a client, as it
-// travels.
-func (s *Server) job(ctx context.Context, owner, id string) (*protocol.JobInfo, error) {
+// travels to a session whose end-to-end hash is hash (viewFor).
+func (s *Server) job(ctx context.Context, owner, hash, id string) (*protocol.JobInfo, error) {
 	j, pos, err := s.lookup(ctx, owner, id)
 	if err != nil {
 		return nil, err
 	}
-	info := jobInfo(j)
+	info := viewFor(jobInfo(j), j, hash)
 	info.Position = pos
 	if j.State == jobs.Queued {
 		info.WaitReason = s.pool.waitReason()
@@ -204,7 +207,7 @@ func (s *Server) lookup(ctx context.Context, owner, id string) (*jobs.Job, int, 
 
 // queue lists the jobs of owner ("": every job, for admins), with their
 // places in the whole queue.
-func (s *Server) queue(ctx context.Context, owner string, finishedSince time.Time) (*protocol.QueueReply, error) {
+func (s *Server) queue(ctx context.Context, owner, hash string, finishedSince time.Time) (*protocol.QueueReply, error) {
 	list, err := s.store.List(ctx, jobs.ListOptions{IncludeFinishedSince: finishedSince, Limit: 1000, Identity: owner})
 	if err != nil {
 		return nil, rpc.Internal(err)
@@ -219,7 +222,7 @@ func (s *Server) queue(ctx context.Context, owner string, finishedSince time.Tim
 	q := &protocol.QueueReply{Jobs: []protocol.JobInfo{}}
 	pos := 0
 	for _, j := range list {
-		info := jobInfo(j)
+		info := viewFor(jobInfo(j), j, hash)
 		if j.State == jobs.Queued {
 			pos++
 			info.Position = pos
@@ -239,7 +242,7 @@ func (s *Server) queue(ctx context.Context, owner string, finishedSince time.Tim
 }
 
 // sendEvents streams the state of owner's job to the client until it ends.
-func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, owner, id string) error {
+func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, owner, hash, id string) error {
 	var lastState jobs.State
 	lastPos, lastWhy := 0, ""
 	first := true
@@ -254,7 +257,7 @@ func (s *Server) sendEvents(ctx context.Context, c *secure.Conn, owner, id strin
 			why = s.pool.waitReason()
 		}
 		if first || j.State != lastState || pos != lastPos || why != lastWhy {
-			info := jobInfo(j)
+			info := viewFor(jobInfo(j), j, hash)
 			info.Position, info.WaitReason = pos, why
 			s.armWrite(c)
 			if err := protocol.WriteMessage(c, protocol.TypeEvent, protocol.Event{Job: *info}); err != nil {

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -95,13 +93,13 @@ var zeroSHA256 = strings.Repeat("0", protocol.SHA256HexLen)
 // resume.go).
 //
 // The job belongs to identity; a submission id names a submission of that
-// identity only.
-func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity string, sub *protocol.Submit, log *slog.Logger) (err error) {
+// identity only. Every file is checked with the session's hash.
+func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity, hash string, sub *protocol.Submit, log *slog.Logger) (err error) {
 	total, err := s.validateSubmission(sub)
 	if err != nil {
 		return err
 	}
-	u, err := s.claimUpload(ctx, c, identity, sub, log)
+	u, err := s.claimUpload(ctx, c, identity, hash, sub, log)
 	if err != nil {
 		return err
 	}
@@ -113,7 +111,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity
 			if !sameJobSubmission(j, sub) {
 				return submissionConflict(j, sub)
 			}
-			info, err := s.job(ctx, identity, j.ID)
+			info, err := s.job(ctx, identity, hash, j.ID)
 			if err != nil {
 				return err
 			}
@@ -144,7 +142,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity
 	}
 	// Audited before the job exists: a job is never queued unaudited.
 	if err := s.record(ctx, audit.Record{Kind: audit.KindSubmit, Identity: identity, Peer: c.RemoteAddr().String(),
-		JobID: id, Files: auditFiles(files)}); err != nil {
+		JobID: id, Files: auditFiles(files, false)}); err != nil {
 		os.RemoveAll(s.inputDir(id))
 		return err
 	}
@@ -173,7 +171,7 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity
 	}
 	// The answer describes the job as it was committed: queued, with its
 	// position then (a worker may have claimed it since).
-	info := jobInfo(j)
+	info := viewFor(jobInfo(j), j, hash)
 	if j.State == jobs.Queued {
 		if pos, err := s.store.QueuePosition(ctx, j.ID); err == nil {
 			info.Position = pos
@@ -184,18 +182,20 @@ func (s *Server) receiveSubmission(ctx context.Context, c *secure.Conn, identity
 }
 
 // receiveFiles reads each announced file's bytes and its FileDone, writes
-// it under dir, checks its size and hash and fsyncs it. The client must
+// it under dir, checks its size and its digest under hash (the session's
+// end-to-end hash) and fsyncs it. The client must
 // keep up MinTransferRate, with grace to start and to pause. Any error
 // leaves the caller to remove (or keep) dir.
 //
 // A resumed upload has offs: the first `whole` files are in dir already
-// (their hashes in sums, or read back from disk) and the client sends none
+// (their digests in sums, or read back from disk) and the client sends none
 // of their bytes; file i then has offs[i] bytes in its part, which are read
 // back into the hash before the rest arrives. sums, if not nil, records
-// the hash of each file verified whole.
+// the digest of each file verified whole, as "<hash>:<digest>": a resume
+// in a session with another hash reads the file back.
 //
 // written counts the bytes written to disk.
-func receiveFiles(ctx context.Context, msgs *protocol.Budget, c *secure.Conn, dir string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration, written *atomic.Int64) ([]jobs.File, error) {
+func receiveFiles(ctx context.Context, msgs *protocol.Budget, c *secure.Conn, dir, hash string, announced []protocol.FileInfo, offs []int64, whole int, sums []string, grace time.Duration, written *atomic.Int64) ([]jobs.File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, rpc.Internal(err)
@@ -212,33 +212,37 @@ func receiveFiles(ctx context.Context, msgs *protocol.Budget, c *secure.Conn, di
 		}
 		var sum string
 		if i < whole {
-			sum = sums[i]
-			if sum == "" {
-				if sum, err = hashFile(filepath.Join(dir, fi.Name), fi.Size); err != nil {
+			sum, _ = strings.CutPrefix(sums[i], hash+":")
+			if sum == sums[i] {
+				if sum, err = hashFile(filepath.Join(dir, fi.Name), hash, fi.Size); err != nil {
 					return nil, rpc.Internal(err)
 				}
 			}
 			pace.restart()
-			if err := readFileDone(ctx, msgs, src, fi.Name, sum, off); err != nil {
+			if err := readFileDone(ctx, msgs, src, fi.Name, hash, sum, off); err != nil {
 				return nil, err
 			}
 		} else {
-			sum, err = receiveFile(ctx, msgs, root, src, pace, i, fi, off, written)
+			sum, err = receiveFile(ctx, msgs, root, src, pace, hash, i, fi, off, written)
 			if err != nil {
 				return nil, err
 			}
 		}
 		if sums != nil {
-			sums[i] = sum
+			sums[i] = hash + ":" + sum
 		}
-		files = append(files, jobs.File{Name: fi.Name, Size: fi.Size, SHA256: sum})
+		f := jobs.File{Name: fi.Name, Size: fi.Size, SHA256: sum}
+		if hash == protocol.HashBLAKE3 {
+			f.SHA256, f.BLAKE3 = "", sum
+		}
+		files = append(files, f)
 	}
 	return files, nil
 }
 
 // receiveFile receives file i into its part (after the off bytes the part
 // holds), checks it and renames it to its name.
-func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src io.Reader, pace *pacer, i int, fi protocol.FileInfo, off int64, written *atomic.Int64) (string, error) {
+func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src io.Reader, pace *pacer, hash string, i int, fi protocol.FileInfo, off int64, written *atomic.Int64) (string, error) {
 	part := partName(i)
 	flag := os.O_RDWR | os.O_CREATE
 	if off == 0 {
@@ -249,7 +253,7 @@ func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src 
 		return "", diskError(err)
 	}
 	defer f.Close()
-	h := sha256.New()
+	h := protocol.NewHash(hash)
 	if off > 0 {
 		if _, err := io.CopyN(h, f, off); err != nil {
 			return "", rpc.Internal(fmt.Errorf("read back the kept part of %q: %w", fi.Name, err))
@@ -261,8 +265,8 @@ func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src 
 		xfer.Sync(f)
 		return "", uploadError(fi.Name, err)
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if err := readFileDone(ctx, msgs, src, fi.Name, sum, off); err != nil {
+	sum := protocol.HexSum(h)
+	if err := readFileDone(ctx, msgs, src, fi.Name, hash, sum, off); err != nil {
 		return "", err
 	}
 	if err := xfer.Sync(f); err != nil {
@@ -277,10 +281,10 @@ func receiveFile(ctx context.Context, msgs *protocol.Budget, root *os.Root, src 
 	return sum, nil
 }
 
-// readFileDone reads the FileDone that ends a file and checks its hash
-// against sum, the server's of the whole file (off bytes of which it had
-// kept from an earlier attempt).
-func readFileDone(ctx context.Context, msgs *protocol.Budget, src io.Reader, name, sum string, off int64) error {
+// readFileDone reads the FileDone that ends a file and checks its digest
+// under hash against sum, the server's of the whole file (off bytes of
+// which it had kept from an earlier attempt).
+func readFileDone(ctx context.Context, msgs *protocol.Budget, src io.Reader, name, hash, sum string, off int64) error {
 	m, err := msgs.ReadMessage(ctx, src)
 	if err != nil {
 		if pe := rpc.MessageError(err, "server"); pe != nil {
@@ -292,11 +296,15 @@ func readFileDone(ctx context.Context, msgs *protocol.Budget, src io.Reader, nam
 	if err := m.Decode(protocol.TypeFileDone, &done); err != nil {
 		return rpc.BadRequest(fmt.Errorf("file %q: %w", name, err))
 	}
-	if done.SHA256 != sum {
+	got, ok := done.Digest(hash)
+	if !ok {
+		return rpc.BadRequest(fmt.Errorf("file %q: file_done must carry the %s digest (the session's hash) and no other", name, hash))
+	}
+	if got != sum {
 		if off > 0 {
-			return protocol.Errorf(protocol.CodeHashMismatch, "file %q: SHA-256 mismatch after resuming at byte %d: the bytes the server kept differ from the client's file; the kept upload was dropped, submit again", name, off)
+			return protocol.Errorf(protocol.CodeHashMismatch, "file %q: %s mismatch after resuming at byte %d: the bytes the server kept differ from the client's file; the kept upload was dropped, submit again", name, hashTitle(hash), off)
 		}
-		return protocol.Errorf(protocol.CodeHashMismatch, "file %q: SHA-256 mismatch: the server received different bytes than the client read", name)
+		return protocol.Errorf(protocol.CodeHashMismatch, "file %q: %s mismatch: the server received different bytes than the client read", name, hashTitle(hash))
 	}
 	return nil
 }
@@ -365,4 +373,12 @@ func freeBytes(dir string) (int64, error) {
 		return 0, fmt.Errorf("statfs: %w", err)
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// hashTitle is the name of an end-to-end hash as messages spell it.
+func hashTitle(hash string) string {
+	if hash == protocol.HashBLAKE3 {
+		return "BLAKE3"
+	}
+	return "SHA-256"
 }

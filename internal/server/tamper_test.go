@@ -292,7 +292,6 @@ func TestTamperingProxy(t *testing.T) {
 	})
 	data := randomBytes(t, 100)
 	in := writeInput(t, t.TempDir(), "P1.7", data)
-	wantSHA := sha256Hex(data)
 
 	submit := func(ctx context.Context, addr, sid string) (*client.Job, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -412,7 +411,7 @@ func TestTamperingProxy(t *testing.T) {
 			t.Errorf("%v: %d jobs for one submission", a.tm, len(js))
 		}
 		for _, j := range js {
-			if len(j.Files) != 1 || j.Files[0].SHA256 != wantSHA || j.Files[0].Size != int64(len(data)) {
+			if len(j.Files) != 1 || !sameContent(j.Files[0].SHA256, j.Files[0].BLAKE3, data) || j.Files[0].Size != int64(len(data)) {
 				t.Errorf("%v: job %s holds %+v, not the file sent", a.tm, j.JobID, j.Files)
 			}
 		}
@@ -428,7 +427,7 @@ func TestTamperingProxy(t *testing.T) {
 			if !jobs.ValidID(a.job.JobID) || len(js) != 1 || js[0].JobID != a.job.JobID {
 				t.Errorf("%v: client got job %q, server has %+v", a.tm, a.job.JobID, js)
 			}
-			if len(a.job.Files) != 1 || a.job.Files[0].SHA256 != wantSHA {
+			if len(a.job.Files) != 1 || !sameContent(a.job.Files[0].SHA256, a.job.Files[0].BLAKE3, data) {
 				t.Errorf("%v: client got files %+v", a.tm, a.job.Files)
 			}
 			// Only what the client never reads - the server's close

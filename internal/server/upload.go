@@ -29,6 +29,7 @@ type upload struct {
 	s        *Server
 	c        *secure.Conn
 	identity string // the client identity: its submission ids, its caps
+	hash     string // the session's end-to-end hash
 	sub      *protocol.Submit
 	log      *slog.Logger
 
@@ -50,8 +51,8 @@ type upload struct {
 // claimUpload starts an upload of sub for the session on c. A broken
 // upload of the same submission kept for resuming is claimed (see
 // partials.claim): it is this one's until it ends.
-func (s *Server) claimUpload(ctx context.Context, c *secure.Conn, identity string, sub *protocol.Submit, log *slog.Logger) (*upload, error) {
-	u := &upload{s: s, c: c, identity: identity, sub: sub, log: log}
+func (s *Server) claimUpload(ctx context.Context, c *secure.Conn, identity, hash string, sub *protocol.Submit, log *slog.Logger) (*upload, error) {
+	u := &upload{s: s, c: c, identity: identity, hash: hash, sub: sub, log: log}
 	if s.cfg.UploadResume > 0 && sub.SubmissionID != "" {
 		p, err := s.partials.claim(ctx, identity, sub, func() { c.Close() })
 		if err != nil {
@@ -140,7 +141,7 @@ func (u *upload) receive(ctx context.Context) ([]jobs.File, error) {
 		sums = u.p.sums
 	}
 	u.receiving = true
-	return receiveFiles(ctx, u.s.msgs, u.c, u.dir, u.sub.Files, u.offs, u.whole, sums, u.s.opts.IdleTimeout, &u.res.written)
+	return receiveFiles(ctx, u.s.msgs, u.c, u.dir, u.hash, u.sub.Files, u.offs, u.whole, sums, u.s.opts.IdleTimeout, &u.res.written)
 }
 
 // commit makes the received upload the job's input directory, durably.

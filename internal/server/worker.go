@@ -78,7 +78,7 @@ func (p *pool) runJob(ctx context.Context, j *jobs.Job, worker int) {
 	}
 	// The manifest travels in one message: a list too long for it would
 	// make the job impossible to describe or fetch.
-	if size := protocol.FileListSize(wireFiles(files)); cerr == nil && size > protocol.MaxFileListBytes {
+	if size := protocol.FileListSize(manifestFiles(files, true)); cerr == nil && size > protocol.MaxFileListBytes {
 		cerr = fmt.Errorf("the list of %d result files takes %d bytes, at most %d: write fewer files, or shorter names: %w",
 			len(files), size, protocol.MaxFileListBytes, runner.ErrLimit)
 	}

@@ -183,6 +183,12 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 1
 	}
+	if cfg.Server.Hashes == nil {
+		// The daemon hashes each file with SHA-256 before it submits it
+		// (for its state and its submission ids) and checks the server's
+		// SHA-256 against that afterwards: its sessions check SHA-256.
+		cfg.Server.Hashes = []string{protocol.HashSHA256}
+	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = DefaultRetryMin
 	}
