@@ -169,7 +169,7 @@ def file_sums(v: Any, what: str, result_names: bool) -> List[Tuple[str, int, str
     """A list of {name, size, sha256} from the server, checked: name and
     size required, sha256 "" when absent (an input file uploaded with
     BLAKE3 has none in job views; fetch requires it of results). Other
-    fields ("blake3" of a result in a BLAKE3 session) are ignored."""
+    fields are ignored here ("blake3" is checked by fetch)."""
     if v is None:
         return []
     if not isinstance(v, list) or len(v) > MAX_FILES:

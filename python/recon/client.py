@@ -547,12 +547,21 @@ class Client:
             if job.id != job_id:
                 raise protocol_error("the results of job %r when %r was asked for" % (job.id, job_id))
             # Each file must carry sha256, and the bytes are checked against
-            # it. This client offers only SHA-256 in hello, so a server
-            # sends no "blake3" beside it; one that does anyway is ignored,
-            # as fields unknown to a reader are: it cannot weaken the
-            # check, which is always against the SHA-256, the digest the
-            # user is given (and can check with sha256sum).
-            files = _protocol.file_sums(get(body, "files", list, required=True), "the result manifest", True)
+            # it: this client's sessions all use SHA-256 (it offers nothing
+            # else in hello). A "blake3" beside it belongs only to a session
+            # that chose BLAKE3, so a server that sends one is not in the
+            # session agreed: refused before a byte is written (fail
+            # closed, as TLS refuses an extension it did not ask for, and
+            # as the Go client does). Ignoring it would not weaken the
+            # SHA-256 check, but would hide a confused server; refusing
+            # costs nothing kept: no ack is sent, the results stay.
+            raw_files = get(body, "files", list, required=True)
+            files = _protocol.file_sums(raw_files, "the result manifest", True)
+            if ch.hash != "blake3":
+                for f in raw_files:
+                    if "blake3" in f:
+                        raise protocol_error("the result manifest gives a BLAKE3 for %r in a session that uses %s"
+                                             % (f["name"][:80], ch.hash))
             seen = set()
             for name, _, sha in files:
                 if not _protocol.valid_sha256(sha):

@@ -19,6 +19,7 @@ from recon import _handshake, _noise
 from recon._channel import Channel, ChannelError
 
 KEY = _handshake.parse_key(bytes(range(1, 33)))
+B3_ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"  # BLAKE3("abc"), docs/PROTOCOL.md
 JOB_ID = "a" * 26
 
 
@@ -432,23 +433,21 @@ def test_job_views_accept_inputs_without_sha256(hostile):
     assert [(f.name, f.size, f.sha256) for f in j.files] == [("a.dat", 3, ""), ("b.dat", 4, sha(b"bbbb"))]
 
 
-@pytest.mark.parametrize("blake3,sha256,code", [
-    ("0" * 64, "good", None),             # blake3 is ignored: the SHA-256 is checked
-    ("zz", "good", None),                 # even a malformed one
-    ("0" * 64, sha(b"other"), "hash_mismatch"),
-    ("0" * 64, None, "protocol"),          # blake3 never stands in for sha256
+@pytest.mark.parametrize("blake3,sha256", [
+    ("0" * 64, "good"),   # a BLAKE3 in a SHA-256 session: the server is not in the session agreed
+    ("zz", "good"),       # a malformed one
+    (B3_ABC, "good"),     # even a right one
+    ("0" * 64, None),     # blake3 never stands in for sha256
 ])
-def test_fetch_checks_sha256_whatever_blake3_says(hostile, tmp_path, blake3, sha256, code):
-    data = b"result bytes"
+def test_fetch_refuses_blake3_in_a_sha256_session(hostile, tmp_path, blake3, sha256):
+    data = b"abc"
     f = {"name": "r", "size": len(data), "blake3": blake3}
     if sha256 is not None:
-        f["sha256"] = sha(data) if sha256 == "good" else sha256
+        f["sha256"] = sha(data)
     s = hostile(fetch_scenario([f], data))
     out = tmp_path / "out"
     with s.client() as c:
-        if code is None:
-            [r] = c.fetch(JOB_ID, out)
-            assert r.sha256 == sha(data) and open(r.path, "rb").read() == data
-        else:
-            assert code_of(lambda: c.fetch(JOB_ID, out)) == code
-            assert not out.exists()
+        assert code_of(lambda: c.fetch(JOB_ID, out)) == "protocol"
+    assert os.listdir(tmp_path) == []
+    assert deadline_poll(lambda: s.got), "the server did not see the session end"
+    assert s.got[0][0] == "no ack", s.got

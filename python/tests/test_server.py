@@ -380,7 +380,8 @@ def test_blake3_upload_seen_by_this_client(server, tmp_path):
         assert not ready.get("existing")
         ch.write(b"abc")
         job = call("file_done", {"blake3": B3_ABC}, "job")
-        assert job["files"] == [{"name": "abc.dat", "size": 3}]
+        # A BLAKE3 session is shown the input's BLAKE3 (and no SHA-256).
+        assert job["files"] == [{"name": "abc.dat", "size": 3, "blake3": B3_ABC}]
     finally:
         ch.close_write()
         ch.close()
@@ -406,6 +407,7 @@ def test_blake3_upload_seen_by_this_client(server, tmp_path):
         assert call("hello", {"hashes": ["sha256"]}, "hello_reply")["hash"] == "sha256"
         res = call("fetch", {"job_id": j.id}, "results")
         assert all("blake3" not in f and _protocol.valid_sha256(f["sha256"]) for f in res["files"])
+        assert res["job"]["files"] == [{"name": "abc.dat", "size": 3}]
     finally:
         ch.close()
     with recon.Client(server.host, server.port, server.key) as c:
