@@ -414,3 +414,32 @@ def test_blake3_upload_seen_by_this_client(server, tmp_path):
         res = {r.name: r for r in c.fetch(j.id, tmp_path / "out")}
     assert res["copy/abc.dat"].sha256 == hashlib.sha256(b"abc").hexdigest()
     assert open(res["copy/abc.dat"].path, "rb").read() == b"abc"
+
+
+
+def test_through_relay_hello_is_sha256(recon_bin, server, tmp_path):
+    """A relay answers hello itself with SHA-256, whatever is offered; this
+    client submits and fetches through it, checked with SHA-256 end to end."""
+    from conftest import deadline_poll, start_relay
+    d = tmp_path / "relay"
+    d.mkdir()
+    relay = start_relay(recon_bin, str(d), server, server.key)
+    try:
+        ch, call = raw_session(relay)
+        try:
+            assert deadline_poll(lambda: not call("queue", {}, "queue_reply").get("unavailable"), timeout=30), \
+                "the relay never saw its backend up"
+            assert call("hello", {"hashes": ["blake3", "sha256"]}, "hello_reply") == {"protocol": 3, "hash": "sha256"}
+        finally:
+            ch.close()
+        a = tmp_path / "r.dat"
+        sha = make_file(a, 200000)
+        with recon.Client(relay.host, relay.port, relay.key) as c:
+            job = c.submit([a])
+            assert c._ch is not None and c._ch.hash == "sha256" and not c._no_hello
+            assert job.files[0].sha256 == sha
+            assert c.wait(job.id, timeout=120).state == "succeeded"
+            res = {r.name: r for r in c.fetch(job.id, tmp_path / "out")}
+        assert res["copy/r.dat"].sha256 == sha
+    finally:
+        relay.stop()
