@@ -70,8 +70,9 @@ class Job:
     ``state`` is one of queued, running, succeeded, failed, cancelled;
     ``error`` says why a job failed ("" otherwise); ``results`` is the
     result manifest of a finished job; ``files`` are its input files (an
-    input's ``sha256`` is "" if it was uploaded with BLAKE3, see Result). ``raw`` is the whole job as it came
-    over the wire (times, exit code, and fields of later versions).
+    input's ``sha256`` is "" if it was uploaded with BLAKE3, see Result).
+    ``raw`` is the whole job as it came over the wire (times, exit code,
+    and fields of later versions).
     """
 
     id: str

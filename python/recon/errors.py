@@ -16,9 +16,11 @@ class ReconError(Exception):
       busy server), ``connection`` (the connection broke or could not be
       opened), ``version`` (the server speaks another channel version),
       ``protocol`` (the server sent something the protocol does not
-      allow, such as a hello_reply choosing a hash not offered), ``hash_mismatch`` (a fetched file's SHA-256 differs from
-      the manifest), ``timeout`` (wait's timeout passed, or the server
-      was silent for the idle timeout), ``not_implemented``.
+      allow, such as a hello_reply choosing a hash not offered, or a
+      result manifest giving a BLAKE3), ``hash_mismatch`` (a fetched
+      file's SHA-256 differs from the manifest), ``timeout`` (wait's
+      timeout passed, or the server was silent for the idle timeout),
+      ``not_implemented``.
 
     ``message`` is the human explanation.
     """
