@@ -3,6 +3,7 @@ package secure
 import (
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 )
 
@@ -19,12 +20,15 @@ const batchRecords = writeBufferSize / maxFrameSize
 // little at a time (a network connection) gets its records filled by
 // io.ReadFull, so its data waits until a batch is full or n is reached.
 //
+// When h is not nil, SendFrom feeds it the bytes it sends (each record's
+// payload just before it is sealed), as the sender of a file hashes it.
+//
 // It returns the number of bytes sent. An r that ends before n bytes is
 // an error wrapping io.ErrUnexpectedEOF, and an error of r is returned as
 // it is; in both cases what was read has been sent, and the stream stays
 // usable. A failure to send sticks, as with Write. SendFrom is not safe
 // for concurrent use with Write, CloseWrite or another SendFrom.
-func (c *Conn) SendFrom(r io.Reader, n int64) (int64, error) {
+func (c *Conn) SendFrom(r io.Reader, n int64, h hash.Hash) (int64, error) {
 	w := &c.w
 	if w.err != nil {
 		return 0, w.err
@@ -59,6 +63,9 @@ func (c *Conn) SendFrom(r io.Reader, n int64) (int64, error) {
 			at := i*maxFrameSize + lengthSize
 			pt := w.buf[at : at+1+p]
 			pt[0] = recordData
+			if h != nil {
+				h.Write(pt[1:])
+			}
 			buf, err := appendSealed(w.buf[:i*maxFrameSize], w.cs, pt)
 			if err != nil {
 				clear(w.buf[:cap(w.buf)])

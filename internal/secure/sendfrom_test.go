@@ -2,6 +2,7 @@ package secure
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -26,7 +27,7 @@ func TestSendFrom(t *testing.T) {
 		if n < 2*MaxPayload {
 			src = iotest.OneByteReader(src)
 		}
-		sent, err := w.SendFrom(src, int64(n))
+		sent, err := w.SendFrom(src, int64(n), nil)
 		if err != nil || sent != int64(n) {
 			t.Fatalf("SendFrom(%d) = %d, %v", n, sent, err)
 		}
@@ -58,12 +59,12 @@ func TestSendFromShortSource(t *testing.T) {
 	w := newConn(wire, &Config{Role: RoleClient}, send, nil)
 	r := newConn(wire, &Config{Role: RoleClient}, nil, recv)
 	msg := randomBytes(3*MaxPayload+5, 9)
-	sent, err := w.SendFrom(bytes.NewReader(msg), int64(len(msg))+10)
+	sent, err := w.SendFrom(bytes.NewReader(msg), int64(len(msg))+10, nil)
 	if !errors.Is(err, io.ErrUnexpectedEOF) || sent != int64(len(msg)) {
 		t.Fatalf("SendFrom of a short source = %d, %v; want %d, io.ErrUnexpectedEOF", sent, err, len(msg))
 	}
 	boom := errors.New("disk on fire")
-	sent, err = w.SendFrom(io.MultiReader(bytes.NewReader([]byte("abc")), iotest.ErrReader(boom)), 100)
+	sent, err = w.SendFrom(io.MultiReader(bytes.NewReader([]byte("abc")), iotest.ErrReader(boom)), 100, nil)
 	if !errors.Is(err, boom) || sent != 3 {
 		t.Fatalf("SendFrom of a failing source = %d, %v; want 3, %v", sent, err, boom)
 	}
@@ -87,7 +88,7 @@ func TestSendFromNoAllocs(t *testing.T) {
 	buf := make([]byte, len(msg))
 	step := func() {
 		src.Reset(msg)
-		if _, err := w.SendFrom(src, int64(len(msg))); err != nil {
+		if _, err := w.SendFrom(src, int64(len(msg)), nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -121,12 +122,12 @@ func TestSendFromFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sent, err := w.SendFrom(f, int64(n))
+		sent, err := w.SendFrom(f, int64(n), nil)
 		if err != nil || sent != int64(n) {
 			t.Fatalf("SendFrom(file of %d) = %d, %v", n, sent, err)
 		}
 		// The file's offset is just past what was sent.
-		sent, err = w.SendFrom(f, 10)
+		sent, err = w.SendFrom(f, 10, nil)
 		if !errors.Is(err, io.ErrUnexpectedEOF) || sent != 4 {
 			t.Fatalf("SendFrom past the end of the file = %d, %v; want 4, io.ErrUnexpectedEOF", sent, err)
 		}
@@ -141,8 +142,8 @@ func TestSendFromFile(t *testing.T) {
 	}
 }
 
-// TestSendFromFileNoAllocs checks that SendFrom from a file does not
-// allocate once warm.
+// TestSendFromFileNoAllocs checks that SendFrom from a file, hashing what
+// it sends, does not allocate once warm.
 func TestSendFromFileNoAllocs(t *testing.T) {
 	send, recv := testCipherStates()
 	wire := &loopConn{}
@@ -159,11 +160,13 @@ func TestSendFromFileNoAllocs(t *testing.T) {
 	}
 	defer f.Close()
 	buf := make([]byte, len(msg))
+	h := sha256.New()
 	step := func() {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.SendFrom(f, int64(len(msg))); err != nil {
+		h.Reset()
+		if _, err := w.SendFrom(f, int64(len(msg)), h); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -176,5 +179,49 @@ func TestSendFromFileNoAllocs(t *testing.T) {
 	}
 	if !bytes.Equal(buf, msg) {
 		t.Error("data corrupted")
+	}
+}
+
+// TestSendFromHash checks that SendFrom feeds the hash exactly the bytes
+// it sends, from a file (readv) and from another reader, including when
+// the source ends early.
+func TestSendFromHash(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{1, MaxPayload + 1, batchRecords*MaxPayload + 1, 3<<20 + 5} {
+		msg := randomBytes(n, uint64(n))
+		path := filepath.Join(dir, "f")
+		if err := os.WriteFile(path, msg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, src := range []struct {
+			name string
+			r    io.Reader
+		}{{"file", f}, {"reader", iotest.HalfReader(bytes.NewReader(msg))}} {
+			send, recv := testCipherStates()
+			wire := &loopConn{}
+			w := newConn(wire, &Config{Role: RoleClient}, send, nil)
+			r := newConn(wire, &Config{Role: RoleClient}, nil, recv)
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			h := sha256.New()
+			// One byte more than the source has: all of it is sent and hashed.
+			sent, err := w.SendFrom(src.r, int64(n)+1, h)
+			if !errors.Is(err, io.ErrUnexpectedEOF) || sent != int64(n) {
+				t.Fatalf("%s %d: SendFrom = %d, %v; want %d, io.ErrUnexpectedEOF", src.name, n, sent, err, n)
+			}
+			if want := sha256.Sum256(msg); !bytes.Equal(h.Sum(nil), want[:]) {
+				t.Fatalf("%s %d: the hash is not that of the bytes sent", src.name, n)
+			}
+			w.CloseWrite()
+			if got, err := readAll(r); err != io.EOF || !bytes.Equal(got, msg) {
+				t.Fatalf("%s %d: read back %d bytes, %v", src.name, n, len(got), err)
+			}
+		}
+		f.Close()
 	}
 }
