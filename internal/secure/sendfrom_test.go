@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -142,43 +143,63 @@ func TestSendFromFile(t *testing.T) {
 	}
 }
 
-// TestSendFromFileNoAllocs checks that SendFrom from a file, hashing what
-// it sends, does not allocate once warm.
+// TestSendFromFileNoAllocs checks that SendFrom from a file does not
+// allocate once warm: not at all without a hash or hashing one batch, and
+// when it hashes in a goroutine of its own, a few times per call (as many
+// for 16 MiB as for 1 MiB), never per record.
 func TestSendFromFileNoAllocs(t *testing.T) {
-	send, recv := testCipherStates()
-	wire := &loopConn{}
-	w := newConn(wire, &Config{Role: RoleClient}, send, nil)
-	r := newConn(wire, &Config{Role: RoleClient}, nil, recv)
-	msg := randomBytes(512<<10, 5)
-	path := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(path, msg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, len(msg))
-	h := sha256.New()
-	step := func() {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
+	allocs := func(n int, hashed bool) float64 {
+		send, recv := testCipherStates()
+		wire := &loopConn{}
+		w := newConn(wire, &Config{Role: RoleClient}, send, nil)
+		r := newConn(wire, &Config{Role: RoleClient}, nil, recv)
+		msg := randomBytes(n, 5)
+		path := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(path, msg, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		h.Reset()
-		if _, err := w.SendFrom(f, int64(len(msg)), h); err != nil {
+		f, err := os.Open(path)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.ReadFull(r, buf); err != nil {
-			t.Fatal(err)
+		defer f.Close()
+		buf := make([]byte, len(msg))
+		var h hash.Hash
+		if hashed {
+			h = sha256.New()
 		}
+		step := func() {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			if h != nil {
+				h.Reset()
+			}
+			if _, err := w.SendFrom(f, int64(len(msg)), h); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(r, buf); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf, msg) {
+				t.Fatal("data corrupted")
+			}
+		}
+		step()
+		return testing.AllocsPerRun(10, step)
 	}
-	step()
-	if n := testing.AllocsPerRun(50, step); n != 0 && !raceEnabled {
-		t.Errorf("SendFrom (file) + Read allocate %v times per 512 KiB", n)
+	if raceEnabled {
+		return // the race detector allocates
 	}
-	if !bytes.Equal(buf, msg) {
-		t.Error("data corrupted")
+	if a := allocs(512<<10, false); a != 0 {
+		t.Errorf("SendFrom (file) + Read allocate %v times per 512 KiB", a)
+	}
+	if a := allocs(batchRecords*MaxPayload, true); a != 0 {
+		t.Errorf("SendFrom (file, hashed) + Read allocate %v times per batch", a)
+	}
+	small, large := allocs(1<<20, true), allocs(16<<20, true)
+	if large > small || small > 8 {
+		t.Errorf("SendFrom (file, hashed) + Read allocate %v times for 1 MiB, %v for 16 MiB: want a few per call, none per record", small, large)
 	}
 }
 
@@ -223,5 +244,38 @@ func TestSendFromHash(t *testing.T) {
 			}
 		}
 		f.Close()
+	}
+}
+
+// failAfterConn accepts limit bytes, then fails every write.
+type failAfterConn struct {
+	loopConn
+	limit int
+}
+
+func (f *failAfterConn) Write(p []byte) (int, error) {
+	if len(p) > f.limit {
+		f.limit = 0
+		return 0, errors.New("peer went away")
+	}
+	f.limit -= len(p)
+	return len(p), nil
+}
+
+// TestSendFromHashSendFails checks that a failure to send while SendFrom
+// hashes in a goroutine of its own ends SendFrom with that error, which
+// sticks, whichever batch it hits.
+func TestSendFromHashSendFails(t *testing.T) {
+	msg := randomBytes(4<<20, 11)
+	for _, limit := range []int{0, writeBufferSize, 5 * writeBufferSize} {
+		send, _ := testCipherStates()
+		w := newConn(&failAfterConn{limit: limit}, &Config{Role: RoleClient}, send, nil)
+		sent, err := w.SendFrom(bytes.NewReader(msg), int64(len(msg)), sha256.New())
+		if err == nil || sent >= int64(len(msg)) {
+			t.Fatalf("limit %d: SendFrom = %d, %v; want an error", limit, sent, err)
+		}
+		if _, err2 := w.Write([]byte("x")); err2 == nil {
+			t.Fatalf("limit %d: a Write after the failed SendFrom succeeded", limit)
+		}
 	}
 }
