@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"crypto/cipher"
 	"crypto/sha256"
 	"hash"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/flynn/noise"
 
 	"github.com/recon-mri/recon/internal/xfer"
 )
@@ -55,9 +58,9 @@ func (r *replayConn) SetReadDeadline(time.Time) error  { return nil }
 func (r *replayConn) SetWriteDeadline(time.Time) error { return nil }
 
 // sealedRecording returns n random bytes sealed as Write seals them
-// (with testCipherStates), then a close record.
-func sealedRecording(b *testing.B, n int) []byte {
-	send, _ := testCipherStates()
+// (with cipherStates(suite)), then a close record.
+func sealedRecording(b *testing.B, suite noiseSuite, n int) []byte {
+	send, _ := cipherStates(suite)
 	wire := &loopConn{}
 	w := newConn(wire, &Config{Role: RoleClient}, send, nil)
 	if _, err := w.Write(randomBytes(n, 8)); err != nil {
@@ -72,8 +75,7 @@ func sealedRecording(b *testing.B, n int) []byte {
 // BenchmarkMemEndSend is the sending end (the client's upload): a file
 // read, hashed with SHA-256, sealed and handed to a transport that
 // discards it. Copy is xfer.Copy into Conn.Write (reading, hashing and
-// sealing in goroutines of their own); SendFrom is Conn.SendFrom hashing
-// each record before sealing it (one goroutine, one copy fewer).
+// sealing in goroutines of their own).
 func BenchmarkMemEndSend(b *testing.B) {
 	for _, v := range []struct {
 		name string
@@ -83,36 +85,36 @@ func BenchmarkMemEndSend(b *testing.B) {
 			_, err := xfer.Copy(c, f, pipelineBytes, h)
 			return err
 		}},
-		{"SendFrom+SHA256", func(c *Conn, f *os.File, h hash.Hash) error {
-			_, err := c.SendFrom(f, pipelineBytes, h)
-			return err
-		}},
 	} {
-		b.Run(v.name, func(b *testing.B) {
-			f := benchFile(b, pipelineBytes)
-			b.SetBytes(pipelineBytes)
-			b.ReportAllocs()
-			cpu := startCPU()
-			for b.Loop() {
-				send, _ := testCipherStates()
-				c := newConn(&discardConn{}, &Config{Role: RoleClient}, send, nil)
-				if _, err := f.Seek(0, io.SeekStart); err != nil {
-					b.Fatal(err)
-				}
-				if err := v.send(c, f, sha256.New()); err != nil {
-					b.Fatal(err)
-				}
-			}
-			cpu.report(b, int64(b.N)*pipelineBytes)
-		})
+		b.Run(v.name, func(b *testing.B) { memSend(b, suiteAESGCM, sha256.New(), v.send) })
 	}
+}
+
+func memSend(b *testing.B, suite noiseSuite, h hash.Hash, send func(c *Conn, f *os.File, h hash.Hash) error) {
+	f := benchFile(b, pipelineBytes)
+	b.SetBytes(pipelineBytes)
+	b.ReportAllocs()
+	cpu := startCPU()
+	for b.Loop() {
+		cs, _ := cipherStates(suite)
+		c := newConn(&discardConn{}, &Config{Role: RoleClient}, cs, nil)
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			b.Fatal(err)
+		}
+		if h != nil {
+			h.Reset()
+		}
+		if err := send(c, f, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.report(b, int64(b.N)*pipelineBytes)
 }
 
 // BenchmarkMemEndReceive is the receiving end (the server's upload, the
 // client's download): records replayed from memory, opened, hashed with
 // SHA-256 and written to a file. Copy is xfer.Copy from Conn.Read.
 func BenchmarkMemEndReceive(b *testing.B) {
-	rec := sealedRecording(b, pipelineBytes)
 	for _, v := range []struct {
 		name string
 		recv func(f io.Writer, c *Conn, h hash.Hash) error
@@ -122,25 +124,65 @@ func BenchmarkMemEndReceive(b *testing.B) {
 			return err
 		}},
 	} {
-		b.Run(v.name, func(b *testing.B) {
-			f := benchFile(b, 0)
-			b.SetBytes(pipelineBytes)
-			b.ReportAllocs()
-			cpu := startCPU()
-			for b.Loop() {
-				_, recv := testCipherStates()
-				c := newConn(&replayConn{rec: rec}, &Config{Role: RoleClient}, nil, recv)
-				if err := f.Truncate(0); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := f.Seek(0, io.SeekStart); err != nil {
-					b.Fatal(err)
-				}
-				if err := v.recv(xfer.NewSyncingWriter(f), c, sha256.New()); err != nil {
-					b.Fatal(err)
-				}
-			}
-			cpu.report(b, int64(b.N)*pipelineBytes)
+		b.Run(v.name, func(b *testing.B) { memReceive(b, suiteAESGCM, sha256.New(), v.recv) })
+	}
+}
+
+func memReceive(b *testing.B, suite noiseSuite, h hash.Hash, recv func(f io.Writer, c *Conn, h hash.Hash) error) {
+	rec := sealedRecording(b, suite, pipelineBytes)
+	f := benchFile(b, 0)
+	b.SetBytes(pipelineBytes)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := startCPU()
+	for b.Loop() {
+		_, cs := cipherStates(suite)
+		c := newConn(&replayConn{rec: rec}, &Config{Role: RoleClient}, nil, cs)
+		if err := f.Truncate(0); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			b.Fatal(err)
+		}
+		if h != nil {
+			h.Reset()
+		}
+		if err := recv(xfer.NewSyncingWriter(f), c, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.report(b, int64(b.N)*pipelineBytes)
+}
+
+// suiteAES128GCM is the protocol's suite with AES-128-GCM (the first 16
+// bytes of each key), for BenchmarkMemEndCipher only: the channel's
+// cipher is fixed by its version.
+var suiteAES128GCM = noise.NewCipherSuite(noise.DH25519, cipherFunc{name: "AESGCM", newAEAD: func(key []byte) (cipher.AEAD, error) {
+	return newAES256GCM(key[:16]) // aes.NewCipher picks AES-128 for 16 bytes
+}}, noise.HashSHA256)
+
+// BenchmarkMemEndCipher compares AES-256-GCM (the channel's) with
+// AES-128-GCM at each end, without the hash, so that the cipher's share
+// stands out: the sending end (file, seal) and the receiving end (open,
+// file), through xfer.Copy as the client and server run them.
+//
+//	RECON_BENCH_DIR=/dev/shm go test -run '^$' -bench 'BenchmarkMemEndCipher' -cpu 1 ./internal/secure/
+func BenchmarkMemEndCipher(b *testing.B) {
+	for _, s := range []struct {
+		name  string
+		suite noiseSuite
+	}{{"AES256", suiteAESGCM}, {"AES128", suiteAES128GCM}} {
+		b.Run("Send/"+s.name, func(b *testing.B) {
+			memSend(b, s.suite, nil, func(c *Conn, f *os.File, h hash.Hash) error {
+				_, err := xfer.Copy(c, f, pipelineBytes, h)
+				return err
+			})
+		})
+		b.Run("Receive/"+s.name, func(b *testing.B) {
+			memReceive(b, s.suite, nil, func(f io.Writer, c *Conn, h hash.Hash) error {
+				_, err := xfer.Copy(f, c, pipelineBytes, h)
+				return err
+			})
 		})
 	}
 }

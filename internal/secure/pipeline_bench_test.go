@@ -82,7 +82,7 @@ func BenchmarkEndSend(b *testing.B) {
 			return err
 		}},
 		{"SendFrom", false, func(c *Conn, f *os.File, _ hash.Hash) error {
-			_, err := c.SendFrom(f, pipelineBytes, nil)
+			_, err := c.SendFrom(f, pipelineBytes)
 			return err
 		}},
 	} {

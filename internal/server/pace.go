@@ -79,7 +79,7 @@ func (w *pacedWriter) SendFrom(f *os.File, n int64) (int64, error) {
 		k := min(n-sent, sendStep)
 		w.p.credit(int(k))
 		w.c.SetWriteDeadline(w.p.dl)
-		m, err := w.c.SendFrom(f, k, nil)
+		m, err := w.c.SendFrom(f, k)
 		sent += m
 		if err != nil {
 			return sent, err
