@@ -73,21 +73,27 @@ func sealedRecording(b *testing.B, suite noiseSuite, n int) []byte {
 }
 
 // BenchmarkMemEndSend is the sending end (the client's upload): a file
-// read, hashed with SHA-256, sealed and handed to a transport that
-// discards it. Copy is xfer.Copy into Conn.Write (reading, hashing and
-// sealing in goroutines of their own).
+// read, hashed (SHA-256, or not at all), sealed and handed to a transport
+// that discards it, through xfer.Copy into Conn.Write (reading, hashing
+// and sealing in goroutines of their own).
 func BenchmarkMemEndSend(b *testing.B) {
-	for _, v := range []struct {
-		name string
-		send func(c *Conn, f *os.File, h hash.Hash) error
-	}{
-		{"Copy+SHA256", func(c *Conn, f *os.File, h hash.Hash) error {
-			_, err := xfer.Copy(c, f, pipelineBytes, h)
-			return err
-		}},
-	} {
-		b.Run(v.name, func(b *testing.B) { memSend(b, suiteAESGCM, sha256.New(), v.send) })
+	for _, v := range memHashes {
+		b.Run("Copy"+v.name, func(b *testing.B) {
+			memSend(b, suiteAESGCM, v.hash(), func(c *Conn, f *os.File, h hash.Hash) error {
+				_, err := xfer.Copy(c, f, pipelineBytes, h)
+				return err
+			})
+		})
 	}
+}
+
+// memHashes are the end-to-end hashes the per-end benchmarks run with.
+var memHashes = []struct {
+	name string
+	hash func() hash.Hash
+}{
+	{"+SHA256", sha256.New},
+	{"", func() hash.Hash { return nil }},
 }
 
 func memSend(b *testing.B, suite noiseSuite, h hash.Hash, send func(c *Conn, f *os.File, h hash.Hash) error) {
@@ -112,19 +118,17 @@ func memSend(b *testing.B, suite noiseSuite, h hash.Hash, send func(c *Conn, f *
 }
 
 // BenchmarkMemEndReceive is the receiving end (the server's upload, the
-// client's download): records replayed from memory, opened, hashed with
-// SHA-256 and written to a file. Copy is xfer.Copy from Conn.Read.
+// client's download): records replayed from memory, opened, hashed
+// (SHA-256, or not at all) and written to a file, through xfer.Copy from
+// Conn.Read.
 func BenchmarkMemEndReceive(b *testing.B) {
-	for _, v := range []struct {
-		name string
-		recv func(f io.Writer, c *Conn, h hash.Hash) error
-	}{
-		{"Copy+SHA256", func(f io.Writer, c *Conn, h hash.Hash) error {
-			_, err := xfer.Copy(f, c, pipelineBytes, h)
-			return err
-		}},
-	} {
-		b.Run(v.name, func(b *testing.B) { memReceive(b, suiteAESGCM, sha256.New(), v.recv) })
+	for _, v := range memHashes {
+		b.Run("Copy"+v.name, func(b *testing.B) {
+			memReceive(b, suiteAESGCM, v.hash(), func(f io.Writer, c *Conn, h hash.Hash) error {
+				_, err := xfer.Copy(f, c, pipelineBytes, h)
+				return err
+			})
+		})
 	}
 }
 
