@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flynn/noise"
+	"github.com/zeebo/blake3"
 
 	"github.com/recon-mri/recon/internal/xfer"
 )
@@ -93,6 +94,7 @@ var memHashes = []struct {
 	hash func() hash.Hash
 }{
 	{"+SHA256", sha256.New},
+	{"+BLAKE3", func() hash.Hash { return blake3.New() }},
 	{"", func() hash.Hash { return nil }},
 }
 
