@@ -123,11 +123,12 @@ func BenchmarkRecords(b *testing.B) {
 func BenchmarkAEAD(b *testing.B) {
 	key := make([]byte, 32)
 	aes, _ := newAES256GCM(key)
+	aes128, _ := newAES256GCM(key[:16]) // AES-128, for comparison only
 	chacha, _ := chacha20poly1305.New(key)
 	for _, a := range []struct {
 		name string
 		aead cipher.AEAD
-	}{{"AES256GCM", aes}, {"ChaCha20Poly1305", chacha}} {
+	}{{"AES256GCM", aes}, {"AES128GCM", aes128}, {"ChaCha20Poly1305", chacha}} {
 		b.Run(a.name, func(b *testing.B) {
 			buf := make([]byte, MaxPayload+1, MaxPayload+1+tagSize)
 			nonce := make([]byte, 12)
