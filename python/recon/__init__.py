@@ -2,7 +2,8 @@
 server for MRI.
 
 It speaks recon's protocol natively (docs/PROTOCOL.md in the recon
-repository): a Noise NNpsk0 handshake and AES-256-GCM records over TCP,
+repository; application protocol 3, PROTOCOL_VERSION, over channel
+version 2): a Noise NNpsk0 handshake and AES-256-GCM records over TCP,
 with ``cryptography`` for X25519, AES-GCM and HKDF.
 
     import recon
@@ -16,7 +17,7 @@ with ``cryptography`` for X25519, AES-GCM and HKDF.
 
 from .client import Client, Job, Progress, Result
 from .errors import ReconError
-from ._handshake import VERSION as PROTOCOL_VERSION
+from ._protocol import VERSION as PROTOCOL_VERSION
 
 __all__ = ["Client", "Job", "Result", "ReconError", "Progress", "PROTOCOL_VERSION", "__version__"]
 __version__ = "0.1.0"

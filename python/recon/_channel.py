@@ -49,6 +49,10 @@ class Channel:
         #: closed while it was idle (nothing but its close record read since
         #: the request) from one that broke in the middle of a reply.
         self.received = 0
+        #: The session's end-to-end hash, once agreed by hello (or "sha256"
+        #: on a server without hello); None before. At most one hello per
+        #: session, before its first transfer.
+        self.hash: Optional[str] = None
 
     @classmethod
     def connect(cls, host: str, port: int, key: bytes, timeout: float, idle_timeout: float) -> "Channel":

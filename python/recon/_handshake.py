@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from . import _noise
 
 MAGIC = b"RCN\x00"
-#: The protocol version: the preamble's fifth byte and part of every PSK's
-#: HKDF info.
+#: The channel's protocol version: the preamble's fifth byte and part of
+#: every PSK's HKDF info. Application protocol 3 (_protocol.VERSION) still
+#: runs over channel version 2.
 VERSION = 2
 
 #: Roles: what a listener serves. A client uses ROLE_CLIENT.

@@ -12,6 +12,17 @@ from typing import Any, Dict, List, Tuple
 from ._channel import Channel
 from .errors import ReconError
 
+#: The application protocol version (docs/PROTOCOL.md, "Versions"): the
+#: requests, replies and file streams inside the channel, reported as
+#: ``protocol`` in the server's status. The channel under it (preamble,
+#: handshake, records) has its own version, _handshake.VERSION.
+VERSION = 3
+
+#: The end-to-end hashes this client offers in hello, in its order of
+#: preference. Only SHA-256: Python's standard library has no BLAKE3, and
+#: hashlib's SHA-256 runs in OpenSSL. Every server supports it.
+HASHES = ("sha256",)
+
 MAX_MESSAGE_SIZE = 16 << 20
 MAX_NAME_LEN = 255
 MAX_RESULT_NAME_LEN = 1024
@@ -155,7 +166,10 @@ def check_result_name(name: str) -> None:
 
 
 def file_sums(v: Any, what: str, result_names: bool) -> List[Tuple[str, int, str]]:
-    """A list of {name, size, sha256} from the server, checked."""
+    """A list of {name, size, sha256} from the server, checked: name and
+    size required, sha256 "" when absent (an input file uploaded with
+    BLAKE3 has none in job views; fetch requires it of results). Other
+    fields are ignored here ("blake3" is checked by fetch)."""
     if v is None:
         return []
     if not isinstance(v, list) or len(v) > MAX_FILES:

@@ -49,7 +49,13 @@ _MAX_OPTIONS_TOTAL = 32 << 10
 @dataclass
 class Result:
     """A file of a job: a result (or an input) with its size and SHA-256.
-    ``path`` is where fetch wrote it, None before."""
+    ``path`` is where fetch wrote it, None before.
+
+    ``sha256`` is 64 lower-case hex digits, or "" when the server gave
+    none: an input file uploaded with BLAKE3 as the session's hash (by a
+    client of protocol 3 that offered it, under the same identity) has no
+    SHA-256 in job views. A result fetched by ``fetch`` always has one,
+    checked against the bytes received."""
 
     name: str
     size: int
@@ -63,8 +69,10 @@ class Job:
 
     ``state`` is one of queued, running, succeeded, failed, cancelled;
     ``error`` says why a job failed ("" otherwise); ``results`` is the
-    result manifest of a finished job. ``raw`` is the whole job as it came
-    over the wire (times, exit code, and fields of later versions).
+    result manifest of a finished job; ``files`` are its input files (an
+    input's ``sha256`` is "" if it was uploaded with BLAKE3, see Result).
+    ``raw`` is the whole job as it came over the wire (times, exit code,
+    and fields of later versions).
     """
 
     id: str
@@ -196,6 +204,9 @@ class Client:
         self._lock = threading.Lock()
         self._ch: Optional[Channel] = None
         self._closed = False
+        # The server answered hello with bad_request: a version-2 server,
+        # whose sessions use SHA-256 without hello.
+        self._no_hello = False
         self._ch = self._dial()
 
     @classmethod
@@ -250,12 +261,13 @@ class Client:
                 pass
         ch.close()
 
-    def _request(self, fn: Callable[[Channel], Any]) -> Any:
+    def _request(self, fn: Callable[[Channel], Any], transfer: bool = False) -> Any:
         """Run fn on the session, under the lock. Any failure ends the
         session (it may be out of step); the next request opens another.
         A session the server closed while it was idle (it closes sessions
         without a request for its IDLE_TIMEOUT_SECONDS) is replaced once,
-        and fn run again: nothing of its reply had arrived."""
+        and fn run again: nothing of its reply had arrived. A transfer
+        (submit, fetch) first agrees the session's hash (_hello)."""
         with self._lock:
             for attempt in (1, 2):
                 if self._closed:
@@ -268,6 +280,10 @@ class Client:
                 ch.settimeout(self.idle_timeout)
                 before = ch.received
                 try:
+                    if transfer and ch.hash is None:
+                        hc = self._hello(ch)
+                        if hc is not ch:  # a version-2 server: a new session
+                            ch, fresh = hc, True
                     return fn(ch)
                 except ChannelTimeout as e:
                     self._drop()
@@ -282,6 +298,40 @@ class Client:
                     self._drop()
                     raise
             raise AssertionError("unreachable")
+
+    def _hello(self, ch: Channel) -> Channel:
+        """Agree the session's end-to-end hash before its first transfer
+        (docs/PROTOCOL.md, "hello"); return the session to go on with.
+
+        The client offers only SHA-256, so the answer must be sha256; any
+        other is a protocol error. A version-2 server knows no hello: it
+        answers bad_request and closes the session. The client then opens
+        a new session, which uses SHA-256 without hello, and sends no hello
+        to this server again."""
+        if self._no_hello:
+            ch.hash = "sha256"
+            return ch
+        _protocol.write_message(ch, "hello", {"hashes": list(_protocol.HASHES)})
+        try:
+            rep = _protocol.expect(ch, "hello_reply")
+        except ReconError as e:
+            if e.code != "bad_request":
+                raise
+            log.debug("%s:%d does not know hello (%s): a version-2 server; using SHA-256",
+                      self.host, self.port, e.message)
+            self._no_hello = True
+            self._drop()
+            ch = self._ch = self._dial()
+            ch.settimeout(self.idle_timeout)
+            ch.hash = "sha256"
+            return ch
+        h = get(rep, "hash", str, required=True)
+        get(rep, "protocol", int)
+        if h not in _protocol.HASHES:
+            raise protocol_error("hello_reply chose the hash %r, which this client did not offer (it offered %s)"
+                                 % (h[:40], ", ".join(_protocol.HASHES)))
+        ch.hash = h
+        return ch
 
     # --- requests
 
@@ -408,7 +458,8 @@ class Client:
         while True:
             attempt += 1
             try:
-                return self._request(lambda ch: self._submit_once(ch, sub, plist, stats, total, progress))
+                return self._request(lambda ch: self._submit_once(ch, sub, plist, stats, total, progress),
+                                     transfer=True)
             except ReconError as e:
                 if self._closed or attempt > self.reconnects or not _resumable(e):
                     raise
@@ -496,7 +547,22 @@ class Client:
             job = Job._from_wire(get(body, "job", dict, required=True))
             if job.id != job_id:
                 raise protocol_error("the results of job %r when %r was asked for" % (job.id, job_id))
-            files = _protocol.file_sums(get(body, "files", list, required=True), "the result manifest", True)
+            # Each file must carry sha256, and the bytes are checked against
+            # it: this client's sessions all use SHA-256 (it offers nothing
+            # else in hello). A "blake3" beside it belongs only to a session
+            # that chose BLAKE3, so a server that sends one is not in the
+            # session agreed: refused before a byte is written (fail
+            # closed, as TLS refuses an extension it did not ask for, and
+            # as the Go client does). Ignoring it would not weaken the
+            # SHA-256 check, but would hide a confused server; refusing
+            # costs nothing kept: no ack is sent, the results stay.
+            raw_files = get(body, "files", list, required=True)
+            files = _protocol.file_sums(raw_files, "the result manifest", True)
+            if ch.hash != "blake3":
+                for f in raw_files:
+                    if "blake3" in f:
+                        raise protocol_error("the result manifest gives a BLAKE3 for %r in a session that uses %s"
+                                             % (f["name"][:80], ch.hash))
             seen = set()
             for name, _, sha in files:
                 if not _protocol.valid_sha256(sha):
@@ -527,7 +593,7 @@ class Client:
             if done.get("job_id") != job_id:
                 raise protocol_error("ack_done for job %r" % (done.get("job_id"),))
             return out
-        return self._request(run)
+        return self._request(run, transfer=True)
 
 
 def _receive_file(ch: Channel, root: str, name: str, size: int, sha: str, meter: _Meter) -> None:

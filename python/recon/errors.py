@@ -14,10 +14,13 @@ class ReconError(Exception):
     - or one of the client's own: ``auth`` (the server closed the handshake
       without answering: wrong key, wrong port, address not allowed, or a
       busy server), ``connection`` (the connection broke or could not be
-      opened), ``protocol`` (the server sent something the protocol does
-      not allow), ``hash_mismatch`` (a fetched file's SHA-256 differs from
-      the manifest), ``timeout`` (wait's timeout passed, or the server
-      was silent for the idle timeout), ``not_implemented``.
+      opened), ``version`` (the server speaks another channel version),
+      ``protocol`` (the server sent something the protocol does not
+      allow, such as a hello_reply choosing a hash not offered, or a
+      result manifest giving a BLAKE3), ``hash_mismatch`` (a fetched
+      file's SHA-256 differs from the manifest), ``timeout`` (wait's
+      timeout passed, or the server was silent for the idle timeout),
+      ``not_implemented``.
 
     ``message`` is the human explanation.
     """

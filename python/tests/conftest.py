@@ -96,7 +96,27 @@ def start_server(recon_bin, d, extra=()):
             "MIN_FREE_DISK_MB = 16", "MAX_CONCURRENT_JOBS = 2",
             "MAX_CPU_LOAD_PERCENT = 100", "MIN_AVAILABLE_MEMORY_MB = 0", *extra]) + "\n")
     os.chmod(opts, 0o600)
-    proc = subprocess.Popen([recon_bin, "server", "--opts", opts], stdin=subprocess.DEVNULL,
+    return _start(recon_bin, ["server", "--opts", opts], d, key, opts)
+
+
+def start_relay(recon_bin, d, backend, backend_key):
+    """`recon relay` in directory d on 127.0.0.1, in front of the server
+    backend (a Server) reached with backend_key; its client key is .key."""
+    key = keygen(recon_bin)
+    opts = os.path.join(d, "relay.opts")
+    with open(opts, "w") as f:
+        f.write("\n".join([
+            "RELAY_HOSTNAME = 127.0.0.1", "RELAY_PORT = 0", "RELAY_ADMIN_PORT = 0",
+            "SHARED_KEY_RELAY_TO_CLIENTS = " + key, "RELAY_ADMIN_SHARED_KEY = " + keygen(recon_bin),
+            "BACKEND_SHARED_KEY = " + backend_key, "BACKEND_SERVERS = %s:%d" % (backend.host, backend.port),
+            "BACKEND_HEALTH_INTERVAL_SECONDS = 0.25", "TRUSTED_CLIENT_IPS = 127.0.0.1",
+            "RELAY_STATE_DIR = relay_state", "LOG_FILEPATH = relay.log"]) + "\n")
+    os.chmod(opts, 0o600)
+    return _start(recon_bin, ["relay", "--opts", opts], d, key, opts)
+
+
+def _start(recon_bin, args, d, key, opts):
+    proc = subprocess.Popen([recon_bin, *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=d)
     lines = []
     found = threading.Event()
@@ -114,7 +134,7 @@ def start_server(recon_bin, d, extra=()):
     if not found.wait(60) or not addr:
         proc.kill()
         proc.wait(10)
-        raise RuntimeError("recon server did not start:\n" + "".join(lines))
+        raise RuntimeError("recon %s did not start:\n%s" % (args[0], "".join(lines)))
     host, port = addr[0].rsplit(":", 1)
     s = Server(proc, host.strip("[]"), int(port), key, opts, d)
     s.err = lines

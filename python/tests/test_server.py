@@ -1,5 +1,6 @@
 """The client against the real Go server of this tree."""
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -285,3 +286,160 @@ def test_constant_memory(server, tmp_path):
     assert got_sha == sha
     print("peak RSS %s MiB for a %d MiB file" % (peak_mib, size >> 20))
     assert int(peak_mib) < 64, "peak RSS %s MiB for a %d MiB file" % (peak_mib, size >> 20)
+
+
+# --- hello and the session's hash (protocol 3), against the real server
+
+B3_ABC = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"  # BLAKE3("abc"), docs/PROTOCOL.md
+
+
+def raw_session(server):
+    """A bare session: the channel and one request at a time."""
+    from recon import _handshake, _protocol
+    from recon._channel import Channel
+    ch = Channel.connect(server.host, server.port, _handshake.parse_key(server.key), 10, 10)
+
+    def call(typ, body, want=None):
+        _protocol.write_message(ch, typ, body)
+        return _protocol.read_message(ch) if want is None else _protocol.expect(ch, want)
+    return ch, call
+
+
+def test_hello_round_trip(server, tmp_path):
+    a = tmp_path / "h.dat"
+    sha = make_file(a, 100000)
+    with recon.Client(server.host, server.port, server.key) as c:
+        assert c.status()["protocol"] == recon.PROTOCOL_VERSION == 3
+        job = c.submit([a])
+        # The server answered hello (no version-2 fallback), with SHA-256,
+        # and checked the file with it: the job shows its SHA-256.
+        assert c._ch is not None and c._ch.hash == "sha256" and not c._no_hello
+        assert job.files[0].sha256 == sha
+        assert c.wait(job.id, timeout=120).state == "succeeded"
+        res = {r.name: r for r in c.fetch(job.id, tmp_path / "out")}  # same session: no second hello
+        assert res["copy/h.dat"].sha256 == sha
+
+
+@pytest.mark.parametrize("hashes,want", [
+    (["blake3", "sha256"], "blake3"),
+    (["sha256", "blake3"], "sha256"),
+    (["sha256"], "sha256"),
+    (["x-later", "blake3"], "blake3"),  # unknown names are ignored
+    (["x-later"], "sha256"),            # none known: sha256
+])
+def test_hello_reply_of_the_real_server(server, hashes, want):
+    ch, call = raw_session(server)
+    try:
+        assert call("hello", {"hashes": hashes}, "hello_reply") == {"protocol": 3, "hash": want}
+    finally:
+        ch.close()
+
+
+@pytest.mark.parametrize("body", [
+    {"hashes": []},
+    {"hashes": ["sha256"] * 9},
+    {"hashes": ["SHA256"]},
+    {"hashes": ["a" * 17]},
+    {"hashes": [""]},
+    {},
+])
+def test_hello_bad_bodies_are_bad_request(server, body):
+    ch, call = raw_session(server)
+    try:
+        with pytest.raises(recon.ReconError) as e:
+            call("hello", body)
+        assert e.value.code == "bad_request"
+    finally:
+        ch.close()
+
+
+def test_hello_once_and_before_transfers(server):
+    for first in (("hello", {"hashes": ["sha256"]}, "hello_reply"),
+                  ("fetch", {"job_id": "a" * 26}, None)):  # a fetch, even one refused, is a transfer
+        ch, call = raw_session(server)
+        try:
+            with pytest.raises(recon.ReconError) if first[0] == "fetch" else contextlib.nullcontext():
+                call(*first)
+            with pytest.raises(recon.ReconError) as e:
+                call("hello", {"hashes": ["sha256"]})
+            assert e.value.code == "bad_request" and "hello must come before any transfer, once" in e.value.message
+        finally:
+            ch.close()
+
+
+def test_blake3_upload_seen_by_this_client(server, tmp_path):
+    """A file uploaded in a BLAKE3 session (here by hand, with the
+    protocol's test vector) has no SHA-256 in job views, and this client
+    decodes them; its results carry blake3 only in a BLAKE3 session, and
+    this client fetches them with SHA-256."""
+    from recon import _protocol
+    ch, call = raw_session(server)
+    try:
+        assert call("hello", {"hashes": ["blake3"]}, "hello_reply")["hash"] == "blake3"
+        ready = call("submit", {"submission_id": "py-b3-1", "files": [{"name": "abc.dat", "size": 3}]}, "submit_ready")
+        assert not ready.get("existing")
+        ch.write(b"abc")
+        job = call("file_done", {"blake3": B3_ABC}, "job")
+        # A BLAKE3 session is shown the input's BLAKE3 (and no SHA-256).
+        assert job["files"] == [{"name": "abc.dat", "size": 3, "blake3": B3_ABC}]
+    finally:
+        ch.close_write()
+        ch.close()
+    with recon.Client(server.host, server.port, server.key) as c:
+        j = c.job(job["job_id"])
+        assert [(f.name, f.size, f.sha256) for f in j.files] == [("abc.dat", 3, "")]
+        assert any(q.id == j.id and q.files[0].sha256 == "" for q in c.queue())
+        assert c.wait(j.id, timeout=120).state == "succeeded"
+    # In a BLAKE3 session the manifest carries blake3 beside sha256 (not
+    # acknowledged: the results stay).
+    ch, call = raw_session(server)
+    try:
+        assert call("hello", {"hashes": ["blake3", "sha256"]}, "hello_reply")["hash"] == "blake3"
+        res = call("fetch", {"job_id": j.id}, "results")
+        abc = {f["name"]: f for f in res["files"]}["copy/abc.dat"]
+        assert abc == {"name": "copy/abc.dat", "size": 3, "sha256": hashlib.sha256(b"abc").hexdigest(),
+                       "blake3": B3_ABC}
+    finally:
+        ch.close()
+    # This client's SHA-256 session: no blake3, checked with SHA-256.
+    ch, call = raw_session(server)
+    try:
+        assert call("hello", {"hashes": ["sha256"]}, "hello_reply")["hash"] == "sha256"
+        res = call("fetch", {"job_id": j.id}, "results")
+        assert all("blake3" not in f and _protocol.valid_sha256(f["sha256"]) for f in res["files"])
+        assert res["job"]["files"] == [{"name": "abc.dat", "size": 3}]
+    finally:
+        ch.close()
+    with recon.Client(server.host, server.port, server.key) as c:
+        res = {r.name: r for r in c.fetch(j.id, tmp_path / "out")}
+    assert res["copy/abc.dat"].sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert open(res["copy/abc.dat"].path, "rb").read() == b"abc"
+
+
+
+def test_through_relay_hello_is_sha256(recon_bin, server, tmp_path):
+    """A relay answers hello itself with SHA-256, whatever is offered; this
+    client submits and fetches through it, checked with SHA-256 end to end."""
+    from conftest import deadline_poll, start_relay
+    d = tmp_path / "relay"
+    d.mkdir()
+    relay = start_relay(recon_bin, str(d), server, server.key)
+    try:
+        ch, call = raw_session(relay)
+        try:
+            assert deadline_poll(lambda: not call("queue", {}, "queue_reply").get("unavailable"), timeout=30), \
+                "the relay never saw its backend up"
+            assert call("hello", {"hashes": ["blake3", "sha256"]}, "hello_reply") == {"protocol": 3, "hash": "sha256"}
+        finally:
+            ch.close()
+        a = tmp_path / "r.dat"
+        sha = make_file(a, 200000)
+        with recon.Client(relay.host, relay.port, relay.key) as c:
+            job = c.submit([a])
+            assert c._ch is not None and c._ch.hash == "sha256" and not c._no_hello
+            assert job.files[0].sha256 == sha
+            assert c.wait(job.id, timeout=120).state == "succeeded"
+            res = {r.name: r for r in c.fetch(job.id, tmp_path / "out")}
+        assert res["copy/r.dat"].sha256 == sha
+    finally:
+        relay.stop()

@@ -104,17 +104,27 @@ def test_wire_golden_decodes():
         env = json.loads(line)
         typ, body = env["type"], env["body"]
         seen.add(typ)
-        if typ == "job":
+        if typ == "job" and body["job_id"] == "c" * 26:
+            # An input checked with BLAKE3, as a SHA-256 session sees it.
+            j = Job._from_wire(body)
+            assert [(f.name, f.size, f.sha256) for f in j.files] == [("k.cfl", 8, "")]
+            seen.add("job without sha256")
+        elif typ == "job":
             j = Job._from_wire(body)
             assert j.state == "succeeded" and j.results[0].name == "images/slice_001.dcm"
             assert j.exit_code == 0 and j.options == {"method": "pics"}
+        elif typ == "hello":
+            assert body["hashes"][-1] == "sha256"
+        elif typ == "hello_reply":
+            assert body == {"protocol": _protocol.VERSION, "hash": "blake3"}
         elif typ == "event":
             assert Job._from_wire(body["job"]).position == 2
         elif typ == "queue_reply":
             assert [Job._from_wire(j).state for j in body["jobs"]] == ["queued", "succeeded"]
         elif typ == "results":
             assert _protocol.file_sums(body["files"], "results", True)[0][0] == "images/slice_001.dcm"
-    assert {"job", "event", "queue_reply", "results", "status_reply", "submit"} <= seen
+    assert {"job", "event", "queue_reply", "results", "status_reply", "submit", "hello", "hello_reply",
+            "job without sha256"} <= seen
 
 
 def test_tested_copy():
