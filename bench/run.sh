@@ -206,11 +206,27 @@ wait_job() {
 # one-core-per-end rows, nothing otherwise).
 cli_launch=()
 
+# warm_memory: before a timed transfer, write and delete twice its size in
+# the directory it writes to (WARM=1, the default). This VM hands memory
+# it frees back to its host (virtio-balloon free page reporting), and the
+# first write into such a page costs about 1.2 CPU s per GiB more (measured:
+# 1 GiB into tmpfs, 1.69 s against 0.33 s), for whichever tool comes to it
+# first; the figures then measured the VM, not the tools. Memory just freed
+# is the VM's own again for a second or two, so each tool writes into memory
+# the VM holds, as on a physical machine. The warm-up is not timed.
+warm_memory() {
+  [ "${WARM:-1}" = 1 ] || return 0
+  local d=$1
+  dd if=/dev/zero of="$d/.warm" bs=1M count=$((2 * SIZE_MIB)) status=none 2>/dev/null || true
+  rm -f "$d/.warm"
+}
+
 # recon_up SERVER_PID OPTS FILE [--option ...]: upload; sets up_ms, up_kb,
 # up_id and cpu_cs.
 recon_up() {
   local pid=$1 opts=$2 file=$3
   shift 3
+  warm_memory "$(dirname "$opts")"
   timed up_ms "$pid" own "${cli_launch[@]}" "$recon" submit --opts "$opts" --no-wait --new "$@" "$file"
   up_kb=$rss_kb; up_id=$(tail -1 "$tmp/cmd.out")
 }
@@ -218,6 +234,7 @@ recon_up() {
 # recon_down SERVER_PID OPTS ID DIR: download; sets down_ms, down_kb and
 # cpu_cs.
 recon_down() {
+  warm_memory "$(dirname "$4")"
   timed down_ms "$1" own "${cli_launch[@]}" "$recon" fetch --opts "$2" --output "$4" "$3"
   down_kb=$rss_kb
 }
@@ -245,6 +262,7 @@ limits_line=$("$rb" limits -copy-dir "$BENCH_DIR" -copy-mib "$SIZE_MIB" | grep '
 sha_mbps=$(sed -n 's/.*sha256_mbps=\([0-9]*\).*/\1/p' <<< "$limits_line")
 aes256_mbps=$(sed -n 's/.*aes256gcm_mbps=\([0-9]*\).*/\1/p' <<< "$limits_line")
 aes128_mbps=$(sed -n 's/.*aes128gcm_mbps=\([0-9]*\).*/\1/p' <<< "$limits_line")
+b3_mbps=$(sed -n 's/.*blake3_mbps=\([0-9]*\).*/\1/p' <<< "$limits_line")
 copy_mbps=$(sed -n 's/.*copy_mbps=\([0-9]*\).*/\1/p' <<< "$limits_line")
 copy_cpu=$(sed -n 's/.*copy_cpu_s_per_gib=\([0-9.]*\).*/\1/p' <<< "$limits_line")
 
@@ -317,12 +335,57 @@ declare -A up down
 ssh_copy() {
   local var=$1 t=$2 src=$3 dst=$4 cipher=()
   case $t in *-gcm) cipher=(-c "$GCM") ;; esac
+  warm_memory "$(dirname "${dst#bench:}")"
   case $t in
     scp-*) timed "$var" "$sshd_pid" tree "${cli_launch[@]}" scp "${SSH[@]}" "${cipher[@]}" "$src" "$dst" ;;
     sftp-*)
       if [[ $src == bench:* ]]; then echo "get ${src#bench:} $dst"; else echo "put $src ${dst#bench:}"; fi > "$tmp/sftp.batch"
       timed "$var" "$sshd_pid" tree "${cli_launch[@]}" sftp "${SSH[@]}" "${cipher[@]}" -b "$tmp/sftp.batch" bench ;;
   esac
+}
+
+# cores_bench: the per-end Go benchmarks (internal/secure BenchmarkMemEnd*:
+# one end of a transfer, file, hash and AES-GCM, over a transport that
+# costs nothing) with the end on one core (taskset, GOMAXPROCS 1) and on
+# all cores (GOMAXPROCS = cores): what a second core gives one end.
+# Sets cores_rows (the table's rows).
+cores_rows=
+cores_bench() {
+  [ "$ncores" -ge 2 ] || return 0
+  log "per-end pipeline on one core and on $ncores (Go benchmarks)"
+  (cd "$repo" && go test -c -o "$tmp/secure.test" ./internal/secure) || die "building the secure benchmarks"
+  local one all
+  one=$(cd "$tmp" && RECON_BENCH_DIR=$BENCH_DIR taskset -c 0 ./secure.test -test.run '^$' -test.bench 'BenchmarkMemEnd(Send|Receive)/Copy\+' \
+    -test.cpu 1 -test.benchtime 20x -test.count 3 | grep '^Benchmark')
+  all=$(cd "$tmp" && RECON_BENCH_DIR=$BENCH_DIR ./secure.test -test.run '^$' -test.bench 'BenchmarkMemEnd(Send|Receive)/Copy\+' \
+    -test.cpu "$ncores" -test.benchtime 20x -test.count 3 | grep '^Benchmark')
+  # field: the value before the unit ("MB/s", "cpu-ns/B") on a benchmark's lines.
+  field() { awk -v n="$2" -v u="$3" '{sub(/-[0-9]+$/, "", $1)} $1 == n {for (i = 2; i <= NF; i++) if ($i == u) printf (u == "MB/s" ? "%.0f\n" : "%.2f\n"), $(i-1)}' <<< "$1"; }
+  local b n m1 m2
+  for b in Send/Copy+BLAKE3 Receive/Copy+BLAKE3 Send/Copy+SHA256 Receive/Copy+SHA256; do
+    n=BenchmarkMemEnd$b
+    m1=$(median $(field "$one" "$n" MB/s)); m2=$(median $(field "$all" "$n" MB/s))
+    cores_rows+="| ${b%%/*}, ${b##*+} | **$m1** | $(joined $(field "$one" "$n" MB/s)) | $(median $(field "$one" "$n" cpu-ns/B)) | **$m2** | $(joined $(field "$all" "$n" MB/s)) | $(median $(field "$all" "$n" cpu-ns/B)) | $(ratio "$m2" "$m1")× |"$'\n'
+  done
+}
+
+# cores_section: the table of cores_bench.
+cores_section() {
+  [ -n "$cores_rows" ] || return 0
+  cat <<EOT
+### One end on one core and on $ncores
+
+Go benchmarks of one end alone (\`internal/secure\` \`BenchmarkMemEndSend\`: read the file, hash, seal, write;
+\`BenchmarkMemEndReceive\`: read, open, hash, write the file; 64 MiB from and to $BENCH_DIR, over a transport
+that costs nothing, so that neither the peer nor the kernel's TCP copy takes a core), the end pinned to one
+core (\`taskset -c 0\`, GOMAXPROCS 1) and free on all $ncores (GOMAXPROCS $ncores); 3 runs each, medians in bold.
+Reading, hashing and writing run in goroutines of their own over a fixed set of buffers (\`xfer.Copy\`), so a
+second core takes the hash off the path of the rest.
+
+| end, hash | one core MB/s | runs | cpu-ns/B | $ncores cores MB/s | runs | cpu-ns/B | gain |
+|---|---|---|---|---|---|---|---|
+${cores_rows}
+EOT
 }
 
 # pin_section: the table of section 0 (one core per end).
@@ -351,12 +414,19 @@ figures are noisy (other work runs on both cores; load average in the machine ta
 
 The floor beside them: a plain copy with neither crypto nor hashing (file → loopback TCP → file, 256 KiB
 blocks, \`reconbench limits\`, both ends in one process, unpinned, the least CPU of 3 runs) costs **$copy_cpu
-CPU s/GiB for both ends together**, about half of it per end. On one core, SHA-256 runs at $sha_mbps MB/s and
-AES-256-GCM at $aes256_mbps MB/s (Go), so the crypto work alone costs the uploading client (SHA-256 and
-sealing) $(awk -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", (1/s + 1/a)*1073.741824}') CPU s/GiB, and
-the receiving server (opening and SHA-256) the same; in a download the server does not hash the results
-again (their SHA-256 is taken when they are collected) and seals only, $(awk -v a="$aes256_mbps" 'BEGIN{printf "%.2f", 1073.741824/a}') CPU s/GiB.
-Issue 21's goal is recon ≥ 1.5× scp each way in this setting; bench/NOTES.md says what is done.
+CPU s/GiB for both ends together**, about half of it per end. On one core, SHA-256 runs at $sha_mbps MB/s,
+BLAKE3 at $b3_mbps MB/s and AES-256-GCM at $aes256_mbps MB/s (Go). \`recon submit\` and \`recon fetch\` check files
+with BLAKE3 (protocol 3, docs/PROTOCOL.md), so the crypto work alone costs the uploading client (BLAKE3 and
+sealing) $(awk -v s="$b3_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", (1/s + 1/a)*1073.741824}') CPU s/GiB
+($(awk -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", (1/s + 1/a)*1073.741824}') with SHA-256), and the receiving server (opening and BLAKE3) the same; in a
+download the server does not hash the results again (their SHA-256 and BLAKE3 are taken when they are
+collected) and seals only, $(awk -v a="$aes256_mbps" 'BEGIN{printf "%.2f", 1073.741824/a}') CPU s/GiB.
+Before each timed transfer of either tool the bench writes and deletes twice its size where the transfer
+writes (\`WARM=1\`, the default; \`WARM=0\` turns it off): this VM hands freed memory back to its host, and the
+first write into such a page costs about 1.2 CPU s/GiB more, for whichever tool comes to it first
+(bench/NOTES.md). Issue 21's goal is recon ≥ 1.5× scp each way in this setting.
+
+$(cores_section)
 
 EOT
 }
@@ -405,6 +475,8 @@ if [ "$ncores" -ge 2 ]; then
 else
   log "one core per end: skipped, this machine has $ncores core"
 fi
+
+cores_bench
 
 # HEADLINE_ONLY=1: section 0 alone, its table to stdout, docs untouched.
 if [ "${HEADLINE_ONLY:-0}" = 1 ]; then
