@@ -39,6 +39,7 @@ type backend struct {
 	downSince time.Time
 	latency   time.Duration // of the last passed check
 	version   string
+	protocol  int // the backend's application protocol, from the last passed check (0: not known)
 	// actAs: the backend takes the relay's client identities (act_as):
 	// its RELAY_SHARED_KEY is BACKEND_SHARED_KEY. Without it every job
 	// through the relay belongs to the identity of BACKEND_SHARED_KEY.
@@ -164,6 +165,7 @@ func (p *pool) markUp(b *backend, st *protocol.StatusReply, started time.Time) {
 	b.lastCheck = time.Now()
 	b.latency = latency
 	b.version = st.Version
+	b.protocol = st.Protocol
 	b.queued = st.Jobs[protocol.StateQueued]
 	b.running = st.Jobs[protocol.StateRunning]
 	b.workers = st.MaxWorkers
@@ -178,8 +180,12 @@ func (p *pool) checkFailed(b *backend, err error) {
 
 // dial opens a session to b for a client of identity: a backend that
 // takes the relay's client identities is told it first (act_as, which has
-// no reply). A failure marks b down.
-func (p *pool) dial(ctx context.Context, b *backend, identity string) (*secure.Conn, error) {
+// no reply). With hash BLAKE3 (the client's session chose it) the session
+// then says hello choosing BLAKE3, so that the backend checks the client's
+// BLAKE3 digests and gives its results' BLAKE3; "" or SHA-256 says no
+// hello (SHA-256). A failure to connect marks b down; a backend that
+// refuses the hello stays up, and the error is CodeUnavailable.
+func (p *pool) dial(ctx context.Context, b *backend, identity, hash string) (*secure.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, BackendDialTimeout)
 	defer cancel()
 	c, err := secure.Dial(dctx, b.addr, p.secure)
@@ -197,7 +203,45 @@ func (p *pool) dial(ctx context.Context, b *backend, identity string) (*secure.C
 		}
 		return nil, err
 	}
+	if hash == protocol.HashBLAKE3 {
+		if err := helloBackend(dctx, c, hash); err != nil {
+			c.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			p.log.Warn("backend refused the hello of a BLAKE3 session", "backend", b.addr, "err", err)
+			return nil, protocol.Errorf(protocol.CodeUnavailable, "backend %s did not take this session's hash (BLAKE3): %v", b.addr, rpc.Truncate(err.Error(), 200))
+		}
+	}
 	return c, nil
+}
+
+// helloBackend says hello on a new backend session c, offering hash only,
+// and checks that the backend chose it.
+func helloBackend(ctx context.Context, c *secure.Conn, hash string) error {
+	var rep protocol.HelloReply
+	if err := roundTrip(ctx, c, protocol.TypeHello, protocol.Hello{Hashes: []string{hash}}, protocol.TypeHelloReply, &rep); err != nil {
+		return err
+	}
+	if rep.Hash != hash {
+		return fmt.Errorf("it chose %q", rpc.Truncate(rep.Hash, 20))
+	}
+	return nil
+}
+
+// allSpeak reports whether every backend passed a health check saying it
+// speaks application protocol v or later: only then may a client's
+// session through the relay choose what v brought (BLAKE3, version 3),
+// wherever its job goes.
+func (p *pool) allSpeak(v int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.backends {
+		if b.protocol < v {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *pool) takesIdentities(b *backend) bool {

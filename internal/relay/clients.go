@@ -22,9 +22,11 @@ type clientSession struct {
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 
-	// hello and transferred are the session's own (its goroutine only):
-	// it said hello; it made a submit or fetch (no hello after that).
+	// hello, transferred and hash are the session's own (its goroutine
+	// only): it said hello; it made a submit or fetch (no hello after
+	// that); the hash its hello chose ("" is SHA-256).
 	hello, transferred bool
+	hash               string
 
 	mu      sync.Mutex
 	request string

@@ -67,7 +67,7 @@ func (r *Relay) submit(ctx context.Context, c *secure.Conn, cs *clientSession, s
 	var tried []string
 	for _, b := range order {
 		r.pool.reserve(b)
-		bc, ready, err := r.offer(ctx, b, cs.identity, sub)
+		bc, ready, err := r.offer(ctx, b, cs.identity, cs.hash, sub)
 		if err != nil {
 			r.pool.release(b, false)
 			if ctx.Err() != nil {
@@ -166,8 +166,8 @@ func (r *Relay) submitOrder(ctx context.Context, key, sid string, log *slog.Logg
 // offer opens a session to b for identity and sends it the submission. It
 // returns the session once b is ready for the files (or knows the
 // submission already).
-func (r *Relay) offer(ctx context.Context, b *backend, identity string, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
-	bc, err := r.pool.dial(ctx, b, identity)
+func (r *Relay) offer(ctx context.Context, b *backend, identity, hash string, sub *protocol.Submit) (*secure.Conn, *protocol.SubmitReady, error) {
+	bc, err := r.pool.dial(ctx, b, identity, hash)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -333,7 +333,7 @@ func (r *Relay) fetch(ctx context.Context, c *secure.Conn, cs *clientSession, id
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, id)
+	bc, err := r.open(ctx, b, cs.identity, cs.hash, id)
 	if err != nil {
 		return err
 	}

@@ -50,7 +50,7 @@ func (r *Relay) clientRequests() *rpc.Mux[*clientSession] {
 		return r.status(ctx), nil
 	})
 	rpc.Reply(m, protocol.TypeHello, protocol.TypeHelloReply, func(ctx context.Context, s *session, req *protocol.Hello) (*protocol.HelloReply, error) {
-		return hello(s.State, req)
+		return r.hello(s.State, req)
 	})
 	rpc.Handle(m, protocol.TypeJobStatus, func(ctx context.Context, s *session, ref *protocol.JobRef) error {
 		return r.jobStatus(ctx, s.Conn, s.State, ref.JobID)
@@ -162,7 +162,7 @@ func (r *Relay) discover(ctx context.Context, identity, id string) (*backend, er
 	up, down := r.pool.split()
 	found := make([]bool, len(up))
 	r.eachBackend(ctx, up, backendReplyTimeout, func(ctx context.Context, i int, b *backend) {
-		c, err := r.pool.dial(ctx, b, identity)
+		c, err := r.pool.dial(ctx, b, identity, "")
 		if err != nil {
 			return
 		}
@@ -190,11 +190,14 @@ func (r *Relay) discover(ctx context.Context, identity, id string) (*backend, er
 
 // open connects to the backend holding job id, for identity; a failure is
 // a clear CodeUnavailable error.
-func (r *Relay) open(ctx context.Context, b *backend, identity, id string) (*secure.Conn, error) {
-	c, err := r.pool.dial(ctx, b, identity)
+func (r *Relay) open(ctx context.Context, b *backend, identity, hash, id string) (*secure.Conn, error) {
+	c, err := r.pool.dial(ctx, b, identity, hash)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if isWireError(err) {
+			return nil, err
 		}
 		return nil, protocol.Errorf(protocol.CodeUnavailable, "job %s is on backend %s, which cannot be reached; try again when it is back", id, b.addr)
 	}
@@ -217,7 +220,7 @@ func (r *Relay) jobStatus(ctx context.Context, c *secure.Conn, cs *clientSession
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, id)
+	bc, err := r.open(ctx, b, cs.identity, "", id)
 	if err != nil {
 		return err
 	}
@@ -241,7 +244,7 @@ func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id 
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, id)
+	bc, err := r.open(ctx, b, cs.identity, "", id)
 	if err != nil {
 		return err
 	}
@@ -283,7 +286,7 @@ func (r *Relay) queue(ctx context.Context, identity string) (*protocol.QueueRepl
 	lists := make([][]protocol.JobInfo, len(up))
 	failed := make([]bool, len(up))
 	r.eachBackend(ctx, up, backendReplyTimeout, func(ctx context.Context, i int, b *backend) {
-		c, err := r.pool.dial(ctx, b, identity)
+		c, err := r.pool.dial(ctx, b, identity, "")
 		if err != nil {
 			failed[i] = true
 			return
@@ -328,7 +331,7 @@ func (r *Relay) cancel(ctx context.Context, cs *clientSession, id string) (*prot
 		return nil, err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, id)
+	bc, err := r.open(ctx, b, cs.identity, "", id)
 	if err != nil {
 		return nil, err
 	}
@@ -361,16 +364,23 @@ func stateRank(s protocol.JobState) int {
 // until the reply fits in one control message.
 func fitQueue(q *protocol.QueueReply) { protocol.FitQueue(q) }
 
-// hello answers a client's hello. The relay passes file bytes and their
-// file_done through to backend sessions that say no hello, so a session
-// through it checks files with SHA-256 whatever the client offers.
-func hello(cs *clientSession, req *protocol.Hello) (*protocol.HelloReply, error) {
+// hello answers a client's hello. The relay hashes nothing: it passes file
+// bytes and their file_done through, so the session's hash is the one
+// the backend checks. It chooses BLAKE3 (when offered before SHA-256)
+// only while every backend speaks protocol 3, since a job may go to any
+// of them; its sessions to backends for this client's transfers then say
+// hello with BLAKE3 (pool.dial). Otherwise SHA-256.
+func (r *Relay) hello(cs *clientSession, req *protocol.Hello) (*protocol.HelloReply, error) {
 	if cs.hello || cs.transferred {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "hello must come before any transfer, once")
 	}
 	if err := req.Check(); err != nil {
 		return nil, rpc.BadRequest(err)
 	}
-	cs.hello = true
-	return &protocol.HelloReply{Protocol: protocol.Version, Hash: protocol.HashSHA256}, nil
+	hash := protocol.ChooseHash(req.Hashes)
+	if hash != protocol.HashSHA256 && !r.pool.allSpeak(3) {
+		hash = protocol.HashSHA256
+	}
+	cs.hello, cs.hash = true, hash
+	return &protocol.HelloReply{Protocol: protocol.Version, Hash: hash}, nil
 }

@@ -417,9 +417,11 @@ def test_blake3_upload_seen_by_this_client(server, tmp_path):
 
 
 
-def test_through_relay_hello_is_sha256(recon_bin, server, tmp_path):
-    """A relay answers hello itself with SHA-256, whatever is offered; this
-    client submits and fetches through it, checked with SHA-256 end to end."""
+def test_through_relay_hello(recon_bin, server, tmp_path):
+    """A relay answers hello itself: BLAKE3 to a client that offers it (its
+    backend speaks protocol 3), SHA-256 to this client, which offers only
+    that; this client submits and fetches through it, checked with SHA-256
+    end to end."""
     from conftest import deadline_poll, start_relay
     d = tmp_path / "relay"
     d.mkdir()
@@ -429,7 +431,7 @@ def test_through_relay_hello_is_sha256(recon_bin, server, tmp_path):
         try:
             assert deadline_poll(lambda: not call("queue", {}, "queue_reply").get("unavailable"), timeout=30), \
                 "the relay never saw its backend up"
-            assert call("hello", {"hashes": ["blake3", "sha256"]}, "hello_reply") == {"protocol": 3, "hash": "sha256"}
+            assert call("hello", {"hashes": ["blake3", "sha256"]}, "hello_reply") == {"protocol": 3, "hash": "blake3"}
         finally:
             ch.close()
         a = tmp_path / "r.dat"
