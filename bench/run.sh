@@ -692,13 +692,13 @@ gcm_down_setup=$(awk -v b="$bytes" -v mbs="$gcm_down_m" -v s="$ssh_true_m" 'BEGI
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN{ok = (op == ">=") ? v >= t : v <= t; print ok ? "met" : "**not met**"}'; }
 up_ratio=$(ratio "$recon_up_m" "$gcm_up_m"); down_ratio=$(ratio "$recon_down_m" "$gcm_down_m")
 ncpu=$(nproc)
-up_ceiling=$(awk -v s="$sha_mbps" -v a="$aes256_mbps" -v n="$ncpu" 'BEGIN{printf "%.0f", n/(2/s + 2/a)}')
-down_ceiling=$(awk -v s="$sha_mbps" -v a="$aes256_mbps" -v n="$ncpu" 'BEGIN{printf "%.0f", n/(1/s + 2/a)}')
+up_ceiling=$(awk -v s="$b3_mbps" -v a="$aes256_mbps" -v n="$ncpu" 'BEGIN{printf "%.0f", n/(2/s + 2/a)}')
+down_ceiling=$(awk -v s="$b3_mbps" -v a="$aes256_mbps" -v n="$ncpu" 'BEGIN{printf "%.0f", n/(1/s + 2/a)}')
 up_cpu_ceiling=$(awk -v c="$(med "${cpu_up[recon]}")" -v n="$ncpu" 'BEGIN{printf "%.0f", n/c*1073.741824}')
 down_cpu_ceiling=$(awk -v c="$(med "${cpu_down[recon]}")" -v n="$ncpu" 'BEGIN{printf "%.0f", n/c*1073.741824}')
 # The floor: the plain copy's CPU plus the crypto's, per GiB.
-up_floor=$(awk -v c="$copy_cpu" -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", c + (2/s + 2/a)*1073.741824}')
-down_floor=$(awk -v c="$copy_cpu" -v s="$sha_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", c + (1/s + 2/a)*1073.741824}')
+up_floor=$(awk -v c="$copy_cpu" -v s="$b3_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", c + (2/s + 2/a)*1073.741824}')
+down_floor=$(awk -v c="$copy_cpu" -v s="$b3_mbps" -v a="$aes256_mbps" 'BEGIN{printf "%.2f", c + (1/s + 2/a)*1073.741824}')
 up_floor_ceiling=$(awk -v c="$up_floor" -v n="$ncpu" 'BEGIN{printf "%.0f", n/c*1073.741824}')
 down_floor_ceiling=$(awk -v c="$down_floor" -v n="$ncpu" 'BEGIN{printf "%.0f", n/c*1073.741824}')
 up_target=$(awk -v g="$gcm_up_m" 'BEGIN{printf "%.0f", 2*g}')
@@ -757,7 +757,7 @@ changes it.
 EOF
 for t in "${tools[@]}"; do
   case $t in
-    recon) label="recon (AES-256-GCM, SHA-256 both ends, fsync)" ;;
+    recon) label="recon (AES-256-GCM, BLAKE3 both ends, fsync)" ;;
     scp-gcm) label="scp -c aes128-gcm@openssh.com" ;;
     scp-def) label="scp (default: $default_cipher)" ;;
     sftp-gcm) label="sftp -c aes128-gcm@openssh.com" ;;
@@ -795,14 +795,17 @@ set-up (process start, handshake) is a few milliseconds (section 3).
 
 ### What bounds a transfer here
 
-Both ends share the machine's $(nproc) cores, and every byte recon moves is hashed with SHA-256 by the
-sender and again by the receiver (the integrity check of the design), besides being sealed and opened with
-AES-256-GCM. On one core of this machine (\`reconbench limits\`): SHA-256 **$sha_mbps MB/s**, AES-256-GCM
-**$aes256_mbps MB/s** (AES-128-GCM, OpenSSH's aes128-gcm, $aes128_mbps MB/s in Go; OpenSSL's is faster).
+Both ends share the machine's $(nproc) cores, and every byte recon moves is hashed by the sender and again
+by the receiver (the integrity check of the design; BLAKE3, the hash \`recon submit\` and \`recon fetch\`
+choose, protocol 3), besides being sealed and opened with AES-256-GCM. On one core of this machine
+(\`reconbench limits\`): BLAKE3 **$b3_mbps MB/s** (SHA-256, which version-2 clients and the Python client
+use, $sha_mbps MB/s), AES-256-GCM **$aes256_mbps MB/s** (AES-128-GCM, OpenSSH's aes128-gcm, $aes128_mbps MB/s
+in Go; OpenSSL's is faster). A result's SHA-256 and BLAKE3 are taken when it is collected, after the script
+and before any transfer.
 
 | | upload | download |
 |---|---|---|
-| per-byte crypto work (both ends) | 2 × SHA-256 + 2 × AES-GCM | 1 × SHA-256 + 2 × AES-GCM |
+| per-byte crypto work (both ends) | 2 × BLAKE3 + 2 × AES-GCM | 1 × BLAKE3 + 2 × AES-GCM |
 | ceiling from that work alone, all $(nproc) cores busy, no copying or system calls | $up_ceiling MB/s | $down_ceiling MB/s |
 | a plain copy with neither crypto nor hashing (file → loopback TCP → file, \`reconbench limits\`, the least CPU of 3 runs): $copy_mbps MB/s, CPU per GiB | $copy_cpu s | $copy_cpu s |
 | floor: that copy plus the crypto work, CPU per GiB | $up_floor s | $down_floor s |
