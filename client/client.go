@@ -19,10 +19,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/recon-mri/recon/internal/config"
@@ -164,7 +166,44 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if c.conn, err = c.dial(ctx); err != nil {
 		return nil, err
 	}
+	if err := c.hello(ctx); err != nil {
+		c.conn.Close()
+		return nil, err
+	}
 	return c, nil
+}
+
+// hello chooses a new session's hash (sessionHash) as part of opening it:
+// its answer is the first proof that the server kept the session (one
+// that is over its caps closes it once the handshake is done), so a
+// session it closes unanswered fails here, as a busy server, within the
+// dial timeout.
+func (c *Client) hello(ctx context.Context) error {
+	timeout := c.cfg.DialTimeout
+	if timeout == 0 {
+		timeout = DefaultDialTimeout
+	}
+	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	_, err := c.sessionHash(ctx)
+	stop()
+	c.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case closedUnanswered(err):
+		return fmt.Errorf("connect to %s: %w (it closed the session after the handshake: %v)", c.cfg.Address, secure.ErrClosedUnanswered, err)
+	}
+	return err
+}
+
+// closedUnanswered reports whether err is a session's end by the peer: a
+// close record, a connection that ended, was reset or closed.
+func closedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
 }
 
 // dial opens a new session with the configured server.
@@ -213,7 +252,7 @@ func (c *Client) redial(ctx context.Context) error {
 	}
 	c.conn.Close()
 	c.conn, c.broken, c.hash = conn, nil, ""
-	return nil
+	return c.hello(ctx)
 }
 
 // sessionHash returns the session's end-to-end hash, choosing it with a
