@@ -146,8 +146,8 @@ type Client struct {
 	closed bool // by Close: no redial
 	cfg    Config
 	key    keys.Key
-	// hash is the end-to-end hash of the current session, "" until its
-	// first request chose it (sessionHash); noHello is set once the
+	// hash is the end-to-end hash of the current session, chosen as it
+	// opened (hello, sessionHash); noHello is set once the
 	// server turned a hello down (protocol version 2): no session to it
 	// says hello again.
 	hash    string
@@ -256,7 +256,7 @@ func (c *Client) redial(ctx context.Context) error {
 }
 
 // sessionHash returns the session's end-to-end hash, choosing it with a
-// hello before the session's first request (do): the hash checks the
+// hello as the session opens (Dial, redial: hello): the hash checks the
 // files of its transfers, and a session that chose BLAKE3 is shown the
 // BLAKE3 of its jobs' files. A server of protocol version 2
 // answers the hello with bad_request and closes the session: the client
@@ -326,10 +326,7 @@ func (c *Client) do(ctx context.Context, f func() error) error {
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
-	_, err := c.sessionHash(ctx)
-	if err == nil {
-		err = f()
-	}
+	err := f()
 	if !stop() {
 		c.broken = ErrClosed
 		return ctx.Err()

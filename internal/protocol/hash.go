@@ -60,6 +60,20 @@ func (h *Hello) Check() error {
 	return nil
 }
 
+// CheckHello checks a hello against the rules of the session it comes in:
+// at most one, before the session's first submit or fetch (said and
+// transferred say what the session did), and well formed (Check). Its
+// error is a bad_request.
+func CheckHello(h *Hello, said, transferred bool) error {
+	if said || transferred {
+		return Errorf(CodeBadRequest, "hello must come before any transfer, once")
+	}
+	if err := h.Check(); err != nil {
+		return Errorf(CodeBadRequest, "%v", err)
+	}
+	return nil
+}
+
 // ChooseHash returns the first of offered that this side supports, or
 // HashSHA256 when none is.
 func ChooseHash(offered []string) string {

@@ -371,11 +371,8 @@ func fitQueue(q *protocol.QueueReply) { protocol.FitQueue(q) }
 // of them; its sessions to backends for this client's transfers then say
 // hello with BLAKE3 (pool.dial). Otherwise SHA-256.
 func (r *Relay) hello(cs *clientSession, req *protocol.Hello) (*protocol.HelloReply, error) {
-	if cs.hello || cs.transferred {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "hello must come before any transfer, once")
-	}
-	if err := req.Check(); err != nil {
-		return nil, rpc.BadRequest(err)
+	if err := protocol.CheckHello(req, cs.hello, cs.transferred); err != nil {
+		return nil, err
 	}
 	hash := protocol.ChooseHash(req.Hashes)
 	if hash != protocol.HashSHA256 && !r.pool.allSpeak(3) {

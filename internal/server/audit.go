@@ -108,8 +108,8 @@ func auditFiles(files []jobs.File, withBLAKE3 bool) []audit.File {
 	return out
 }
 
-// verifiedFiles is a fetch's files as a client of a session with hash h
-// verified them: each with the one digest it checked, BLAKE3 where the
+// verifiedFiles is a fetch's files as its client verified them before it
+// acknowledged: each with the one digest it checked, BLAKE3 where the
 // manifest gave one, else SHA-256.
 func verifiedFiles(manifest []protocol.FileSum) []audit.File {
 	out := make([]audit.File, len(manifest))

@@ -61,11 +61,8 @@ func sessionHash(ss *session) string {
 // hash from those the client offers.
 func hello(ss *session, req *protocol.Hello) (*protocol.HelloReply, error) {
 	st := ss.State
-	if st.hello || st.transferred {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "hello must come before any transfer, once")
-	}
-	if err := req.Check(); err != nil {
-		return nil, rpc.BadRequest(err)
+	if err := protocol.CheckHello(req, st.hello, st.transferred); err != nil {
+		return nil, err
 	}
 	st.hello, st.hash = true, protocol.ChooseHash(req.Hashes)
 	ss.Log = ss.Log.With("hash", st.hash)
