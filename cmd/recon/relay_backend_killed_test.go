@@ -291,14 +291,14 @@ func TestRelayBackendKilled(t *testing.T) {
 //
 // This is the requirement itself (issue #5: "A backend killed: marked down
 // within two health intervals"), not a performance figure. The relay
-// checks each backend every interval, and a check takes at most its
-// timeout, which equals the interval when that is at least 1 s: so the
-// check after the one in progress at the kill fails, and marks the backend
-// down, at most two intervals after the kill. A killed process refuses
-// connections at once, so that check fails within milliseconds, which
-// leaves most of an interval for a busy machine. Hence an interval of 1 s:
-// with a shorter one the check timeout (at least 1 s) alone could exceed
-// two intervals.
+// checks each backend every interval. A killed process refuses
+// connections at once (and resets those it had), so the check in progress
+// at the kill ends within milliseconds, and the next one, at most an
+// interval later, fails within milliseconds: the backend is marked down
+// about one interval after the kill, which leaves most of an interval for
+// a busy machine. (A check's timeout, at least 3 s, only bounds a frozen
+// or unreachable backend.) Hence an interval of 1 s: with a much shorter
+// one, a busy machine's delays alone could exceed two intervals.
 func checkMarkedDownInLog(t *testing.T, logPath, addr string, gone time.Time, interval time.Duration) {
 	t.Helper()
 	var at time.Time

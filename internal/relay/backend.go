@@ -22,8 +22,13 @@ const (
 	// job status, queue).
 	backendReplyTimeout = 30 * time.Second
 	// minCheckTimeout and maxCheckTimeout bound a health check; within
-	// them it gets one health interval.
-	minCheckTimeout = time.Second
+	// them it gets one health interval. A backend whose cores are all
+	// busy reconstructing (or a relay on a loaded machine) may take more
+	// than a second to connect, shake hands and answer a status request:
+	// at one second, such a backend was marked down while it was well.
+	// A stopped or killed backend refuses the connection at once, so the
+	// minimum only bounds how soon a frozen or unreachable one is found.
+	minCheckTimeout = 3 * time.Second
 	maxCheckTimeout = 10 * time.Second
 )
 

@@ -224,15 +224,15 @@ func TestBackendDownAndBack(t *testing.T) {
 //
 // This is the requirement itself (issue: "A backend killed: marked down
 // within two health intervals"), not a performance figure: the relay
-// checks each backend every interval and a check takes at most its
-// timeout, which is the interval when that is at least 1 s; so the check
-// after the one in progress at the kill fails, and the backend is marked
-// down, at most interval + check timeout = two intervals after it is
-// gone. A stopped or killed process refuses connections at once, so the
-// failing check ends in milliseconds, which leaves almost a whole interval
-// of margin for a busy machine. Hence the interval of 1 s in these tests:
-// with a shorter one the check timeout (at least 1 s) alone could exceed
-// two intervals.
+// checks each backend every interval. A stopped or killed process refuses
+// connections at once (and resets those it had), so the check in progress
+// at the stop fails or passes within milliseconds, and the next one, at
+// most an interval later, fails in milliseconds: the backend is marked
+// down about one interval after it is gone, which leaves almost a whole
+// interval of margin for a busy machine. (A check's timeout, at least
+// 3 s, only bounds a frozen or unreachable backend.) Hence the interval of
+// 1 s in these tests: with a much shorter one, a busy machine's delays
+// alone could exceed two intervals.
 func checkMarkedDown(t *testing.T, logPath, addr string, gone time.Time, interval time.Duration) {
 	t.Helper()
 	var at time.Time
