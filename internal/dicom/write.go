@@ -4,22 +4,21 @@
 // a DICOM image of the same exam (ReadRef) so the images join the scanner's
 // study and frame of reference.
 //
-// Files are written with github.com/suyashkumar/dicom; a reference file is
-// read by a small reader of its own (ref.go), bounded before it allocates,
-// since it may come from anywhere.
+// Files are written by a small writer of its own (explicit VR little
+// endian, every attribute's VR given where it is listed), and a reference
+// file is read by a small reader of its own (ref.go), bounded before it
+// allocates, since it may come from anywhere.
 package dicom
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	dcm "github.com/suyashkumar/dicom"
-	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // Fixed values of every file written.
@@ -162,70 +161,70 @@ func Write(prefix string, img *Image, s Series) ([]string, error) {
 		ipp := []string{ds(-float64(cols-1) / 2 * colSp), ds(-float64(rows-1) / 2 * rowSp), ds(z)}
 
 		el := []elem{
-			{0x0002, 0x0001, []byte{0, 1}},
-			{0x0002, 0x0002, []string{MRImageStorage}},
-			{0x0002, 0x0003, []string{sop}},
-			{0x0002, 0x0010, []string{ExplicitVRLittleEndian}},
-			{0x0002, 0x0012, []string{ImplementationClassUID}},
-			{0x0002, 0x0013, []string{ImplementationVersionName}},
-			{0x0008, 0x0005, []string{"ISO_IR 192"}},
-			{0x0008, 0x0008, []string{"DERIVED", "PRIMARY", "OTHER"}},
-			{0x0008, 0x0012, []string{da(now)}},
-			{0x0008, 0x0013, []string{tm(now)}},
-			{0x0008, 0x0016, []string{MRImageStorage}},
-			{0x0008, 0x0018, []string{sop}},
-			{0x0008, 0x0020, []string{id.StudyDate}},
-			{0x0008, 0x0021, []string{da(now)}},
-			{0x0008, 0x0023, []string{da(now)}},
-			{0x0008, 0x0030, []string{id.StudyTime}},
-			{0x0008, 0x0031, []string{tm(now)}},
-			{0x0008, 0x0033, []string{tm(now)}},
-			{0x0008, 0x0050, []string{id.AccessionNumber}},
-			{0x0008, 0x0060, []string{"MR"}},
-			{0x0008, 0x0070, []string{""}},
-			{0x0008, 0x0090, []string{id.ReferringPhysician}},
-			{0x0008, 0x103E, []string{desc}},
-			{0x0008, 0x2111, []string{derivation}},
-			{0x0010, 0x0010, []string{id.PatientName}},
-			{0x0010, 0x0020, []string{id.PatientID}},
-			{0x0010, 0x0030, []string{id.PatientBirthDate}},
-			{0x0010, 0x0040, []string{id.PatientSex}},
-			{0x0018, 0x0020, []string{"RM"}},
-			{0x0018, 0x0021, []string{"NONE"}},
-			{0x0018, 0x0022, []string{""}},
-			{0x0018, 0x0023, []string{acq}},
-			{0x0018, 0x0050, []string{ds(thick)}},
-			{0x0018, 0x0080, []string{""}},
-			{0x0018, 0x0081, []string{""}},
-			{0x0018, 0x0088, []string{ds(thick)}},
-			{0x0018, 0x0091, []string{""}},
-			{0x0018, 0x1020, []string{truncRunes("recon "+s.Software, 64)}},
-			{0x0018, 0x5100, []string{""}},
-			{0x0020, 0x000D, []string{id.StudyInstanceUID}},
-			{0x0020, 0x000E, []string{series}},
-			{0x0020, 0x0010, []string{id.StudyID}},
-			{0x0020, 0x0011, []string{strconv.Itoa(id.SeriesNumber)}},
-			{0x0020, 0x0013, []string{strconv.Itoa(k + 1)}},
-			{0x0020, 0x0032, ipp},
-			{0x0020, 0x0037, []string{"1", "0", "0", "0", "1", "0"}},
-			{0x0020, 0x0052, []string{id.FrameOfReferenceUID}},
+			{0x0002, 0x0001, "OB", []byte{0, 1}},
+			{0x0002, 0x0002, "UI", []string{MRImageStorage}},
+			{0x0002, 0x0003, "UI", []string{sop}},
+			{0x0002, 0x0010, "UI", []string{ExplicitVRLittleEndian}},
+			{0x0002, 0x0012, "UI", []string{ImplementationClassUID}},
+			{0x0002, 0x0013, "SH", []string{ImplementationVersionName}},
+			{0x0008, 0x0005, "CS", []string{"ISO_IR 192"}},
+			{0x0008, 0x0008, "CS", []string{"DERIVED", "PRIMARY", "OTHER"}},
+			{0x0008, 0x0012, "DA", []string{da(now)}},
+			{0x0008, 0x0013, "TM", []string{tm(now)}},
+			{0x0008, 0x0016, "UI", []string{MRImageStorage}},
+			{0x0008, 0x0018, "UI", []string{sop}},
+			{0x0008, 0x0020, "DA", []string{id.StudyDate}},
+			{0x0008, 0x0021, "DA", []string{da(now)}},
+			{0x0008, 0x0023, "DA", []string{da(now)}},
+			{0x0008, 0x0030, "TM", []string{id.StudyTime}},
+			{0x0008, 0x0031, "TM", []string{tm(now)}},
+			{0x0008, 0x0033, "TM", []string{tm(now)}},
+			{0x0008, 0x0050, "SH", []string{id.AccessionNumber}},
+			{0x0008, 0x0060, "CS", []string{"MR"}},
+			{0x0008, 0x0070, "LO", []string{""}},
+			{0x0008, 0x0090, "PN", []string{id.ReferringPhysician}},
+			{0x0008, 0x103E, "LO", []string{desc}},
+			{0x0008, 0x2111, "ST", []string{derivation}},
+			{0x0010, 0x0010, "PN", []string{id.PatientName}},
+			{0x0010, 0x0020, "LO", []string{id.PatientID}},
+			{0x0010, 0x0030, "DA", []string{id.PatientBirthDate}},
+			{0x0010, 0x0040, "CS", []string{id.PatientSex}},
+			{0x0018, 0x0020, "CS", []string{"RM"}},
+			{0x0018, 0x0021, "CS", []string{"NONE"}},
+			{0x0018, 0x0022, "CS", []string{""}},
+			{0x0018, 0x0023, "CS", []string{acq}},
+			{0x0018, 0x0050, "DS", []string{ds(thick)}},
+			{0x0018, 0x0080, "DS", []string{""}},
+			{0x0018, 0x0081, "DS", []string{""}},
+			{0x0018, 0x0088, "DS", []string{ds(thick)}},
+			{0x0018, 0x0091, "IS", []string{""}},
+			{0x0018, 0x1020, "LO", []string{truncRunes("recon "+s.Software, 64)}},
+			{0x0018, 0x5100, "CS", []string{""}},
+			{0x0020, 0x000D, "UI", []string{id.StudyInstanceUID}},
+			{0x0020, 0x000E, "UI", []string{series}},
+			{0x0020, 0x0010, "SH", []string{id.StudyID}},
+			{0x0020, 0x0011, "IS", []string{strconv.Itoa(id.SeriesNumber)}},
+			{0x0020, 0x0013, "IS", []string{strconv.Itoa(k + 1)}},
+			{0x0020, 0x0032, "DS", ipp},
+			{0x0020, 0x0037, "DS", []string{"1", "0", "0", "0", "1", "0"}},
+			{0x0020, 0x0052, "UI", []string{id.FrameOfReferenceUID}},
 			// Laterality: empty, "unknown" (dciodvfy needs it present).
-			{0x0020, 0x0060, []string{""}},
-			{0x0020, 0x1040, []string{""}},
-			{0x0020, 0x1041, []string{ds(z)}},
-			{0x0020, 0x4000, []string{comments}},
-			{0x0028, 0x0002, []int{1}},
-			{0x0028, 0x0004, []string{"MONOCHROME2"}},
-			{0x0028, 0x0010, []int{rows}},
-			{0x0028, 0x0011, []int{cols}},
-			{0x0028, 0x0030, []string{ds(rowSp), ds(colSp)}},
-			{0x0028, 0x0100, []int{16}},
-			{0x0028, 0x0101, []int{16}},
-			{0x0028, 0x0102, []int{15}},
-			{0x0028, 0x0103, []int{0}},
-			{0x0028, 0x1050, []string{strconv.Itoa(window / 2)}},
-			{0x0028, 0x1051, []string{strconv.Itoa(window)}},
-			{0x7FE0, 0x0010, dcm.PixelDataInfo{IntentionallyUnprocessed: true, UnprocessedValueData: pix}},
+			{0x0020, 0x0060, "CS", []string{""}},
+			{0x0020, 0x1040, "LO", []string{""}},
+			{0x0020, 0x1041, "DS", []string{ds(z)}},
+			{0x0020, 0x4000, "LT", []string{comments}},
+			{0x0028, 0x0002, "US", []int{1}},
+			{0x0028, 0x0004, "CS", []string{"MONOCHROME2"}},
+			{0x0028, 0x0010, "US", []int{rows}},
+			{0x0028, 0x0011, "US", []int{cols}},
+			{0x0028, 0x0030, "DS", []string{ds(rowSp), ds(colSp)}},
+			{0x0028, 0x0100, "US", []int{16}},
+			{0x0028, 0x0101, "US", []int{16}},
+			{0x0028, 0x0102, "US", []int{15}},
+			{0x0028, 0x0103, "US", []int{0}},
+			{0x0028, 0x1050, "DS", []string{strconv.Itoa(window / 2)}},
+			{0x0028, 0x1051, "DS", []string{strconv.Itoa(window)}},
+			{0x7FE0, 0x0010, "OW", pix},
 		}
 		name := prefix + ".dcm"
 		if n > 1 {
@@ -239,28 +238,34 @@ func Write(prefix string, img *Image, s Series) ([]string, error) {
 	return paths, nil
 }
 
-// elem is one attribute as Write lists it, in ascending tag order.
+// elem is one attribute as Write lists it, in ascending tag order: its
+// value representation, and its value as []string (a text VR; values are
+// joined by a backslash), []int (US) or []byte (OB, OW).
 type elem struct {
 	group, element uint16
+	vr             string
 	value          any
 }
 
-// writeFile writes one file: the elements into a dataset, through the
-// library's writer, which adds the meta group's length.
+// preamble is the start of every Part 10 file: 128 bytes of zeros, then
+// the prefix "DICM".
+var preamble = append(make([]byte, 128), "DICM"...)
+
+// writeFile writes one Part 10 file in explicit VR little endian: the
+// preamble, the file meta group (the elements of group 0002, led by their
+// group length), then the dataset.
 func writeFile(name string, el []elem) (err error) {
-	ds := dcm.Dataset{Elements: make([]*dcm.Element, 0, len(el))}
-	for _, e := range el {
-		t := tag.Tag{Group: e.group, Element: e.element}
-		var x *dcm.Element
-		if pd, ok := e.value.(dcm.PixelDataInfo); ok {
-			x = &dcm.Element{Tag: t, RawValueRepresentation: "OW", ValueLength: uint32(len(pd.UnprocessedValueData)), Value: mustValue(pd)}
-		} else {
-			x, err = dcm.NewElement(t, e.value)
-			if err != nil {
-				return fmt.Errorf("attribute %v: %w", t, err)
-			}
+	var meta []byte
+	rest := el
+	for len(rest) > 0 && rest[0].group == 0x0002 {
+		if meta, err = appendElem(meta, rest[0]); err != nil {
+			return err
 		}
-		ds.Elements = append(ds.Elements, x)
+		rest = rest[1:]
+	}
+	length, err := appendElem(nil, elem{0x0002, 0x0000, "UL", []uint32{uint32(len(meta))}})
+	if err != nil {
+		return err
 	}
 	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -275,18 +280,73 @@ func writeFile(name string, el []elem) (err error) {
 		}
 	}()
 	bw := bufio.NewWriterSize(f, 1<<16)
-	if err := dcm.Write(bw, ds); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
+	bw.Write(preamble)
+	bw.Write(length)
+	bw.Write(meta)
+	var buf []byte
+	for _, e := range rest {
+		if buf, err = appendElem(buf[:0], e); err != nil {
+			return err
+		}
+		bw.Write(buf)
 	}
-	return bw.Flush()
+	return bw.Flush() // the first error of any write above
 }
 
-func mustValue(v any) dcm.Value {
-	x, err := dcm.NewValue(v)
-	if err != nil {
-		panic(err) // a PixelDataInfo is always a value
+// appendElem appends e in explicit VR little endian to dst: tag, VR,
+// length and value, the value padded to an even length (a UI with a NUL,
+// other text with a space, bytes with a zero byte).
+func appendElem(dst []byte, e elem) ([]byte, error) {
+	var v []byte
+	switch x := e.value.(type) {
+	case []string:
+		v = []byte(strings.Join(x, `\`))
+		if len(v)%2 == 1 {
+			pad := byte(' ')
+			if e.vr == "UI" {
+				pad = 0
+			}
+			v = append(v, pad)
+		}
+	case []int: // US
+		for _, n := range x {
+			if n < 0 || n > math.MaxUint16 {
+				return nil, fmt.Errorf("attribute (%04X,%04X): %d is not an unsigned short", e.group, e.element, n)
+			}
+			v = binary.LittleEndian.AppendUint16(v, uint16(n))
+		}
+	case []uint32: // UL
+		for _, n := range x {
+			v = binary.LittleEndian.AppendUint32(v, n)
+		}
+	case []byte: // OB, OW
+		v = x
+		if len(v)%2 == 1 {
+			v = append(v[:len(v):len(v)], 0)
+		}
+	default:
+		return nil, fmt.Errorf("attribute (%04X,%04X): a value of type %T", e.group, e.element, e.value)
 	}
-	return x
+	if len(e.vr) != 2 {
+		return nil, fmt.Errorf("attribute (%04X,%04X): VR %q", e.group, e.element, e.vr)
+	}
+	dst = binary.LittleEndian.AppendUint16(dst, e.group)
+	dst = binary.LittleEndian.AppendUint16(dst, e.element)
+	dst = append(dst, e.vr...)
+	switch e.vr {
+	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
+		if uint64(len(v)) >= math.MaxUint32 {
+			return nil, fmt.Errorf("attribute (%04X,%04X): %d bytes is too long", e.group, e.element, len(v))
+		}
+		dst = append(dst, 0, 0)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(v)))
+	default:
+		if len(v) > math.MaxUint16 {
+			return nil, fmt.Errorf("attribute (%04X,%04X): %d bytes is too long for VR %s", e.group, e.element, len(v), e.vr)
+		}
+		dst = binary.LittleEndian.AppendUint16(dst, uint16(len(v)))
+	}
+	return append(dst, v...), nil
 }
 
 func da(t time.Time) string { return t.Format("20060102") }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,6 +56,11 @@ func attrs(t *testing.T, path string) (map[tag.Tag][]string, []byte) {
 	m := map[tag.Tag][]string{}
 	var pix []byte
 	for _, e := range ds.Elements {
+		// recon's writer names each attribute's VR itself: it must be
+		// the dictionary's.
+		if info, err := tag.Find(e.Tag); err != nil || !slices.Contains(info.VRs, e.RawValueRepresentation) {
+			t.Errorf("%s: attribute %v has VR %s, the dictionary's are %v (%v)", filepath.Base(path), e.Tag, e.RawValueRepresentation, info.VRs, err)
+		}
 		switch v := e.Value.GetValue().(type) {
 		case []string:
 			m[e.Tag] = v
