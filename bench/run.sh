@@ -137,7 +137,7 @@ mkdir -p "$BENCH_DIR" "$DISK_DIR"
 tmp=$(mktemp -d -p "$BENCH_DIR" recon-bench.XXXXXX)
 dtmp=$(mktemp -d -p "$DISK_DIR" recon-bench.XXXXXX)
 log "building recon and bench/reconbench"
-(cd "$repo" && go build -o bin/recon ./cmd/recon && go build -o "$tmp/reconbench" ./bench/reconbench)
+(cd "$repo" && CGO_ENABLED=0 go build -o bin/recon ./cmd/recon && go build -o "$tmp/reconbench" ./bench/reconbench)
 recon=$repo/bin/recon
 rb=$tmp/reconbench
 bytes=$((SIZE_MIB << 20))

@@ -17,7 +17,7 @@ size_mib=${1:-1024}
 runs=${2:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
-(cd "$repo" && go build -o bin/recon ./cmd/recon)
+(cd "$repo" && CGO_ENABLED=0 go build -o bin/recon ./cmd/recon)
 recon="$repo/bin/recon"
 tmp=$(mktemp -d -p "${BENCH_DIR:-/tmp}")
 server_pid=
