@@ -16,8 +16,9 @@ const (
 	DefaultReconnectDelay = time.Second
 	// MaxReconnectDelay caps the doubling waits of a Backoff.
 	MaxReconnectDelay = 30 * time.Second
-	// AuthRetries is how many of a Backoff's retries DialRetrying spends on
-	// a server that closed the handshake without answering: the server may
+	// AuthRetries is how many of a Backoff's retries DialRetrying (and
+	// the reconnects of Submit, WaitRetrying and FetchRetrying) spend on
+	// a server that closed the session without answering: the server may
 	// have been busy, which passes, but the same silence means a wrong key
 	// or a refused address, which do not, and should not wait long to be
 	// reported.
@@ -82,21 +83,29 @@ func (b Backoff) run(ctx context.Context, f func() error, again func(error) bool
 // ctx ending, is not retried.
 func DialRetrying(ctx context.Context, cfg Config, b Backoff) (*Client, error) {
 	var c *Client
-	authFailures := 0
 	err := b.run(ctx, func() (err error) {
 		c, err = Dial(ctx, cfg)
 		return err
-	}, func(err error) bool {
-		if errors.Is(err, secure.ErrClosedUnanswered) {
-			authFailures++
-			return authFailures <= AuthRetries
-		}
-		return Resumable(err)
-	}, nil)
+	}, refusalsCounted(Resumable), nil)
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// refusalsCounted is again, except that a session the server closed
+// without answering (ErrClosedUnanswered: a busy server over its caps, or
+// a key or address it does not take) is tried again at most AuthRetries
+// times, whatever again says.
+func refusalsCounted(again func(error) bool) func(error) bool {
+	refused := 0
+	return func(err error) bool {
+		if errors.Is(err, secure.ErrClosedUnanswered) {
+			refused++
+			return refused <= AuthRetries
+		}
+		return again(err)
+	}
 }
 
 // Retryable reports whether a failed Wait or Fetch may succeed if made
@@ -146,7 +155,8 @@ func (c *Client) FetchRetrying(ctx context.Context, id, dir string, opts *FetchO
 // cannot be opened (the server or relay is still down) is the next
 // attempt's error.
 func (c *Client) retrying(ctx context.Context, b Backoff, f func() error) error {
-	return b.run(ctx, f, func(err error) bool { return Retryable(err) && !c.isClosed() }, func() {
+	again := refusalsCounted(Retryable)
+	return b.run(ctx, f, func(err error) bool { return !c.isClosed() && again(err) }, func() {
 		if err := c.redial(ctx); err != nil && !errors.Is(err, ErrClosed) {
 			c.mu.Lock()
 			c.broken = fmt.Errorf("%w: %w", ErrClosed, err)

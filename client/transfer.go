@@ -39,7 +39,8 @@ type SubmitOptions struct {
 	// the upload when the connection breaks or stalls (0 means
 	// DefaultReconnects; negative means never). It waits a little longer
 	// before each, from ReconnectDelay (0 means one second) doubling up to
-	// 30 s.
+	// 30 s. A new session the server closes without answering (a busy
+	// server over its caps) is one of them, at most AuthRetries times.
 	Reconnects     int
 	ReconnectDelay time.Duration
 	// OnReconnect, if not nil, is called before each reconnect with its
@@ -112,10 +113,13 @@ func (c *Client) Submit(ctx context.Context, paths []string, opts *SubmitOptions
 	}
 	b := o.backoff()
 	var job Job
+	// A new session the server refuses (ErrClosedUnanswered, as a busy
+	// server over its caps does) is tried again as DialRetrying does.
+	again := refusalsCounted(Resumable)
 	err := b.run(ctx, func() error {
 		job = Job{}
 		return c.do(ctx, func() error { return c.submitOnce(ctx, &sub, paths, stats, total, &o, &job) })
-	}, func(err error) bool { return Resumable(err) && !c.isClosed() }, func() {
+	}, func(err error) bool { return !c.isClosed() && again(err) }, func() {
 		if derr := c.redial(ctx); derr != nil && ctx.Err() == nil && !errors.Is(derr, ErrClosed) {
 			// The server may be restarting: the next attempt fails with
 			// this error, and the one after that dials again.

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -421,6 +422,49 @@ func TestClientResumesAfterCut(t *testing.T) {
 	// The client goes on with the new session.
 	if j := waitDone(t, ctx, c, job.JobID); j.State != "succeeded" {
 		t.Fatalf("job ended %s", j.State)
+	}
+}
+
+// TestClientResumesAfterRefusedRedial cuts an upload, then has the first
+// new session closed unanswered, as a server over its per-address caps
+// closes one (the proxy closes it before the handshake): Submit counts
+// that refusal as a reconnect, dials again and resumes, and the caller
+// sees no error.
+func TestClientResumesAfterRefusedRedial(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	s := servertest.Start(t, servertest.Options{})
+	const size = 16 << 20
+	data := randomBytes(t, size)
+	in := writeInput(t, t.TempDir(), "big.7", data)
+	p := servertest.StartCutProxy(t, s.Addr().String(), 4<<20)
+	p.RefuseNext(1)
+	cfg := s.ClientConfig()
+	cfg.Address = p.Addr()
+	c, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reconnects []error
+	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{
+		ReconnectDelay: 10 * time.Millisecond,
+		OnReconnect:    func(n int, err error) { reconnects = append(reconnects, err) },
+	})
+	if err != nil {
+		t.Fatalf("Submit through a cut connection and a refused new session: %v", err)
+	}
+	if p.Refused() != 1 {
+		t.Errorf("the proxy refused %d sessions, want 1", p.Refused())
+	}
+	if len(reconnects) != 2 || !errors.Is(reconnects[1], secure.ErrClosedUnanswered) {
+		t.Errorf("reconnects %v: want two, the second after the refused session (ErrClosedUnanswered)", reconnects)
+	}
+	if len(job.Files) != 1 || !sameContent(job.Files[0].SHA256, job.Files[0].BLAKE3, data) {
+		t.Fatalf("job files %+v", job.Files)
+	}
+	if !logHas(t, s, `"msg":"upload resumed"`) {
+		t.Error("the server log does not show the resume")
 	}
 }
 

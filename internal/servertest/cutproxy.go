@@ -20,11 +20,13 @@ type CutProxy struct {
 	down     bool          // count the cut in target-to-client bytes
 	cut      chan struct{} // closed once the first connection is cut
 
-	mu     sync.Mutex
-	up     []int64 // client-to-target bytes, per connection
-	conns  []net.Conn
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	refuse  int     // connections after the first to close at once
+	refused int     // connections closed at once so far
+	up      []int64 // client-to-target bytes, per connection
+	conns   []net.Conn
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // StartCutProxy starts a CutProxy in front of target; it stops when the
@@ -50,6 +52,22 @@ func startCutProxy(t testing.TB, target string, cutAfter int64, down bool) *CutP
 	go p.accept()
 	t.Cleanup(p.close)
 	return p
+}
+
+// RefuseNext makes p close the next n connections after its first at
+// once, unanswered, as a busy server over its caps closes a session. Call
+// it before the first connection.
+func (p *CutProxy) RefuseNext(n int) {
+	p.mu.Lock()
+	p.refuse = n
+	p.mu.Unlock()
+}
+
+// Refused is the number of connections closed at once (RefuseNext).
+func (p *CutProxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
 }
 
 // Addr is the address clients dial instead of the target's.
@@ -82,6 +100,17 @@ func (p *CutProxy) accept() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		refuse := len(p.up) > 0 && p.refuse > 0
+		if refuse {
+			p.refuse--
+			p.refused++
+		}
+		p.mu.Unlock()
+		if refuse {
+			c.Close()
+			continue
 		}
 		s, err := net.DialTimeout("tcp", p.target, 10*time.Second)
 		if err != nil {
