@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,8 +57,31 @@ func TestHelloThroughRelay(t *testing.T) {
 				tt.hash == protocol.HashSHA256 && (f.SHA256 != fileSHA(t, in) || f.BLAKE3 != "") {
 				t.Errorf("the input through the relay: %+v, want it checked with %s", f, tt.hash)
 			}
-			if _, err := c.Wait(ctx, job.JobID, nil); err != nil {
+			// The job's views through the relay name the input's digest
+			// as the session's hash does: status, wait and queue.
+			checkInput := func(what string, j *client.Job) {
+				t.Helper()
+				if len(j.Files) != 1 || j.Files[0] != f {
+					t.Errorf("%s through the relay: files %+v, want %+v", what, j.Files, f)
+				}
+			}
+			j, err := c.Job(ctx, job.JobID)
+			if err != nil {
 				t.Fatal(err)
+			}
+			checkInput("status", j)
+			if j, err = c.Wait(ctx, job.JobID, nil); err != nil {
+				t.Fatal(err)
+			}
+			checkInput("wait", j)
+			q, err := c.Queue(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := slices.IndexFunc(q, func(x client.Job) bool { return x.JobID == job.JobID }); i < 0 {
+				t.Errorf("queue through the relay: no job %s in %+v", job.JobID, q)
+			} else {
+				checkInput("queue", &q[i])
 			}
 			_, files, err := c.Fetch(ctx, job.JobID, filepath.Join(t.TempDir(), "out"), nil)
 			if err != nil || len(files) != 1 || fileSHA(t, files[0].Path) != fileSHA(t, in) || files[0].SHA256 != fileSHA(t, in) {

@@ -56,7 +56,7 @@ func (r *Relay) clientRequests() *rpc.Mux[*clientSession] {
 		return r.jobStatus(ctx, s.Conn, s.State, ref.JobID)
 	})
 	rpc.Reply(m, protocol.TypeQueue, protocol.TypeQueueReply, func(ctx context.Context, s *session, _ *protocol.Empty) (*protocol.QueueReply, error) {
-		return r.queue(ctx, s.State.identity)
+		return r.queue(ctx, s.State.identity, s.State.hash)
 	})
 	rpc.Reply(m, protocol.TypeCancel, protocol.TypeCancelReply, func(ctx context.Context, s *session, ref *protocol.JobRef) (*protocol.CancelReply, error) {
 		return r.cancel(ctx, s.State, ref.JobID)
@@ -220,7 +220,7 @@ func (r *Relay) jobStatus(ctx context.Context, c *secure.Conn, cs *clientSession
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, "", id)
+	bc, err := r.open(ctx, b, cs.identity, cs.hash, id)
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id 
 		return err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, "", id)
+	bc, err := r.open(ctx, b, cs.identity, cs.hash, id)
 	if err != nil {
 		return err
 	}
@@ -280,13 +280,15 @@ func (r *Relay) wait(ctx context.Context, c *secure.Conn, cs *clientSession, id 
 
 // queue lists identity's jobs on every healthy backend, each labelled with
 // its backend: running first, then queued, then finished, each group in
-// submission order. Backends that are down are named in Unavailable.
-func (r *Relay) queue(ctx context.Context, identity string) (*protocol.QueueReply, error) {
+// submission order. Backends that are down are named in Unavailable. hash
+// is the client session's (its jobs' files carry BLAKE3 digests in a
+// BLAKE3 session, as on a server).
+func (r *Relay) queue(ctx context.Context, identity, hash string) (*protocol.QueueReply, error) {
 	up, down := r.pool.split()
 	lists := make([][]protocol.JobInfo, len(up))
 	failed := make([]bool, len(up))
 	r.eachBackend(ctx, up, backendReplyTimeout, func(ctx context.Context, i int, b *backend) {
-		c, err := r.pool.dial(ctx, b, identity, "")
+		c, err := r.pool.dial(ctx, b, identity, hash)
 		if err != nil {
 			failed[i] = true
 			return
@@ -331,7 +333,7 @@ func (r *Relay) cancel(ctx context.Context, cs *clientSession, id string) (*prot
 		return nil, err
 	}
 	cs.about(id, b.addr)
-	bc, err := r.open(ctx, b, cs.identity, "", id)
+	bc, err := r.open(ctx, b, cs.identity, cs.hash, id)
 	if err != nil {
 		return nil, err
 	}
