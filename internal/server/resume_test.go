@@ -381,6 +381,42 @@ func TestResumeOff(t *testing.T) {
 	}
 }
 
+// submitThroughCut submits a file of size random bytes to s with the
+// client package, through a CutProxy that cuts the first connection after
+// cutAfter bytes and refuses the next refuse ones (RefuseNext). It fails
+// the test if Submit fails, and returns the file's bytes, the proxy, the
+// client (on its new session), the job and the errors Submit reconnected
+// after.
+func submitThroughCut(t *testing.T, ctx context.Context, s *servertest.Server, size, cutAfter int64, refuse int) ([]byte, *servertest.CutProxy, *client.Client, *client.Job, []error) {
+	t.Helper()
+	data := randomBytes(t, int(size))
+	in := writeInput(t, t.TempDir(), "big.7", data)
+	p := servertest.StartCutProxy(t, s.Addr().String(), cutAfter)
+	p.RefuseNext(refuse)
+	cfg := s.ClientConfig()
+	cfg.Address = p.Addr()
+	c, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var reconnects []error
+	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{
+		ReconnectDelay: 10 * time.Millisecond,
+		OnReconnect:    func(n int, err error) { reconnects = append(reconnects, err) },
+	})
+	if err != nil {
+		t.Fatalf("Submit through a cut connection (and %d refused new sessions): %v", refuse, err)
+	}
+	if len(job.Files) != 1 || !sameContent(job.Files[0].SHA256, job.Files[0].BLAKE3, data) {
+		t.Fatalf("job files %+v", job.Files)
+	}
+	if !logHas(t, s, `"msg":"upload resumed"`) {
+		t.Error("the server log does not show the resume")
+	}
+	return data, p, c, job, reconnects
+}
+
 // TestClientResumesAfterCut submits a 32 MiB file through a connection
 // cut after 8 MiB: the client package reconnects and resumes on its own,
 // sending well under twice the file in all, and the job's file is whole.
@@ -389,35 +425,12 @@ func TestClientResumesAfterCut(t *testing.T) {
 	ctx := testContext(t)
 	s := servertest.Start(t, servertest.Options{})
 	const size = 32 << 20
-	data := randomBytes(t, size)
-	in := writeInput(t, t.TempDir(), "big.7", data)
-	p := servertest.StartCutProxy(t, s.Addr().String(), 8<<20)
-	cfg := s.ClientConfig()
-	cfg.Address = p.Addr()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var reconnects []error
-	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{
-		ReconnectDelay: 10 * time.Millisecond,
-		OnReconnect:    func(n int, err error) { reconnects = append(reconnects, err) },
-	})
-	if err != nil {
-		t.Fatalf("Submit through a cut connection: %v", err)
-	}
+	_, p, c, job, reconnects := submitThroughCut(t, ctx, s, size, 8<<20, 0)
 	if len(reconnects) != 1 {
 		t.Errorf("reconnected %d times (%v), want once", len(reconnects), reconnects)
 	}
-	if len(job.Files) != 1 || !sameContent(job.Files[0].SHA256, job.Files[0].BLAKE3, data) {
-		t.Fatalf("job files %+v", job.Files)
-	}
 	if up := p.UpTotal(); up > size*3/2 {
 		t.Errorf("%d bytes went to the server for a %d-byte file: the upload started over", up, size)
-	}
-	if !logHas(t, s, `"msg":"upload resumed"`) {
-		t.Error("the server log does not show the resume")
 	}
 	// The client goes on with the new session.
 	if j := waitDone(t, ctx, c, job.JobID); j.State != "succeeded" {
@@ -434,37 +447,12 @@ func TestClientResumesAfterRefusedRedial(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	s := servertest.Start(t, servertest.Options{})
-	const size = 16 << 20
-	data := randomBytes(t, size)
-	in := writeInput(t, t.TempDir(), "big.7", data)
-	p := servertest.StartCutProxy(t, s.Addr().String(), 4<<20)
-	p.RefuseNext(1)
-	cfg := s.ClientConfig()
-	cfg.Address = p.Addr()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var reconnects []error
-	job, err := c.Submit(ctx, []string{in}, &client.SubmitOptions{
-		ReconnectDelay: 10 * time.Millisecond,
-		OnReconnect:    func(n int, err error) { reconnects = append(reconnects, err) },
-	})
-	if err != nil {
-		t.Fatalf("Submit through a cut connection and a refused new session: %v", err)
-	}
+	_, p, _, _, reconnects := submitThroughCut(t, ctx, s, 16<<20, 4<<20, 1)
 	if p.Refused() != 1 {
 		t.Errorf("the proxy refused %d sessions, want 1", p.Refused())
 	}
 	if len(reconnects) != 2 || !errors.Is(reconnects[1], secure.ErrClosedUnanswered) {
 		t.Errorf("reconnects %v: want two, the second after the refused session (ErrClosedUnanswered)", reconnects)
-	}
-	if len(job.Files) != 1 || !sameContent(job.Files[0].SHA256, job.Files[0].BLAKE3, data) {
-		t.Fatalf("job files %+v", job.Files)
-	}
-	if !logHas(t, s, `"msg":"upload resumed"`) {
-		t.Error("the server log does not show the resume")
 	}
 }
 
