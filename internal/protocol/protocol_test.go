@@ -205,6 +205,29 @@ func TestValidSHA256(t *testing.T) {
 	}
 }
 
+func TestValidSubmissionID(t *testing.T) {
+	for _, tt := range []struct {
+		s    string
+		want bool
+	}{
+		{"a", true},
+		{"scanner-1:2026.12.08_P00000.7", true},
+		{strings.Repeat("Z9", MaxSubmissionID/2), true},
+		{strings.Repeat("a", MaxSubmissionID+1), false},
+		{"", false},
+		{"a b", false},
+		{"a/b", false},
+		{"../x", false},
+		{"é", false},
+		{"a\x00", false},
+		{"a\n", false},
+	} {
+		if got := ValidSubmissionID(tt.s); got != tt.want {
+			t.Errorf("ValidSubmissionID(%q) = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+}
+
 func FuzzReadMessage(f *testing.F) {
 	f.Add(frame(`{"type":"status"}`))
 	f.Add(frame(`{"type":"submit","body":{"files":[{"name":"a","size":1}],"options":{"k":"v"}}}`))

@@ -409,7 +409,7 @@ func readManifest(dir string) (*manifest, time.Time, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, time.Time{}, fmt.Errorf("manifest: %w", err)
 	}
-	if !submissionIDRE.MatchString(m.SubmissionID) || !jobs.ValidID(m.JobID) || len(m.Files) == 0 ||
+	if !protocol.ValidSubmissionID(m.SubmissionID) || !jobs.ValidID(m.JobID) || len(m.Files) == 0 ||
 		filepath.Base(dir) != incomingPrefix+m.JobID {
 		return nil, time.Time{}, errors.New("manifest: not a valid submission")
 	}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,12 +25,10 @@ import (
 // incomingPrefix names upload directories that are not a job yet.
 const incomingPrefix = ".incoming-"
 
-var submissionIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
-
 // validateSubmission checks everything about a submission that can be
 // checked before a byte is stored.
 func (s *Server) validateSubmission(sub *protocol.Submit) (total int64, err error) {
-	if sub.SubmissionID != "" && !submissionIDRE.MatchString(sub.SubmissionID) {
+	if sub.SubmissionID != "" && !protocol.ValidSubmissionID(sub.SubmissionID) {
 		return 0, protocol.Errorf(protocol.CodeBadRequest, "submission_id must be 1 to 128 letters, digits or . _ : -")
 	}
 	n := len(sub.Files)
